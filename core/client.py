@@ -1,0 +1,363 @@
+"""`Client` and `AsyncClient`: g4f's client API over Parley's providers.
+
+The client is policy (which provider, stop strings, response objects, usage); providers are
+transports that yield text. The sync `Client` runs the async core on one background event loop
+thread, so it works the same from plain scripts and from inside a running loop (a notebook, an
+async app), where `asyncio.run` would refuse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any
+
+from . import errors
+from .models import Model, model_name
+from .providers.base import provider_name
+from .providers.openai_compatible import OpenAICompatible
+from .providers.registry import current_registry, resolve_provider
+from .stop import StopFilter, cut_at_stop, normalize_stop
+from .types import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    FinishReason,
+    ProviderInfo,
+    Usage,
+    new_completion_id,
+)
+
+#: Rough characters per token, for the usage estimate of providers that report none.
+CHARS_PER_TOKEN = 4
+
+
+class InvalidRequestError(errors.ParleyError, ValueError):
+    user_hint = "The request was not valid."
+
+
+def _normalize_messages(messages: Any) -> list[dict[str, Any]]:
+    """A fresh list of fresh dicts: the caller's list is never modified."""
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    if not messages:
+        raise InvalidRequestError(
+            "messages is empty: pass at least one {'role', 'content'} message."
+        )
+    normalized = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise InvalidRequestError(
+                f"messages[{index}] must be a dict with 'role' and 'content', got {message!r:.80}"
+            )
+        normalized.append(dict(message))
+    return normalized
+
+
+def _estimate_usage(messages: list[dict[str, Any]], text: str) -> Usage:
+    prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+    return Usage(-(-prompt_chars // CHARS_PER_TOKEN), -(-len(text) // CHARS_PER_TOKEN))
+
+
+class _Request:
+    """One resolved call: provider, model name, messages and the provider's arguments."""
+
+    __slots__ = ("kwargs", "messages", "model", "provider", "stops")
+
+    def __init__(
+        self,
+        owner: _ClientBase,
+        messages: Any,
+        model: str | Model,
+        provider: Any,
+        stream: bool,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.messages = _normalize_messages(messages)
+        self.model = model_name(model)
+        ignore_working = kwargs.pop("ignore_working", False)
+        ignore_stream = kwargs.pop("ignore_stream", False)
+        chosen = provider if provider is not None else owner.provider
+        self.provider = (
+            resolve_provider(chosen)
+            if chosen is not None
+            else current_registry().for_model(self.model)
+        )
+        name = provider_name(self.provider)
+        if not getattr(self.provider, "working", False) and not ignore_working:
+            raise errors.ProviderNotWorkingError(
+                f"Provider {name} is not working: set its API key or address, or pick another."
+            )
+        self.stops = normalize_stop(kwargs.get("stop"))
+        if stream and not getattr(self.provider, "supports_stream", False) and not ignore_stream:
+            raise errors.StreamNotSupportedError(
+                f"Provider {name} cannot stream; pass ignore_stream=True to get the whole text as one chunk."
+            )
+        if ignore_working:
+            kwargs["ignore_working"] = True
+        if owner.api_key and "api_key" not in kwargs:
+            kwargs["api_key"] = owner.api_key
+        if owner.timeout and "timeout" not in kwargs:
+            kwargs["timeout"] = owner.timeout
+        self.kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        self.kwargs["stream"] = stream and getattr(self.provider, "supports_stream", False)
+
+
+async def _stream_chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk]:
+    """The chunk sequence: one per text piece, then a final chunk with finish_reason and usage."""
+    completion_id, created = new_completion_id()
+    model = request.model
+    provider = provider_name(request.provider)
+    named = False
+    usage: Usage | None = None
+    finish = "stop"
+    stopper = StopFilter(request.stops) if request.stops else None
+    produced: list[str] = []
+    items = request.provider.create_async_generator(model, request.messages, **request.kwargs)
+    try:
+        async for item in items:
+            if item.__class__ is not str:
+                if isinstance(item, ProviderInfo):
+                    if not named:
+                        provider, named = item.name, True
+                    continue
+                if isinstance(item, Usage):
+                    usage = item
+                    continue
+                if isinstance(item, FinishReason):
+                    finish = item.reason
+                    continue
+                if not isinstance(item, str):
+                    continue
+            if not item:
+                continue
+            if stopper is not None:
+                item = stopper.feed(item)
+                if stopper.stopped:
+                    finish = "stop"
+                    if item:
+                        produced.append(item)
+                        yield ChatCompletionChunk(
+                            item,
+                            None,
+                            id=completion_id,
+                            created=created,
+                            model=model,
+                            provider=provider,
+                        )
+                    break
+                if not item:
+                    continue
+            produced.append(item)
+            yield ChatCompletionChunk(
+                item, None, id=completion_id, created=created, model=model, provider=provider
+            )
+        else:
+            tail = stopper.flush() if stopper is not None else ""
+            if tail:
+                produced.append(tail)
+                yield ChatCompletionChunk(
+                    tail, None, id=completion_id, created=created, model=model, provider=provider
+                )
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    yield ChatCompletionChunk(
+        None,
+        finish,
+        id=completion_id,
+        created=created,
+        model=model,
+        provider=provider,
+        usage=usage or _estimate_usage(request.messages, "".join(produced)),
+    )
+
+
+async def _complete(request: _Request) -> ChatCompletion:
+    """A whole answer; built from the same chunk sequence so both paths agree."""
+    pieces: list[str] = []
+    last: ChatCompletionChunk | None = None
+    async for chunk in _stream_chunks(request):
+        last = chunk
+        content = chunk.choices[0].delta.content
+        if content:
+            pieces.append(content)
+    assert last is not None  # _stream_chunks always ends with the final chunk
+    text, _ = (
+        cut_at_stop("".join(pieces), request.stops) if request.stops else ("".join(pieces), False)
+    )
+    return ChatCompletion(
+        text,
+        last.choices[0].finish_reason or "stop",
+        id=last.id,
+        created=last.created,
+        model=last.model,
+        provider=last.provider,
+        usage=last.usage or _estimate_usage(request.messages, text),
+    )
+
+
+class AsyncStream:
+    """What `AsyncClient...create(stream=True)` returns: iterate it, or await it for itself."""
+
+    __slots__ = ("_iterator",)
+
+    def __init__(self, iterator: AsyncIterator[ChatCompletionChunk]) -> None:
+        self._iterator = iterator
+
+    def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
+        return self._iterator
+
+    async def __anext__(self) -> ChatCompletionChunk:
+        return await self._iterator.__anext__()
+
+    def __await__(self):
+        async def itself() -> AsyncStream:
+            return self
+
+        return itself().__await__()
+
+    async def aclose(self) -> None:
+        await self._iterator.aclose()  # type: ignore[attr-defined]
+
+
+class _ClientBase:
+    def __init__(
+        self,
+        provider: Any = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        **_: Any,
+    ) -> None:
+        if provider is None and base_url:
+            provider = OpenAICompatible("Custom", base_url, api_key)
+        self.provider = provider
+        self.api_key = api_key
+        self.timeout = timeout
+
+
+class AsyncCompletions:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    def create(
+        self,
+        messages: Any = None,
+        model: str | Model = "",
+        provider: Any = None,
+        stream: bool = False,
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        temperature: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, ChatCompletion] | AsyncStream:
+        """`await` it for a `ChatCompletion`; with `stream=True`, iterate the chunks."""
+        kwargs.update(max_tokens=max_tokens, stop=stop, temperature=temperature, timeout=timeout)
+        request = _Request(self._client, messages, model, provider, stream, kwargs)
+        if stream:
+            return AsyncStream(_stream_chunks(request))
+        return _complete(request)
+
+
+class _AsyncChat:
+    def __init__(self, client: AsyncClient) -> None:
+        self.completions = AsyncCompletions(client)
+
+
+class AsyncClient(_ClientBase):
+    """g4f's `AsyncClient`: `await client.chat.completions.create(...)`."""
+
+    def __init__(
+        self,
+        provider: Any = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(provider, api_key, base_url, timeout, **kwargs)
+        self.chat = _AsyncChat(self)
+
+
+class _BackgroundLoop:
+    """One daemon thread running an event loop, shared by every sync `Client`."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = threading.Lock()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="parley-sync", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._running_loop()).result()
+
+    def iterate(self, make: Any) -> Iterator[Any]:
+        """Pull from an async iterator created on the background loop by `make()`."""
+
+        async def create() -> Any:
+            return make()
+
+        iterator = self.run(create())
+        try:
+            while True:
+                try:
+                    yield self.run(iterator.__anext__())
+                except StopAsyncIteration:
+                    return
+        finally:
+            self.run(iterator.aclose())
+
+
+_background = _BackgroundLoop()
+
+
+class Completions:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        messages: Any = None,
+        model: str | Model = "",
+        provider: Any = None,
+        stream: bool = False,
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        temperature: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> ChatCompletion | Iterator[ChatCompletionChunk]:
+        kwargs.update(max_tokens=max_tokens, stop=stop, temperature=temperature, timeout=timeout)
+        request = _Request(self._client, messages, model, provider, stream, kwargs)
+        if stream:
+            return _background.iterate(lambda: _stream_chunks(request))
+        return _background.run(_complete(request))
+
+
+class _Chat:
+    def __init__(self, client: Client) -> None:
+        self.completions = Completions(client)
+
+
+class Client(_ClientBase):
+    """g4f's sync `Client`; usable with or without a running event loop in this thread."""
+
+    def __init__(
+        self,
+        provider: Any = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(provider, api_key, base_url, timeout, **kwargs)
+        self.chat = _Chat(self)

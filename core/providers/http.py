@@ -1,0 +1,193 @@
+"""The shared HTTP layer of every network provider: one pool, retries, and error mapping.
+
+All httpx exceptions and HTTP error statuses become `core.errors` here and nowhere else
+(httpx's own `map_httpcore_exceptions` is the model). Retries follow openai-python's policy:
+only before the first byte of a body, only for 429 and 5xx, jittered exponential backoff,
+`Retry-After` honoured up to a cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+
+from .. import errors
+
+log = logging.getLogger(__name__)
+
+#: Longest `Retry-After` we wait out; a longer one is raised as `RateLimitError` at once.
+MAX_RETRY_AFTER = 30.0
+INITIAL_BACKOFF = 0.5
+MAX_BACKOFF = 8.0
+#: Keep-alive pool sized for a busy bot: many chats streaming at once from one or two hosts.
+POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+
+_pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_client() -> httpx.AsyncClient:
+    """The process's pooled `httpx.AsyncClient` (one per event loop, as httpx requires)."""
+    loop = asyncio.get_running_loop()
+    client = _pools.get(loop)
+    if client is None or client.is_closed:
+        client = httpx.AsyncClient(limits=POOL_LIMITS, timeout=None, trust_env=False)
+        _pools[loop] = client
+    return client
+
+
+async def close_shared_client() -> None:
+    """Close this loop's pool; the app calls it on shutdown."""
+    client = _pools.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()
+
+
+class Redactor:
+    """Removes a secret from any text that might reach a log or a user."""
+
+    def __init__(self, secret: str | None) -> None:
+        self._secret = secret if secret and len(secret) >= 4 else None
+
+    def __call__(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    for header in ("retry-after-ms", "retry-after"):
+        value = response.headers.get(header)
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except ValueError:
+            continue
+        return seconds / 1000 if header == "retry-after-ms" else seconds
+    return None
+
+
+def _error_detail(body: bytes) -> tuple[str, str]:
+    """(message, code) from an OpenAI- or Anthropic-shaped error body, or its raw start."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body[:300].decode(errors="replace").strip(), ""
+    error = payload.get("error", payload) if isinstance(payload, dict) else payload
+    if isinstance(error, dict):
+        message = str(error.get("message") or error.get("detail") or error)
+        code = str(error.get("code") or error.get("type") or "")
+        return message, code
+    return str(error), ""
+
+
+def status_error(
+    provider: str, response: httpx.Response, body: bytes, key_hint: str, redact: Redactor
+) -> errors.ParleyError:
+    """Map an HTTP error response to the typed error that says what to fix."""
+    status = response.status_code
+    message, code = _error_detail(body)
+    message = redact(message)
+    where = f"{provider} ({response.request.method} {response.request.url.path})"
+    if status in (401, 403):
+        return errors.MissingAuthError(
+            f"{where} rejected the API key with HTTP {status}: {message}. Check {key_hint}."
+        )
+    if status == 429:
+        retry_after = _retry_after(response)
+        wait = f" Retry after {retry_after:g} s." if retry_after is not None else ""
+        return errors.RateLimitError(f"{where} is rate limiting: {message}.{wait}", retry_after)
+    if "model" in code or (status in (400, 404) and "model" in message.lower()):
+        return errors.ModelNotFoundError(
+            f"{where}: the model is not available: {message}. Pick a model this provider serves."
+        )
+    if status == 404:
+        return errors.ResponseStatusError(
+            f"{where} answered 404 Not Found: {message}. Check the provider's base URL.", status
+        )
+    return errors.ResponseStatusError(f"{where} answered HTTP {status}: {message}", status)
+
+
+def transport_error(provider: str, exc: httpx.HTTPError, redact: Redactor) -> errors.ParleyError:
+    """Map an httpx transport failure (no usable HTTP answer) to a typed error."""
+    url = exc.request.url if getattr(exc, "_request", None) is not None else "its base URL"
+    if isinstance(exc, httpx.TimeoutException):
+        kind = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for data"
+        return errors.TimeoutError(redact(f"{provider}: timed out {kind} ({url})."))
+    if isinstance(exc, httpx.ConnectError):
+        return errors.ProviderConnectionError(
+            redact(
+                f"{provider}: cannot reach {url}: {exc}. Is the server running and the URL right?"
+            )
+        )
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):
+        return errors.ProviderConnectionError(
+            redact(
+                f"{provider}: the connection broke off mid-answer ({exc or type(exc).__name__})."
+            )
+        )
+    return errors.ProviderConnectionError(redact(f"{provider}: HTTP failure: {exc!r}"))
+
+
+def _backoff(attempt: int) -> float:
+    return min(INITIAL_BACKOFF * 2**attempt, MAX_BACKOFF) * (0.75 + random.random() / 2)
+
+
+@asynccontextmanager
+async def open_stream(
+    provider: str,
+    url: str,
+    *,
+    json_body: dict[str, Any],
+    headers: dict[str, str],
+    timeout: httpx.Timeout,
+    max_retries: int,
+    key_hint: str,
+    redact: Redactor,
+) -> AsyncIterator[httpx.Response]:
+    """POST and yield a 2xx response whose body is not read yet, retrying what may be retried.
+
+    The response is closed on exit, also on cancellation, so a cancelled reply frees its
+    connection (httpx's `stream()` does the same in a `finally`).
+    """
+    client = shared_client()
+    attempt = 0
+    while True:
+        request = client.build_request(
+            "POST", url, json=json_body, headers=headers, timeout=timeout
+        )
+        try:
+            response = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise transport_error(provider, exc, redact) from None
+        try:
+            if response.status_code < 400:
+                yield response
+                return
+            body = await response.aread()
+        except httpx.HTTPError as exc:
+            raise transport_error(provider, exc, redact) from None
+        finally:
+            await response.aclose()
+        error = status_error(provider, response, body, key_hint, redact)
+        retryable = response.status_code == 429 or response.status_code >= 500
+        if not retryable or attempt >= max_retries:
+            raise error
+        wait = _retry_after(response)
+        if wait is None:
+            wait = _backoff(attempt)
+        elif wait > MAX_RETRY_AFTER:
+            raise error
+        log.info(
+            "%s: HTTP %s, retry %d in %.2f s", provider, response.status_code, attempt + 1, wait
+        )
+        attempt += 1
+        await asyncio.sleep(wait)

@@ -1,0 +1,104 @@
+"""The optional providers file (TOML): extra providers, model routes and fallback order.
+
+```toml
+fallback = ["OpenAI", "Groq"]        # tried in order for models no route claims
+
+[[provider]]
+name = "Work"
+type = "openai"                      # "openai" (any compatible endpoint) or "anthropic"
+base_url = "https://llm.example.com/v1"
+api_key_env = "WORK_LLM_KEY"         # the key is read from this variable, never from the file
+models = ["qwen-*"]                  # names (fnmatch patterns) this provider claims
+default_model = "qwen-72b"
+
+[routes]
+"gpt-4o" = ["OpenAI", "OpenRouter"]  # a list is a fallback order
+"claude-*" = "Anthropic"
+```
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import errors
+from ..config import Settings, env_secret
+from .anthropic import Anthropic
+from .base import BaseProvider
+from .openai_compatible import OpenAICompatible
+
+
+class ProvidersFileError(errors.ParleyError):
+    """The providers file cannot be used; the message names the file and the fix."""
+
+
+@dataclass
+class ProvidersFile:
+    providers: list[BaseProvider] = field(default_factory=list)
+    routes: list[tuple[str, list[str]]] = field(default_factory=list)
+    fallback: list[str] = field(default_factory=list)
+
+
+def _names(value: Any, where: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise ValueError(f"{where} must be a provider name or a list of names")
+
+
+def _provider(entry: dict[str, Any], settings: Settings) -> BaseProvider:
+    if "api_key" in entry:
+        raise ValueError("keys do not belong in the file: use api_key_env = 'VARIABLE_NAME'")
+    name = entry["name"]
+    key_env = entry.get("api_key_env")
+    key = env_secret(key_env) if key_env else None
+    common = {
+        "default_model": entry.get("default_model"),
+        "models": entry.get("models"),
+        "key_env": key_env or f"api_key_env for {name}",
+        "connect_timeout": settings.connect_timeout,
+        "read_timeout": settings.read_timeout,
+        "max_retries": settings.max_retries,
+    }
+    kind = entry.get("type", "openai")
+    if kind == "anthropic":
+        return Anthropic(
+            key, name=name, base_url=entry.get("base_url", Anthropic().base_url), **common
+        )
+    if kind == "openai":
+        return OpenAICompatible(
+            name,
+            entry["base_url"],
+            key,
+            headers=entry.get("headers"),
+            needs_auth=bool(key_env),
+            **common,
+        )
+    raise ValueError(f"provider {name!r}: type must be 'openai' or 'anthropic', not {kind!r}")
+
+
+def load_providers_file(path: Path, settings: Settings) -> ProvidersFile:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProvidersFileError(
+            f"Cannot read the providers file {path}: {exc.strerror}."
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ProvidersFileError(f"The providers file {path} is not valid TOML: {exc}.") from None
+    try:
+        return ProvidersFile(
+            providers=[_provider(entry, settings) for entry in data.get("provider", [])],
+            routes=[
+                (pattern, _names(target, f"route {pattern!r}"))
+                for pattern, target in data.get("routes", {}).items()
+            ],
+            fallback=_names(data.get("fallback", []), "fallback"),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ProvidersFileError(f"The providers file {path} is invalid: {detail}.") from None

@@ -1,0 +1,146 @@
+"""The provider registry: every configured provider by name, and which one serves a model.
+
+`Provider` (exported from `core`) is a live view of the registry for the current settings,
+so `Provider.OpenAI`, `Provider.get("groq")` and `get_providers()` read like g4f's module of
+provider classes while reflecting the operator's keys.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+from typing import Any
+
+from .. import errors
+from ..config import Settings, get_settings
+from .base import BaseProvider, provider_name
+from .fallback import IterListProvider
+from .presets import default_provider, preset_providers
+from .providers_file import load_providers_file
+
+
+class ProviderRegistry:
+    """Named providers plus routing: routes, then claimed model patterns, then the default."""
+
+    def __init__(
+        self,
+        providers: list[Any],
+        default: Any,
+        routes: list[tuple[str, list[str]]] | None = None,
+        fallback: list[str] | None = None,
+    ) -> None:
+        self.default = default
+        self._by_key: dict[str, Any] = {}
+        for provider in [default, *providers]:
+            self._by_key[provider_name(provider).casefold()] = provider
+        self.routes = [(pattern, [self.get(n) for n in names]) for pattern, names in routes or []]
+        self.fallback = [self.get(name) for name in fallback or []]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProviderRegistry:
+        extra = (
+            load_providers_file(settings.providers_file, settings)
+            if settings.providers_file
+            else None
+        )
+        providers = preset_providers(settings)
+        if extra:
+            # A file's provider replaces a preset of the same name.
+            names = {provider_name(p).casefold() for p in extra.providers}
+            providers = [p for p in providers if provider_name(p).casefold() not in names]
+            providers += extra.providers
+        try:
+            return cls(
+                providers,
+                default_provider(settings),
+                extra.routes if extra else None,
+                extra.fallback if extra else None,
+            )
+        except errors.ProviderNotFoundError as exc:
+            raise errors.ProviderNotFoundError(
+                f"The providers file {settings.providers_file} names an unknown provider: {exc}"
+            ) from None
+
+    def get(self, name: str) -> Any:
+        try:
+            return self._by_key[name.casefold()]
+        except KeyError:
+            known = ", ".join(provider_name(p) for p in self) or "none"
+            raise errors.ProviderNotFoundError(
+                f"No provider named {name!r}. Known providers: {known}."
+            ) from None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        try:
+            return self.get(name)
+        except errors.ProviderNotFoundError as exc:
+            raise AttributeError(str(exc)) from None
+
+    def __iter__(self):
+        return iter(self._by_key.values())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.casefold() in self._by_key
+
+    def for_model(self, model: str) -> Any:
+        """The provider that serves `model`; unclaimed names go to the default unchanged."""
+        for pattern, targets in self.routes:
+            if fnmatchcase(model, pattern):
+                return targets[0] if len(targets) == 1 else IterListProvider(targets)
+        for provider in self:
+            if provider is self.default or not getattr(provider, "working", False):
+                continue
+            if any(fnmatchcase(model, pattern) for pattern in getattr(provider, "models", ())):
+                return provider
+        if self.fallback:
+            return IterListProvider(self.fallback)
+        return self.default
+
+
+_current: tuple[Settings, ProviderRegistry] | None = None
+
+
+def current_registry() -> ProviderRegistry:
+    """The registry for the current settings, rebuilt when the settings object changes."""
+    global _current
+    settings = get_settings()
+    if _current is None or _current[0] is not settings:
+        _current = (settings, ProviderRegistry.from_settings(settings))
+    return _current[1]
+
+
+class _ProviderView:
+    """`core.Provider`: attribute and `get()` access to the current registry."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(current_registry(), name)
+
+    def get(self, name: str) -> Any:
+        return current_registry().get(name)
+
+    def __iter__(self):
+        return iter(current_registry())
+
+    def __contains__(self, name: object) -> bool:
+        return name in current_registry()
+
+    def __repr__(self) -> str:
+        return f"<Provider registry: {', '.join(provider_name(p) for p in self)}>"
+
+
+Provider = _ProviderView()
+
+
+def get_providers() -> list[BaseProvider]:
+    """Every registered provider, working or not (g4f code filters on `.working`)."""
+    return list(current_registry())
+
+
+def resolve_provider(provider: Any) -> Any:
+    """A provider object from what a caller passed: an object, a name, or a list (fallback)."""
+    if isinstance(provider, str):
+        return current_registry().get(provider)
+    if isinstance(provider, list | tuple):
+        return IterListProvider([resolve_provider(p) for p in provider])
+    return provider

@@ -1,0 +1,169 @@
+"""Response objects in the shape of OpenAI's (and so g4f's) chat completion types.
+
+They are plain slotted classes rather than pydantic models: a stream of thousands of chunks
+builds three objects per piece, and the benchmark shows validation would cost more than the
+HTTP parsing. They keep the part of pydantic's surface callers use: attribute access and
+`model_dump()`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+FinishReasonName = Literal["stop", "length", "content_filter", "tool_calls", "error"]
+
+
+class _Dumpable:
+    """Attribute access plus a recursive `model_dump()`, shared by every response object."""
+
+    __slots__ = ()
+
+    def model_dump(self) -> dict[str, Any]:
+        return {name: _dump(getattr(self, name)) for name in self.__slots__}
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.model_dump() == other.model_dump()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, _Dumpable):
+        return value.model_dump()
+    if isinstance(value, list):
+        return [_dump(item) for item in value]
+    return value
+
+
+class Usage(_Dumpable):
+    """Token counts. A provider may yield one in its stream; the client attaches it."""
+
+    __slots__ = ("completion_tokens", "prompt_tokens", "total_tokens")
+
+    def __init__(
+        self, prompt_tokens: int = 0, completion_tokens: int = 0, total_tokens: int | None = None
+    ):
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.total_tokens = (
+            prompt_tokens + completion_tokens if total_tokens is None else total_tokens
+        )
+
+
+class FinishReason:
+    """Yielded by a provider to say why its text ended when that is not a plain `"stop"`."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: FinishReasonName) -> None:
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"FinishReason({self.reason!r})"
+
+
+class ProviderInfo:
+    """Yielded by a fallback provider just before the first text: who is answering.
+
+    The client keeps the first one it sees, which is the innermost provider's.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class ChatCompletionMessage(_Dumpable):
+    __slots__ = ("content", "role")
+
+    def __init__(self, content: str | None, role: str = "assistant") -> None:
+        self.role = role
+        self.content = content
+
+
+class Choice(_Dumpable):
+    __slots__ = ("finish_reason", "index", "message")
+
+    def __init__(self, message: ChatCompletionMessage, finish_reason: str | None, index: int = 0):
+        self.index = index
+        self.message = message
+        self.finish_reason = finish_reason
+
+
+class ChatCompletion(_Dumpable):
+    """A whole answer, as `create(..., stream=False)` returns it."""
+
+    __slots__ = ("choices", "created", "id", "model", "object", "provider", "usage")
+
+    def __init__(
+        self,
+        content: str,
+        finish_reason: str,
+        *,
+        id: str,
+        created: int,
+        model: str,
+        provider: str,
+        usage: Usage,
+    ) -> None:
+        self.id = id
+        self.object = "chat.completion"
+        self.created = created
+        self.model = model
+        self.provider = provider
+        self.choices = [Choice(ChatCompletionMessage(content), finish_reason)]
+        self.usage = usage
+
+
+class ChoiceDelta(_Dumpable):
+    __slots__ = ("content", "role")
+
+    def __init__(self, content: str | None, role: str | None = "assistant") -> None:
+        self.role = role
+        self.content = content
+
+
+class ChunkChoice(_Dumpable):
+    __slots__ = ("delta", "finish_reason", "index")
+
+    def __init__(self, delta: ChoiceDelta, finish_reason: str | None, index: int = 0) -> None:
+        self.index = index
+        self.delta = delta
+        self.finish_reason = finish_reason
+
+
+class ChatCompletionChunk(_Dumpable):
+    """One piece of a streamed answer; the last one has `delta.content = None` and the usage."""
+
+    __slots__ = ("choices", "created", "id", "model", "object", "provider", "usage")
+
+    def __init__(
+        self,
+        content: str | None,
+        finish_reason: str | None,
+        *,
+        id: str,
+        created: int,
+        model: str,
+        provider: str,
+        usage: Usage | None = None,
+    ) -> None:
+        self.id = id
+        self.object = "chat.completion.chunk"
+        self.created = created
+        self.model = model
+        self.provider = provider
+        self.choices = [ChunkChoice(ChoiceDelta(content), finish_reason)]
+        self.usage = usage
+
+
+def new_completion_id() -> tuple[str, int]:
+    """A fresh `chatcmpl-…` id and creation time, made once per answer."""
+    return f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
