@@ -1,0 +1,736 @@
+"""A local fake LLM API (OpenAI chat completions and Anthropic Messages) for tests and benchmarks.
+
+Tests script each reply with a `Script` (pieces, delays, HTTP errors, cut, malformed or stalled
+streams) so the real httpx-based client is exercised over real HTTP on 127.0.0.1. Benchmarks run
+it in its own process (`python -m tests.fakes.llm_server`) so it never competes with the client
+for the event loop. With no delay the SSE body is pre-serialised from byte templates and written
+in batches, so the server is never the bottleneck of a throughput measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import json
+import re
+import signal
+import sys
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+HOST = "127.0.0.1"
+#: SSE events joined into one `StreamResponse.write` when pieces need no delay between them.
+BATCH_EVENTS = 64
+#: How long `close()` lets aiohttp wait for handlers; ours are cancelled before that anyway.
+SHUTDOWN_TIMEOUT = 0.1
+#: Default seconds the `wait_*` helpers wait before raising TimeoutError.
+WAIT_TIMEOUT = 5.0
+DEFAULT_MODELS = ("fake-model", "fake-model-mini")
+DEFAULT_MODEL = DEFAULT_MODELS[0]
+ECHO_PREFIX = "echo: "
+MALFORMED_DATA = b"data: {not json\n\n"
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+
+_WORD_PIECES = re.compile(r"\s*\S+|\s+")
+
+_OPENAI_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_denied",
+    404: "invalid_request_error",
+    429: "requests",
+}
+_ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+_ANTHROPIC_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+
+
+@dataclass
+class Script:
+    """How the server answers one request; `enqueue` several to script a conversation."""
+
+    pieces: list[str] = field(default_factory=lambda: ["Hello", ",", " world"])
+    delay: float = 0.0
+    first_delay: float = 0.0
+    status: int = 200
+    error_message: str = "fake error"
+    error_code: str | None = None
+    #: None -> the provider's usual type for `status` (e.g. OpenAI "requests" for 429).
+    error_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    usage: dict | None = None
+    finish_reason: str = "stop"
+    cut_after: int | None = None
+    malformed_after: int | None = None
+    stall_after: int | None = None
+    #: The exact body. A list is written segment by segment (`delay` apart when > 0), so one SSE
+    #: event can arrive split across TCP reads.
+    raw_sse: bytes | list[bytes] | None = None
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the server saw it; header names are lower-cased."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    json: Any
+
+
+class _BadRequest(Exception):
+    """A request the real API would refuse; carries the status and the error details."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+class _Cut:
+    """Marker in an event plan: close the transport here."""
+
+
+class _Stall:
+    """Marker in an event plan: send nothing more until the client leaves."""
+
+
+class _Pause:
+    """Marker in an event plan: flush what is pending, then wait the script's `delay`."""
+
+
+_CUT = _Cut()
+_STALL = _Stall()
+_PAUSE = _Pause()
+_PlanItem = bytes | _Cut | _Stall | _Pause
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode(value: str) -> bytes:
+    """JSON-encode a piece once; benchmarks repeat the same piece thousands of times."""
+    return json.dumps(value).encode()
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _content_text(content: Any) -> str:
+    """Text of a message's content: a string, or a list of {"type": "text", "text": ...} parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def _word_count(messages: list[Any], system: Any = None) -> int:
+    texts = [_content_text(system)]
+    texts += [_content_text(m.get("content")) for m in messages if isinstance(m, dict)]
+    return sum(len(text.split()) for text in texts)
+
+
+def _echo_script(messages: list[Any]) -> Script:
+    """The reply when nothing is queued: the last user message echoed back, word by word."""
+    last = ""
+    for message in messages:
+        if isinstance(message, dict) and message.get("role") == "user":
+            last = _content_text(message.get("content"))
+    return Script(pieces=_WORD_PIECES.findall(ECHO_PREFIX + last))
+
+
+def _max_tokens(body: dict, *names: str) -> int | None:
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise _BadRequest(400, f"Invalid '{name}': expected an integer of at least 1.")
+        return value
+    return None
+
+
+@dataclass
+class _Reply:
+    """A script resolved against one request: the pieces actually sent and the final numbers."""
+
+    script: Script
+    pieces: list[str]
+    finish_reason: str
+    prompt_tokens: int
+
+    @classmethod
+    def build(cls, script: Script, max_tokens: int | None, prompt_tokens: int) -> _Reply:
+        pieces, finish = script.pieces, script.finish_reason
+        if max_tokens is not None and len(pieces) > max_tokens:
+            pieces, finish = pieces[:max_tokens], "length"
+        return cls(script, pieces, finish, prompt_tokens)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+    def openai_usage(self) -> dict:
+        if self.script.usage is not None:
+            return self.script.usage
+        done = len(self.pieces)
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": done,
+            "total_tokens": self.prompt_tokens + done,
+        }
+
+    def anthropic_usage(self) -> dict:
+        usage = self.openai_usage()
+        return {
+            "input_tokens": usage.get("input_tokens", usage.get("prompt_tokens", 0)),
+            "output_tokens": usage.get("output_tokens", usage.get("completion_tokens", 0)),
+        }
+
+    def plan(
+        self, piece_events: list[bytes], malformed: bytes, tail: list[bytes]
+    ) -> list[_PlanItem]:
+        """Events in order, with the malformed event and the pause/cut/stall markers in place."""
+        script = self.script
+        if script.delay <= 0 and {script.malformed_after, script.cut_after, script.stall_after} == {
+            None
+        }:
+            return [*piece_events, *tail]
+        items: list[_PlanItem] = []
+        for index in range(len(piece_events) + 1):
+            if script.malformed_after == index:
+                items.append(malformed)
+            if script.cut_after == index:
+                return [*items, _CUT]
+            if script.stall_after == index:
+                return [*items, _STALL]
+            if index < len(piece_events):
+                if index and script.delay > 0:
+                    items.append(_PAUSE)
+                items.append(piece_events[index])
+        return items + tail
+
+
+class FakeLLMServer:
+    """OpenAI- and Anthropic-compatible endpoints answering from a queue of `Script`s."""
+
+    def __init__(
+        self,
+        *,
+        require_key: str | None = None,
+        models: set[str] | None = None,
+        default_script: Script | None = None,
+    ) -> None:
+        """`default_script` answers every request when the queue is empty (benchmarks)."""
+        self.require_key = require_key
+        self.models = models
+        self.default_script = default_script
+        self.requests: list[RecordedRequest] = []
+        self.active_streams = 0
+        self.base_url = ""
+        self.anthropic_base_url = ""
+        self._queue: deque[Script] = deque()
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, port: int = 0) -> str:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._openai_chat)
+        app.router.add_get("/v1/models", self._openai_models)
+        app.router.add_post("/anthropic/v1/messages", self._anthropic_messages)
+        self._runner = web.AppRunner(
+            app,
+            access_log=None,
+            handler_cancellation=True,  # a client that leaves cancels its handler (stall_after)
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, HOST, port)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets
+        bound_port = server.sockets[0].getsockname()[1]
+        self.base_url = f"http://{HOST}:{bound_port}/v1"
+        self.anthropic_base_url = f"http://{HOST}:{bound_port}/anthropic/v1"
+        return self.base_url
+
+    async def close(self) -> None:
+        for task in list(self._handlers):
+            task.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeLLMServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- scripting and observation -------------------------------------------------------------
+
+    def enqueue(self, *scripts: Script) -> None:
+        self._queue.extend(scripts)
+
+    # The `timeout` parameters are the agreed test interface (ASYNC109 prefers asyncio.timeout).
+    async def wait_for_requests(
+        self,
+        n: int,
+        timeout: float = WAIT_TIMEOUT,
+    ) -> list[RecordedRequest]:
+        """Wait until `n` requests (any endpoint) have arrived; raises TimeoutError."""
+        await self._wait(lambda: len(self.requests) >= n, timeout)
+        return self.requests
+
+    async def wait_until_no_active_streams(
+        self,
+        timeout: float = WAIT_TIMEOUT,
+    ) -> None:
+        """Wait until every completion request has finished or been abandoned by its client."""
+        await self._wait(lambda: self.active_streams == 0, timeout)
+
+    async def _wait(self, predicate: Callable[[], bool], within: float) -> None:
+        if predicate():
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (predicate, future)
+        self._waiters.append(entry)
+        try:
+            await asyncio.wait_for(future, within)
+        finally:
+            self._waiters.remove(entry)
+
+    def _notify(self) -> None:
+        """Synchronous so it also runs from `finally` blocks of cancelled handlers."""
+        for predicate, future in self._waiters:
+            if not future.done() and predicate():
+                future.set_result(None)
+
+    async def _record(self, request: web.Request) -> Any:
+        """Record the request; returns its JSON body, or a `_BadRequest` if it has none."""
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = _BadRequest(400, "We could not parse the JSON body of your request.")
+        recorded_json = None if isinstance(body, _BadRequest) else body
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.requests.append(RecordedRequest(request.method, request.path, headers, recorded_json))
+        self._notify()
+        return body
+
+    def _next_script(self, messages: list[Any]) -> Script:
+        if self._queue:
+            return self._queue.popleft()
+        return self.default_script or _echo_script(messages)
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """Count a completion request from arrival to its last byte (or the client leaving)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        self.active_streams += 1
+        try:
+            yield
+        finally:
+            self.active_streams -= 1
+            self._handlers.discard(task)
+            self._notify()
+
+    # -- OpenAI --------------------------------------------------------------------------------
+
+    async def _openai_models(self, request: web.Request) -> web.StreamResponse:
+        await self._record(request)
+        try:
+            self._check_bearer(request)
+        except _BadRequest as exc:
+            return _openai_error(exc.status, exc.message, exc.code)
+        names = sorted(self.models) if self.models is not None else list(DEFAULT_MODELS)
+        data = [
+            {"id": n, "object": "model", "created": 0, "owned_by": "parley-fake"} for n in names
+        ]
+        return web.json_response({"object": "list", "data": data})
+
+    def _check_bearer(self, request: web.Request) -> None:
+        if self.require_key is None:
+            return
+        header = request.headers.get("Authorization", "")
+        if not header:
+            raise _BadRequest(401, "You didn't provide an API key.", "invalid_api_key")
+        if header != f"Bearer {self.require_key}":
+            raise _BadRequest(401, "Incorrect API key provided.", "invalid_api_key")
+
+    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
+        with self._in_flight():
+            body = await self._record(request)
+            try:
+                if isinstance(body, _BadRequest):
+                    raise body
+                self._check_bearer(request)
+                messages, model, stream, max_tokens = self._parse_openai(body)
+            except _BadRequest as exc:
+                return _openai_error(exc.status, exc.message, exc.code)
+            script = self._next_script(messages)
+            reply = _Reply.build(script, max_tokens, _word_count(messages))
+            return await self._serve_openai(request, reply, body, model, stream)
+
+    def _parse_openai(self, body: Any) -> tuple[list[Any], str, bool, int | None]:
+        if not isinstance(body, dict):
+            raise _BadRequest(400, "The request body must be a JSON object.")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _BadRequest(400, "'messages' must be a non-empty array.")
+        model = body.get("model") if isinstance(body.get("model"), str) else DEFAULT_MODEL
+        if self.models is not None and model not in self.models:
+            raise _BadRequest(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                "model_not_found",
+            )
+        max_tokens = _max_tokens(body, "max_completion_tokens", "max_tokens")
+        return messages, model, bool(body.get("stream")), max_tokens
+
+    async def _serve_openai(
+        self, request: web.Request, reply: _Reply, body: dict, model: str, stream: bool
+    ) -> web.StreamResponse:
+        script = reply.script
+        if script.first_delay:
+            await asyncio.sleep(script.first_delay)
+        if script.status != 200:
+            return _openai_error(
+                script.status,
+                script.error_message,
+                script.error_code,
+                script.error_type,
+                script.headers,
+            )
+        if script.raw_sse is not None:
+            return await _write_raw(request, script)
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        created = int(time.time())
+        if not stream:
+            return await _write_whole(
+                request, script, _openai_completion(reply, completion_id, created, model)
+            )
+        stream_options = body.get("stream_options")
+        include_usage = isinstance(stream_options, dict) and bool(
+            stream_options.get("include_usage")
+        )
+        events, tail = _openai_events(reply, completion_id, created, model, include_usage)
+        plan = reply.plan(events, MALFORMED_DATA, tail)
+        return await _write_plan(request, script, plan)
+
+    # -- Anthropic -----------------------------------------------------------------------------
+
+    async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
+        with self._in_flight():
+            body = await self._record(request)
+            try:
+                if isinstance(body, _BadRequest):
+                    raise body
+                self._check_anthropic_headers(request)
+                messages, model, stream, max_tokens = self._parse_anthropic(body)
+            except _BadRequest as exc:
+                return _anthropic_error(exc.status, exc.message)
+            script = self._next_script(messages)
+            reply = _Reply.build(script, max_tokens, _word_count(messages, body.get("system")))
+            return await self._serve_anthropic(request, reply, model, stream)
+
+    def _check_anthropic_headers(self, request: web.Request) -> None:
+        if self.require_key is not None:
+            key = request.headers.get("x-api-key")
+            if key is None:
+                raise _BadRequest(401, "x-api-key header is required")
+            if key != self.require_key:
+                raise _BadRequest(401, "invalid x-api-key")
+        if not request.headers.get("anthropic-version"):
+            raise _BadRequest(400, "anthropic-version: header is required")
+
+    def _parse_anthropic(self, body: Any) -> tuple[list[Any], str, bool, int]:
+        if not isinstance(body, dict):
+            raise _BadRequest(400, "The request body must be a JSON object.")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _BadRequest(400, "messages: field required and must be a non-empty list")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _BadRequest(400, "model: field required")
+        if self.models is not None and model not in self.models:
+            raise _BadRequest(404, f"model: {model}")
+        max_tokens = _max_tokens(body, "max_tokens")
+        if max_tokens is None:
+            raise _BadRequest(400, "max_tokens: field required")
+        return messages, model, bool(body.get("stream")), max_tokens
+
+    async def _serve_anthropic(
+        self, request: web.Request, reply: _Reply, model: str, stream: bool
+    ) -> web.StreamResponse:
+        script = reply.script
+        if script.first_delay:
+            await asyncio.sleep(script.first_delay)
+        if script.status != 200:
+            return _anthropic_error(
+                script.status, script.error_message, script.error_type, script.headers
+            )
+        if script.raw_sse is not None:
+            return await _write_raw(request, script)
+        message_id = f"msg_{uuid.uuid4().hex[:24]}"
+        if not stream:
+            return await _write_whole(request, script, _anthropic_message(reply, message_id, model))
+        events, head, tail = _anthropic_events(reply, message_id, model)
+        malformed = b"event: content_block_delta\n" + MALFORMED_DATA
+        plan = head + reply.plan(events, malformed, tail)
+        return await _write_plan(request, script, plan)
+
+
+# -- wire shapes -------------------------------------------------------------------------------
+
+
+def _openai_error(
+    status: int,
+    message: str,
+    code: str | None = None,
+    error_type: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    kind = error_type or _OPENAI_ERROR_TYPES.get(status, "server_error")
+    error = {"message": message, "type": kind, "param": None, "code": code}
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def _anthropic_error(
+    status: int,
+    message: str,
+    error_type: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    kind = error_type or _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+    body = {"type": "error", "error": {"type": kind, "message": message}}
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _openai_completion(reply: _Reply, completion_id: str, created: int, model: str) -> dict:
+    message = {"role": "assistant", "content": reply.text, "refusal": None}
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish_reason}
+        ],
+        "usage": reply.openai_usage(),
+        "system_fingerprint": None,
+    }
+
+
+def _openai_events(
+    reply: _Reply, completion_id: str, created: int, model: str, include_usage: bool
+) -> tuple[list[bytes], list[bytes]]:
+    """Piece events from byte templates (no per-piece dict or dumps), and the closing events."""
+    head = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+    }
+    prefix = b"data: " + _dumps(head)[:-1] + b',"choices":[{"index":0,"delta":{'
+    usage_null = b',"usage":null' if include_usage else b""
+    suffix = b'},"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
+    first = prefix + b'"role":"assistant","content":'
+    rest = prefix + b'"content":'
+    events = [(rest if i else first) + _encode(p) + suffix for i, p in enumerate(reply.pieces)]
+
+    def event(choices: list[dict], usage: dict | None) -> bytes:
+        chunk = {**head, "choices": choices}
+        if include_usage:
+            chunk["usage"] = usage
+        return b"data: " + _dumps(chunk) + b"\n\n"
+
+    finish = {"index": 0, "delta": {}, "logprobs": None, "finish_reason": reply.finish_reason}
+    tail = [event([finish], None)]
+    if include_usage:
+        tail.append(event([], reply.openai_usage()))
+    tail.append(b"data: [DONE]\n\n")
+    return events, tail
+
+
+def _sse(name: str, data: dict) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + _dumps(data) + b"\n\n"
+
+
+def _anthropic_message(reply: _Reply, message_id: str, model: str) -> dict:
+    return {
+        "id": message_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": reply.text}],
+        "stop_reason": _ANTHROPIC_STOP_REASONS.get(reply.finish_reason, reply.finish_reason),
+        "stop_sequence": None,
+        "usage": reply.anthropic_usage(),
+    }
+
+
+def _anthropic_events(
+    reply: _Reply, message_id: str, model: str
+) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """(piece events, events before the first piece, events after the last)."""
+    usage = reply.anthropic_usage()
+    start = _anthropic_message(reply, message_id, model)
+    start.update(content=[], stop_reason=None)
+    start["usage"] = {"input_tokens": usage["input_tokens"], "output_tokens": 1}
+    head = [
+        _sse("message_start", {"type": "message_start", "message": start}),
+        _sse(
+            "content_block_start",
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "text", "text": ""},
+            },
+        ),
+        _sse("ping", {"type": "ping"}),
+    ]
+    prefix = (
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+        b'"delta":{"type":"text_delta","text":'
+    )
+    events = [prefix + _encode(piece) + b"}}\n\n" for piece in reply.pieces]
+    stop_reason = _ANTHROPIC_STOP_REASONS.get(reply.finish_reason, reply.finish_reason)
+    tail = [
+        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        _sse(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        ),
+        _sse("message_stop", {"type": "message_stop"}),
+    ]
+    return events, head, tail
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+async def _hang_until_client_leaves() -> None:
+    """Handlers are cancelled when their connection is lost (`handler_cancellation=True`)."""
+    await asyncio.get_running_loop().create_future()
+
+
+async def _cut(request: web.Request) -> None:
+    """Close the connection mid-body: data already written is flushed, the body never ends."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    await _hang_until_client_leaves()
+
+
+async def _write_whole(request: web.Request, script: Script, payload: dict) -> web.StreamResponse:
+    """A non-streamed reply; cut/malformed/stall apply to the body as a whole."""
+    if script.cut_after is not None:
+        await _cut(request)
+    if script.stall_after is not None:
+        await _hang_until_client_leaves()
+    body = b"{not json" if script.malformed_after is not None else _dumps(payload)
+    return web.Response(body=body, content_type="application/json", headers=script.headers or None)
+
+
+async def _write_raw(request: web.Request, script: Script) -> web.StreamResponse:
+    response = web.StreamResponse(headers={**SSE_HEADERS, **script.headers})
+    await response.prepare(request)
+    segments = [script.raw_sse] if isinstance(script.raw_sse, bytes) else script.raw_sse or []
+    for index, segment in enumerate(segments):
+        if index and script.delay:
+            await asyncio.sleep(script.delay)
+        await response.write(segment)
+    await response.write_eof()
+    return response
+
+
+async def _write_plan(
+    request: web.Request, script: Script, plan: list[_PlanItem]
+) -> web.StreamResponse:
+    """Write planned events in batches, flushing at every marker."""
+    response = web.StreamResponse(headers={**SSE_HEADERS, **script.headers})
+    await response.prepare(request)
+    batch: list[bytes] = []
+    for item in plan:
+        if isinstance(item, bytes):
+            batch.append(item)
+            if len(batch) < BATCH_EVENTS:
+                continue
+        if batch:
+            await response.write(b"".join(batch))
+            batch.clear()
+        if item is _PAUSE:
+            await asyncio.sleep(script.delay)
+        elif item is _CUT:
+            await _cut(request)
+        elif item is _STALL:
+            await _hang_until_client_leaves()
+    if batch:
+        await response.write(b"".join(batch))
+    await response.write_eof()
+    return response
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+async def _serve_forever(args: argparse.Namespace) -> None:
+    script = Script(pieces=[args.piece] * args.pieces, delay=args.delay)
+    server = FakeLLMServer(default_script=script)
+    base_url = await server.start(port=args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"READY {base_url}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Benchmarks run the server in its own process so it never shares the client's loop."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--pieces", type=int, default=3, help="pieces in every reply")
+    parser.add_argument("--piece", default="tok ", help="the text of each piece")
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds between pieces")
+    asyncio.run(_serve_forever(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
