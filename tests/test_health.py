@@ -1,0 +1,79 @@
+"""The health check (seed 003's idea) and the `parley providers` commands that print it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import pytest
+
+from core.health import check_providers
+from core.providers import OpenAICompatible
+from tests.fakes.llm_server import FakeLLMServer, Script
+
+CLI_TIMEOUT = 60
+
+
+@pytest.fixture
+async def server():
+    async with FakeLLMServer() as fake:
+        yield fake
+
+
+async def test_check_times_every_working_provider_concurrently(server):
+    server.enqueue(Script(pieces=["po", "ng"], delay=0.05, first_delay=0.3))
+    fast = OpenAICompatible("Fast", server.base_url)
+    down = OpenAICompatible("Down", "http://127.0.0.1:9/v1")
+    idle = OpenAICompatible("Idle", server.base_url, needs_auth=True)  # no key: not working
+
+    results = await check_providers([fast, down, idle], timeout=10)
+
+    assert [r.provider for r in results] == ["Fast", "Down"]
+    ok, failed = results
+    assert ok.ok and ok.text == "pong" and ok.error is None
+    assert ok.first_token is not None and 0.3 <= ok.first_token <= ok.total
+    assert not failed.ok and "cannot reach" in failed.error and failed.first_token is None
+
+
+async def test_check_reports_a_stall_as_a_failure_not_a_hang(server):
+    server.enqueue(Script(pieces=["a", "b"], stall_after=1))
+    (result,) = await check_providers([OpenAICompatible("Stall", server.base_url)], timeout=0.5)
+    assert not result.ok and result.first_token is not None
+
+
+async def run_cli(*args: str, base_url: str) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DEFAULT_MODEL"))}
+    env.update(OPENAI_BASE_URL=base_url, COLUMNS="200")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
+    return process.returncode, out.decode()
+
+
+async def test_parley_providers_lists_presets_with_their_state(server):
+    code, out = await run_cli("providers", base_url=server.base_url)
+    assert code == 0
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") > 3}
+    assert "yes" in rows["OpenAI"]  # a local base URL needs no key
+    assert "no" in rows["Anthropic"] and "claude-*" in rows["Anthropic"]
+    assert {"Groq", "Ollama", "Gemini"} <= rows.keys()
+
+
+async def test_parley_providers_check_succeeds_when_one_answers(server):
+    code, out = await run_cli("providers", "check", base_url=server.base_url)
+    assert code == 0, out
+    assert "OpenAI" in out and "ok" in out and "echo:" in out
+
+
+async def test_parley_providers_check_fails_when_none_answers():
+    code, out = await run_cli("providers", "check", base_url="http://127.0.0.1:9/v1")
+    assert code == 1
+    assert "failed" in out and "cannot reach" in out
