@@ -97,7 +97,7 @@ class _Request:
             kwargs["ignore_working"] = True
         if owner.api_key and "api_key" not in kwargs:
             kwargs["api_key"] = owner.api_key
-        if owner.timeout and "timeout" not in kwargs:
+        if owner.timeout and kwargs.get("timeout") is None:
             kwargs["timeout"] = owner.timeout
         self.kwargs = {k: v for k, v in kwargs.items() if v is not None}
         self.kwargs["stream"] = stream and getattr(self.provider, "supports_stream", False)

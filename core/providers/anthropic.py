@@ -20,6 +20,8 @@ ANTHROPIC_VERSION = "2023-06-01"
 #: The Messages API requires max_tokens; this is the answer length a chat reply may take.
 DEFAULT_MAX_TOKENS = 4096
 _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+#: What reading a well-formed JSON value of the wrong shape raises.
+_SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
 
 
 def split_system(messages: Messages) -> tuple[str | None, Messages]:
@@ -93,6 +95,7 @@ class Anthropic(BaseProvider):
         if temperature is not None:
             body["temperature"] = temperature
         headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
+        redact = Redactor(key)
         async with open_stream(
             self.name,
             f"{self.base_url}/messages",
@@ -101,10 +104,10 @@ class Anthropic(BaseProvider):
             timeout=httpx.Timeout(timeout) if timeout else self.timeout,
             max_retries=self.max_retries,
             key_hint=self.key_env,
-            redact=Redactor(key),
+            redact=redact,
         ) as response:
             if stream:
-                async for item in self._read_stream(response):
+                async for item in self._read_stream(response, redact):
                     yield item
             else:
                 for item in self._read_json(await response.aread()):
@@ -115,20 +118,22 @@ class Anthropic(BaseProvider):
             payload = json.loads(body)
             text = "".join(b.get("text", "") for b in payload["content"] if b.get("type") == "text")
             usage = payload.get("usage") or {}
-        except (ValueError, KeyError, TypeError, AttributeError):
+            tokens = Usage(
+                int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
+            )
+            reason = _STOP_REASONS.get(payload.get("stop_reason") or "end_turn", "stop")
+        except _SHAPE_ERRORS:
             raise errors.ResponseStatusError(
                 f"{self.name}: the answer was not a message: {body[:200]!r}"
             ) from None
-        reason = _STOP_REASONS.get(payload.get("stop_reason") or "end_turn", "stop")
-        items: list[StreamItem] = [
-            text,
-            Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)),
-        ]
+        items: list[StreamItem] = [text, tokens]
         if reason != "stop":
             items.append(FinishReason(reason))  # type: ignore[arg-type]
         return items
 
-    async def _read_stream(self, response: httpx.Response) -> AsyncIterator[StreamItem]:
+    async def _read_stream(
+        self, response: httpx.Response, redact: Redactor
+    ) -> AsyncIterator[StreamItem]:
         input_tokens = output_tokens = 0
         reason = "stop"
         finished = False
@@ -139,24 +144,32 @@ class Anthropic(BaseProvider):
                 raise errors.ResponseStatusError(
                     f"{self.name}: the stream sent invalid JSON: {event.data[:120]!r}"
                 ) from None
-            kind = payload.get("type", event.event)
-            if kind == "content_block_delta":
-                text = payload.get("delta", {}).get("text")
-                if text:
-                    yield text
-            elif kind == "message_start":
-                input_tokens = int(payload["message"].get("usage", {}).get("input_tokens") or 0)
-            elif kind == "message_delta":
-                output_tokens = int(payload.get("usage", {}).get("output_tokens") or 0)
-                stop_reason = payload.get("delta", {}).get("stop_reason")
-                reason = _STOP_REASONS.get(stop_reason or "end_turn", "stop")
+            text = error = None
+            try:
+                kind = payload.get("type", event.event)
+                if kind == "content_block_delta":
+                    text = payload.get("delta", {}).get("text")
+                elif kind == "message_start":
+                    input_tokens = int(payload["message"].get("usage", {}).get("input_tokens") or 0)
+                elif kind == "message_delta":
+                    output_tokens = int(payload.get("usage", {}).get("output_tokens") or 0)
+                    stop_reason = payload.get("delta", {}).get("stop_reason")
+                    reason = _STOP_REASONS.get(stop_reason or "end_turn", "stop")
+                elif kind == "error":
+                    error = payload.get("error", {})
+                    error = error.get("message", error) if isinstance(error, dict) else error
+            except _SHAPE_ERRORS:
+                raise errors.ResponseStatusError(
+                    f"{self.name}: the stream sent a malformed event: {event.data[:120]!r}"
+                ) from None
+            if text:
+                yield text
             elif kind == "message_stop":
                 finished = True
                 break
             elif kind == "error":
-                error = payload.get("error", {})
                 raise errors.ResponseStatusError(
-                    f"{self.name}: error inside the stream: {error.get('message', error)}"
+                    redact(f"{self.name}: error inside the stream: {error}")
                 )
         if not finished:
             raise errors.ProviderConnectionError(

@@ -66,6 +66,9 @@ class IterListProvider(BaseProvider):
             name = provider_name(provider)
             for attempt in range(self.attempts_per_provider):
                 started = False
+                # Usage or finish reason said before any text belongs to an answer that may
+                # never come; held until this provider's first text, dropped if it is skipped.
+                held: list[StreamItem] = []
                 try:
                     async for item in provider.create_async_generator(model, messages, **kwargs):
                         if isinstance(item, str):
@@ -73,7 +76,12 @@ class IterListProvider(BaseProvider):
                                 continue
                             if not started:
                                 started = True
+                                for early in held:
+                                    yield early
                                 yield ProviderInfo(name)
+                        elif not started:
+                            held.append(item)
+                            continue
                         yield item
                 except Exception as exc:
                     if started:

@@ -32,6 +32,24 @@ def usage_from(payload: dict[str, Any]) -> Usage:
     )
 
 
+#: What reading a well-formed JSON value of the wrong shape raises.
+_SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
+
+
+def _chunk_fields(payload: dict[str, Any]) -> tuple[Any, Any, Usage | None]:
+    """(text, finish reason, usage) of one streamed chunk; raises `_SHAPE_ERRORS` if malformed."""
+    content = finish_reason = None
+    choices = payload.get("choices")
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta")
+        if delta:
+            content = delta.get("content")
+        finish_reason = choice.get("finish_reason")
+    usage = usage_from(payload["usage"]) if payload.get("usage") else None
+    return content, finish_reason, usage
+
+
 class OpenAICompatible(BaseProvider):
     """One OpenAI-compatible endpoint with its key, models and extra headers."""
 
@@ -99,6 +117,7 @@ class OpenAICompatible(BaseProvider):
         if self.needs_auth and not key:
             raise errors.MissingAuthError(f"{self.name} needs an API key: set {self.key_env}.")
         request_timeout = httpx.Timeout(timeout) if timeout else self.timeout
+        redact = Redactor(key)
         async with open_stream(
             self.name,
             f"{self.base_url}/chat/completions",
@@ -107,10 +126,10 @@ class OpenAICompatible(BaseProvider):
             timeout=request_timeout,
             max_retries=self.max_retries,
             key_hint=self.key_env,
-            redact=Redactor(key),
+            redact=redact,
         ) as response:
             if stream and response.headers.get("content-type", "").startswith("text/event-stream"):
-                async for item in self._read_stream(response):
+                async for item in self._read_stream(response, redact):
                     yield item
             else:
                 for item in self._read_json(await response.aread()):
@@ -121,18 +140,21 @@ class OpenAICompatible(BaseProvider):
             payload = json.loads(body)
             choice = payload["choices"][0]
             content = choice["message"].get("content") or ""
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            usage = usage_from(payload["usage"]) if payload.get("usage") else None
+        except _SHAPE_ERRORS:
             raise errors.ResponseStatusError(
                 f"{self.name}: the answer was not a chat completion: {body[:200]!r}"
             ) from None
         items: list[StreamItem] = [content]
-        if payload.get("usage"):
-            items.append(usage_from(payload["usage"]))
+        if usage is not None:
+            items.append(usage)
         if choice.get("finish_reason") not in (None, "stop"):
             items.append(FinishReason(choice["finish_reason"]))
         return items
 
-    async def _read_stream(self, response: httpx.Response) -> AsyncIterator[StreamItem]:
+    async def _read_stream(
+        self, response: httpx.Response, redact: Redactor
+    ) -> AsyncIterator[StreamItem]:
         finish_reason: str | None = None
         async for event in iter_sse(response.aiter_bytes()):
             data = event.data
@@ -150,19 +172,21 @@ class OpenAICompatible(BaseProvider):
                 message = payload["error"]
                 if isinstance(message, dict):
                     message = message.get("message", message)
-                raise errors.ResponseStatusError(f"{self.name}: error inside the stream: {message}")
-            choices = payload.get("choices")
-            if choices:
-                choice = choices[0]
-                delta = choice.get("delta")
-                if delta:
-                    content = delta.get("content")
-                    if content:
-                        yield content
-                if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
-            if payload.get("usage"):
-                yield usage_from(payload["usage"])
+                raise errors.ResponseStatusError(
+                    redact(f"{self.name}: error inside the stream: {message}")
+                )
+            try:
+                content, finish, usage = _chunk_fields(payload)
+            except _SHAPE_ERRORS:
+                raise errors.ResponseStatusError(
+                    f"{self.name}: the stream sent a malformed chunk: {data[:120]!r}"
+                ) from None
+            if content:
+                yield content
+            if finish:
+                finish_reason = finish
+            if usage is not None:
+                yield usage
         else:
             if finish_reason is None:
                 raise errors.ProviderConnectionError(
