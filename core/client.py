@@ -16,9 +16,10 @@ from typing import Any
 from . import errors
 from .models import Model, model_name
 from .providers.base import provider_name
+from .providers.fallback import IterListProvider
 from .providers.openai_compatible import OpenAICompatible
 from .providers.registry import current_registry, resolve_provider
-from .stop import StopFilter, cut_at_stop, normalize_stop
+from .stop import StopFilter, normalize_stop
 from .types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -54,15 +55,15 @@ def _normalize_messages(messages: Any) -> list[dict[str, Any]]:
     return normalized
 
 
-def _estimate_usage(messages: list[dict[str, Any]], text: str) -> Usage:
+def _estimate_usage(messages: list[dict[str, Any]], completion_chars: int) -> Usage:
     prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
-    return Usage(-(-prompt_chars // CHARS_PER_TOKEN), -(-len(text) // CHARS_PER_TOKEN))
+    return Usage(-(-prompt_chars // CHARS_PER_TOKEN), -(-completion_chars // CHARS_PER_TOKEN))
 
 
 class _Request:
     """One resolved call: provider, model name, messages and the provider's arguments."""
 
-    __slots__ = ("kwargs", "messages", "model", "provider", "stops")
+    __slots__ = ("kwargs", "messages", "model", "provider", "stops", "whole")
 
     def __init__(
         self,
@@ -84,7 +85,9 @@ class _Request:
             else current_registry().for_model(self.model)
         )
         name = provider_name(self.provider)
-        if not getattr(self.provider, "working", False) and not ignore_working:
+        # A fallback list raises its own RetryNoProviderError, naming what it holds.
+        listed = isinstance(self.provider, IterListProvider)
+        if not getattr(self.provider, "working", False) and not ignore_working and not listed:
             raise errors.ProviderNotWorkingError(
                 f"Provider {name} is not working: set its API key or address, or pick another."
             )
@@ -100,7 +103,28 @@ class _Request:
         if owner.timeout and kwargs.get("timeout") is None:
             kwargs["timeout"] = owner.timeout
         self.kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        self.kwargs["stream"] = stream and getattr(self.provider, "supports_stream", False)
+        streams = getattr(self.provider, "supports_stream", False)
+        self.kwargs["stream"] = stream and streams
+        #: A stream asked of a provider that cannot stream: deliver the whole text as one chunk.
+        self.whole = stream and not streams
+
+
+def _chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk]:
+    return _one_chunk(request) if request.whole else _stream_chunks(request)
+
+
+async def _one_chunk(request: _Request) -> AsyncIterator[ChatCompletionChunk]:
+    completion = await _complete(request)
+    common = {
+        "id": completion.id,
+        "created": completion.created,
+        "model": completion.model,
+        "provider": completion.provider,
+    }
+    choice = completion.choices[0]
+    if choice.message.content:
+        yield ChatCompletionChunk(choice.message.content, None, **common)
+    yield ChatCompletionChunk(None, choice.finish_reason, usage=completion.usage, **common)
 
 
 async def _stream_chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk]:
@@ -112,7 +136,7 @@ async def _stream_chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk
     usage: Usage | None = None
     finish = "stop"
     stopper = StopFilter(request.stops) if request.stops else None
-    produced: list[str] = []
+    produced = 0  # characters, for the usage estimate
     items = request.provider.create_async_generator(model, request.messages, **request.kwargs)
     try:
         async for item in items:
@@ -136,7 +160,7 @@ async def _stream_chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk
                 if stopper.stopped:
                     finish = "stop"
                     if item:
-                        produced.append(item)
+                        produced += len(item)
                         yield ChatCompletionChunk(
                             item,
                             None,
@@ -148,14 +172,14 @@ async def _stream_chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk
                     break
                 if not item:
                     continue
-            produced.append(item)
+            produced += len(item)
             yield ChatCompletionChunk(
                 item, None, id=completion_id, created=created, model=model, provider=provider
             )
         else:
             tail = stopper.flush() if stopper is not None else ""
             if tail:
-                produced.append(tail)
+                produced += len(tail)
                 yield ChatCompletionChunk(
                     tail, None, id=completion_id, created=created, model=model, provider=provider
                 )
@@ -170,7 +194,7 @@ async def _stream_chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk
         created=created,
         model=model,
         provider=provider,
-        usage=usage or _estimate_usage(request.messages, "".join(produced)),
+        usage=usage or _estimate_usage(request.messages, produced),
     )
 
 
@@ -184,17 +208,14 @@ async def _complete(request: _Request) -> ChatCompletion:
         if content:
             pieces.append(content)
     assert last is not None  # _stream_chunks always ends with the final chunk
-    text, _ = (
-        cut_at_stop("".join(pieces), request.stops) if request.stops else ("".join(pieces), False)
-    )
     return ChatCompletion(
-        text,
+        "".join(pieces),
         last.choices[0].finish_reason or "stop",
         id=last.id,
         created=last.created,
         model=last.model,
         provider=last.provider,
-        usage=last.usage or _estimate_usage(request.messages, text),
+        usage=last.usage,
     )
 
 
@@ -258,7 +279,7 @@ class AsyncCompletions:
         kwargs.update(max_tokens=max_tokens, stop=stop, temperature=temperature, timeout=timeout)
         request = _Request(self._client, messages, model, provider, stream, kwargs)
         if stream:
-            return AsyncStream(_stream_chunks(request))
+            return AsyncStream(_chunks(request))
         return _complete(request)
 
 
@@ -339,7 +360,7 @@ class Completions:
         kwargs.update(max_tokens=max_tokens, stop=stop, temperature=temperature, timeout=timeout)
         request = _Request(self._client, messages, model, provider, stream, kwargs)
         if stream:
-            return _background.iterate(lambda: _stream_chunks(request))
+            return _background.iterate(lambda: _chunks(request))
         return _background.run(_complete(request))
 
 

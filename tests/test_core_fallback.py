@@ -193,3 +193,14 @@ async def test_http_fallback_raises_a_cut_stream_without_trying_the_next(server)
     assert isinstance(raised, errors.ProviderConnectionError)
     assert len(server.requests) == 1
     await server.wait_until_no_active_streams(PROMPT)
+
+
+async def test_a_fallback_list_with_nothing_working_names_what_it_holds() -> None:
+    idle = [
+        ScriptedProvider(["x"], name="Idle", working=False),
+        ScriptedProvider(name="Off", working=False),
+    ]
+    with pytest.raises(errors.RetryNoProviderError) as caught:
+        await AsyncClient().chat.completions.create("hi", provider=idle)
+    assert "Idle" in str(caught.value) and "Off" in str(caught.value)
+    assert idle[0].calls == []

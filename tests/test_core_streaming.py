@@ -160,10 +160,11 @@ async def test_streaming_from_a_provider_that_cannot_stream_is_refused() -> None
 
 
 async def test_ignore_stream_delivers_the_whole_text_as_one_chunk() -> None:
-    provider = ScriptedProvider(["the whole answer"], supports_stream=False)
+    provider = ScriptedProvider(["the whole", " answer"], supports_stream=False)
     stream = AsyncClient(provider).chat.completions.create("hi", stream=True, ignore_stream=True)
     chunks = await collect(stream)
     assert contents(chunks) == ["the whole answer", None]
+    assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].usage is not None
     (_, _, kwargs) = provider.calls[0]
     assert kwargs["stream"] is False
 
