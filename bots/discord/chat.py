@@ -1,0 +1,110 @@
+"""The listener that answers messages addressed to the bot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import discord
+from discord.ext import commands
+
+from bots.discord.access import is_allowed
+from bots.discord.messages import author_of, chat_of, is_for_bot, prompt_of
+from bots.discord.relay import relay
+from bots.discord.surface import DiscordSurface
+from bots.streaming import MessageGone
+from core.config import Settings
+from core.conversation import ConversationService
+
+log = logging.getLogger(__name__)
+
+#: Answer to a message with nothing to read: only a sticker, image or file. Replying (rather
+#: than staying silent) matters in DMs and replies, where the person is clearly waiting.
+UNREADABLE = "I can only read text. Please write your question as a message."
+#: Answer to a bare mention of the bot.
+EMPTY_MENTION = "Yes? Mention me together with your question."
+
+
+class ChatCog(commands.Cog):
+    """Mentions, DMs and replies to the bot go to the conversation service, then stream back."""
+
+    def __init__(self, bot: commands.Bot, settings: Settings, service: ConversationService) -> None:
+        self.bot = bot
+        self.settings = settings
+        self.service = service
+        self._refused_channels: set[int] = set()
+        self._in_flight: set[asyncio.Task[object]] = set()
+
+    async def cog_unload(self) -> None:
+        """At shutdown, before the connection closes: stop the replies still streaming. The
+        engine shows each one's text so far and the service keeps it as 'interrupted'."""
+        for task in self._in_flight:
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        # discord.py runs each listener call as its own task and never cancels it.
+        task = asyncio.current_task()
+        assert task is not None
+        self._in_flight.add(task)
+        try:
+            await self._answer(message)
+        finally:
+            self._in_flight.discard(task)
+
+    async def _answer(self, message: discord.Message) -> None:
+        me = self.bot.user
+        if me is None or not is_for_bot(message, me):
+            return
+        allowed_ids = self.settings.discord_allowed_ids
+        if not is_allowed(allowed_ids, message.author, message.channel, message.guild):
+            log.debug("ignoring user %s: not in DISCORD_ALLOWED_IDS", message.author.id)
+            return
+        if not _may_send(message):
+            self._refused(message.channel, "no Send Messages permission")
+            return
+        text = prompt_of(message, me)
+        surface = DiscordSurface(message)
+        if not text:
+            hint = UNREADABLE if message.attachments or message.stickers else EMPTY_MENTION
+            with contextlib.suppress(MessageGone):
+                await surface.send(hint, final=True)
+        else:
+            # No await before this: the message joins the chat's queue in arrival order.
+            await relay(
+                self.service,
+                surface,
+                chat_of(message.channel),
+                author_of(message.author),
+                text,
+                group=message.guild is not None,
+                platform_message_id=str(message.id),
+            )
+        if surface.refused is not None:
+            self._refused(message.channel, surface.refused.text)
+
+    def _refused(self, channel: object, reason: str) -> None:
+        """Tell the operator about a channel the bot may not write in once, not at every
+        mention there."""
+        channel_id = getattr(channel, "id", 0)
+        if channel_id in self._refused_channels:
+            return
+        self._refused_channels.add(channel_id)
+        log.warning(
+            "cannot answer in channel %s (%s): %s; give the bot Send Messages there",
+            channel_id,
+            getattr(channel, "name", None) or "DM",
+            reason,
+        )
+
+
+def _may_send(message: discord.Message) -> bool:
+    """What the cached permissions say; a stale cache still ends in a 403, handled later."""
+    if message.guild is None:
+        return True
+    permissions = message.channel.permissions_for(message.guild.me)  # type: ignore[union-attr]
+    if isinstance(message.channel, discord.Thread):
+        return permissions.send_messages_in_threads
+    return permissions.send_messages

@@ -1,0 +1,47 @@
+"""The discord.py client: intents, mention policy, cogs and slash-command sync."""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+from discord.ext import commands
+
+from bots.discord.chat import ChatCog
+from bots.discord.commands import SettingsCog
+from bots.discord.surface import NO_PINGS
+from core.config import Settings
+from core.conversation import ConversationService
+
+log = logging.getLogger(__name__)
+
+
+def intents() -> discord.Intents:
+    """Default intents plus Message Content (privileged: it must be on in the Developer Portal),
+    without which Discord sends guild messages that do not mention the bot with empty text."""
+    wanted = discord.Intents.default()
+    wanted.message_content = True
+    return wanted
+
+
+class ParleyDiscordClient(commands.Bot):
+    """A `commands.Bot` for its cogs and app-command tree; Parley has no prefix commands."""
+
+    def __init__(self, settings: Settings, service: ConversationService) -> None:
+        super().__init__(
+            command_prefix=[],  # none: see on_message
+            intents=intents(),
+            allowed_mentions=NO_PINGS,
+            help_command=None,
+        )
+        self.settings = settings
+        self.service = service
+
+    async def setup_hook(self) -> None:
+        await self.add_cog(ChatCog(self, self.settings, self.service))
+        await self.add_cog(SettingsCog(self.settings, self.service))
+        synced = await self.tree.sync()
+        log.info("synced slash commands: %s", ", ".join(f"/{c.name}" for c in synced))
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        """Mentions are chat for the model, never prefix commands: ChatCog handles them."""

@@ -1,0 +1,66 @@
+"""One reply's `Surface` on Discord: what the streaming engine's send, edit and typing mean here.
+
+Handles are message ids, as on Telegram. Discord's answers map to the engine's terms: a deleted
+message or channel (404) and a channel the bot may not write in (403, e.g. a user who closed
+their DMs) are `MessageGone`. 429s never reach the engine: discord.py's HTTP client waits them
+out itself (sleeping `retry_after`, then retrying), so a rate-limited edit just takes longer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import cast
+
+import discord
+
+from bots.streaming import MessageGone
+
+MAX_LENGTH = 2000
+#: Discord allows 5 edits per 5 s per channel; one per second per message stays under it.
+MIN_EDIT_INTERVAL = 1.0
+#: Every message Parley sends: model output saying @everyone, <@id> or <@&id> pings no one.
+NO_PINGS = discord.AllowedMentions.none()
+
+
+class DiscordSurface:
+    """Sends the first part as a reply to the user's message and each later part as a reply
+    to the part before it, so a long answer reads as one chain of messages.
+
+    A refusal (403) is kept in `refused` so the adapter can tell the operator.
+    """
+
+    max_length = MAX_LENGTH
+    min_edit_interval = MIN_EDIT_INTERVAL
+
+    def __init__(self, question: discord.Message) -> None:
+        self._channel = question.channel
+        # A question deleted meanwhile must not stop the answer: it still belongs there.
+        self._reference = question.to_reference(fail_if_not_exists=False)
+        self.refused: discord.Forbidden | None = None
+
+    async def send(self, text: str, *, final: bool) -> int:
+        with self._gone_on_refusal():
+            sent = await self._channel.send(
+                text, reference=self._reference, allowed_mentions=NO_PINGS, mention_author=False
+            )
+        self._reference = sent.to_reference(fail_if_not_exists=False)
+        return sent.id
+
+    async def edit(self, handle: object, text: str, *, final: bool) -> None:
+        message = self._channel.get_partial_message(cast(int, handle))  # type: ignore[union-attr]
+        with self._gone_on_refusal():
+            await message.edit(content=text, allowed_mentions=NO_PINGS)
+
+    async def typing(self) -> None:
+        await self._channel.typing()
+
+    @contextlib.contextmanager
+    def _gone_on_refusal(self) -> Iterator[None]:
+        try:
+            yield
+        except discord.Forbidden as exc:
+            self.refused = exc
+            raise MessageGone(str(exc)) from exc
+        except discord.NotFound as exc:
+            raise MessageGone(str(exc)) from exc

@@ -1,0 +1,1167 @@
+"""A fake Discord (REST API v10 + gateway) on 127.0.0.1 that a real discord.py client talks to.
+
+Why a fake server and not mocks: the adapter's behaviour that matters (which requests discord.py
+sends, what it does with a 429, a 404 on a deleted message, a 4014 close) only shows when the real
+library runs over real HTTP and a real WebSocket. The fake keeps Discord's rules that bite bots:
+
+- JSON bodies only with the exact `Content-Type: application/json` (400, code 50109, otherwise);
+- message content at most 2,000 characters (400, 50035 "Invalid Form Body"), no empty
+  messages (400, 50006), unknown messages 404 (10008), no sending where the bot lacks
+  SEND_MESSAGES (403, 50013) or to a user who closed their DMs (403, 50007), no editing
+  another author's message (403, 50005);
+- 429s injected by tests carry Discord's headers (X-RateLimit-*, Retry-After, `Via`, which
+  discord.py needs to tell a rate limit from a Cloudflare ban) and JSON body;
+- gateway: HELLO, IDENTIFY with privileged-intent checks (close 4014 when the Developer Portal
+  switch is off), READY, GUILD_CREATE, heartbeat ACK, RESUME; transport compression
+  `zlib-stream` when the client asks for it (discord.py does unless zstandard is installed);
+  without the MESSAGE_CONTENT intent, guild messages arrive with empty content, as on Discord;
+- who a message pings follows `allowed_mentions` as Discord applies it (`Message.pings`).
+
+Not emulated: real per-route rate-limit buckets (every 2xx says the bucket has room), file
+uploads, sharding, permissions beyond the one read-only channel.
+
+Tests drive it through `push_message`, `push_dm`, `push_interaction`, `delete_message`,
+`rate_limit`, `closed_dms` and `reconnect_clients` (op 7, then RESUME), and wait with `wait_for(predicate)` (an `asyncio.Condition`, woken by every
+request and gateway event; never a sleep). Every request is kept in `calls` with a monotonic
+timestamp. Point discord.py at it with `api_base` and `gateway_url`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import itertools
+import json
+import math
+import re
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiohttp import WSMsgType, web
+
+T = TypeVar("T")
+
+API_PREFIX = "/api/v10"
+GATEWAY_PATH = "/gateway"
+TOKEN = "fake-discord-token"
+DEFAULT_TIMEOUT = 10.0
+MAX_CONTENT = 2000
+HEARTBEAT_INTERVAL_MS = 41_250
+
+# Fixed ids of the fixture guild; snowflakes made at run time are larger.
+APP_ID = 1_000_000_000_000_000_001
+BOT_ID = APP_ID
+OWNER_ID = 1_000_000_000_000_000_002
+GUILD_ID = 1_000_000_000_000_000_010
+ADMIN_ROLE_ID = 1_000_000_000_000_000_011
+BOT_ROLE_ID = 1_000_000_000_000_000_012
+GENERAL_ID = 1_000_000_000_000_000_020
+RANDOM_ID = 1_000_000_000_000_000_021
+READONLY_ID = 1_000_000_000_000_000_022
+THREAD_ID = 1_000_000_000_000_000_023
+ALICE_ID = 1_000_000_000_000_000_030  # has the admin role (Manage Server)
+BOB_ID = 1_000_000_000_000_000_031
+OTHER_BOT_ID = 1_000_000_000_000_000_032
+
+# Permission and intent bits (Discord's documented values).
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+READ_MESSAGE_HISTORY = 1 << 16
+MENTION_EVERYONE = 1 << 17
+USE_APPLICATION_COMMANDS = 1 << 31
+SEND_MESSAGES_IN_THREADS = 1 << 38
+MANAGE_GUILD = 1 << 5
+EVERYONE_PERMISSIONS = (
+    VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | USE_APPLICATION_COMMANDS
+    | SEND_MESSAGES_IN_THREADS
+)  # fmt: skip
+PRIVILEGED_INTENTS = {
+    "guild_members": 1 << 1,
+    "guild_presences": 1 << 8,
+    "message_content": 1 << 15,
+}
+
+_DISCORD_EPOCH_MS = 1_420_070_400_000
+_MENTION = re.compile(r"<@(!?|&)(\d+)>")
+_COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
+
+
+class _Reject(Exception):
+    """An API error answer: raised anywhere in a handler, turned into Discord's JSON."""
+
+    def __init__(self, status: int, code: int, message: str, errors: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.errors = status, code, message, errors
+
+
+def _invalid_form(field_name: str, code: str, message: str) -> _Reject:
+    errors = {field_name: {"_errors": [{"code": code, "message": message}]}}
+    return _Reject(400, 50035, "Invalid Form Body", errors)
+
+
+@dataclass
+class Call:
+    """One HTTP request as the fake saw it, with the answer it gave."""
+
+    method: str
+    path: str  # without the /api/v10 prefix
+    query: dict[str, str]
+    content_type: str | None
+    body: Any
+    at: float  # time.monotonic() when the request arrived
+    status: int = 0
+
+    def is_(self, method: str, pattern: str) -> bool:
+        """True for a request with this method whose path matches `pattern` (a full regex)."""
+        return self.method == method and re.fullmatch(pattern, self.path) is not None
+
+
+@dataclass(frozen=True)
+class Pings:
+    """Who a message notifies under Discord's `allowed_mentions` rules."""
+
+    everyone: bool = False
+    users: frozenset[int] = frozenset()
+    roles: frozenset[int] = frozenset()
+
+    def __bool__(self) -> bool:
+        return self.everyone or bool(self.users) or bool(self.roles)
+
+
+@dataclass
+class Message:
+    """A message as the fake stores it; `payload()` is what Discord would send for it."""
+
+    id: int
+    channel_id: int
+    guild_id: int | None
+    author_id: int
+    content: str
+    reference_id: int | None = None
+    attachments: list[dict] = field(default_factory=list)
+    sticker_items: list[dict] = field(default_factory=list)
+    allowed_mentions: dict | None = None
+    pings: Pings = Pings()
+    edits: list[str] = field(default_factory=list)  # every content set by PATCH, in order
+    interaction_id: int | None = None
+
+
+@dataclass
+class Interaction:
+    """A slash-command use pushed by a test, with the bot's answers to it."""
+
+    id: int
+    token: str
+    name: str
+    channel_id: int
+    user_id: int
+    callback: dict | None = None
+    response_message_id: int | None = None
+    followups: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Session:
+    ws: web.WebSocketResponse
+    compressor: Any  # zlib compressobj or None
+    intents: int = 0
+    seq: int = 0
+    identified: bool = False
+    session_id: str = ""
+
+
+class FakeDiscord:
+    """One fake Discord with one guild; use as `async with FakeDiscord() as fake:`."""
+
+    def __init__(
+        self, *, token: str = TOKEN, enabled_intents: Sequence[str] = ("message_content",)
+    ) -> None:
+        self.token = token
+        #: The Developer Portal's privileged-intent switches that are on.
+        self.enabled_intents = set(enabled_intents)
+        self.calls: list[Call] = []
+        self.messages: dict[int, Message] = {}
+        self.interactions: dict[int, Interaction] = {}
+        self.commands: dict[int | None, list[dict]] = {}  # guild id (None = global) -> commands
+        self.identify_payloads: list[dict] = []
+        #: Users who closed their DMs: the bot's messages to them get 403 (50007).
+        self.closed_dms: set[int] = set()
+        self.gateway_closes: list[int] = []  # close codes the fake sent
+        self.gateway_queries: list[dict[str, str]] = []  # query of each gateway connection
+        self.users: dict[int, dict] = {
+            BOT_ID: _user(BOT_ID, "Parley", bot=True),
+            OWNER_ID: _user(OWNER_ID, "owner"),
+            ALICE_ID: _user(ALICE_ID, "alice", global_name="Alice"),
+            BOB_ID: _user(BOB_ID, "bob", global_name="Bob"),
+            OTHER_BOT_ID: _user(OTHER_BOT_ID, "otherbot", bot=True),
+        }
+        self.member_roles: dict[int, list[int]] = {
+            BOT_ID: [BOT_ROLE_ID],
+            OWNER_ID: [],
+            ALICE_ID: [ADMIN_ROLE_ID],
+            BOB_ID: [],
+            OTHER_BOT_ID: [],
+        }
+        self.roles = [
+            _role(GUILD_ID, "@everyone", EVERYONE_PERMISSIONS, position=0),
+            _role(ADMIN_ROLE_ID, "admin", MANAGE_GUILD, position=2),
+            _role(BOT_ROLE_ID, "Parley", MENTION_EVERYONE, position=1, bot_id=BOT_ID),
+        ]
+        self.channels: dict[int, dict] = {
+            GENERAL_ID: _text_channel(GENERAL_ID, "general", 0),
+            RANDOM_ID: _text_channel(RANDOM_ID, "random", 1),
+            READONLY_ID: _text_channel(
+                READONLY_ID,
+                "announcements",
+                2,
+                overwrites=[
+                    {"id": str(GUILD_ID), "type": 0, "allow": "0", "deny": str(SEND_MESSAGES)}
+                ],
+            ),
+            THREAD_ID: _thread(THREAD_ID, GENERAL_ID, "a thread"),
+        }
+        self._ids = itertools.count(1)
+        self._sessions: list[_Session] = []
+        self._resumable: dict[str, _Session] = {}  # by session id, from READY on
+        self.resumed = 0  # successful RESUMEs
+        self._rate_limits: list[list] = []  # [method, pattern, retry_after, remaining times]
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}{API_PREFIX}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}{GATEWAY_PATH}"
+
+    async def __aenter__(self) -> FakeDiscord:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get(GATEWAY_PATH, self._gateway)
+        routes = [
+            ("GET", "/users/@me", self._get_me),
+            ("GET", "/oauth2/applications/@me", self._get_application),
+            ("GET", "/gateway", self._get_gateway),
+            ("GET", "/gateway/bot", self._get_gateway_bot),
+            ("POST", "/users/@me/channels", self._create_dm),
+            ("GET", "/channels/{channel_id}", self._get_channel),
+            ("POST", "/channels/{channel_id}/messages", self._create_message),
+            ("GET", "/channels/{channel_id}/messages/{message_id}", self._get_message),
+            ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_message),
+            ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete_message),
+            ("POST", "/channels/{channel_id}/typing", self._typing),
+            ("GET", "/applications/{app_id}/commands", self._get_commands),
+            ("PUT", "/applications/{app_id}/commands", self._put_commands),
+            ("GET", "/applications/{app_id}/guilds/{guild_id}/commands", self._get_commands),
+            ("PUT", "/applications/{app_id}/guilds/{guild_id}/commands", self._put_commands),
+            ("POST", "/interactions/{interaction_id}/{token}/callback", self._callback),
+            ("POST", "/webhooks/{app_id}/{token}", self._followup),
+            ("GET", "/webhooks/{app_id}/{token}/messages/{message_id}", self._get_webhook_msg),
+            ("PATCH", "/webhooks/{app_id}/{token}/messages/{message_id}", self._edit_webhook_msg),
+        ]
+        for method, path, handler in routes:
+            app.router.add_route(method, API_PREFIX + path, handler)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        for session in list(self._sessions):
+            await session.ws.close(code=1001)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ------------------------------------------------------------------ test controls
+
+    async def wait_for(self, predicate: Callable[[], T], within: float = DEFAULT_TIMEOUT) -> T:
+        """Wait until `predicate()` is truthy (re-checked after every request and event)."""
+        async with self._changed:
+            return await asyncio.wait_for(self._changed.wait_for(predicate), within)
+
+    @property
+    def connected(self) -> int:
+        """How many gateway sessions are open and identified."""
+        return sum(session.identified for session in self._sessions)
+
+    async def wait_connected(self, within: float = DEFAULT_TIMEOUT) -> None:
+        """Wait until a client has identified and received READY and GUILD_CREATE."""
+        await self.wait_for(lambda: self.connected, within)
+
+    def calls_to(self, method: str, pattern: str) -> list[Call]:
+        return [c for c in self.calls if c.is_(method, pattern)]
+
+    def bot_messages(self, channel_id: int | None = None) -> list[Message]:
+        """Messages the bot created (through REST or an interaction), oldest first."""
+        return [
+            m
+            for m in self.messages.values()
+            if m.author_id == BOT_ID and channel_id in (None, m.channel_id)
+        ]
+
+    def rate_limit(self, method: str, pattern: str, *, retry_after: float, times: int = 1) -> None:
+        """Answer the next `times` matching requests with a 429 (per-route, not global)."""
+        self._rate_limits.append([method, pattern, retry_after, times])
+
+    async def delete_message(self, message_id: int) -> None:
+        """Delete a message as a moderator would: later edits of it get 404 Unknown Message."""
+        message = self.messages.pop(message_id)
+        await self._dispatch(
+            "MESSAGE_DELETE",
+            _without_none(
+                {
+                    "id": str(message_id),
+                    "channel_id": str(message.channel_id),
+                    "guild_id": _s(message.guild_id),
+                }
+            ),
+        )
+
+    async def reconnect_clients(self) -> None:
+        """Ask every client to reconnect (op 7 RECONNECT), as Discord does before maintenance."""
+        for session in list(self._sessions):
+            await self._send(session, {"op": 7, "d": None})
+
+    def dm_channel_id(self, user_id: int) -> int:
+        """The id of the DM channel between the bot and `user_id` (created on first use)."""
+        for channel in self.channels.values():
+            if channel["type"] == 1 and int(channel["recipients"][0]["id"]) == user_id:
+                return int(channel["id"])
+        channel_id = self._snowflake()
+        self.channels[channel_id] = {
+            "id": str(channel_id),
+            "type": 1,
+            "last_message_id": None,
+            "recipients": [self.users[user_id]],
+        }
+        return channel_id
+
+    async def push_message(
+        self,
+        content: str = "",
+        *,
+        author: int = BOB_ID,
+        channel: int = GENERAL_ID,
+        reply_to: int | None = None,
+        ping_reply: bool = True,
+        attachments: Sequence[dict] = (),
+        sticker_items: Sequence[dict] = (),
+    ) -> Message:
+        """A user posts a message: stored, then sent to connected clients as MESSAGE_CREATE.
+
+        Mentions in `content` (`<@id>`, `<@&id>`, `@everyone`) are resolved as Discord does;
+        a reply pings the replied-to author unless `ping_reply` is off (the "@ ON" toggle).
+        """
+        guild_id = None if self.channels[channel]["type"] == 1 else GUILD_ID
+        replied = self.messages.get(reply_to) if reply_to else None
+        message = Message(
+            id=self._snowflake(),
+            channel_id=channel,
+            guild_id=guild_id,
+            author_id=author,
+            content=content,
+            reference_id=reply_to,
+            attachments=list(attachments),
+            sticker_items=list(sticker_items),
+        )
+        allowed = None if ping_reply else {"parse": ["users", "roles"], "replied_user": False}
+        message.pings = self._pings(content, allowed, replied, may_ping_everyone=False)
+        self.messages[message.id] = message
+        await self._dispatch("MESSAGE_CREATE", self._message_payload(message))
+        return message
+
+    async def push_dm(self, content: str, *, author: int = BOB_ID, **kwargs: Any) -> Message:
+        return await self.push_message(
+            content, author=author, channel=self.dm_channel_id(author), **kwargs
+        )
+
+    async def push_interaction(
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user: int = BOB_ID,
+        channel: int = GENERAL_ID,
+    ) -> Interaction:
+        """A user runs slash command `name` (string options only), as INTERACTION_CREATE."""
+        command = next(
+            (c for cmds in self.commands.values() for c in cmds if c["name"] == name), None
+        )
+        if command is None:
+            raise AssertionError(f"/{name} was never synced; synced: {self.commands}")
+        interaction = Interaction(
+            id=self._snowflake(),
+            token=f"itoken-{next(self._ids)}",
+            name=name,
+            channel_id=channel,
+            user_id=user,
+        )
+        self.interactions[interaction.id] = interaction
+        channel_data = self.channels[channel]
+        in_guild = channel_data["type"] != 1
+        payload: dict[str, Any] = {
+            "id": str(interaction.id),
+            "application_id": str(APP_ID),
+            "type": 2,
+            "token": interaction.token,
+            "version": 1,
+            "data": {
+                "id": command["id"],
+                "name": name,
+                "type": 1,
+                "options": [
+                    {"name": key, "type": 3, "value": value}
+                    for key, value in (options or {}).items()
+                ],
+            },
+            "channel_id": str(channel),
+            "channel": channel_data,
+            "app_permissions": str(self._permissions(BOT_ID)),
+            "locale": "en-US",
+            "entitlements": [],
+            "attachment_size_limit": 10 * 1024 * 1024,
+            "context": 0 if in_guild else 1,
+            "authorizing_integration_owners": {"0": str(GUILD_ID)},
+        }
+        if in_guild:
+            member = self._member(user)
+            member["permissions"] = str(self._permissions(user))
+            payload.update(guild_id=str(GUILD_ID), guild_locale="en-US", member=member)
+        else:
+            payload["user"] = self.users[user]
+        await self._dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    async def wait_answered(self, interaction: Interaction, within: float = DEFAULT_TIMEOUT) -> str:
+        """Wait for the bot's visible answer to `interaction` and return its text."""
+
+        def answer() -> str | None:
+            ids = [interaction.response_message_id, *interaction.followups]
+            texts = [self.messages[i].content for i in ids if i in self.messages]
+            return "\n".join(texts) if texts and any(texts) else None
+
+        return await self.wait_for(answer, within)
+
+    # ------------------------------------------------------------------ HTTP plumbing
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        if request.path == GATEWAY_PATH:
+            return await handler(request)
+        raw = await request.read()
+        call = Call(
+            method=request.method,
+            path=request.path.removeprefix(API_PREFIX),
+            query=dict(request.query),
+            content_type=request.headers.get("Content-Type"),
+            body=None,
+            at=time.monotonic(),
+        )
+        self.calls.append(call)
+        try:
+            if raw:
+                if call.content_type != "application/json":
+                    raise _Reject(400, 50109, "The request body contains invalid JSON.")
+                try:
+                    call.body = json.loads(raw)
+                except ValueError:
+                    raise _Reject(400, 50109, "The request body contains invalid JSON.") from None
+            needs_auth = not call.path.startswith(("/interactions/", "/webhooks/"))
+            if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
+                raise _Reject(401, 0, "401: Unauthorized")
+            if request.match_info.http_exception is not None:
+                raise _Reject(
+                    request.match_info.http_exception.status,
+                    0,
+                    f"{request.match_info.http_exception.status}: Not Found",
+                )
+            limited = self._take_rate_limit(call)
+            if limited is not None:
+                response = self._too_many_requests(request, limited)
+            else:
+                response = await handler(request)
+                self._add_bucket_headers(request, response, remaining=1)
+        except _Reject as exc:
+            body = {"message": exc.message, "code": exc.code}
+            if exc.errors:
+                body["errors"] = exc.errors
+            response = _json_response(body, status=exc.status)
+        call.status = response.status
+        await self._notify()
+        return response
+
+    def _take_rate_limit(self, call: Call) -> float | None:
+        for entry in self._rate_limits:
+            method, pattern, retry_after, times = entry
+            if times > 0 and call.is_(method, pattern):
+                entry[3] -= 1
+                return retry_after
+        return None
+
+    def _too_many_requests(self, request: web.Request, retry_after: float) -> web.Response:
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": retry_after,
+            "global": False,
+        }
+        response = _json_response(body, status=429)
+        self._add_bucket_headers(request, response, remaining=0, reset_after=retry_after)
+        response.headers["Retry-After"] = str(math.ceil(retry_after))
+        response.headers["X-RateLimit-Scope"] = "user"
+        return response
+
+    @staticmethod
+    def _add_bucket_headers(
+        request: web.Request,
+        response: web.StreamResponse,
+        *,
+        remaining: int,
+        reset_after: float = 1.0,
+    ) -> None:
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else request.path
+        bucket = hashlib.md5(f"{request.method} {template}".encode()).hexdigest()[:16]
+        response.headers.update(
+            {
+                "X-RateLimit-Limit": "5",
+                "X-RateLimit-Remaining": str(remaining),
+                "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+                "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+                "X-RateLimit-Bucket": bucket,
+                "Via": "1.1 google",
+            }
+        )
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _snowflake(self) -> int:
+        now_ms = int(time.time() * 1000) - _DISCORD_EPOCH_MS
+        return (now_ms << 22) | (next(self._ids) & 0x3FFFFF)
+
+    # ------------------------------------------------------------------ REST handlers
+
+    async def _get_me(self, request: web.Request) -> web.Response:
+        return _json_response(self.users[BOT_ID])
+
+    async def _get_application(self, request: web.Request) -> web.Response:
+        return _json_response(
+            {
+                "id": str(APP_ID),
+                "name": "Parley",
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": self.users[OWNER_ID],
+                "verify_key": "0" * 64,
+                "flags": 1 << 19,  # GATEWAY_MESSAGE_CONTENT_LIMITED
+            }
+        )
+
+    async def _get_gateway(self, request: web.Request) -> web.Response:
+        return _json_response({"url": self.gateway_url})
+
+    async def _get_gateway_bot(self, request: web.Request) -> web.Response:
+        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+        return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+
+    async def _create_dm(self, request: web.Request) -> web.Response:
+        user_id = int((await _body(request)).get("recipient_id", 0))
+        if user_id not in self.users:
+            raise _Reject(400, 50007, "Cannot send messages to this user")
+        return _json_response(self.channels[self.dm_channel_id(user_id)])
+
+    def _channel(self, request: web.Request) -> dict:
+        channel = self.channels.get(int(request.match_info["channel_id"]))
+        if channel is None:
+            raise _Reject(404, 10003, "Unknown Channel")
+        return channel
+
+    def _stored(self, request: web.Request) -> Message:
+        message = self.messages.get(int(request.match_info["message_id"]))
+        if message is None or str(message.channel_id) != request.match_info["channel_id"]:
+            raise _Reject(404, 10008, "Unknown Message")
+        return message
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        return _json_response(self._channel(request))
+
+    async def _create_message(self, request: web.Request) -> web.Response:
+        channel = self._channel(request)
+        channel_id = int(channel["id"])
+        self._check_can_send(channel)
+        if channel["type"] == 1 and int(channel["recipients"][0]["id"]) in self.closed_dms:
+            raise _Reject(403, 50007, "Cannot send messages to this user")
+        body = await _body(request)
+        content = _checked_content(body, editing=False)
+        reference = body.get("message_reference") or {}
+        replied = None
+        if reference.get("message_id") is not None:
+            replied = self.messages.get(int(reference["message_id"]))
+            if replied is None and reference.get("fail_if_not_exists", True):
+                raise _invalid_form(
+                    "message_reference", "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "Unknown message"
+                )
+        message = Message(
+            id=self._snowflake(),
+            channel_id=channel_id,
+            guild_id=None if channel["type"] == 1 else GUILD_ID,
+            author_id=BOT_ID,
+            content=content,
+            reference_id=replied.id if replied else None,
+            allowed_mentions=body.get("allowed_mentions"),
+        )
+        message.pings = self._pings(content, message.allowed_mentions, replied)
+        self.messages[message.id] = message
+        payload = self._message_payload(message)
+        await self._dispatch("MESSAGE_CREATE", payload)
+        return _json_response(payload)
+
+    async def _get_message(self, request: web.Request) -> web.Response:
+        return _json_response(self._message_payload(self._stored(request)))
+
+    async def _edit_message(self, request: web.Request) -> web.Response:
+        self._channel(request)
+        message = self._stored(request)
+        if message.author_id != BOT_ID:
+            raise _Reject(403, 50005, "Cannot edit a message authored by another user")
+        return _json_response(await self._apply_edit(message, await _body(request)))
+
+    async def _delete_message(self, request: web.Request) -> web.Response:
+        self._channel(request)
+        await self.delete_message(self._stored(request).id)
+        return web.Response(status=204)
+
+    async def _typing(self, request: web.Request) -> web.Response:
+        self._check_can_send(self._channel(request))
+        return web.Response(status=204)
+
+    async def _get_commands(self, request: web.Request) -> web.Response:
+        return _json_response(self.commands.get(_guild_of(request), []))
+
+    async def _put_commands(self, request: web.Request) -> web.Response:
+        if request.match_info["app_id"] != str(APP_ID):
+            raise _Reject(
+                403, 20012, "You are not authorized to perform this action on this application"
+            )
+        body = await _json(request)
+        if not isinstance(body, list):
+            raise _invalid_form("_errors", "LIST_TYPE_CONVERT", "Must be an array.")
+        guild_id = _guild_of(request)
+        known = {c["name"]: c["id"] for cmds in self.commands.values() for c in cmds}
+        stored = []
+        for index, command in enumerate(body):
+            name, description = command.get("name", ""), command.get("description", "")
+            if not _COMMAND_NAME.match(name) or name != name.lower():
+                raise _invalid_form(str(index), "APPLICATION_COMMAND_INVALID_NAME", "Invalid name")
+            if not 1 <= len(description) <= 100:
+                raise _invalid_form(str(index), "BASE_TYPE_BAD_LENGTH", "Must be 1-100 in length.")
+            stored.append(
+                {
+                    "type": 1,
+                    "options": [],
+                    "default_member_permissions": None,
+                    "nsfw": False,
+                    **command,
+                    "id": known.get(name, str(self._snowflake())),
+                    "application_id": str(APP_ID),
+                    "version": str(self._snowflake()),
+                    **({"guild_id": str(guild_id)} if guild_id else {}),
+                }
+            )
+        self.commands[guild_id] = stored
+        return _json_response(stored)
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        interaction = self.interactions.get(int(request.match_info["interaction_id"]))
+        if interaction is None or interaction.token != request.match_info["token"]:
+            raise _Reject(404, 10062, "Unknown interaction")
+        if interaction.callback is not None:
+            raise _Reject(400, 40060, "Interaction has already been acknowledged.")
+        body = await _body(request)
+        kind = body.get("type")
+        if kind not in (4, 5):
+            raise _invalid_form(
+                "type", "BASE_TYPE_CHOICES", f"Value must be one of (4, 5); got {kind}."
+            )
+        data = body.get("data") or {}
+        interaction.callback = body
+        content = _checked_content(data, editing=False) if kind == 4 else ""
+        message = self._interaction_message(interaction, content, data.get("allowed_mentions"))
+        interaction.response_message_id = message.id
+        result: dict[str, Any] = {
+            "interaction": {
+                "id": str(interaction.id),
+                "type": 2,
+                "response_message_id": str(message.id),
+                "response_message_loading": kind == 5,
+                "response_message_ephemeral": bool(data.get("flags", 0) & 64),
+            },
+        }
+        if request.query.get("with_response") in ("1", "true", "True"):
+            result["resource"] = {"type": kind, "message": self._message_payload(message)}
+            return _json_response(result)
+        return web.Response(status=204)
+
+    def _interaction_for(self, request: web.Request) -> Interaction:
+        token = request.match_info["token"]
+        for interaction in self.interactions.values():
+            if interaction.token == token and request.match_info["app_id"] == str(APP_ID):
+                return interaction
+        raise _Reject(404, 10015, "Unknown Webhook")
+
+    async def _followup(self, request: web.Request) -> web.Response:
+        interaction = self._interaction_for(request)
+        if interaction.callback is None:
+            raise _Reject(404, 10015, "Unknown Webhook")
+        body = await _body(request)
+        message = self._interaction_message(
+            interaction, _checked_content(body, editing=False), body.get("allowed_mentions")
+        )
+        interaction.followups.append(message.id)
+        return _json_response(self._message_payload(message))
+
+    def _webhook_message(self, request: web.Request) -> Message:
+        interaction = self._interaction_for(request)
+        wanted = request.match_info["message_id"]
+        message_id = interaction.response_message_id if wanted == "@original" else int(wanted)
+        if message_id not in self.messages:
+            raise _Reject(404, 10008, "Unknown Message")
+        return self.messages[message_id]
+
+    async def _get_webhook_msg(self, request: web.Request) -> web.Response:
+        return _json_response(self._message_payload(self._webhook_message(request)))
+
+    async def _edit_webhook_msg(self, request: web.Request) -> web.Response:
+        message = self._webhook_message(request)
+        return _json_response(await self._apply_edit(message, await _body(request)))
+
+    # ------------------------------------------------------------------ model helpers
+
+    async def _apply_edit(self, message: Message, body: dict) -> dict:
+        if "content" in body:
+            content = _checked_content(body, editing=True)
+            if not content and not message.attachments:
+                raise _Reject(400, 50006, "Cannot send an empty message")
+            message.content = content
+            message.edits.append(content)
+        if "allowed_mentions" in body:
+            message.allowed_mentions = body["allowed_mentions"]
+        replied = self.messages.get(message.reference_id) if message.reference_id else None
+        message.pings = self._pings(message.content, message.allowed_mentions, replied)
+        payload = self._message_payload(message)
+        payload["edited_timestamp"] = dt.datetime.now(dt.UTC).isoformat()
+        await self._dispatch("MESSAGE_UPDATE", payload)
+        return payload
+
+    def _interaction_message(
+        self, interaction: Interaction, content: str, allowed_mentions: dict | None
+    ) -> Message:
+        channel = self.channels[interaction.channel_id]
+        message = Message(
+            id=self._snowflake(),
+            channel_id=interaction.channel_id,
+            guild_id=None if channel["type"] == 1 else GUILD_ID,
+            author_id=BOT_ID,
+            content=content,
+            allowed_mentions=allowed_mentions,
+            interaction_id=interaction.id,
+        )
+        message.pings = self._pings(content, allowed_mentions, None)
+        self.messages[message.id] = message
+        return message
+
+    def _check_can_send(self, channel: dict) -> None:
+        denied = any(
+            int(o["deny"]) & SEND_MESSAGES and int(o["id"]) in (GUILD_ID, BOT_ID, BOT_ROLE_ID)
+            for o in channel.get("permission_overwrites", [])
+        )
+        if denied:
+            raise _Reject(403, 50013, "Missing Permissions")
+
+    def _permissions(self, user_id: int) -> int:
+        value = 0
+        for role in self.roles:
+            if int(role["id"]) == GUILD_ID or int(role["id"]) in self.member_roles.get(user_id, []):
+                value |= int(role["permissions"])
+        return value
+
+    def _pings(
+        self,
+        content: str,
+        allowed: dict | None,
+        replied: Message | None,
+        *,
+        may_ping_everyone: bool | None = None,
+    ) -> Pings:
+        """Who `content` notifies, applying `allowed_mentions` the way Discord documents it."""
+        if may_ping_everyone is None:
+            may_ping_everyone = bool(self._permissions(BOT_ID) & MENTION_EVERYONE)
+        parse = (
+            set(allowed.get("parse", [])) if allowed is not None else {"everyone", "users", "roles"}
+        )
+        listed_users = {int(u) for u in (allowed or {}).get("users", [])}
+        listed_roles = {int(r) for r in (allowed or {}).get("roles", [])}
+        users, roles = set(), set()
+        for kind, ident in _MENTION.findall(content):
+            target = roles if kind == "&" else users
+            allowed_ids, allowed_kind = (
+                (listed_roles, "roles") if kind == "&" else (listed_users, "users")
+            )
+            if allowed_kind in parse or int(ident) in allowed_ids:
+                target.add(int(ident))
+        if replied is not None and (allowed is None or allowed.get("replied_user", False)):
+            users.add(replied.author_id)
+        everyone = (
+            may_ping_everyone
+            and "everyone" in parse
+            and ("@everyone" in content or "@here" in content)
+        )
+        return Pings(everyone=everyone, users=frozenset(users), roles=frozenset(roles))
+
+    def _member(self, user_id: int) -> dict:
+        return {
+            "user": self.users[user_id],
+            "nick": None,
+            "roles": [str(r) for r in self.member_roles.get(user_id, [])],
+            "joined_at": "2024-01-01T00:00:00+00:00",
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+        }
+
+    def _partial_member(self, user_id: int) -> dict:
+        """A member as nested in a message (Discord leaves the user out there)."""
+        member = self._member(user_id)
+        del member["user"]
+        return member
+
+    def _message_payload(self, message: Message) -> dict:
+        pings = message.pings
+        payload: dict[str, Any] = {
+            "id": str(message.id),
+            "channel_id": str(message.channel_id),
+            "author": self.users[message.author_id],
+            "content": message.content,
+            "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": pings.everyone,
+            "mentions": [
+                {**self.users[u], "member": self._partial_member(u)}
+                if message.guild_id
+                else self.users[u]
+                for u in sorted(pings.users)
+                if u in self.users
+            ],
+            "mention_roles": [str(r) for r in sorted(pings.roles)],
+            "attachments": message.attachments,
+            "embeds": [],
+            "pinned": False,
+            "type": 19 if message.reference_id else 0,
+            "flags": 0,
+            "components": [],
+        }
+        if message.sticker_items:
+            payload["sticker_items"] = message.sticker_items
+        if message.guild_id is not None:
+            payload.update(
+                guild_id=str(message.guild_id), member=self._partial_member(message.author_id)
+            )
+        if message.reference_id is not None:
+            replied = self.messages.get(message.reference_id)
+            payload["message_reference"] = _without_none(
+                {
+                    "type": 0,
+                    "message_id": str(message.reference_id),
+                    "channel_id": str(message.channel_id),
+                    "guild_id": _s(message.guild_id),
+                }
+            )
+            payload["referenced_message"] = self._message_payload(replied) if replied else None
+        return payload
+
+    # ------------------------------------------------------------------ gateway
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        self.gateway_queries.append(dict(request.query))
+        compress = request.query.get("compress")
+        if compress not in (None, "zlib-stream"):
+            raise web.HTTPBadRequest(text=f"the fake speaks zlib-stream only, not {compress}")
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        session = _Session(ws, zlib.compressobj() if compress else None)
+        self._sessions.append(session)
+        try:
+            await self._send(
+                session, {"op": 10, "d": {"heartbeat_interval": HEARTBEAT_INTERVAL_MS}}
+            )
+            async for frame in ws:
+                if frame.type is not WSMsgType.TEXT:
+                    continue
+                await self._on_gateway_payload(session, json.loads(frame.data))
+        finally:
+            self._sessions.remove(session)
+            await self._notify()
+        return ws
+
+    async def _on_gateway_payload(self, session: _Session, payload: dict) -> None:
+        op, data = payload.get("op"), payload.get("d")
+        if op == 1:
+            await self._send(session, {"op": 11})
+        elif op == 2:
+            await self._identify(session, data)
+        elif op == 6:
+            await self._resume(session, data)
+
+    async def _resume(self, session: _Session, data: dict) -> None:
+        """Continue a closed session (same intents and sequence); unknown ones are invalid."""
+        old = self._resumable.pop(data.get("session_id", ""), None)
+        if old is None or data.get("token") != self.token:
+            await self._send(session, {"op": 9, "d": False})
+            return
+        old.identified = False  # its socket may still be closing: it gets no more events
+        session.intents, session.seq, session.session_id = old.intents, old.seq, old.session_id
+        self._resumable[session.session_id] = session
+        await self._send_dispatch(session, "RESUMED", {})
+        session.identified = True
+        self.resumed += 1
+        await self._notify()
+
+    async def _identify(self, session: _Session, data: dict) -> None:
+        self.identify_payloads.append(data)
+        if data.get("token") != self.token:
+            await self._close(session, 4004, "Authentication failed.")
+            return
+        session.intents = int(data.get("intents", 0))
+        session.session_id = f"session-{next(self._ids)}"
+        for name, bit in PRIVILEGED_INTENTS.items():
+            if session.intents & bit and name not in self.enabled_intents:
+                await self._close(session, 4014, "Disallowed intent(s).")
+                return
+        ready = {
+            "v": 10,
+            "user": self.users[BOT_ID],
+            "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+            "session_id": session.session_id,
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(APP_ID), "flags": 1 << 19},
+            "private_channels": [],
+            "relationships": [],
+        }
+        self._resumable[session.session_id] = session
+        await self._send_dispatch(session, "READY", ready)
+        await self._send_dispatch(session, "GUILD_CREATE", self._guild_payload())
+        session.identified = True
+        await self._notify()
+
+    async def _close(self, session: _Session, code: int, reason: str) -> None:
+        self.gateway_closes.append(code)
+        await session.ws.close(code=code, message=reason.encode())
+
+    async def _dispatch(self, event: str, data: dict) -> None:
+        for session in list(self._sessions):
+            if session.identified:
+                await self._send_dispatch(session, event, self._as_seen_by(session, event, data))
+        await self._notify()
+
+    def _as_seen_by(self, session: _Session, event: str, data: dict) -> dict:
+        """Without MESSAGE_CONTENT, guild messages that do not mention the bot arrive empty."""
+        if session.intents & PRIVILEGED_INTENTS["message_content"] or event != "MESSAGE_CREATE":
+            return data
+        is_dm = "guild_id" not in data
+        mentions_bot = any(int(u["id"]) == BOT_ID for u in data["mentions"])
+        if is_dm or mentions_bot or int(data["author"]["id"]) == BOT_ID:
+            return data
+        return {**data, "content": "", "embeds": [], "attachments": [], "components": []}
+
+    async def _send_dispatch(self, session: _Session, event: str, data: dict) -> None:
+        session.seq += 1
+        await self._send(session, {"op": 0, "t": event, "s": session.seq, "d": data})
+
+    async def _send(self, session: _Session, payload: dict) -> None:
+        text = json.dumps(payload)
+        if session.ws.closed:
+            return
+        if session.compressor is None:
+            await session.ws.send_str(text)
+        else:
+            data = session.compressor.compress(text.encode()) + session.compressor.flush(
+                zlib.Z_SYNC_FLUSH
+            )
+            await session.ws.send_bytes(data)
+
+    def _guild_payload(self) -> dict:
+        channels = [c for c in self.channels.values() if c["type"] == 0]
+        threads = [c for c in self.channels.values() if c["type"] == 11]
+        return {
+            "id": str(GUILD_ID),
+            "name": "Parley test guild",
+            "icon": None,
+            "owner_id": str(OWNER_ID),
+            "afk_timeout": 300,
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+            "features": [],
+            "roles": self.roles,
+            "emojis": [],
+            "stickers": [],
+            "channels": channels,
+            "threads": threads,
+            "members": [self._member(u) for u in self.member_roles],
+            "member_count": len(self.member_roles),
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "large": False,
+            "unavailable": False,
+            "joined_at": "2024-01-01T00:00:00+00:00",
+        }
+
+
+# ---------------------------------------------------------------------- payload builders
+
+
+def _json_response(data: Any, status: int = 200) -> web.Response:
+    """JSON with Discord's exact `Content-Type` (discord.py only parses `application/json`)."""
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, content_type="application/json"
+    )
+
+
+def _s(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _without_none(data: dict) -> dict:
+    return {k: v for k, v in data.items() if v is not None}
+
+
+async def _json(request: web.Request) -> Any:
+    """The request's JSON (the middleware already checked its type and syntax), or None."""
+    raw = await request.read()  # cached by aiohttp: the middleware read it first
+    return json.loads(raw) if raw else None
+
+
+async def _body(request: web.Request) -> dict:
+    """The request's JSON object, or {} when there was none."""
+    body = await _json(request)
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise _invalid_form("_errors", "DICT_TYPE_CONVERT", "Only dictionaries may be used.")
+    return body
+
+
+def _guild_of(request: web.Request) -> int | None:
+    guild = request.match_info.get("guild_id")
+    return int(guild) if guild else None
+
+
+def _checked_content(body: dict, *, editing: bool) -> str:
+    """Discord's checks on `content`: a string of at most 2,000 characters, not empty."""
+    content = body.get("content") or ""
+    if not isinstance(content, str):
+        raise _invalid_form("content", "STRING_TYPE_CONVERT", "Could not interpret as string.")
+    if len(content) > MAX_CONTENT:
+        raise _invalid_form(
+            "content", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT} or fewer in length."
+        )
+    has_other = body.get("embeds") or body.get("sticker_ids") or body.get("attachments")
+    if not editing and not content.strip() and not has_other:
+        raise _Reject(400, 50006, "Cannot send an empty message")
+    return content
+
+
+def _user(user_id: int, name: str, *, bot: bool = False, global_name: str | None = None) -> dict:
+    user = {
+        "id": str(user_id),
+        "username": name,
+        "discriminator": "0",
+        "global_name": global_name,
+        "avatar": None,
+        "public_flags": 0,
+    }
+    if bot:
+        user["bot"] = True
+    return user
+
+
+def _role(role_id: int, name: str, permissions: int, *, position: int, bot_id: int = 0) -> dict:
+    """A role; `bot_id` makes it the managed role Discord creates for a bot it adds."""
+    role = {
+        "id": str(role_id),
+        "name": name,
+        "color": 0,
+        "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+        "hoist": False,
+        "icon": None,
+        "unicode_emoji": None,
+        "position": position,
+        "permissions": str(permissions),
+        "managed": bool(bot_id),
+        "mentionable": True,
+        "flags": 0,
+    }
+    if bot_id:
+        role["tags"] = {"bot_id": str(bot_id)}
+    return role
+
+
+def _text_channel(
+    channel_id: int, name: str, position: int, *, overwrites: list | None = None
+) -> dict:
+    return {
+        "id": str(channel_id),
+        "type": 0,
+        "guild_id": str(GUILD_ID),
+        "name": name,
+        "position": position,
+        "permission_overwrites": overwrites or [],
+        "parent_id": None,
+        "topic": None,
+        "nsfw": False,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+    }
+
+
+def _thread(thread_id: int, parent_id: int, name: str) -> dict:
+    return {
+        "id": str(thread_id),
+        "type": 11,
+        "guild_id": str(GUILD_ID),
+        "parent_id": str(parent_id),
+        "owner_id": str(ALICE_ID),
+        "name": name,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 0,
+        "member_count": 2,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": False,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": "2024-01-01T00:00:00+00:00",
+            "locked": False,
+        },
+    }

@@ -1,0 +1,227 @@
+"""The fake Discord, checked with a bare discord.py client (no Parley code but the endpoints).
+
+If these pass, the fake speaks enough of Discord for discord.py: the adapter's tests can then
+trust what it records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import discord
+import pytest
+from discord import app_commands
+
+from bots.discord.endpoints import use_endpoints
+from tests.fakes.discord_api import (
+    ALICE_ID,
+    BOB_ID,
+    BOT_ID,
+    GENERAL_ID,
+    GUILD_ID,
+    READONLY_ID,
+    THREAD_ID,
+    FakeDiscord,
+)
+
+WAIT = 10.0
+
+
+class _Client(discord.Client):
+    """A bare client that keeps every message event and answers /ping."""
+
+    def __init__(self, **kwargs: object) -> None:
+        intents = discord.Intents.default()
+        intents.message_content = True
+        super().__init__(intents=intents, **kwargs)
+        self.tree = app_commands.CommandTree(self)
+        self.seen: asyncio.Queue[discord.Message] = asyncio.Queue()
+
+        @self.tree.command(name="ping", description="Answers pong")
+        async def ping(interaction: discord.Interaction, text: str) -> None:
+            await interaction.response.send_message(f"pong {text}")
+
+    async def setup_hook(self) -> None:
+        await self.tree.sync()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self.seen.put(message)
+
+
+@contextlib.asynccontextmanager
+async def _running(fake: FakeDiscord, client: discord.Client) -> AsyncIterator[asyncio.Task]:
+    use_endpoints(fake.api_base, fake.gateway_url)
+    task = asyncio.create_task(client.start(fake.token))
+    try:
+        yield task
+    finally:
+        await client.close()
+        with contextlib.suppress(asyncio.CancelledError, discord.DiscordException):
+            await asyncio.wait_for(task, WAIT)
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as server:
+        yield server
+
+
+@pytest.fixture
+async def client(fake: FakeDiscord) -> AsyncIterator[_Client]:
+    bot = _Client(allowed_mentions=discord.AllowedMentions.none())
+    async with _running(fake, bot):
+        await fake.wait_connected()
+        yield bot
+
+
+async def _next_from(client: _Client, author_id: int) -> discord.Message:
+    while True:
+        message = await asyncio.wait_for(client.seen.get(), WAIT)
+        if message.author.id == author_id:
+            return message
+
+
+async def test_gateway_delivers_guild_dm_reply_and_thread_messages(
+    fake: FakeDiscord, client: _Client
+) -> None:
+    assert fake.identify_payloads[0]["intents"] & discord.Intents.message_content.flag
+    assert fake.gateway_queries == [{"v": "10", "encoding": "json", "compress": "zlib-stream"}]
+    assert client.user is not None and client.user.id == BOT_ID
+
+    await fake.push_message(f"<@{BOT_ID}> hello", author=ALICE_ID)
+    mention = await _next_from(client, ALICE_ID)
+    assert client.latency < WAIT  # the heartbeat sent before IDENTIFY was acknowledged
+    assert client.user in mention.mentions
+    assert isinstance(mention.author, discord.Member)
+    assert mention.author.guild_permissions.manage_guild
+    assert mention.author.display_name == "Alice"
+
+    await fake.push_dm("in private")
+    dm = await _next_from(client, BOB_ID)
+    assert isinstance(dm.channel, discord.DMChannel) and dm.content == "in private"
+
+    sent = await mention.channel.send("bot says")
+    await fake.push_message("answering the bot", reply_to=sent.id)
+    reply = await _next_from(client, BOB_ID)
+    assert reply.reference is not None and reply.reference.message_id == sent.id
+    assert isinstance(reply.reference.resolved, discord.Message)
+    assert reply.reference.resolved.author.id == BOT_ID
+
+    await fake.push_message("in a thread", channel=THREAD_ID)
+    threaded = await _next_from(client, BOB_ID)
+    assert isinstance(threaded.channel, discord.Thread)
+    assert threaded.channel.parent_id == GENERAL_ID
+
+    await fake.push_message("", sticker_items=[{"id": "1", "name": "wave", "format_type": 1}])
+    sticker = await _next_from(client, BOB_ID)
+    assert sticker.content == "" and sticker.stickers[0].name == "wave"
+
+
+async def test_rest_limits_are_discords(fake: FakeDiscord, client: _Client) -> None:
+    channel = client.get_channel(GENERAL_ID)
+    assert isinstance(channel, discord.TextChannel)
+
+    with pytest.raises(discord.HTTPException) as too_long:
+        await channel.send("x" * 2001)
+    assert (too_long.value.status, too_long.value.code) == (400, 50035)
+    assert "2000 or fewer" in str(too_long.value)
+    with pytest.raises(discord.HTTPException) as empty:
+        await channel.send(" ")
+    assert empty.value.code == 50006
+
+    readonly = client.get_channel(READONLY_ID)
+    assert isinstance(readonly, discord.TextChannel)
+    with pytest.raises(discord.Forbidden) as forbidden:
+        await readonly.send("hi")
+    assert forbidden.value.code == 50013
+
+    message = await channel.send("x" * 2000)
+    await message.edit(content="edited")
+    assert fake.messages[message.id].edits == ["edited"]
+    await fake.delete_message(message.id)
+    with pytest.raises(discord.NotFound) as gone:
+        await message.edit(content="again")
+    assert gone.value.code == 10008
+
+
+async def test_json_needs_the_exact_content_type(fake: FakeDiscord, client: _Client) -> None:
+    url = f"{fake.api_base}/channels/{GENERAL_ID}/messages"
+    headers = {"Authorization": f"Bot {fake.token}", "Content-Type": "text/plain"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data='{"content": "hi"}', headers=headers) as response:
+            assert response.status == 400
+            assert (await response.json())["code"] == 50109
+        headers["Content-Type"] = "application/json"
+        async with session.post(url, data='{"content": "hi"}', headers=headers) as response:
+            assert response.status == 200
+
+
+async def test_429_is_waited_out_by_discord_py(fake: FakeDiscord, client: _Client) -> None:
+    channel = client.get_channel(GENERAL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    message = await channel.send("first")
+    fake.rate_limit("PATCH", rf"/channels/{GENERAL_ID}/messages/\d+", retry_after=0.3)
+
+    await message.edit(content="second")
+
+    limited, accepted = fake.calls_to("PATCH", rf"/channels/{GENERAL_ID}/messages/\d+")
+    assert (limited.status, accepted.status) == (429, 200)
+    assert accepted.at - limited.at >= 0.3
+    assert fake.messages[message.id].content == "second"
+
+
+async def test_allowed_mentions_decide_who_is_pinged(fake: FakeDiscord, client: _Client) -> None:
+    channel = client.get_channel(GENERAL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    text = f"@everyone <@{ALICE_ID}> <@&{GENERAL_ID}>"
+
+    quiet = await channel.send(text)  # the client-wide AllowedMentions.none()
+    loud = await channel.send(text, allowed_mentions=discord.AllowedMentions.all())
+
+    assert fake.messages[quiet.id].allowed_mentions == {"parse": []}
+    assert not fake.messages[quiet.id].pings
+    assert fake.messages[loud.id].pings.everyone
+    assert ALICE_ID in fake.messages[loud.id].pings.users
+
+
+async def test_slash_command_sync_and_interaction(fake: FakeDiscord, client: _Client) -> None:
+    assert [c["name"] for c in fake.commands[None]] == ["ping"]
+    guild = discord.Object(GUILD_ID)
+    client.tree.copy_global_to(guild=guild)
+    assert [c.name for c in await client.tree.sync(guild=guild)] == ["ping"]
+    assert [c["name"] for c in fake.commands[GUILD_ID]] == ["ping"]
+    interaction = await fake.push_interaction("ping", {"text": "hi"}, user=ALICE_ID)
+    assert await fake.wait_answered(interaction) == "pong hi"
+    assert interaction.callback is not None and interaction.callback["type"] == 4
+
+
+async def test_a_reconnect_resumes_the_session(fake: FakeDiscord, client: _Client) -> None:
+    await fake.reconnect_clients()
+    await fake.wait_for(lambda: fake.resumed == 1 and fake.connected)
+    await fake.push_message("after the resume")
+    assert (await _next_from(client, BOB_ID)).content == "after the resume"
+    assert len(fake.identify_payloads) == 1
+
+
+async def test_disabled_message_content_intent_closes_with_4014() -> None:
+    async with FakeDiscord(enabled_intents=()) as fake:
+        client = _Client()
+        async with _running(fake, client) as task:
+            with pytest.raises(discord.PrivilegedIntentsRequired):
+                await asyncio.wait_for(asyncio.shield(task), WAIT)
+        assert fake.gateway_closes == [4014]
+
+
+async def test_without_the_intent_guild_messages_arrive_empty() -> None:
+    async with FakeDiscord() as fake:
+        client = _Client()
+        client._connection._intents.message_content = False  # a bot that did not ask for it
+        async with _running(fake, client):
+            await fake.wait_connected()
+            await fake.push_message("secret")
+            await fake.push_message(f"<@{BOT_ID}> visible")
+            assert (await _next_from(client, BOB_ID)).content == ""
+            assert (await _next_from(client, BOB_ID)).content == f"<@{BOT_ID}> visible"
