@@ -1,0 +1,96 @@
+"""When the bot listens: filters for the routers (aiogram's way of declaring handler conditions)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from aiogram import Bot
+from aiogram.filters import Filter
+from aiogram.types import Message, MessageEntity
+
+from bots.telegram.chats import is_anonymous_admin, is_group
+
+
+class FromPerson(Filter):
+    """A person wrote it: not another bot, not a channel. Anonymous admins of the group count.
+
+    Bots answering bots can loop forever; channel posts and the automatic forwards of a linked
+    channel are broadcasts, not questions.
+    """
+
+    async def __call__(self, message: Message) -> bool:
+        if message.sender_chat is not None:
+            return is_anonymous_admin(message)
+        return message.from_user is not None and not message.from_user.is_bot
+
+
+class AddressedToBot(Filter):
+    """A group message meant for the bot: it @mentions the bot or replies to one of its messages.
+
+    Hands the handler `prompt`: the text without the bot's @mention. Forwarded messages are never
+    addressed to the bot (a mention in them was written for someone else).
+    """
+
+    async def __call__(self, message: Message, bot: Bot) -> bool | dict[str, Any]:
+        if message.text is None or message.forward_origin is not None:
+            return False
+        me = await bot.me()
+        mentions = [
+            e for e in message.entities or () if _names_bot(e, message.text, me.id, me.username)
+        ]
+        if not mentions and not _replies_to(message, me.id):
+            return False
+        plain_mentions = [e for e in mentions if e.type == "mention"]
+        return {"prompt": _without(message.text, plain_mentions).strip()}
+
+
+class UnknownCommand(Filter):
+    """A `/command` not among `known`, when it is for this bot: any in a private chat; in a
+    group, one addressed `@this_bot` or sent as a reply to the bot."""
+
+    def __init__(self, known: Iterable[str]) -> None:
+        self._known = frozenset(name.lower() for name in known)
+
+    async def __call__(self, message: Message, bot: Bot) -> bool:
+        text = message.text or ""
+        if not text.startswith("/") or len(text) < 2 or text[1].isspace():
+            return False
+        name, _, target = text.split(maxsplit=1)[0][1:].partition("@")
+        if name.lower() in self._known:
+            return False
+        if not is_group(message.chat):
+            return True
+        me = await bot.me()
+        if target:
+            return target.lower() == (me.username or "").lower()
+        return _replies_to(message, me.id)
+
+
+def _names_bot(entity: MessageEntity, text: str, bot_id: int, username: str | None) -> bool:
+    if entity.type == "mention":
+        return bool(username) and entity.extract_from(text).lower() == f"@{username}".lower()
+    return entity.type == "text_mention" and entity.user is not None and entity.user.id == bot_id
+
+
+def _replies_to(message: Message, bot_id: int) -> bool:
+    """A reply to one of the bot's messages. In a forum topic every message "replies" to the
+    topic's first (service) message, which is not a reply to anyone."""
+    target = message.reply_to_message
+    return (
+        target is not None
+        and target.forum_topic_created is None
+        and target.from_user is not None
+        and target.from_user.id == bot_id
+    )
+
+
+def _without(text: str, entities: list[MessageEntity]) -> str:
+    """`text` minus the spans of `entities` (offsets are in UTF-16 code units)."""
+    data = text.encode("utf-16-le")
+    kept, position = [], 0
+    for entity in sorted(entities, key=lambda e: e.offset):
+        kept.append(data[position * 2 : entity.offset * 2])
+        position = entity.offset + entity.length
+    kept.append(data[position * 2 :])
+    return b"".join(kept).decode("utf-16-le")

@@ -1,0 +1,13 @@
+"""The bot's routers, one per module, in the order the dispatcher tries them."""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from bots.telegram.handlers import chat, commands, errors, other
+
+
+def routers() -> list[Router]:
+    """Commands first (so `/reset` is never taken for a question), then questions, then the
+    catch-all for what the bot cannot read, and the error handler."""
+    return [m.make_router() for m in (commands, chat, other, errors)]

@@ -1,0 +1,83 @@
+"""Questions: every text in a private chat; in groups `/ask`, an @mention or a reply to the bot."""
+
+from __future__ import annotations
+
+from aiogram import Bot, F, Router
+from aiogram.enums import ChatType
+from aiogram.filters import Command, CommandObject
+from aiogram.types import Message
+
+from bots.telegram.chats import GROUP_TYPES, author_of, chat_ref, is_group
+from bots.telegram.filters import AddressedToBot
+from bots.telegram.relay import relay
+from bots.telegram.surface import EditIntervals, TelegramSurface
+from core.conversation import ConversationService
+
+ASK_USAGE = "Usage: /ask QUESTION"
+EMPTY_MENTION = "Yes? Write your question after the mention, or reply to one of my messages."
+EMPTY_TEXT = "Send me a question as text."
+
+
+async def answer(
+    message: Message, text: str, bot: Bot, service: ConversationService, intervals: EditIntervals
+) -> None:
+    """Stream the model's answer to `text` as a reply to `message`."""
+    group = is_group(message.chat)
+    surface = TelegramSurface(
+        bot, message, min_edit_interval=intervals.group if group else intervals.private
+    )
+    await relay(
+        service,
+        surface,
+        chat_ref(message),
+        author_of(message),
+        text,
+        group=group,
+        platform_message_id=str(message.message_id),
+    )
+
+
+def make_router() -> Router:
+    """A fresh router (a router joins one dispatcher only, and tests build many)."""
+    router = Router(name="chat")
+    router.message.register(ask, Command("ask"))
+    router.message.register(private_text, F.chat.type == ChatType.PRIVATE, F.text.is_not(None))
+    router.message.register(group_text, F.chat.type.in_(GROUP_TYPES), AddressedToBot())
+    return router
+
+
+async def ask(
+    message: Message,
+    command: CommandObject,
+    bot: Bot,
+    service: ConversationService,
+    intervals: EditIntervals,
+) -> None:
+    question = (command.args or "").strip()
+    if not question:
+        await message.reply(ASK_USAGE)
+        return
+    await answer(message, question, bot, service, intervals)
+
+
+async def private_text(
+    message: Message, bot: Bot, service: ConversationService, intervals: EditIntervals
+) -> None:
+    text = message.text or ""
+    if not text.strip():
+        await message.reply(EMPTY_TEXT)
+        return
+    await answer(message, text, bot, service, intervals)
+
+
+async def group_text(
+    message: Message,
+    prompt: str,
+    bot: Bot,
+    service: ConversationService,
+    intervals: EditIntervals,
+) -> None:
+    if not prompt:
+        await message.reply(EMPTY_MENTION)
+        return
+    await answer(message, prompt, bot, service, intervals)

@@ -1,0 +1,72 @@
+"""Render a finished reply's Markdown as Telegram text plus entities, or decline to.
+
+telegramify-markdown does the conversion (`convert(text) -> (text, entities)`), but it drops raw
+HTML (`<b>x</b>` renders as `x`, a `<script>` line vanishes): a model that writes about HTML
+would lose words. So HTML in the source is escaped into literal text first, and the result is
+checked against the source: when letters or digits went missing (beyond the few a rendering
+legitimately rewrites, such as task-list boxes), or the result outgrows Telegram's limit, the
+caller gets None and sends the plain text instead. Entities never inject anything: they only
+style text that is already visible, and Telegram validates them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pyromark
+import telegramify_markdown
+from aiogram.types import MessageEntity
+from telegramify_markdown.converter import STANDARD_OPTIONS
+
+from bots.splitting import utf16_length
+
+#: Telegram's limit per message, in UTF-16 code units.
+MAX_LENGTH = 4096
+#: Letters and digits a rendering may drop or rewrite (a task box's "x", a "^2" made "²").
+LOST_CHARS_TOLERATED = 2
+
+_HTML_EVENTS = ("Html", "InlineHtml")
+
+
+def render_markdown(source: str) -> tuple[str, list[MessageEntity]] | None:
+    """The reply as Telegram shows formatted text, or None when plain text serves it better."""
+    try:
+        text, entities = telegramify_markdown.convert(escape_html(source), latex_escape=False)
+    except Exception:  # a renderer bug must cost the formatting, never the reply
+        return None
+    if not text.strip() or utf16_length(text) > MAX_LENGTH:
+        return None
+    # A link's address and a code block's language leave the text for the entity.
+    moved = "".join(f"{entity.url or ''}{entity.language or ''}" for entity in entities)
+    if lost_characters(source, text + moved) > LOST_CHARS_TOLERATED:
+        return None
+    return text, [MessageEntity(**entity.to_dict()) for entity in entities]
+
+
+def escape_html(source: str) -> str:
+    """Backslash-escape every `<` that CommonMark would read as HTML, so it stays visible text.
+
+    Code spans and blocks are not HTML to the parser, so `<b>` inside backticks is untouched.
+    """
+    data = source.encode("utf-8")
+    cuts: list[int] = []
+    for event, where in pyromark.events_with_range(source, options=STANDARD_OPTIONS):
+        if isinstance(event, dict) and any(kind in event for kind in _HTML_EVENTS):
+            start, end = where["start"], where["end"]
+            cuts.extend(start + i for i, byte in enumerate(data[start:end]) if byte == ord("<"))
+    if not cuts:
+        return source
+    parts, previous = [], 0
+    for cut in sorted(set(cuts)):
+        parts.append(data[previous:cut])
+        parts.append(b"\\")
+        previous = cut
+    parts.append(data[previous:])
+    return b"".join(parts).decode("utf-8")
+
+
+def lost_characters(source: str, rendered: str) -> int:
+    """How many letters and digits of `source` are missing from `rendered`."""
+    need = Counter(char for char in source if char.isalnum())
+    have = Counter(char for char in rendered if char.isalnum())
+    return sum((need - have).values())

@@ -1,0 +1,67 @@
+"""Retries for every Bot API request: flood control waited out, network hiccups retried.
+
+aiogram raises `TelegramRetryAfter` and never retries; this request middleware (registered on the
+session, so it wraps every call) waits `retry_after` and tries again, a bounded number of times.
+Two methods are deliberately not waited here:
+- `editMessageText`: the streaming engine gets the 429 at once (as `RateLimited` from the surface)
+  and folds everything the model says meanwhile into one later edit, instead of replaying a
+  stale edit after the wait.
+- `sendChatAction`: a typing indicator that comes late is worthless; the engine skips it.
+`getUpdates` is never retried here either: aiogram's polling loop has its own backoff.
+Network errors and 5xx answers are retried with backoff. A retried `sendMessage` whose first try
+did reach Telegram can post twice; a lost reply is worse than a rare duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiogram import Bot
+from aiogram.client.session.middlewares.base import (
+    BaseRequestMiddleware,
+    NextRequestMiddlewareType,
+)
+from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.methods import EditMessageText, GetUpdates, SendChatAction, TelegramMethod
+
+log = logging.getLogger(__name__)
+
+#: Tries of one request that keeps hitting flood control.
+RATE_LIMIT_ATTEMPTS = 5
+#: Tries of one request that keeps failing on the network or with a 5xx.
+NETWORK_ATTEMPTS = 3
+#: Seconds before the first network retry; doubled for each further one.
+NETWORK_BACKOFF = 0.5
+#: Methods whose 429 goes straight to the caller (see the module docstring).
+NO_WAIT_METHODS = (EditMessageText, SendChatAction)
+
+
+class RetryRequests(BaseRequestMiddleware):
+    """Wait out 429s and retry transient failures; every other error goes to the caller."""
+
+    async def __call__(
+        self,
+        make_request: NextRequestMiddlewareType[Any],
+        bot: Bot,
+        method: TelegramMethod[Any],
+    ) -> Any:
+        name = type(method).__name__
+        rate_limited = failed = 0
+        while True:
+            try:
+                return await make_request(bot, method)
+            except TelegramRetryAfter as exc:
+                rate_limited += 1
+                if isinstance(method, NO_WAIT_METHODS) or rate_limited >= RATE_LIMIT_ATTEMPTS:
+                    raise
+                log.info("%s rate limited; retrying in %d s", name, exc.retry_after)
+                await asyncio.sleep(exc.retry_after)
+            except (TelegramNetworkError, TelegramServerError) as exc:
+                failed += 1
+                if isinstance(method, GetUpdates) or failed >= NETWORK_ATTEMPTS:
+                    raise
+                delay = NETWORK_BACKOFF * 2 ** (failed - 1)
+                log.warning("%s failed (%s); retrying in %.1f s", name, exc.message, delay)
+                await asyncio.sleep(delay)

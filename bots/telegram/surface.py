@@ -1,0 +1,142 @@
+"""One reply's `Surface` on Telegram: what the streaming engine's send, edit and typing mean here.
+
+Streamed text goes out plain. A message's final text is rendered from Markdown to entities
+(`render.render_markdown`); if Telegram rejects the formatting, the same text goes out plain.
+Telegram's answers map to the engine's terms: flood control is `RateLimited`, a deleted message,
+chat or a bot blocked by the user is `MessageGone`, "message is not modified" is success.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar, cast
+
+from aiogram import Bot
+from aiogram.enums import ChatAction
+from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
+from aiogram.types import Message, MessageEntity, ReplyParameters
+
+from bots.splitting import utf16_length
+from bots.streaming import MessageGone, RateLimited
+from bots.telegram.render import MAX_LENGTH, render_markdown
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NOT_MODIFIED = "message is not modified"
+#: Bad Request texts that mean the message can no longer be edited or the chat is gone.
+GONE = ("message to edit not found", "message can't be edited", "chat not found")
+
+
+@dataclass(frozen=True, slots=True)
+class EditIntervals:
+    """Least seconds between two edits of one message. Telegram allows about one message update
+    per second in a private chat and twenty per minute in a group."""
+
+    private: float = 1.0
+    group: float = 3.0
+
+
+class TelegramSurface:
+    """Sends and edits one reply to one user message (in its chat and forum topic)."""
+
+    max_length = MAX_LENGTH
+    length = staticmethod(utf16_length)  # Telegram counts UTF-16 code units
+
+    def __init__(self, bot: Bot, request: Message, *, min_edit_interval: float) -> None:
+        self.min_edit_interval = min_edit_interval
+        self._bot = bot
+        self._chat_id = request.chat.id
+        self._thread_id = request.message_thread_id if request.is_topic_message else None
+        self._reply_to = request.message_id
+        #: What each message shows, if it has no formatting, as Telegram stored it (trimmed).
+        self._plain: dict[int, str | None] = {}
+
+    async def send(self, text: str, *, final: bool) -> int:
+        """Post a message replying to the user's message, or to the reply's previous part."""
+
+        async def send(body: str, entities: list[MessageEntity] | None) -> Message:
+            return await self._bot.send_message(
+                self._chat_id,
+                body,
+                entities=entities,
+                message_thread_id=self._thread_id,
+                reply_parameters=ReplyParameters(
+                    message_id=self._reply_to, allow_sending_without_reply=True
+                ),
+            )
+
+        sent = await _deliver(send, text, render_markdown(text) if final else None)
+        self._remember(sent)
+        self._reply_to = sent.message_id
+        return sent.message_id
+
+    async def edit(self, handle: object, text: str, *, final: bool) -> None:
+        message_id = cast(int, handle)
+        rendered = render_markdown(text) if final else None
+        if self._unchanged(message_id, text, rendered):
+            return
+
+        async def edit(body: str, entities: list[MessageEntity] | None) -> Message | bool:
+            return await self._bot.edit_message_text(
+                text=body, chat_id=self._chat_id, message_id=message_id, entities=entities
+            )
+
+        try:
+            edited = await _deliver(edit, text, rendered)
+        except TelegramBadRequest as exc:
+            if NOT_MODIFIED not in exc.message:
+                raise
+            return
+        if isinstance(edited, Message):
+            self._remember(edited)
+
+    async def typing(self) -> None:
+        await self._bot.send_chat_action(
+            self._chat_id, ChatAction.TYPING, message_thread_id=self._thread_id
+        )
+
+    def _remember(self, message: Message) -> None:
+        self._plain[message.message_id] = None if message.entities else message.text
+
+    def _unchanged(
+        self, message_id: int, text: str, rendered: tuple[str, list[MessageEntity]] | None
+    ) -> bool:
+        """Telegram would answer "message is not modified" (it trims whitespace, so "Hi " after
+        "Hi" is no change): a call saved from the flood-control budget."""
+        if rendered is not None and rendered[1]:
+            return False
+        body = rendered[0] if rendered is not None else text
+        return self._plain.get(message_id) == body.strip()
+
+
+async def _deliver(
+    call: Callable[[str, list[MessageEntity] | None], Awaitable[T]],
+    text: str,
+    rendered: tuple[str, list[MessageEntity]] | None,
+) -> T:
+    """Make `call` with the rendered text if any (falling back to plain), mapping errors."""
+    try:
+        if rendered is not None:
+            try:
+                return await call(*rendered)
+            except TelegramBadRequest as exc:
+                if NOT_MODIFIED in exc.message or _is_gone(exc):
+                    raise
+                log.info("Telegram rejected the formatting (%s); sending plain text", exc.message)
+        return await call(text, None)
+    except TelegramRetryAfter as exc:
+        raise RateLimited(exc.retry_after) from exc
+    except TelegramForbiddenError as exc:  # blocked by the user, removed from the group
+        raise MessageGone(exc.message) from exc
+    except TelegramBadRequest as exc:
+        if _is_gone(exc):
+            raise MessageGone(exc.message) from exc
+        raise
+
+
+def _is_gone(exc: TelegramBadRequest) -> bool:
+    return any(text in exc.message for text in GONE)

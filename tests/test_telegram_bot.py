@@ -1,0 +1,566 @@
+"""The Telegram bot end to end: a real aiogram bot in long polling against the fake Bot API, the
+real conversation service on SQLite, and the fake LLM server as the model.
+
+Every wait is on an event with a timeout. Edit intervals are lowered to keep the suite fast,
+except in the test that checks Telegram's real 1 s pace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bots.splitting import join_parts, utf16_length
+from bots.telegram import EditIntervals, TelegramBot
+from bots.telegram.handlers import chat as chat_texts
+from bots.telegram.handlers import commands as command_texts
+from bots.telegram.handlers.other import TEXT_ONLY
+from bots.telegram.middlewares import REFUSAL
+from core import AsyncClient, errors
+from core.config import Settings
+from core.conversation import ConversationService
+from storage.factory import open_store
+from tests.fakes.llm_server import FakeLLMServer, Script
+from tests.fakes.telegram_api import ApiError, Call, FakeChat, FakeTelegramAPI, StoredMessage, user
+
+ALICE = user(1001, "Alice", username="alice")
+BOB = user(1002, "Bob")
+CAROL = user(1003, "Carol")
+OTHER_BOT = user(5005, "Other", username="other_bot", is_bot=True)
+#: Fast enough for the suite, distinct so a test can tell which one a chat used.
+FAST = EditIntervals(private=0.1, group=0.3)
+#: Arrival times at the fake lag the bot's clock by a little network latency.
+CLOCK_SLACK = 0.05
+WAIT = 10.0
+
+
+@dataclass
+class Harness:
+    tg: FakeTelegramAPI
+    llm: FakeLLMServer
+    service: ConversationService
+    settings: Settings
+
+    @property
+    def mention(self) -> str:
+        return f"@{self.tg.bot['username']}"
+
+    async def ask(self, chat: FakeChat, sender: dict, text: str, **kw: object) -> dict:
+        return await self.tg.message(chat, sender, text, **kw)
+
+    async def reply_text(self, chat: FakeChat, request: dict, text: str) -> StoredMessage:
+        """Wait until the bot's reply to `request` reads `text` (as Telegram stores it)."""
+        expected = text.strip()
+        return await self.tg.wait_until(
+            lambda: next((m for m in replies(chat, request) if m.text == expected), None), WAIT
+        )
+
+    async def any_reply(self, chat: FakeChat, request: dict) -> StoredMessage:
+        return (await self.tg.wait_until(lambda: replies(chat, request), WAIT))[0]
+
+
+def replies(chat: FakeChat, request: dict) -> list[StoredMessage]:
+    """The bot's messages that reply to `request` (the first part of each answer)."""
+    return [m for m in chat.bot_messages() if m.reply_to == request["message_id"]]
+
+
+def answer_parts(chat: FakeChat, request: dict) -> list[StoredMessage]:
+    """Every message of the answer to `request`: each part replies to the one before."""
+    parts: list[StoredMessage] = []
+    target = request["message_id"]
+    while nxt := next((m for m in chat.bot_messages() if m.reply_to == target), None):
+        parts.append(nxt)
+        target = nxt.message_id
+    return parts
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    tmp_path: Path, *, intervals: EditIntervals = FAST, **fields: object
+) -> AsyncIterator[Harness]:
+    async with FakeTelegramAPI() as tg, FakeLLMServer() as llm:
+        settings = Settings(
+            _env_file=None,
+            telegram_bot_token=tg.token,
+            telegram_api_base=tg.base_url,
+            openai_base_url=llm.base_url,
+            default_model="fake-model",
+            database_url=f"sqlite:///{tmp_path}/parley.db",
+            max_retries=0,
+            **fields,
+        )
+        store = await open_store(settings.database_url)
+        service = ConversationService(store, AsyncClient(base_url=llm.base_url), settings)
+        task = asyncio.create_task(TelegramBot(settings, service, edit_intervals=intervals).run())
+        try:
+            await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
+            yield Harness(tg, llm, service, settings)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await service.aclose()
+            await store.close()
+
+
+@pytest.fixture
+def clean_logs(caplog: pytest.LogCaptureFixture) -> Callable[[], None]:
+    """Call at the end of a test: nothing reached aiogram's error log or any ERROR log."""
+    caplog.set_level(logging.WARNING)
+
+    def check() -> None:
+        bad = [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.ERROR
+            or (r.name.startswith("aiogram") and r.levelno >= logging.WARNING)
+        ]
+        assert not bad, [f"{r.name}: {r.getMessage()}" for r in bad]
+
+    return check
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_bot(tmp_path) as harness:
+        yield harness
+
+
+def last_sent_text(tg: FakeTelegramAPI, chat: FakeChat, message: StoredMessage) -> str:
+    """The last text the bot sent for `message`, as sent (Telegram stores it trimmed)."""
+
+    def target(call: Call) -> int | None:
+        if call.method == "sendMessage":
+            return call.result["message_id"]
+        return call.params.get("message_id")
+
+    return [
+        c.params["text"]
+        for c in tg.calls
+        if c.method in ("sendMessage", "editMessageText")
+        and c.done
+        and c.ok
+        and c.params.get("chat_id") == chat.id
+        and target(c) == message.message_id
+    ][-1]
+
+
+def spacing(message: StoredMessage) -> list[float]:
+    """Seconds between successive versions of a message (send, then each edit)."""
+    times = [at for _, _, at in message.history]
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+async def test_private_reply_streams_as_one_message_then_edits(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    pieces = ["Hello", " there", ",", " this", " is", " a", " streamed", " reply", "."]
+    h.llm.enqueue(Script(pieces=pieces, delay=0.06))
+    chat = h.tg.private_chat(ALICE)
+    request = await h.ask(chat, ALICE, "hi")
+    message = await h.reply_text(chat, request, "".join(pieces))
+    assert len(answer_parts(chat, request)) == 1
+    assert len(h.tg.calls_of("sendMessage")) == 1
+    versions = [text for text, _, _ in message.history]
+    assert len(versions) >= 2  # streamed: sent early, then edited
+    assert all("".join(pieces).startswith(v) for v in versions)
+    assert h.tg.calls_of("sendChatAction")  # typing before the first token
+    assert h.tg.commands  # the command menu was registered
+    clean_logs()
+
+
+async def test_long_reply_splits_at_4096_with_code_blocks_rendered(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    code = "\n".join(f"    value_{i} = compute({i}) * 2  # step {i}" for i in range(60))
+    prose = " ".join(f"word{i}" for i in range(700))
+    text = f"{prose}\n\n```python\n{code}\n```\n\n{prose} the end"
+    assert len(text) >= 10_000
+    h.llm.enqueue(Script(pieces=re.findall(r"\S+\s*", text)))
+    chat = h.tg.private_chat(ALICE)
+    request = await h.ask(chat, ALICE, "long please")
+    await h.tg.wait_until(
+        lambda: (p := answer_parts(chat, request)) and p[-1].text.endswith("the end"), WAIT
+    )
+    await h.llm.wait_until_no_active_streams()
+    parts = answer_parts(chat, request)
+    assert len(parts) >= 3
+    assert all(utf16_length(p.text) <= 4096 for p in parts)
+    # Rendered: the fences became `pre` entities; every character of the reply is shown.
+    shown = "".join(p.text for p in parts)
+    without_fences = "\n".join(line for line in text.splitlines() if not line.startswith("```"))
+    assert "".join(shown.split()) == "".join(without_fences.split())
+    for part in parts:
+        code_lines = [line.strip() for line in part.text.splitlines() if "compute(" in line]
+        pre = "".join(
+            part.text[e["offset"] : e["offset"] + e["length"]]
+            for e in part.entities
+            if e["type"] == "pre"
+        )  # offsets are UTF-16 but this text is ASCII
+        assert all(line in pre for line in code_lines)
+    clean_logs()
+
+
+async def test_rejected_formatting_falls_back_to_plain_text(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    code = "\n".join(f"x_{i} = '*{i}*'" for i in range(400))
+    text = "**Intro** " + "lorem ipsum " * 300 + f"\n\n```python\n{code}\n```\n\nDone."
+    h.llm.enqueue(Script(pieces=re.findall(r"\S+\s*", text)))
+    h.tg.inject_parse_failure("sendMessage", 50)
+    h.tg.inject_parse_failure("editMessageText", 50)
+    chat = h.tg.private_chat(ALICE)
+    request = await h.ask(chat, ALICE, "go")
+    await h.tg.wait_until(
+        lambda: (p := answer_parts(chat, request)) and p[-1].text.endswith("Done."), WAIT
+    )
+    messages = answer_parts(chat, request)
+    assert len(messages) >= 2
+    assert all(not m.entities for m in messages)
+    assert messages[0].text.startswith("**Intro**")  # the Markdown as the model wrote it
+    assert join_parts([last_sent_text(h.tg, chat, m) for m in messages]) == text
+    assert any(c.error and "can't parse entities" in c.error for c in h.tg.calls)
+    clean_logs()
+
+
+async def test_final_markdown_rendered_as_entities(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    text = "Use **bold** and `<b>tags</b>` & <i>html</i> 1 < 2"
+    h.llm.enqueue(Script(pieces=[text]))
+    chat = h.tg.private_chat(ALICE)
+    request = await h.ask(chat, ALICE, "format")
+    message = await h.reply_text(chat, request, "Use bold and <b>tags</b> & <i>html</i> 1 < 2")
+    assert {e["type"] for e in message.entities} == {"bold", "code"}
+    clean_logs()
+
+
+async def test_group_answers_only_when_addressed(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    group = h.tg.supergroup()
+    silent = [
+        await h.ask(group, ALICE, "just chatting"),
+        await h.ask(group, BOB, "hey @alice_friend look"),
+        await h.ask(group, BOB, "/ask@other_bot what"),
+        await h.ask(group, BOB, f"fwd {h.mention}", forward_from=CAROL),
+        await h.tg.message(group, BOB, photo=True),
+        await h.ask(group, OTHER_BOT, f"{h.mention} bots talk"),
+        await h.ask(group, None, f"{h.mention} from a channel", sender_chat=h.tg.channel()),
+    ]
+    await h.tg.channel_post(h.tg.channel(), f"{h.mention} a post")  # not even delivered
+    mention = await h.ask(group, ALICE, f"{h.mention} what is up?")
+    first = await h.reply_text(group, mention, "echo: [Alice] what is up?")
+    by_reply = await h.ask(group, BOB, "and then?", reply_to=first.message_id)
+    await h.reply_text(group, by_reply, "echo: [Bob] and then?")
+    named = await h.ask(group, CAROL, f"/ask{h.mention} named")
+    await h.reply_text(group, named, "echo: [Carol] named")
+    ask = await h.ask(group, CAROL, "/ask  spaced   question ")
+    await h.reply_text(group, ask, "echo: [Carol] spaced   question")
+    only_mention = await h.ask(group, BOB, h.mention)
+    await h.reply_text(group, only_mention, chat_texts.EMPTY_MENTION)
+    empty_ask = await h.ask(group, BOB, "/ask")
+    await h.reply_text(group, empty_ask, chat_texts.ASK_USAGE)
+    for request in silent:
+        assert replies(group, request) == []
+    assert len(h.llm.requests) == 4
+    clean_logs()
+
+
+async def test_history_is_carried_and_reset(h: Harness, clean_logs: Callable[[], None]) -> None:
+    chat = h.tg.private_chat(ALICE)
+    first = await h.ask(chat, ALICE, "my name is Alice")
+    await h.reply_text(chat, first, "echo: my name is Alice")
+    second = await h.ask(chat, ALICE, "what is my name?")
+    await h.reply_text(chat, second, "echo: what is my name?")
+    sent = h.llm.requests[-1].json["messages"]
+    assert [(m["role"], m["content"]) for m in sent[1:]] == [
+        ("user", "my name is Alice"),
+        ("assistant", "echo: my name is Alice"),
+        ("user", "what is my name?"),
+    ]
+    assert sent[0]["role"] == "system"
+    reset = await h.ask(chat, ALICE, "/reset")
+    await h.reply_text(chat, reset, command_texts.RESET_DONE)
+    third = await h.ask(chat, ALICE, "fresh start")
+    await h.reply_text(chat, third, "echo: fresh start")
+    assert [m["content"] for m in h.llm.requests[-1].json["messages"][1:]] == ["fresh start"]
+    clean_logs()
+
+
+async def test_forum_topics_keep_separate_histories(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    forum = h.tg.supergroup(forum=True)
+    ideas = h.tg.open_topic(forum, ALICE, "Ideas")
+    bugs = h.tg.open_topic(forum, ALICE, "Bugs")
+    a = await h.ask(forum, ALICE, f"{h.mention} idea one", thread_id=ideas)
+    await h.reply_text(forum, a, "echo: [Alice] idea one")
+    # A plain message in a topic "replies" to the topic's first message: not to the bot.
+    await h.ask(forum, ALICE, "chatter in the topic", thread_id=ideas)
+    b = await h.ask(forum, BOB, f"{h.mention} bug one", thread_id=bugs)
+    reply = await h.reply_text(forum, b, "echo: [Bob] bug one")
+    assert reply.thread_id == bugs
+    assert [m["content"] for m in h.llm.requests[-1].json["messages"][1:]] == ["[Bob] bug one"]
+    assert len(h.llm.requests) == 2
+    clean_logs()
+
+
+async def test_real_private_pace_is_one_second(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with running_bot(tmp_path, intervals=EditIntervals()) as h:
+        pieces = [f"w{i} " for i in range(24)]
+        h.llm.enqueue(Script(pieces=pieces, delay=0.1))
+        chat = h.tg.private_chat(ALICE)
+        request = await h.ask(chat, ALICE, "pace")
+        message = await h.reply_text(chat, request, "".join(pieces))
+        gaps = spacing(message)
+        assert len(gaps) >= 2
+        assert min(gaps) >= 1.0 - CLOCK_SLACK
+    clean_logs()
+
+
+async def test_group_pace_is_slower_than_private(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    pieces = [f"w{i} " for i in range(20)]
+    h.llm.enqueue(Script(pieces=pieces, delay=0.05), Script(pieces=pieces, delay=0.05))
+    chat = h.tg.private_chat(ALICE)
+    group = h.tg.group()
+    private = await h.ask(chat, ALICE, "p")
+    in_group = await h.ask(group, ALICE, "/ask g")
+    private_message = await h.reply_text(chat, private, "".join(pieces))
+    group_message = await h.reply_text(group, in_group, "".join(pieces))
+    assert min(spacing(private_message)) >= FAST.private - CLOCK_SLACK
+    assert len(spacing(group_message)) >= 2
+    assert min(spacing(group_message)) >= FAST.group - CLOCK_SLACK
+    clean_logs()
+
+
+async def test_flood_control_is_waited_out(h: Harness, clean_logs: Callable[[], None]) -> None:
+    pieces = [f"p{i} " for i in range(30)]
+    h.llm.enqueue(Script(pieces=pieces, delay=0.05))
+    h.tg.inject_429("sendMessage", count=1, retry_after=1)
+    h.tg.inject_429("editMessageText", count=2, retry_after=1)
+    chat = h.tg.private_chat(ALICE)
+    request = await h.ask(chat, ALICE, "storm")
+    await h.reply_text(chat, request, "".join(pieces))
+    calls = [c for c in h.tg.calls if c.method in ("sendMessage", "editMessageText")]
+    for limited, after in itertools.pairwise(calls):
+        if limited.error and limited.error.startswith("Too Many Requests"):
+            assert after.at - limited.at >= 1.0 - CLOCK_SLACK  # retry_after honoured
+    assert len(h.tg.calls_of("sendMessage")) == 1
+    assert len(h.tg.calls_of("editMessageText", ok=False)) == 2
+    clean_logs()
+
+
+async def test_server_flood_control_per_chat(h: Harness, clean_logs: Callable[[], None]) -> None:
+    h.tg.edit_interval = 0.5  # stricter than the bot's FAST pace: the server says 429
+    pieces = [f"q{i} " for i in range(30)]
+    h.llm.enqueue(Script(pieces=pieces, delay=0.04))
+    chat = h.tg.private_chat(ALICE)
+    request = await h.ask(chat, ALICE, "flood")
+    await h.reply_text(chat, request, "".join(pieces))
+    assert h.tg.calls_of("editMessageText", ok=False)
+    clean_logs()
+
+
+async def test_provider_errors_are_shown_with_partial_text(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    # The core retries a 500 twice (Retry-After: 0 keeps that quick) before giving up.
+    server_error = Script(status=500, headers={"Retry-After": "0"})
+    h.llm.enqueue(server_error, server_error, server_error)
+    h.llm.enqueue(Script(pieces=["partial ", "answer ", "more"], cut_after=2))
+    chat = h.tg.private_chat(ALICE)
+    failed = await h.ask(chat, ALICE, "fail")
+    hint = errors.ResponseStatusError.user_hint
+    message = await h.tg.wait_until(
+        lambda: next((m for m in replies(chat, failed) if hint in (m.text or "")), None), WAIT
+    )
+    assert message.text.startswith("⚠️")
+    cut = await h.ask(chat, ALICE, "cut")
+    message = await h.tg.wait_until(
+        lambda: next((m for m in replies(chat, cut) if "⚠️" in (m.text or "")), None), WAIT
+    )
+    assert message.text.startswith("partial answer")
+    clean_logs()
+
+
+async def test_stop_mid_stream(h: Harness, clean_logs: Callable[[], None]) -> None:
+    h.llm.enqueue(Script(pieces=["first ", "words ", *["never "] * 5], stall_after=2))
+    chat = h.tg.private_chat(ALICE)
+    request = await h.ask(chat, ALICE, "talk")
+    await h.reply_text(chat, request, "first words")
+    stop = await h.ask(chat, ALICE, "/stop")
+    await h.reply_text(chat, stop, command_texts.STOPPED)
+    await h.llm.wait_until_no_active_streams()
+    assert replies(chat, request)[0].text == "first words"
+    again = await h.ask(chat, ALICE, "/stop")
+    await h.reply_text(chat, again, command_texts.NOTHING_TO_STOP)
+    next_one = await h.ask(chat, ALICE, "still there?")
+    await h.reply_text(chat, next_one, "echo: still there?")
+    clean_logs()
+
+
+async def test_two_users_in_one_group_at_once(h: Harness, clean_logs: Callable[[], None]) -> None:
+    group = h.tg.group()
+    a, b = await asyncio.gather(
+        h.ask(group, ALICE, f"{h.mention} question from Alice"),
+        h.ask(group, BOB, f"{h.mention} question from Bob"),
+    )
+    await asyncio.gather(
+        h.reply_text(group, a, "echo: [Alice] question from Alice"),
+        h.reply_text(group, b, "echo: [Bob] question from Bob"),
+    )
+    # One reply at a time: the second request saw the first exchange.
+    contents = [m["content"] for m in h.llm.requests[1].json["messages"][1:]]
+    assert len(contents) == 3
+    clean_logs()
+
+
+async def test_access_list(tmp_path: Path, clean_logs: Callable[[], None]) -> None:
+    allowed_group = -2001
+    async with running_bot(tmp_path, telegram_allowed_ids=[ALICE["id"], allowed_group]) as h:
+        alice, bob = h.tg.private_chat(ALICE), h.tg.private_chat(BOB)
+        ok = await h.ask(alice, ALICE, "hello")
+        await h.reply_text(alice, ok, "echo: hello")
+        refused = await h.ask(bob, BOB, "hello")
+        await h.reply_text(bob, refused, REFUSAL.format(user_id=BOB["id"], chat_id=BOB["id"]))
+        photo = await h.tg.message(bob, BOB, photo=True)
+        await h.any_reply(bob, photo)
+        group = h.tg.group(allowed_group)
+        in_group = await h.ask(group, BOB, "/ask hi")
+        await h.reply_text(group, in_group, "echo: [Bob] hi")
+        stranger_group = h.tg.group(-3001)
+        chatter = await h.ask(stranger_group, BOB, "not for the bot")
+        addressed = await h.ask(stranger_group, BOB, "/ask hi")
+        await h.reply_text(
+            stranger_group, addressed, REFUSAL.format(user_id=BOB["id"], chat_id=-3001)
+        )
+        assert replies(stranger_group, chatter) == []
+        assert len(h.llm.requests) == 2
+    clean_logs()
+
+
+async def test_model_and_system_are_for_group_admins(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with running_bot(tmp_path, admin_ids=[CAROL["id"]]) as h:
+        group = h.tg.supergroup()
+        h.tg.set_admins(group, [ALICE["id"]])
+        show = await h.ask(group, BOB, "/model")
+        await h.reply_text(group, show, "Model: fake-model (default)")
+        denied = await h.ask(group, BOB, "/model gpt-x")
+        await h.reply_text(group, denied, command_texts.ADMINS_ONLY)
+        bad = await h.ask(group, ALICE, "/model two words")
+        await h.reply_text(group, bad, command_texts.MODEL_USAGE)
+        granted = await h.ask(group, ALICE, "/model fake-model-mini")
+        await h.reply_text(group, granted, "Model set to fake-model-mini.")
+        question = await h.ask(group, BOB, "/ask which model?")
+        await h.reply_text(group, question, "echo: [Bob] which model?")
+        assert h.llm.requests[-1].json["model"] == "fake-model-mini"
+        denied = await h.ask(group, BOB, "/system be rude")
+        await h.reply_text(group, denied, command_texts.ADMINS_ONLY)
+        operator = await h.ask(group, CAROL, "/system Answer in French.")
+        await h.reply_text(group, operator, "System prompt set.")
+        shown = await h.ask(group, BOB, "/system")
+        await h.reply_text(group, shown, "System prompt:\nAnswer in French.")
+        question = await h.ask(group, BOB, "/ask bonjour?")
+        await h.reply_text(group, question, "echo: [Bob] bonjour?")
+        assert h.llm.requests[-1].json["messages"][0]["content"] == "Answer in French."
+        back = await h.ask(group, ALICE, "/model default")
+        await h.reply_text(group, back, "Model back to the default.")
+        anonymous = await h.tg.message(group, None, "/model fake-model", sender_chat=group)
+        await h.reply_text(group, anonymous, "Model set to fake-model.")
+        # In a private chat the user configures their own chat.
+        mine = h.tg.private_chat(BOB)
+        private = await h.ask(mine, BOB, "/model fake-model-mini")
+        await h.reply_text(mine, private, "Model set to fake-model-mini.")
+    clean_logs()
+
+
+async def test_bad_input(h: Harness, clean_logs: Callable[[], None]) -> None:
+    chat = h.tg.private_chat(ALICE)
+    huge = "x" * 10_000
+    specials = "<b>not html</b> *not md* _x_ [a](b) `c` && \\ </i>"
+    rtl_emoji = "مرحبا שלום 👨‍👩‍👧 🇺🇦 é"
+    for text in (huge, specials, rtl_emoji):
+        h.llm.enqueue(Script(pieces=["ok"]))
+        request = await h.ask(chat, ALICE, text)
+        await h.reply_text(chat, request, "ok")
+        assert h.llm.requests[-1].json["messages"][-1]["content"] == text
+    expected = {
+        "": chat_texts.EMPTY_TEXT,  # Telegram never sends these; if it did, no model call
+        "   ": chat_texts.EMPTY_TEXT,
+        "/nonsense": command_texts.UNKNOWN,
+        "/model a b c": command_texts.MODEL_USAGE,
+        "/model": "Model: fake-model (default)",
+        "/start": command_texts.START,
+        "/help": command_texts.HELP,
+        "/ask": chat_texts.ASK_USAGE,
+        "/system " + "p" * 5000: command_texts.SYSTEM_TOO_LONG,
+    }
+    for text, answer in expected.items():
+        request = await h.ask(chat, ALICE, text)
+        await h.reply_text(chat, request, answer)
+    sticker = await h.tg.message(chat, ALICE, sticker=True)
+    await h.reply_text(chat, sticker, TEXT_ONLY)
+    forwarded = await h.ask(chat, ALICE, "forwarded words", forward_from=BOB)
+    await h.reply_text(chat, forwarded, "echo: forwarded words")
+    edited = await h.ask(chat, ALICE, "before edit")
+    await h.reply_text(chat, edited, "echo: before edit")
+    await h.tg.edited_message(chat, edited["message_id"], "after edit")
+    after = await h.ask(chat, ALICE, "next")
+    await h.reply_text(chat, after, "echo: next")
+    assert len(replies(chat, edited)) == 1
+    assert "edited_message" not in h.tg.allowed_updates
+    clean_logs()
+
+
+async def test_deleted_reply_stops_streaming(h: Harness, clean_logs: Callable[[], None]) -> None:
+    # 10 s of stream: ending within the 5 s wait below means the bot gave up on it.
+    h.llm.enqueue(Script(pieces=[f"t{i} " for i in range(200)], delay=0.05))
+    chat = h.tg.private_chat(ALICE)
+    request = await h.ask(chat, ALICE, "delete me")
+    first = await h.any_reply(chat, request)
+    await h.tg.delete_message(chat, first.message_id)
+    await h.llm.wait_until_no_active_streams()
+    follow = await h.ask(chat, ALICE, "after delete")
+    await h.reply_text(chat, follow, "echo: after delete")
+    assert h.tg.calls_of("editMessageText", ok=False)[-1].error.endswith("not found")
+    clean_logs()
+
+
+async def test_blocked_bot_stops_the_reply(h: Harness, clean_logs: Callable[[], None]) -> None:
+    h.llm.enqueue(Script(pieces=["b0 ", "b1 ", "b2 "], stall_after=2))
+    h.tg.inject_error("sendMessage", ApiError(403, "Forbidden: bot was blocked by the user"))
+    chat = h.tg.private_chat(ALICE)
+    await h.ask(chat, ALICE, "then blocks the bot")
+    await h.tg.wait_calls("sendMessage", ok=False)
+    await h.llm.wait_for_requests(1)
+    await h.llm.wait_until_no_active_streams()  # the reply was abandoned mid-stream
+    assert not chat.bot_messages()
+    assert len(h.tg.calls_of("sendMessage", ok=None)) == 1  # no retry, no further sends
+    clean_logs()
+
+
+async def test_shutdown_is_clean(tmp_path: Path, clean_logs: Callable[[], None]) -> None:
+    async with running_bot(tmp_path) as h:
+        h.llm.enqueue(Script(pieces=["partial "], stall_after=1))
+        chat = h.tg.private_chat(ALICE)
+        request = await h.ask(chat, ALICE, "long")
+        await h.reply_text(chat, request, "partial")
+    # The bot stopped mid-reply: the stream was abandoned and the message kept its text.
+    assert h.llm.active_streams == 0
+    assert replies(chat, request)[0].text == "partial"
+    clean_logs()

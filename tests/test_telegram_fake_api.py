@@ -1,0 +1,259 @@
+"""The fake Bot API behaves like the real one for a bare aiogram `Bot` (no Parley code here)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ChatMemberStatus
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramConflictError,
+    TelegramRetryAfter,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import BotCommand, MessageEntity, ReplyParameters
+
+from tests.fakes.telegram_api import (
+    BOT_ID,
+    EDIT_NOT_FOUND,
+    NOT_MODIFIED,
+    TEXT_EMPTY,
+    TEXT_TOO_LONG,
+    FakeTelegramAPI,
+    parse_html,
+    parse_markdown_v2,
+    user,
+)
+
+ALICE = user(1001, "Alice", username="alice")
+BOB = user(1002, "Bob")
+
+
+@pytest.fixture
+async def tg() -> AsyncIterator[FakeTelegramAPI]:
+    async with FakeTelegramAPI() as server:
+        yield server
+
+
+@pytest.fixture
+async def bot(tg: FakeTelegramAPI) -> AsyncIterator[Bot]:
+    session = AiohttpSession(api=TelegramAPIServer.from_base(tg.base_url))
+    bot = Bot(tg.token, session=session)
+    yield bot
+    await bot.session.close()
+
+
+async def test_get_me_and_wrong_token(tg: FakeTelegramAPI, bot: Bot) -> None:
+    me = await bot.get_me()
+    assert (me.id, me.is_bot, me.username) == (BOT_ID, True, tg.bot["username"])
+    stranger = Bot("1:wrong", session=AiohttpSession(api=TelegramAPIServer.from_base(tg.base_url)))
+    with pytest.raises(TelegramUnauthorizedError):
+        await stranger.get_me()
+    await stranger.session.close()
+
+
+async def test_long_poll_returns_as_soon_as_an_update_arrives(
+    tg: FakeTelegramAPI, bot: Bot
+) -> None:
+    chat = tg.private_chat(ALICE)
+    poll = asyncio.create_task(bot.get_updates(timeout=30, request_timeout=40))
+    await tg.wait_calls("getUpdates", ok=None)
+    assert not poll.done()
+    await tg.message(chat, ALICE, "hello")
+    updates = await asyncio.wait_for(poll, 5)
+    assert [u.message.text for u in updates] == ["hello"]
+    # Unconfirmed updates come back; an offset past them confirms them.
+    again = await bot.get_updates(timeout=0)
+    assert [u.update_id for u in again] == [updates[0].update_id]
+    assert await bot.get_updates(offset=updates[0].update_id + 1, timeout=0) == []
+
+
+async def test_second_poller_terminates_the_first(tg: FakeTelegramAPI, bot: Bot) -> None:
+    first = asyncio.create_task(bot.get_updates(timeout=30, request_timeout=40))
+    await tg.wait_calls("getUpdates", ok=None)
+    await bot.get_updates(timeout=0)
+    with pytest.raises(TelegramConflictError):
+        await asyncio.wait_for(first, 5)
+
+
+async def test_message_update_shapes(tg: FakeTelegramAPI, bot: Bot) -> None:
+    group = tg.supergroup(forum=True)
+    topic = tg.open_topic(group, ALICE, "Ideas")
+    sent = await bot.send_message(group.id, "bot says", message_thread_id=topic)
+    await tg.message(group, ALICE, f"@{tg.bot['username']} hi /ask@x", thread_id=topic)
+    await tg.message(group, BOB, "re", reply_to=sent.message_id, thread_id=topic)
+    await tg.message(group, BOB, "fwd", forward_from=ALICE)
+    await tg.message(group, None, "anon", sender_chat=group)
+    await tg.message(group, BOB, photo=True)
+    await tg.message(group, BOB, sticker=True)
+    await tg.channel_post(tg.channel(), "news")
+    updates = await bot.get_updates(timeout=0)
+    mention, reply, forward, anon, photo, sticker, post = (
+        u.message or u.channel_post for u in updates
+    )
+    assert mention.is_topic_message and mention.message_thread_id == topic
+    assert mention.reply_to_message.forum_topic_created is not None  # Telegram's topic quirk
+    assert [e.type for e in mention.entities] == ["mention", "bot_command"]
+    assert reply.reply_to_message.from_user.id == BOT_ID
+    assert forward.forward_origin.sender_user.id == ALICE["id"]
+    assert anon.sender_chat.id == group.id
+    assert photo.photo and photo.text is None
+    assert sticker.sticker.emoji == "👍"
+    assert post.chat.type == "channel"
+
+
+async def test_edited_message_update(tg: FakeTelegramAPI, bot: Bot) -> None:
+    chat = tg.private_chat(ALICE)
+    original = await tg.message(chat, ALICE, "first")
+    await tg.edited_message(chat, original["message_id"], "second")
+    updates = await bot.get_updates(timeout=0)
+    assert updates[-1].edited_message.text == "second"
+
+
+async def test_send_edit_and_history(tg: FakeTelegramAPI, bot: Bot) -> None:
+    chat = tg.private_chat(ALICE)
+    request = await tg.message(chat, ALICE, "q")
+    sent = await bot.send_message(
+        chat.id, "123", reply_parameters=ReplyParameters(message_id=request["message_id"])
+    )
+    assert sent.text == "123"  # form value "123" stays a string
+    assert sent.reply_to_message.message_id == request["message_id"]
+    await bot.edit_message_text("1234", chat_id=chat.id, message_id=sent.message_id)
+    stored = chat.messages[sent.message_id]
+    assert [h[0] for h in stored.history] == ["123", "1234"]
+    with pytest.raises(TelegramBadRequest) as info:
+        await bot.edit_message_text("1234", chat_id=chat.id, message_id=sent.message_id)
+    assert info.value.message == NOT_MODIFIED
+    # The same text with different entities is a real change.
+    await bot.edit_message_text(
+        "1234",
+        chat_id=chat.id,
+        message_id=sent.message_id,
+        entities=[MessageEntity(type="bold", offset=0, length=2)],
+    )
+    with pytest.raises(TelegramBadRequest) as info:
+        await bot.edit_message_text("x", chat_id=chat.id, message_id=999)
+    assert info.value.message == EDIT_NOT_FOUND
+    assert await bot.delete_message(chat.id, sent.message_id)
+    with pytest.raises(TelegramBadRequest, match="message to edit not found"):
+        await bot.edit_message_text("y", chat_id=chat.id, message_id=sent.message_id)
+
+
+async def test_text_limits_in_utf16(tg: FakeTelegramAPI, bot: Bot) -> None:
+    chat = tg.private_chat(ALICE)
+    for text in ("", "  \n "):
+        with pytest.raises(TelegramBadRequest) as info:
+            await bot.send_message(chat.id, text)
+        assert info.value.message == TEXT_EMPTY
+    assert (await bot.send_message(chat.id, "😀" * 2048)).text == "😀" * 2048
+    with pytest.raises(TelegramBadRequest) as info:
+        await bot.send_message(chat.id, "😀" * 2049)  # 2049 characters, 4098 UTF-16 units
+    assert info.value.message == TEXT_TOO_LONG
+    assert (await bot.send_message(chat.id, "  padded\n")).text == "padded"
+
+
+async def test_parse_modes_and_entities(tg: FakeTelegramAPI, bot: Bot) -> None:
+    chat = tg.private_chat(ALICE)
+    sent = await bot.send_message(
+        chat.id, "<b>bold</b> &lt;3 <a href='http://x'>l</a>", parse_mode="HTML"
+    )
+    assert sent.text == "bold <3 l"
+    assert [(e.type, e.offset, e.length) for e in sent.entities] == [
+        ("bold", 0, 4),
+        ("text_link", 8, 1),
+    ]
+    with pytest.raises(TelegramBadRequest, match="can't parse entities: Unsupported start tag"):
+        await bot.send_message(chat.id, "<div>x</div>", parse_mode="HTML")
+    with pytest.raises(TelegramBadRequest, match="can't parse entities"):
+        await bot.send_message(chat.id, "<b>open", parse_mode="HTML")
+    sent = await bot.send_message(chat.id, "*b* _i_ `c` 1\\.5", parse_mode="MarkdownV2")
+    assert sent.text == "b i c 1.5"
+    with pytest.raises(TelegramBadRequest, match=r"Character '\.' is reserved"):
+        await bot.send_message(chat.id, "1.5", parse_mode="MarkdownV2")
+    with pytest.raises(TelegramBadRequest, match="can't parse entities"):
+        await bot.send_message(
+            chat.id, "abc", entities=[MessageEntity(type="bold", offset=2, length=5)]
+        )
+    tg.inject_parse_failure("sendMessage")
+    with pytest.raises(TelegramBadRequest, match="can't parse entities"):
+        await bot.send_message(
+            chat.id, "ok", entities=[MessageEntity(type="bold", offset=0, length=2)]
+        )
+    assert (
+        await bot.send_message(
+            chat.id, "ok", entities=[MessageEntity(type="bold", offset=0, length=2)]
+        )
+    ).entities
+
+
+def test_parsers_directly() -> None:
+    assert parse_html('<pre><code class="language-py">x = 1</code></pre>') == (
+        "x = 1",
+        [{"type": "pre", "offset": 0, "length": 5, "language": "py"}],
+    )
+    assert parse_html("a & b &amp; 😀<i>i</i>")[1] == [
+        {"type": "italic", "offset": 10, "length": 1}
+    ]
+    text, entities = parse_markdown_v2(
+        "```python\nprint(1)\n```\n>quote\n__u__ ||s|| [t](http://x)"
+    )
+    assert text == "print(1)\n\nquote\nu s t"
+    assert {e["type"] for e in entities} == {
+        "pre",
+        "blockquote",
+        "underline",
+        "spoiler",
+        "text_link",
+    }
+
+
+async def test_flood_control(tg: FakeTelegramAPI, bot: Bot) -> None:
+    chat = tg.private_chat(ALICE)
+    sent = await bot.send_message(chat.id, "a")
+    tg.inject_429("editMessageText", count=2, retry_after=3)
+    for _ in range(2):
+        with pytest.raises(TelegramRetryAfter) as info:
+            await bot.edit_message_text("b", chat_id=chat.id, message_id=sent.message_id)
+        assert info.value.retry_after == 3
+    await bot.edit_message_text("b", chat_id=chat.id, message_id=sent.message_id)
+    tg.edit_interval = 60
+    with pytest.raises(TelegramRetryAfter) as info:
+        await bot.edit_message_text("c", chat_id=chat.id, message_id=sent.message_id)
+    assert 1 <= info.value.retry_after <= 60
+    assert [c.ok for c in tg.calls_of("editMessageText", ok=None)] == [False, False, True, False]
+
+
+async def test_members_commands_and_actions(tg: FakeTelegramAPI, bot: Bot) -> None:
+    group = tg.group()
+    tg.set_admins(group, [ALICE["id"]], creator=3000)
+    await tg.message(group, BOB, "hi")
+    assert (
+        await bot.get_chat_member(group.id, ALICE["id"])
+    ).status == ChatMemberStatus.ADMINISTRATOR
+    assert (await bot.get_chat_member(group.id, BOB["id"])).status == ChatMemberStatus.MEMBER
+    assert (await bot.get_chat_member(group.id, 3000)).status == ChatMemberStatus.CREATOR
+    assert (await bot.get_chat_member(group.id, 4000)).status == ChatMemberStatus.LEFT
+    assert len(await bot.get_chat_administrators(group.id)) == 2
+    assert await bot.set_my_commands([BotCommand(command="ask", description="Ask")])
+    assert tg.commands == [{"command": "ask", "description": "Ask"}]
+    with pytest.raises(TelegramBadRequest):
+        await bot.set_my_commands([BotCommand(command="Bad-Name", description="x")])
+    assert await bot.send_chat_action(group.id, "typing")
+    with pytest.raises(TelegramBadRequest, match="chat not found"):
+        await bot.send_chat_action(-5, "typing")
+
+
+async def test_json_bodies_and_unknown_methods(tg: FakeTelegramAPI) -> None:
+    chat = tg.private_chat(ALICE)
+    async with aiohttp.ClientSession() as http:
+        url = f"{tg.base_url}/bot{tg.token}/sendMessage"
+        async with http.post(url, json={"chat_id": chat.id, "text": "json"}) as resp:
+            assert (await resp.json())["result"]["text"] == "json"
+        async with http.post(f"{tg.base_url}/bot{tg.token}/noSuchMethod") as resp:
+            assert resp.status == 404
