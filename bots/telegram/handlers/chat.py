@@ -7,9 +7,9 @@ from aiogram.enums import ChatType
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
+from bots.relay import relay
 from bots.telegram.chats import GROUP_TYPES, author_of, chat_ref, is_group
 from bots.telegram.filters import AddressedToBot
-from bots.telegram.relay import relay
 from bots.telegram.surface import EditIntervals, TelegramSurface
 from core.conversation import ConversationService
 

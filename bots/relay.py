@@ -1,7 +1,7 @@
 """The conversation plumbing: a user's message in, the streamed reply out on one surface.
 
-The same few lines as `bots/telegram/relay.py`, kept apart so the Discord adapter does not
-import the Telegram package; both take any `Surface`, so one shared copy can replace them.
+Platform-free on purpose (a `Surface` is all it knows of the chat): the Telegram and Discord
+adapters share it.
 """
 
 from __future__ import annotations
