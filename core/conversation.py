@@ -32,7 +32,6 @@ from storage import (
     StorageError,
     Store,
     StoredMessage,
-    UserTurn,
 )
 
 log = logging.getLogger(__name__)
@@ -234,9 +233,12 @@ class ConversationService:
         self._active: dict[ChatRef, Reply] = {}
         self._running: dict[asyncio.Task[None], Reply] = {}
 
-    async def recover(self) -> int:
-        """At start-up: replies a crash left 'streaming' become 'interrupted'; return how many."""
-        count = await self._store.interrupt_streaming()
+    async def recover(self, platform: str | None = None) -> int:
+        """At start-up: replies a crash left 'streaming' become 'interrupted'; return how many.
+
+        `platform` limits it to one platform's chats (the console leaves the bots' alone).
+        """
+        count = await self._store.interrupt_streaming(platform)
         if count:
             log.warning(
                 "Marked %d reply(ies) left streaming by a previous run as interrupted.", count
@@ -326,43 +328,60 @@ class ConversationService:
     ) -> None:
         chat = reply.chat
         try:
-            if previous is not None:
-                await previous._user_stored.wait()  # user messages are stored in arrival order
-            try:
-                turn = await self._store.add_user_message(
-                    chat,
-                    author_id=author.id,
-                    author_name=author.name,
-                    text=text,
-                    platform_message_id=platform_message_id,
-                )
-            except StorageError as exc:
-                log.error("Could not store a message of %s: %s", chat, exc)
-                reply._finish(MessageStatus.ERROR, exc)
+            user_message_id = await self._store_user_message(
+                reply, previous, author, text, platform_message_id
+            )
+            if user_message_id is None:
                 return
-            finally:
-                reply._user_stored.set()
-            reply.user_message_id = turn.message_id
             if previous is not None:
                 await _first_of(previous._turn_over, reply._abandoned)
             if reply._abandoned.is_set():
                 reply._finish(MessageStatus.INTERRUPTED)
-                if previous is not None:
-                    await previous._turn_over.wait()  # the next reply still waits for ours
                 return
             self._active[chat] = reply
             try:
-                await self._stream(reply, turn, group)
+                await self._stream(reply, user_message_id, group)
             finally:
                 del self._active[chat]
         finally:
-            reply._turn_over.set()
-            if not reply._finished.is_set():  # only on a bug or a cancelled store call
+            if not reply._finished.is_set():  # only when cancelled from outside
                 reply._finish(MessageStatus.INTERRUPTED)
-            if self._tails.get(chat) is reply:
-                del self._tails[chat]
+            try:
+                if previous is not None:  # a turn never ends before the one queued before it
+                    await previous._turn_over.wait()
+            finally:
+                reply._turn_over.set()
+                if self._tails.get(chat) is reply:
+                    del self._tails[chat]
 
-    async def _stream(self, reply: Reply, turn: UserTurn, group: bool) -> None:
+    async def _store_user_message(
+        self,
+        reply: Reply,
+        previous: Reply | None,
+        author: Author,
+        text: str,
+        platform_message_id: str | None,
+    ) -> int | None:
+        """Store the message, after the one received before it; its id, or None on failure."""
+        try:
+            if previous is not None:
+                await previous._user_stored.wait()
+            reply.user_message_id = await self._store.add_user_message(
+                reply.chat,
+                author_id=author.id,
+                author_name=author.name,
+                text=text,
+                platform_message_id=platform_message_id,
+            )
+        except StorageError as exc:
+            log.error("Could not store a message of %s: %s", reply.chat, exc)
+            reply._finish(MessageStatus.ERROR, exc)
+            return None
+        finally:
+            reply._user_stored.set()
+        return reply.user_message_id
+
+    async def _stream(self, reply: Reply, user_message_id: int, group: bool) -> None:
         status = MessageStatus.COMPLETE
         error: BaseException | None = None
         usage: Any = None
@@ -370,8 +389,8 @@ class ConversationService:
         outside_cancel = False
         reply._cancellable = True
         try:
-            messages, reply.model = await self._prepare(reply.chat, turn, group)
-            await self._open_row(reply, turn)
+            messages, reply.model = await self._prepare(reply.chat, user_message_id, group)
+            await self._open_row(reply, user_message_id)
             started = last_save = time.monotonic()
             stream = self._client.chat.completions.create(messages, model=reply.model, stream=True)
             async with contextlib.aclosing(stream):
@@ -405,11 +424,11 @@ class ConversationService:
             raise asyncio.CancelledError
 
     async def _prepare(
-        self, chat: ChatRef, turn: UserTurn, group: bool
+        self, chat: ChatRef, user_message_id: int, group: bool
     ) -> tuple[list[dict[str, str]], str]:
         config = await self._store.chat_config(chat)
         history = await self._store.context_messages(
-            turn.conversation_id, turn.message_id, self._settings.context_max_messages
+            user_message_id, self._settings.context_max_messages
         )
         messages = build_context(
             config.system_prompt or self._settings.system_prompt,
@@ -420,11 +439,9 @@ class ConversationService:
         )
         return messages, config.model or self._settings.default_model
 
-    async def _open_row(self, reply: Reply, turn: UserTurn) -> None:
+    async def _open_row(self, reply: Reply, user_message_id: int) -> None:
         """Create the reply's row; a stop arriving meanwhile still learns the row's id."""
-        insert = asyncio.ensure_future(
-            self._store.start_reply(turn.conversation_id, turn.message_id, reply.model)
-        )
+        insert = asyncio.ensure_future(self._store.start_reply(user_message_id, reply.model))
         try:
             reply.message_id = await asyncio.shield(insert)
         except asyncio.CancelledError:

@@ -1,0 +1,184 @@
+"""What the rest of Parley may ask of a history store, independent of the database behind it.
+
+The bots and the conversation service use only this module's types; every SQL statement stays
+in a backend package (`storage.sqlite`), so a PostgreSQL backend can join without touching them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class MessageStatus(StrEnum):
+    """Where a stored message is in its life; only assistant replies pass through `streaming`."""
+
+    COMPLETE = "complete"
+    STREAMING = "streaming"
+    INTERRUPTED = "interrupted"
+    ERROR = "error"
+
+
+class Role(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class ChatKey(Protocol):
+    """Anything that names one chat; `core.conversation.ChatRef` is the usual one."""
+
+    @property
+    def platform(self) -> str: ...
+
+    @property
+    def chat_id(self) -> str: ...
+
+    @property
+    def thread_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChatConfig:
+    """A chat's own settings; `None` means "use the operator's default"."""
+
+    model: str | None = None
+    system_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRecord:
+    id: int
+    platform: str
+    chat_id: str
+    thread_id: str
+    model: str | None
+    system_prompt: str | None
+    created_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationRecord:
+    id: int
+    chat: int
+    created_at: str
+
+
+@dataclass(slots=True)
+class StoredMessage:
+    """One stored message. Not frozen: a context load builds 50 of them per reply, and a frozen
+    dataclass's `__init__` costs ten times as much. Treat it as read-only all the same."""
+
+    id: int
+    conversation_id: int
+    role: Role
+    text: str
+    status: MessageStatus
+    author_id: str | None = None
+    author_name: str | None = None
+    reply_to: int | None = None
+    model: str | None = None
+    provider: str | None = None
+    first_token_ms: int | None = None
+    total_ms: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    error: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+    platform_message_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyOutcome:
+    """Everything known about a reply when it stops streaming, written in one transaction."""
+
+    status: MessageStatus
+    text: str
+    model: str | None = None
+    provider: str | None = None
+    first_token_ms: int | None = None
+    total_ms: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+    error: str | None = None
+
+
+class Store(Protocol):
+    """Per-chat history. Every method that changes state is one transaction.
+
+    Messages of a conversation are ordered by turn: a user message opens a turn and the reply
+    that answers it (`reply_to`) sorts right after it, even when later user messages were
+    stored while the reply was still queued.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for error messages and exports (a file path for SQLite)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # Chats and their settings.
+    async def chat_config(self, chat: ChatKey) -> ChatConfig: ...
+
+    async def set_chat_model(self, chat: ChatKey, model: str | None) -> None: ...
+
+    async def set_chat_system_prompt(self, chat: ChatKey, prompt: str | None) -> None: ...
+
+    async def new_conversation(self, chat: ChatKey) -> int: ...
+
+    async def current_conversation(self, chat: ChatKey) -> int | None: ...
+
+    # Writing a turn. A user message's id names its turn and, through it, its conversation.
+    async def add_user_message(
+        self,
+        chat: ChatKey,
+        *,
+        author_id: str,
+        author_name: str,
+        text: str,
+        platform_message_id: str | None = None,
+    ) -> int:
+        """Store a user message in the chat's current conversation; return its id."""
+        ...
+
+    async def start_reply(self, reply_to: int, model: str | None) -> int:
+        """Create the row answering user message `reply_to`, status `streaming`; return its id."""
+        ...
+
+    async def save_partial_reply(self, message_id: int, text: str) -> None:
+        """Checkpoint a streaming reply's text so a crash loses at most the last few seconds."""
+        ...
+
+    async def finish_reply(self, message_id: int, outcome: ReplyOutcome) -> None: ...
+
+    async def set_platform_message_ids(self, message_id: int, ids: Sequence[str]) -> None:
+        """Replace the platform messages that carry this message (idempotent)."""
+        ...
+
+    async def interrupt_streaming(self, platform: str | None = None) -> int:
+        """Mark rows left `streaming` by a crash as `interrupted`; return how many.
+
+        `platform` limits it to that platform's chats, so `parley chat` starting up does not
+        touch the replies a running bot process is streaming right now.
+        """
+        ...
+
+    # Reading.
+    async def context_messages(self, up_to: int, limit: int) -> list[StoredMessage]:
+        """The newest `limit` messages fit to send as context for user message `up_to`.
+
+        Oldest first, from `up_to`'s conversation: the earlier turns and `up_to` itself (not a
+        reply to it). Rows in `error` or `streaming` and empty replies are left out.
+        """
+        ...
+
+    async def find_chats(self, chat_id: str, platform: str | None = None) -> list[ChatRecord]: ...
+
+    async def conversations(self, chat: int) -> list[ConversationRecord]: ...
+
+    async def conversation_messages(self, conversation_id: int) -> list[StoredMessage]: ...

@@ -1,0 +1,44 @@
+"""Pick the storage backend from `DATABASE_URL`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from storage.base import Store
+from storage.errors import DatabaseURLError
+from storage.sqlite.store import BUSY_TIMEOUT_SECONDS, SQLiteStore
+
+_URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+
+
+def sqlite_path(url: str) -> Path:
+    """The file a `sqlite:` URL names, in SQLAlchemy's spelling (three slashes, then the path)."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite":
+        raise DatabaseURLError(
+            f"DATABASE_URL {url!r} uses the backend {parts.scheme or '(none)'!r}; "
+            f"Parley supports SQLite: {_URL_FORMS}."
+        )
+    path = unquote(parts.path)[1:]
+    if parts.netloc or not path or parts.query or parts.fragment:
+        raise DatabaseURLError(f"DATABASE_URL {url!r} is not a SQLite file URL: use {_URL_FORMS}.")
+    if path == ":memory:":
+        raise DatabaseURLError(
+            "DATABASE_URL sqlite:///:memory: would lose the history at every restart; "
+            f"give a file: {_URL_FORMS}."
+        )
+    return Path(path)
+
+
+async def open_store(
+    url: str, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS, must_exist: bool = False
+) -> Store:
+    """Open the store `url` names, creating and migrating it on first use.
+
+    `must_exist` is for readers such as the history export: a mistyped URL should say so,
+    not create an empty database.
+    """
+    return await SQLiteStore.open(
+        sqlite_path(url), busy_timeout=busy_timeout, must_exist=must_exist
+    )

@@ -1,0 +1,128 @@
+"""The SQLite schema, as numbered forward migrations (the pattern of simonw/llm's `migrations.py`).
+
+Each step is a small function `mNNN_what(db)`; its number is its position in `MIGRATIONS`, and
+the number of the last applied step is kept in `PRAGMA user_version`. `migrate()` applies the
+missing steps in order, each in its own transaction together with the version bump, so a crash
+mid-migration leaves the database at the previous version, never half-way. Steps are never
+edited once released: a change of schema is a new step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import aiosqlite
+
+Migration = Callable[[aiosqlite.Connection], Awaitable[None]]
+
+MIGRATIONS: list[Migration] = []
+
+
+def migration(step: Migration) -> Migration:
+    """Register `step` as the next version; its name must carry that number (m001_, m002_...)."""
+    expected = f"m{len(MIGRATIONS) + 1:03d}_"
+    if not step.__name__.startswith(expected):
+        raise RuntimeError(f"migration {step.__name__} must be named {expected}...")
+    MIGRATIONS.append(step)
+    return step
+
+
+async def _run(db: aiosqlite.Connection, statements: tuple[str, ...]) -> None:
+    # executescript() would COMMIT the surrounding transaction first, so run one by one.
+    for statement in statements:
+        await db.execute(statement)
+
+
+@migration
+async def m001_initial(db: aiosqlite.Connection) -> None:
+    await _run(
+        db,
+        (
+            """
+            CREATE TABLE chats (
+                id INTEGER PRIMARY KEY,
+                platform TEXT NOT NULL,
+                chat_id TEXT NOT NULL,
+                thread_id TEXT NOT NULL DEFAULT '',
+                model TEXT,
+                system_prompt TEXT,
+                created_at TEXT NOT NULL,
+                UNIQUE (platform, chat_id, thread_id)
+            )
+            """,
+            # Export looks chats up by chat id alone, across platforms.
+            "CREATE INDEX chats_by_chat_id ON chats (chat_id)",
+            """
+            CREATE TABLE conversations (
+                id INTEGER PRIMARY KEY,
+                chat INTEGER NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+                created_at TEXT NOT NULL
+            )
+            """,
+            # The current conversation of a chat is its newest one.
+            "CREATE INDEX conversations_newest ON conversations (chat, id)",
+            """
+            CREATE TABLE messages (
+                id INTEGER PRIMARY KEY,
+                conversation INTEGER NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+                reply_to INTEGER REFERENCES messages (id) ON DELETE SET NULL,
+                role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+                author_id TEXT,
+                author_name TEXT,
+                text TEXT NOT NULL DEFAULT '',
+                status TEXT NOT NULL
+                    CHECK (status IN ('complete', 'streaming', 'interrupted', 'error')),
+                model TEXT,
+                provider TEXT,
+                first_token_ms INTEGER,
+                total_ms INTEGER,
+                prompt_tokens INTEGER,
+                completion_tokens INTEGER,
+                total_tokens INTEGER,
+                error TEXT,
+                -- JSON array of the platform messages that carry this one (a long reply spans
+                -- several); a column, not a table, so storing a message stays one statement.
+                platform_ids TEXT NOT NULL DEFAULT '[]',
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )
+            """,
+            # Turn order: a reply sorts right after the user message it answers. Serves
+            # "newest N messages of a conversation up to turn T" as one backwards index range.
+            "CREATE INDEX messages_by_turn ON messages (conversation, coalesce(reply_to, id))",
+            # Start-up recovery finds replies a crash left streaming without a table scan.
+            "CREATE INDEX messages_streaming ON messages (status) WHERE status = 'streaming'",
+        ),
+    )
+
+
+LATEST_VERSION = len(MIGRATIONS)
+
+
+async def schema_version(db: aiosqlite.Connection) -> int:
+    rows = await db.execute_fetchall("PRAGMA user_version")
+    return int(next(iter(rows))[0])
+
+
+async def migrate(db: aiosqlite.Connection) -> list[str]:
+    """Apply the missing steps in order; return the names of those applied.
+
+    The version is re-read under the write lock, so two processes starting at once on the same
+    file apply each step exactly once. The caller has already refused versions newer than ours.
+    """
+    applied: list[str] = []
+    while True:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            version = await schema_version(db)
+            if version >= LATEST_VERSION:
+                await db.rollback()
+                return applied
+            step = MIGRATIONS[version]
+            await step(db)
+            await db.execute(f"PRAGMA user_version = {version + 1}")
+            await db.commit()
+        except BaseException:
+            await db.rollback()
+            raise
+        applied.append(step.__name__)

@@ -1,0 +1,551 @@
+"""The conversation service over a real SQLite store, driven by a scripted provider.
+
+The provider runs behind the real `AsyncClient`, so chunks, usage and provider names come the
+way they do in production; one test goes all the way through HTTP to the fake LLM server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import AsyncClient
+from core.config import Settings
+from core.conversation import (
+    TRUNCATION_MARKER,
+    Author,
+    ConversationService,
+    build_context,
+)
+from core.errors import RateLimitError, ResponseStatusError
+from storage import MessageStatus, Role, Store, StoredMessage, open_store
+from tests.fakes.llm_server import FakeLLMServer, Script
+from tests.test_conversation_fakes import (
+    ALICE,
+    BOB,
+    WAIT,
+    Gate,
+    ScriptedProvider,
+    chat,
+    collect,
+    echo,
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
+    yield opened
+    await opened.close()
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"default_model": "default-model", "system_prompt": "SYS"}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+def make_service(store: Store, provider: ScriptedProvider, **settings: Any) -> ConversationService:
+    return ConversationService(store, AsyncClient(provider=provider), make_settings(**settings))
+
+
+async def rows(store: Store, key: Any = None) -> list[StoredMessage]:
+    conversation = await store.current_conversation(key or chat())
+    assert conversation is not None
+    return await store.conversation_messages(conversation)
+
+
+def stored(text: str, role: Role = Role.USER, name: str = "Alice") -> StoredMessage:
+    return StoredMessage(
+        id=0,
+        conversation_id=0,
+        role=role,
+        text=text,
+        status=MessageStatus.COMPLETE,
+        author_name=name,
+    )
+
+
+# Building the context.
+
+
+def test_context_is_system_prompt_then_history_with_names_in_groups() -> None:
+    history = [stored("hi"), stored("hello", Role.ASSISTANT), stored("and you?", name="Bob")]
+    plain = build_context("SYS", history, group=False, max_messages=10, max_chars=1000)
+    assert plain == [
+        {"role": "system", "content": "SYS"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "and you?"},
+    ]
+    group = build_context("SYS", history, group=True, max_messages=10, max_chars=1000)
+    assert [m["content"] for m in group[1:]] == ["[Alice] hi", "hello", "[Bob] and you?"]
+
+
+def test_a_newest_message_over_the_budget_is_cut_to_fit() -> None:
+    history = [stored("old"), stored("x" * 5000)]
+    context = build_context("SYS", history, group=False, max_messages=10, max_chars=100)
+    assert len(context) == 2
+    assert len(context[1]["content"]) == 100
+    assert context[1]["content"].endswith(TRUNCATION_MARKER)
+
+
+def test_context_never_starts_with_a_reply() -> None:
+    history = [stored("q"), stored("a" * 50, Role.ASSISTANT), stored("q2")]
+    context = build_context("", history, group=False, max_messages=2, max_chars=1000)
+    assert context == [{"role": "user", "content": "q2"}]  # no system prompt when it is empty
+
+
+def test_trimming_keeps_the_newest_messages_and_never_exceeds_the_budget() -> None:
+    rng = random.Random(1234)
+    for _ in range(500):
+        size = rng.randint(1, 30)
+        history = [
+            stored(
+                "y" * rng.randint(1, 300),
+                Role.USER if i % 2 == 0 or i == size - 1 else Role.ASSISTANT,
+                name=rng.choice(["Al", "Bo"]),
+            )
+            for i in range(size)
+        ]
+        max_messages, max_chars = rng.randint(1, 12), rng.randint(1, 1200)
+        group = rng.random() < 0.5
+        context = build_context(
+            "S", history, group=group, max_messages=max_messages, max_chars=max_chars
+        )[1:]
+        sent = [
+            (f"[{m.author_name}] " if group and m.role is Role.USER else "") + m.text
+            for m in history
+        ]
+        assert 1 <= len(context) <= max_messages
+        assert sum(len(m["content"]) for m in context) <= max_chars
+        assert context[-1]["content"] == sent[-1][:max_chars] or context[-1]["content"].endswith(
+            TRUNCATION_MARKER
+        )
+        # What was kept is exactly the newest messages (a suffix), minus leading replies.
+        kept = [m["content"] for m in context]
+        if len(kept) > 1:
+            assert kept == sent[len(sent) - len(kept) :]
+            assert context[0]["role"] == "user"
+        # And the next older message would not have fitted (or was over the count).
+        older = len(sent) - len(kept) - 1
+        if len(kept) > 1 and older >= 0 and history[older].role is Role.USER:
+            assert len(kept) == max_messages or sum(map(len, kept)) + len(sent[older]) > max_chars
+
+
+# Replying.
+
+
+async def test_a_reply_streams_and_is_saved_with_its_details(store: Store) -> None:
+    service = make_service(store, ScriptedProvider())
+    reply = service.reply(chat(), ALICE, "hi", platform_message_id="tg-5")
+    deltas = [delta async for delta in reply]
+    assert deltas == ["echo: ", "hi"]
+    assert (reply.status, reply.text, reply.model, reply.provider) == (
+        "complete",
+        "echo: hi",
+        "default-model",
+        "Scripted",
+    )
+    user, assistant = await rows(store)
+    assert (user.text, user.author_name, user.platform_message_ids) == ("hi", "Alice", ("tg-5",))
+    assert assistant.id == reply.message_id and assistant.reply_to == user.id
+    assert (assistant.status, assistant.text, assistant.provider) == (
+        "complete",
+        "echo: hi",
+        "Scripted",
+    )
+    assert assistant.first_token_ms is not None and assistant.total_ms is not None
+    assert assistant.total_tokens is not None and assistant.total_tokens > 0
+    await service.record_platform_ids(assistant.id, ["tg-6", "tg-7"])
+    assert (await rows(store))[1].platform_message_ids == ("tg-6", "tg-7")
+
+
+async def test_the_user_message_is_stored_before_the_model_is_called(store: Store) -> None:
+    seen: list[list[tuple[str, str]]] = []
+
+    async def check_db_then_answer(model: str, messages: list[dict[str, Any]]) -> Any:
+        seen.append([(m.text, m.status) for m in await rows(store)])
+        yield "ok"
+
+    service = make_service(store, ScriptedProvider(check_db_then_answer))
+    assert await collect(service.reply(chat(), ALICE, "remember me")) == "ok"
+    assert seen == [[("remember me", "complete"), ("", "streaming")]]
+
+
+async def test_an_unconsumed_reply_still_stores_and_answers(store: Store) -> None:
+    service = make_service(store, ScriptedProvider())
+    reply = service.reply(chat(), ALICE, "nobody reads the answer")
+    assert await asyncio.wait_for(reply.wait(), WAIT) == "complete"
+    assert [m.text for m in await rows(store)] == [
+        "nobody reads the answer",
+        "echo: nobody reads the answer",
+    ]
+
+
+async def test_model_and_system_prompt_come_from_the_chat_else_the_settings(store: Store) -> None:
+    provider = ScriptedProvider()
+    service = make_service(store, provider)
+    await collect(service.reply(chat(), ALICE, "one"))
+    await service.set_model(chat(), "chat-model")
+    await service.set_system_prompt(chat(), "Speak like a pirate.")
+    assert (await service.get_settings(chat())).model == "chat-model"
+    await collect(service.reply(chat(), ALICE, "two"))
+    await collect(service.reply(chat("other"), ALICE, "three"))
+    await service.set_model(chat(), None)
+    await service.set_system_prompt(chat(), "  ")
+    assert await service.get_settings(chat()) == type(await service.get_settings(chat()))(
+        None, None
+    )
+    await collect(service.reply(chat(), ALICE, "four"))
+    models = [call.model for call in provider.calls]
+    systems = [call.messages[0]["content"] for call in provider.calls]
+    assert models == ["default-model", "chat-model", "default-model", "default-model"]
+    assert systems == ["SYS", "Speak like a pirate.", "SYS", "SYS"]
+    assert (await rows(store))[3].model == "chat-model"
+
+
+async def test_group_context_names_each_author_and_keeps_the_history(store: Store) -> None:
+    provider = ScriptedProvider()
+    service = make_service(store, provider)
+    await collect(service.reply(chat(), ALICE, "I like tea", group=True))
+    await collect(service.reply(chat(), BOB, "and I coffee", group=True))
+    assert provider.calls[1].messages == [
+        {"role": "system", "content": "SYS"},
+        {"role": "user", "content": "[Alice] I like tea"},
+        {"role": "assistant", "content": "echo: [Alice] I like tea"},
+        {"role": "user", "content": "[Bob] and I coffee"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("max_messages", "max_chars", "expected"),
+    [
+        (3, 10_000, ["SYS", "m2", "echo: m2", "m3"]),
+        (40, 12, ["SYS", "m2", "echo: m2", "m3"]),
+        # "echo: m2" + "m3" fit in 11 but "m2" does not; a reply never opens the context.
+        (40, 11, ["SYS", "m3"]),
+    ],
+)
+async def test_the_service_trims_the_context_to_the_settings(
+    store: Store, max_messages: int, max_chars: int, expected: list[str]
+) -> None:
+    provider = ScriptedProvider()
+    service = make_service(
+        store, provider, context_max_messages=max_messages, context_max_chars=max_chars
+    )
+    for number in range(4):
+        await collect(service.reply(chat(), ALICE, f"m{number}"))
+    assert [m["content"] for m in provider.calls[-1].messages] == expected
+
+
+async def test_reset_starts_a_fresh_context_and_keeps_the_old_conversation(store: Store) -> None:
+    provider = ScriptedProvider()
+    service = make_service(store, provider)
+    await collect(service.reply(chat(), ALICE, "before"))
+    old = await store.current_conversation(chat())
+    await service.reset(chat())
+    await collect(service.reply(chat(), ALICE, "after"))
+    assert [m["content"] for m in provider.calls[-1].messages] == ["SYS", "after"]
+    assert old is not None
+    assert [m.text for m in await store.conversation_messages(old)] == ["before", "echo: before"]
+    assert [m.text for m in await service.history(chat())] == ["after", "echo: after"]
+
+
+async def test_a_chat_answers_in_order_while_other_chats_run(store: Store) -> None:
+    gate = Gate()
+
+    async def first_waits(model: str, messages: list[dict[str, Any]]) -> Any:
+        source = gate if messages[-1]["content"] == "first" else echo
+        async for piece in source(model, messages):
+            yield piece
+
+    provider = ScriptedProvider(first_waits)
+    service = make_service(store, provider)
+    first = service.reply(chat(), ALICE, "first")
+    second = service.reply(chat(), BOB, "second")
+    elsewhere = service.reply(chat("2"), ALICE, "elsewhere")
+    await asyncio.wait_for(gate.sent_first.wait(), WAIT)
+    # Another chat is answered while this chat's first reply is still streaming...
+    assert await asyncio.wait_for(collect(elsewhere), WAIT) == "echo: elsewhere"
+    # ...but this chat's second message has not reached the model: it waits its turn.
+    assert [call.messages[-1]["content"] for call in provider.calls] == ["first", "elsewhere"]
+    stored_users = [m.text for m in await rows(store) if m.role is Role.USER]
+    assert stored_users == ["first", "second"]  # both stored at once
+    gate.release.set()
+    assert await asyncio.wait_for(collect(second), WAIT) == "echo: second"
+    assert await asyncio.wait_for(collect(first), WAIT) == "partial answer"
+    assert [m["content"] for m in provider.calls[2].messages] == [
+        "SYS",
+        "first",
+        "partial answer",
+        "second",
+    ]
+    assert [m.text for m in await rows(store)] == [
+        "first",
+        "partial answer",
+        "second",
+        "echo: second",
+    ]
+
+
+async def test_hundred_chats_of_twenty_messages_concurrently(store: Store) -> None:
+    chats, per_chat = 100, 20
+    service = make_service(store, ScriptedProvider())
+    replies = {
+        key: [service.reply(key, ALICE, f"{key.chat_id}/{n}") for n in range(per_chat)]
+        for key in (chat(str(i)) for i in range(chats))
+    }
+    texts = await asyncio.wait_for(
+        asyncio.gather(*(collect(r) for batch in replies.values() for r in batch)), 60
+    )
+    assert len(texts) == chats * per_chat
+    for key in replies:
+        history = await rows(store, key)
+        expected = [
+            text
+            for n in range(per_chat)
+            for text in (f"{key.chat_id}/{n}", f"echo: {key.chat_id}/{n}")
+        ]
+        assert [m.text for m in history] == expected
+        assert {m.status for m in history} == {"complete"}
+        assert all(b.reply_to == a.id for a, b in zip(history[::2], history[1::2], strict=True))
+
+
+async def test_stop_keeps_the_partial_text_as_interrupted(store: Store) -> None:
+    gate = Gate()
+    service = make_service(store, ScriptedProvider(gate))
+    assert not await service.stop(chat())  # nothing in flight
+    reply = service.reply(chat(), ALICE, "tell me a long story")
+    deltas: list[str] = []
+
+    async def consume() -> None:
+        async for delta in reply:  # ends normally on stop
+            deltas.append(delta)
+
+    consumer = asyncio.create_task(consume())
+    await asyncio.wait_for(gate.sent_first.wait(), WAIT)
+    assert await asyncio.wait_for(service.stop(chat()), WAIT)
+    await asyncio.wait_for(consumer, WAIT)
+    assert deltas == ["partial "]
+    assert (reply.status, reply.text) == ("interrupted", "partial ")
+    assistant = (await rows(store))[1]
+    assert (assistant.status, assistant.text) == ("interrupted", "partial ")
+    assert assistant.total_ms is not None
+    assert not await service.stop(chat())
+
+    # The chat is free again, and the partial answer is part of the next context.
+    gate.release.set()
+    provider = ScriptedProvider()
+    service = make_service(store, provider)
+    await collect(service.reply(chat(), ALICE, "go on"))
+    assert [m["content"] for m in provider.calls[0].messages][1:] == [
+        "tell me a long story",
+        "partial ",
+        "go on",
+    ]
+
+
+async def test_checkpoints_save_the_text_while_streaming(store: Store) -> None:
+    release = asyncio.Event()
+
+    async def two_then_hold(model: str, messages: list[dict[str, Any]]) -> Any:
+        yield "one "
+        yield "two "
+        await release.wait()
+        yield "three"
+
+    service = ConversationService(
+        store,
+        AsyncClient(provider=ScriptedProvider(two_then_hold)),
+        make_settings(),
+        checkpoint_seconds=0,
+    )
+    reply = service.reply(chat(), ALICE, "count")
+    iterator = aiter(reply)
+    assert await anext(iterator) == "one "
+    assert await anext(iterator) == "two "  # the driver saved "one " before fetching "two "
+    assistant = (await rows(store))[1]
+    assert assistant.status == "streaming"
+    assert assistant.text.startswith("one ")
+    release.set()
+    assert [delta async for delta in iterator] == ["three"]
+    assert reply.status == "complete"
+    assert (await rows(store))[1].text == "one two three"
+
+
+@pytest.mark.parametrize("how", ["break", "aclose", "cancel"])
+async def test_a_consumer_that_gives_up_leaves_the_reply_interrupted(
+    store: Store, how: str
+) -> None:
+    gate = Gate()
+    service = make_service(store, ScriptedProvider(gate))
+    reply = service.reply(chat(), ALICE, "hello")
+    if how == "break":
+        async for _ in reply:
+            break
+    elif how == "aclose":
+        iterator = aiter(reply)
+        await anext(iterator)
+        await iterator.aclose()
+    else:
+        task = asyncio.create_task(collect(reply))
+        await asyncio.wait_for(gate.sent_first.wait(), WAIT)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert await asyncio.wait_for(reply.wait(), WAIT) == "interrupted"
+    assistant = (await rows(store))[1]
+    assert (assistant.status, assistant.text) == ("interrupted", "partial ")
+
+
+async def test_a_reply_given_up_while_queued_never_runs_and_keeps_the_order(store: Store) -> None:
+    gate = Gate()
+
+    async def first_waits(model: str, messages: list[dict[str, Any]]) -> Any:
+        source = gate if messages[-1]["content"] == "first" else echo
+        async for piece in source(model, messages):
+            yield piece
+
+    provider = ScriptedProvider(first_waits)
+    service = make_service(store, provider)
+    first = service.reply(chat(), ALICE, "first")
+    dropped = service.reply(chat(), ALICE, "dropped")
+    third = service.reply(chat(), ALICE, "third")
+    await asyncio.wait_for(gate.sent_first.wait(), WAIT)
+    await asyncio.wait_for(dropped.aclose(), WAIT)  # returns without waiting for "first"
+    assert (dropped.status, dropped.message_id) == ("interrupted", None)
+    assert len(provider.calls) == 1  # "third" still waits for "first"
+    gate.release.set()
+    assert await asyncio.wait_for(collect(third), WAIT) == "echo: third"
+    await asyncio.wait_for(collect(first), WAIT)
+    assert [c.messages[-1]["content"] for c in provider.calls] == ["first", "third"]
+    assert [m.text for m in await rows(store)] == [
+        "first",
+        "partial answer",
+        "dropped",
+        "third",
+        "echo: third",
+    ]
+
+
+@pytest.mark.parametrize("pieces_before", [0, 1])
+async def test_a_provider_error_is_stored_and_re_raised(store: Store, pieces_before: int) -> None:
+    async def fail(model: str, messages: list[dict[str, Any]]) -> Any:
+        for _ in range(pieces_before):
+            yield "half "
+        raise RateLimitError("Rate limited by Scripted: slow down", retry_after=3)
+
+    provider = ScriptedProvider(fail)
+    service = make_service(store, provider)
+    reply = service.reply(chat(), ALICE, "hi")
+    deltas: list[str] = []
+    with pytest.raises(RateLimitError):
+        async for delta in reply:
+            deltas.append(delta)
+    assert deltas == ["half "] * pieces_before
+    assert reply.status == "error" and isinstance(reply.error, RateLimitError)
+    assistant = (await rows(store))[1]
+    assert assistant.status == "error"
+    assert assistant.text == "half " * pieces_before
+    assert assistant.error == "RateLimitError: Rate limited by Scripted: slow down"
+
+    # Error rows are not sent as context; the chat goes on.
+    provider.responder = echo
+    await collect(service.reply(chat(), ALICE, "again"))
+    assert [m["content"] for m in provider.calls[-1].messages] == ["SYS", "hi", "again"]
+
+
+async def test_a_provider_that_cannot_be_used_is_an_error_reply(store: Store) -> None:
+    provider = ScriptedProvider()
+    provider.working = False  # the client refuses it before streaming
+    service = make_service(store, provider)
+    reply = service.reply(chat(), ALICE, "hi")
+    with pytest.raises(Exception, match="not working"):
+        await collect(reply)
+    assert (await rows(store))[1].status == "error"
+
+
+async def test_recover_marks_replies_left_streaming_as_interrupted(store: Store) -> None:
+    question = await store.add_user_message(chat(), author_id="1", author_name="A", text="q")
+    row = await store.start_reply(question, "m")
+    await store.save_partial_reply(row, "cut off")
+    service = make_service(store, ScriptedProvider())
+    assert await service.recover() == 1
+    assert await service.recover() == 0
+    assistant = (await rows(store))[1]
+    assert (assistant.status, assistant.text) == ("interrupted", "cut off")
+
+
+async def test_closing_the_service_interrupts_replies_in_flight(store: Store) -> None:
+    gate = Gate()
+    service = make_service(store, ScriptedProvider(gate))
+    streaming = service.reply(chat(), ALICE, "one")
+    queued = service.reply(chat(), ALICE, "two")
+    await asyncio.wait_for(gate.sent_first.wait(), WAIT)
+    await asyncio.wait_for(service.aclose(), WAIT)
+    assert (streaming.status, queued.status) == ("interrupted", "interrupted")
+    assert [(m.text, m.status) for m in await rows(store)] == [
+        ("one", "complete"),
+        ("partial ", "interrupted"),
+        ("two", "complete"),
+    ]
+
+
+async def test_bad_calls_are_refused_clearly(store: Store) -> None:
+    service = make_service(store, ScriptedProvider())
+    with pytest.raises(ValueError, match="empty"):
+        service.reply(chat(), ALICE, "  \n ")
+    reply = service.reply(chat(), Author("1", ""), "x")
+    await collect(reply)
+    with pytest.raises(RuntimeError, match="once"):
+        aiter(reply)
+
+
+async def test_end_to_end_over_http_with_the_fake_llm_server(store: Store) -> None:
+    async with FakeLLMServer() as server:
+        server.enqueue(
+            Script(pieces=["Hel", "lo ", "👋"], usage={"prompt_tokens": 7, "completion_tokens": 3}),
+            Script(status=400, error_message="upstream refused"),
+        )
+        client = AsyncClient(base_url=server.base_url, api_key="test-key")
+        service = ConversationService(store, client, make_settings(default_model="fake-model"))
+        reply = service.reply(chat(), ALICE, "hi there", group=True)
+        assert [delta async for delta in reply] == ["Hel", "lo ", "👋"]
+        request = server.requests[0].json
+        assert request["model"] == "fake-model"
+        assert request["messages"] == [
+            {"role": "system", "content": "SYS"},
+            {"role": "user", "content": "[Alice] hi there"},
+        ]
+        failing = service.reply(chat(), ALICE, "again")
+        with pytest.raises(ResponseStatusError):
+            await collect(failing)
+    _, assistant, _, failed = await rows(store)
+    assert (assistant.status, assistant.text, assistant.provider) == (
+        "complete",
+        "Hello 👋",
+        "Custom",
+    )
+    assert (assistant.prompt_tokens, assistant.completion_tokens) == (7, 3)
+    assert failed.status == "error" and "ResponseStatusError" in (failed.error or "")
+
+
+async def test_a_100_kb_emoji_message_is_stored_whole_and_sent_cut_to_the_budget(
+    store: Store,
+) -> None:
+    huge = "🙂 héllo 世界 " * 10_000  # ~110,000 characters
+    provider = ScriptedProvider()
+    service = make_service(store, provider, context_max_chars=5_000)
+    await collect(service.reply(chat(), ALICE, huge))
+    sent = provider.calls[0].messages[-1]["content"]
+    assert len(sent) == 5_000 and sent.endswith(TRUNCATION_MARKER)
+    assert huge.startswith(sent[: -len(TRUNCATION_MARKER)])
+    user, assistant = await rows(store)
+    assert user.text == huge  # the history keeps all of it
+    assert assistant.text == "echo: " + sent
