@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 from . import errors
+from .config import Settings
 from .models import Model, model_name
 from .providers.base import provider_name
 from .providers.fallback import IterListProvider
 from .providers.openai_compatible import OpenAICompatible
-from .providers.registry import current_registry, resolve_provider
+from .providers.registry import ProviderRegistry, current_registry, resolve_provider
 from .stop import StopFilter, normalize_stop
 from .types import (
     ChatCompletion,
@@ -79,10 +80,11 @@ class _Request:
         ignore_working = kwargs.pop("ignore_working", False)
         ignore_stream = kwargs.pop("ignore_stream", False)
         chosen = provider if provider is not None else owner.provider
+        registry = owner.registry or current_registry()
         self.provider = (
-            resolve_provider(chosen)
+            resolve_provider(chosen, registry)
             if chosen is not None
-            else current_registry().for_model(self.model)
+            else registry.for_model(self.model)
         )
         name = provider_name(self.provider)
         # A fallback list raises its own RetryNoProviderError, naming what it holds.
@@ -244,17 +246,27 @@ class AsyncStream:
 
 
 class _ClientBase:
+    """g4f's constructor arguments, plus `registry`: the providers to route names through.
+
+    Without a registry the client follows the process settings (`get_settings()`), as g4f
+    code expects; an app that holds its own `Settings` passes
+    `ProviderRegistry.from_settings(settings)` so routing follows that object instead.
+    """
+
     def __init__(
         self,
         provider: Any = None,
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: float | None = None,
+        *,
+        registry: ProviderRegistry | None = None,
         **_: Any,
     ) -> None:
         if provider is None and base_url:
             provider = OpenAICompatible("Custom", base_url, api_key)
         self.provider = provider
+        self.registry = registry
         self.api_key = api_key
         self.timeout = timeout
 
@@ -297,9 +309,11 @@ class AsyncClient(_ClientBase):
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: float | None = None,
+        *,
+        registry: ProviderRegistry | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(provider, api_key, base_url, timeout, **kwargs)
+        super().__init__(provider, api_key, base_url, timeout, registry=registry, **kwargs)
         self.chat = _AsyncChat(self)
 
 
@@ -378,7 +392,14 @@ class Client(_ClientBase):
         api_key: str | None = None,
         base_url: str | None = None,
         timeout: float | None = None,
+        *,
+        registry: ProviderRegistry | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(provider, api_key, base_url, timeout, **kwargs)
+        super().__init__(provider, api_key, base_url, timeout, registry=registry, **kwargs)
         self.chat = _Chat(self)
+
+
+def client_for(settings: Settings) -> AsyncClient:
+    """An `AsyncClient` that routes models by `settings` (the app's), not the process default."""
+    return AsyncClient(registry=ProviderRegistry.from_settings(settings))

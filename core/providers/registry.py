@@ -137,10 +137,10 @@ def get_providers() -> list[BaseProvider]:
     return list(current_registry())
 
 
-def resolve_provider(provider: Any) -> Any:
+def resolve_provider(provider: Any, registry: ProviderRegistry | None = None) -> Any:
     """A provider object from what a caller passed: an object, a name, or a list (fallback)."""
     if isinstance(provider, str):
-        return current_registry().get(provider)
+        return (registry or current_registry()).get(provider)
     if isinstance(provider, list | tuple):
-        return IterListProvider([resolve_provider(p) for p in provider])
+        return IterListProvider([resolve_provider(p, registry) for p in provider])
     return provider
