@@ -17,8 +17,9 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from core.config import Settings
+from core.config import Settings, get_settings
 from core.errors import ParleyError
+from storage import StorageError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     export = history_commands.add_parser("export", help="print a chat's conversations")
     export.add_argument("--chat", required=True, help="the chat id")
     export.add_argument("--platform", help="telegram, discord or console (default: any)")
+    export.add_argument("--conversation", type=int, help="only this conversation (ids are listed)")
     export.add_argument("--format", choices=["json", "markdown"], default="markdown")
     return parser
 
@@ -115,7 +117,9 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from bots.history import export_history
 
     console.print(
-        await export_history(settings, args.chat, args.platform, args.format),
+        await export_history(
+            settings, args.chat, args.platform, args.format, conversation=args.conversation
+        ),
         markup=False,
         highlight=False,
         soft_wrap=True,
@@ -126,18 +130,20 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = Settings()
+        settings = get_settings()
     except ValueError as exc:
         errors_console.print(f"[red]Invalid configuration:[/] {escape(str(exc))}")
         return EXIT_USAGE
     _configure_logging(settings)
     try:
         return asyncio.run(_dispatch(args, settings))
-    except ParleyError as exc:
+    except (ParleyError, StorageError, LookupError) as exc:
         errors_console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except asyncio.CancelledError:  # SIGTERM: `parley run` stopped cleanly
+        return 0
 
 
 if __name__ == "__main__":

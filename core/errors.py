@@ -17,6 +17,10 @@ class ParleyError(Exception):
     user_hint: str = "The model could not answer. Please try again."
 
 
+class ConfigurationError(ParleyError):
+    """The operator's settings cannot work as they are; the message says what to change."""
+
+
 class ProviderNotFoundError(ParleyError):
     user_hint = "That provider is not configured."
 
@@ -89,6 +93,7 @@ def describe(exc: BaseException) -> str:
 
 
 __all__ = [
+    "ConfigurationError",
     "MissingAuthError",
     "ModelNotFoundError",
     "ParleyError",

@@ -1,0 +1,77 @@
+"""`parley run`: every bot whose token is set, on one event loop.
+
+The bots share one store, one conversation service (so a chat's order and `/stop` hold
+across them) and the core's one HTTP pool. Start-up problems that the operator must fix
+(no token, a refused intent, an unusable database) end the run with their own message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable
+from typing import Protocol
+
+from core.client import client_for
+from core.config import Settings
+from core.conversation import ConversationService
+from core.errors import ConfigurationError
+from core.providers.http import close_shared_client
+from storage import open_store
+
+log = logging.getLogger(__name__)
+
+
+class Bot(Protocol):
+    def run(self) -> Awaitable[None]: ...
+
+
+def build_bots(settings: Settings, service: ConversationService) -> list[Bot]:
+    """One bot per platform with a token; the platform libraries load only when used."""
+    bots: list[Bot] = []
+    if settings.telegram_bot_token is not None:
+        from bots.telegram import TelegramBot
+
+        bots.append(TelegramBot(settings, service))
+    if settings.discord_bot_token is not None:
+        from bots.discord import DiscordBot
+
+        bots.append(DiscordBot(settings, service))
+    return bots
+
+
+def _stop_on_sigterm() -> None:
+    """Treat SIGTERM (systemd, docker stop) like Ctrl-C: cancel, let replies save, exit."""
+    task = asyncio.current_task()
+    if task is not None:
+        # Not possible outside the main thread or on Windows; Ctrl-C still works there.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
+async def run_bots(settings: Settings) -> None:
+    """Run until cancelled; the first bot to fail for good ends the run with its error."""
+    if settings.telegram_bot_token is None and settings.discord_bot_token is None:
+        raise ConfigurationError(
+            "No bot token is set: put TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN in .env "
+            "(see README, 'Platform set-up')."
+        )
+    _stop_on_sigterm()
+    store = await open_store(settings.database_url)
+    service = ConversationService(store, client_for(settings), settings)
+    try:
+        await service.recover()
+        bots = build_bots(settings, service)
+        log.info("Parley is running: %s", ", ".join(type(bot).__name__ for bot in bots))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for bot in bots:
+                    group.create_task(bot.run())
+        except* Exception as failures:
+            raise failures.exceptions[0] from None
+    finally:
+        await service.aclose()
+        await store.close()
+        await close_shared_client()

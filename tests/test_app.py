@@ -1,0 +1,86 @@
+"""`parley run`: both bots in one process, on one event loop, sharing the store and HTTP pool.
+
+Configured only through the environment, as an operator would, against the fake Bot API, the
+fake Discord and the fake model, all on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+
+from bots.app import run_bots
+from core.config import get_settings
+from core.conversation import ChatRef
+from core.errors import ConfigurationError
+from storage import MessageStatus, Role, open_store
+from tests.fakes.discord_api import ALICE_ID, BOT_ID, GENERAL_ID, FakeDiscord
+from tests.fakes.llm_server import FakeLLMServer, Script
+from tests.fakes.telegram_api import FakeTelegramAPI, user
+
+WAIT = 15.0
+
+
+async def test_parley_run_serves_telegram_and_discord_at_once(tmp_path, monkeypatch):
+    database = tmp_path / "parley.db"
+    async with FakeTelegramAPI() as tg, FakeDiscord() as discord, FakeLLMServer() as llm:
+        for name, value in {
+            "TELEGRAM_BOT_TOKEN": tg.token,
+            "TELEGRAM_API_BASE": tg.base_url,
+            "DISCORD_BOT_TOKEN": discord.token,
+            "DISCORD_API_BASE": discord.api_base,
+            "DISCORD_GATEWAY_URL": discord.gateway_url,
+            "OPENAI_BASE_URL": llm.base_url,
+            "DEFAULT_MODEL": "fake-model",
+            "DATABASE_URL": f"sqlite:///{database}",
+        }.items():
+            monkeypatch.setenv(name, value)
+        llm.enqueue(
+            Script(pieces=["Hello ", "Telegram"], delay=0.05),
+            Script(pieces=["Hello ", "Discord"], delay=0.05),
+        )
+        running = asyncio.create_task(run_bots(get_settings()))
+        try:
+            await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
+            await discord.wait_connected(WAIT)
+
+            alice = user(1001, "Alice")
+            chat = tg.private_chat(alice)
+            await tg.message(chat, alice, "hi from telegram")
+            await tg.wait_until(
+                lambda: any(m.text == "Hello Telegram" for m in chat.bot_messages()), WAIT
+            )
+            await discord.push_message(f"<@{BOT_ID}> hi from discord", author=ALICE_ID)
+            await discord.wait_for(
+                lambda: any(m.content == "Hello Discord" for m in discord.bot_messages(GENERAL_ID)),
+                WAIT,
+            )
+            assert not running.done()
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(running, WAIT)
+
+    # One database holds both platforms' conversations, each reply complete.
+    store = await open_store(f"sqlite:///{database}")
+    try:
+        for chat_ref, answer in [
+            (ChatRef("telegram", str(chat.id)), "Hello Telegram"),
+            (ChatRef("discord", str(GENERAL_ID)), "Hello Discord"),
+        ]:
+            conversation = await store.current_conversation(chat_ref)
+            messages = await store.conversation_messages(conversation)
+            assert [(m.role, m.status) for m in messages] == [
+                (Role.USER, MessageStatus.COMPLETE),
+                (Role.ASSISTANT, MessageStatus.COMPLETE),
+            ]
+            assert messages[-1].text == answer
+    finally:
+        await store.close()
+
+
+async def test_parley_run_without_a_token_says_what_to_set():
+    with pytest.raises(ConfigurationError, match="TELEGRAM_BOT_TOKEN"):
+        await run_bots(get_settings())
