@@ -269,6 +269,10 @@ class _ClientBase:
         self.registry = registry
         self.api_key = api_key
         self.timeout = timeout
+        self.chat = self._make_chat()
+
+    def _make_chat(self) -> Any:
+        raise NotImplementedError
 
 
 class AsyncCompletions:
@@ -303,18 +307,8 @@ class _AsyncChat:
 class AsyncClient(_ClientBase):
     """g4f's `AsyncClient`: `await client.chat.completions.create(...)`."""
 
-    def __init__(
-        self,
-        provider: Any = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        timeout: float | None = None,
-        *,
-        registry: ProviderRegistry | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(provider, api_key, base_url, timeout, registry=registry, **kwargs)
-        self.chat = _AsyncChat(self)
+    def _make_chat(self) -> _AsyncChat:
+        return _AsyncChat(self)
 
 
 class _BackgroundLoop:
@@ -386,18 +380,8 @@ class _Chat:
 class Client(_ClientBase):
     """g4f's sync `Client`; usable with or without a running event loop in this thread."""
 
-    def __init__(
-        self,
-        provider: Any = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        timeout: float | None = None,
-        *,
-        registry: ProviderRegistry | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(provider, api_key, base_url, timeout, registry=registry, **kwargs)
-        self.chat = _Chat(self)
+    def _make_chat(self) -> _Chat:
+        return _Chat(self)
 
 
 def client_for(settings: Settings) -> AsyncClient:
