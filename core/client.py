@@ -164,27 +164,18 @@ async def _stream_chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk
                     if item:
                         produced += len(item)
                         yield ChatCompletionChunk(
-                            item,
-                            None,
-                            id=completion_id,
-                            created=created,
-                            model=model,
-                            provider=provider,
+                            item, None, completion_id, created, model, provider
                         )
                     break
                 if not item:
                     continue
             produced += len(item)
-            yield ChatCompletionChunk(
-                item, None, id=completion_id, created=created, model=model, provider=provider
-            )
+            yield ChatCompletionChunk(item, None, completion_id, created, model, provider)
         else:
             tail = stopper.flush() if stopper is not None else ""
             if tail:
                 produced += len(tail)
-                yield ChatCompletionChunk(
-                    tail, None, id=completion_id, created=created, model=model, provider=provider
-                )
+                yield ChatCompletionChunk(tail, None, completion_id, created, model, provider)
     finally:
         aclose = getattr(items, "aclose", None)
         if aclose is not None:

@@ -148,7 +148,6 @@ class ChatCompletionChunk(_Dumpable):
         self,
         content: str | None,
         finish_reason: str | None,
-        *,
         id: str,
         created: int,
         model: str,
@@ -160,7 +159,8 @@ class ChatCompletionChunk(_Dumpable):
         self.created = created
         self.model = model
         self.provider = provider
-        self.choices = [ChunkChoice(ChoiceDelta(content), finish_reason)]
+        # Positional arguments throughout: this runs once per streamed piece.
+        self.choices = [ChunkChoice(ChoiceDelta(content, "assistant"), finish_reason, 0)]
         self.usage = usage
 
 

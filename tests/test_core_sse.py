@@ -22,8 +22,8 @@ async def feed(parts: Iterable[bytes]) -> AsyncIterator[bytes]:
         yield part
 
 
-async def decode(parts: Iterable[bytes]) -> list[tuple[str, bytes]]:
-    return [(event.event, event.data) async for event in iter_sse(feed(parts))]
+async def decode(parts: Iterable[bytes]) -> list[tuple[str, str]]:
+    return [(event.event, event.data) async for batch in iter_sse(feed(parts)) for event in batch]
 
 
 def every_split(body: bytes) -> list[list[bytes]]:
@@ -34,7 +34,7 @@ def every_split(body: bytes) -> list[list[bytes]]:
 
 
 BODY_LF = b'data: {"a":1}\n\n: keep-alive comment\n\nevent: delta\ndata: line one\ndata: line two\n\ndata:tight\n\n'
-EXPECTED = [("", b'{"a":1}'), ("delta", b"line one\nline two"), ("", b"tight")]
+EXPECTED = [("", '{"a":1}'), ("delta", "line one\nline two"), ("", "tight")]
 
 
 @pytest.mark.parametrize("body", [BODY_LF, BODY_LF.replace(b"\n", b"\r\n")], ids=["LF", "CRLF"])
@@ -45,22 +45,22 @@ async def test_events_are_the_same_however_the_bytes_are_split(body) -> None:
 
 async def test_several_events_in_one_read() -> None:
     body = b"data: 1\n\ndata: 2\n\ndata: [DONE]\n\n"
-    assert await decode([body]) == [("", b"1"), ("", b"2"), ("", b"[DONE]")]
+    assert await decode([body]) == [("", "1"), ("", "2"), ("", "[DONE]")]
 
 
 async def test_a_last_event_without_its_blank_line_is_delivered() -> None:
-    assert await decode([b"data: 1\n\ndata: last"]) == [("", b"1"), ("", b"last")]
-    assert await decode([b"data: 1\n\ndata: last\n"]) == [("", b"1"), ("", b"last")]
+    assert await decode([b"data: 1\n\ndata: last"]) == [("", "1"), ("", "last")]
+    assert await decode([b"data: 1\n\ndata: last\n"]) == [("", "1"), ("", "last")]
 
 
 async def test_comments_and_other_fields_carry_no_event() -> None:
     body = b": ping\n\nid: 7\nretry: 100\n\n:another\ndata: x\n\n"
-    assert await decode([body]) == [("", b"x")]
+    assert await decode([body]) == [("", "x")]
 
 
 async def test_an_event_name_applies_only_to_its_own_event() -> None:
     body = b"event: first\ndata: a\n\ndata: b\n\n"
-    assert await decode([body]) == [("first", b"a"), ("", b"b")]
+    assert await decode([body]) == [("first", "a"), ("", "b")]
 
 
 # -- over real TCP, through the provider -------------------------------------------------------
@@ -102,3 +102,9 @@ async def test_multi_line_data_is_one_json_value_over_tcp() -> None:
         client = AsyncClient(OpenAICompatible("Fake", server.base_url, max_retries=0))
         chunks = await collect(client.chat.completions.create("hi", stream=True))
     assert contents(chunks) == ["joined", None]
+
+
+async def test_a_character_split_across_reads_survives() -> None:
+    body = 'data: {"content": "héllo ✓ 👋"}\n\n'.encode()
+    for parts in every_split(body):
+        assert await decode(parts) == [("", '{"content": "héllo ✓ 👋"}')], parts

@@ -11,7 +11,7 @@ import httpx
 from .. import errors
 from ..types import FinishReason, Usage
 from .base import BaseProvider, Messages, StreamItem
-from .http import Redactor, open_stream
+from .http import POOL_TIMEOUT, Redactor, open_stream
 from .openai_compatible import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_READ_TIMEOUT
 from .sse import iter_sse
 
@@ -58,7 +58,7 @@ class Anthropic(BaseProvider):
         self.models = list(models or ["claude-*"])
         self.key_env = key_env
         self.working = bool(self.api_key)
-        self.timeout = httpx.Timeout(connect_timeout, read=read_timeout)
+        self.timeout = httpx.Timeout(connect_timeout, read=read_timeout, pool=POOL_TIMEOUT)
         self.max_retries = max_retries
 
     @property
@@ -137,40 +137,45 @@ class Anthropic(BaseProvider):
         input_tokens = output_tokens = 0
         reason = "stop"
         finished = False
-        async for event in iter_sse(response.aiter_bytes()):
-            try:
-                payload = json.loads(event.data)
-            except ValueError:
-                raise errors.ResponseStatusError(
-                    f"{self.name}: the stream sent invalid JSON: {event.data[:120]!r}"
-                ) from None
-            text = error = None
-            try:
-                kind = payload.get("type", event.event)
-                if kind == "content_block_delta":
-                    text = payload.get("delta", {}).get("text")
-                elif kind == "message_start":
-                    input_tokens = int(payload["message"].get("usage", {}).get("input_tokens") or 0)
-                elif kind == "message_delta":
-                    output_tokens = int(payload.get("usage", {}).get("output_tokens") or 0)
-                    stop_reason = payload.get("delta", {}).get("stop_reason")
-                    reason = _STOP_REASONS.get(stop_reason or "end_turn", "stop")
+        async for events in iter_sse(response.aiter_bytes()):
+            for event in events:
+                try:
+                    payload = json.loads(event.data)
+                except ValueError:
+                    raise errors.ResponseStatusError(
+                        f"{self.name}: the stream sent invalid JSON: {event.data[:120]!r}"
+                    ) from None
+                text = error = None
+                try:
+                    kind = payload.get("type", event.event)
+                    if kind == "content_block_delta":
+                        text = payload.get("delta", {}).get("text")
+                    elif kind == "message_start":
+                        input_tokens = int(
+                            payload["message"].get("usage", {}).get("input_tokens") or 0
+                        )
+                    elif kind == "message_delta":
+                        output_tokens = int(payload.get("usage", {}).get("output_tokens") or 0)
+                        stop_reason = payload.get("delta", {}).get("stop_reason")
+                        reason = _STOP_REASONS.get(stop_reason or "end_turn", "stop")
+                    elif kind == "error":
+                        error = payload.get("error", {})
+                        error = error.get("message", error) if isinstance(error, dict) else error
+                except _SHAPE_ERRORS:
+                    raise errors.ResponseStatusError(
+                        f"{self.name}: the stream sent a malformed event: {event.data[:120]!r}"
+                    ) from None
+                if text:
+                    yield text
+                elif kind == "message_stop":
+                    finished = True
+                    break
                 elif kind == "error":
-                    error = payload.get("error", {})
-                    error = error.get("message", error) if isinstance(error, dict) else error
-            except _SHAPE_ERRORS:
-                raise errors.ResponseStatusError(
-                    f"{self.name}: the stream sent a malformed event: {event.data[:120]!r}"
-                ) from None
-            if text:
-                yield text
-            elif kind == "message_stop":
-                finished = True
+                    raise errors.ResponseStatusError(
+                        redact(f"{self.name}: error inside the stream: {error}")
+                    )
+            if finished:
                 break
-            elif kind == "error":
-                raise errors.ResponseStatusError(
-                    redact(f"{self.name}: error inside the stream: {error}")
-                )
         if not finished:
             raise errors.ProviderConnectionError(
                 f"{self.name}: the stream ended before the answer was finished."

@@ -12,7 +12,7 @@ import httpx
 from .. import errors
 from ..types import FinishReason, Usage
 from .base import BaseProvider, Messages, StreamItem
-from .http import Redactor, open_stream
+from .http import POOL_TIMEOUT, Redactor, open_stream
 from .sse import iter_sse
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -77,7 +77,7 @@ class OpenAICompatible(BaseProvider):
         self.needs_auth = needs_auth
         self.working = bool(self.api_key) or not needs_auth
         self.key_env = key_env
-        self.timeout = httpx.Timeout(connect_timeout, read=read_timeout)
+        self.timeout = httpx.Timeout(connect_timeout, read=read_timeout, pool=POOL_TIMEOUT)
         self.max_retries = max_retries
 
     @property
@@ -156,41 +156,45 @@ class OpenAICompatible(BaseProvider):
         self, response: httpx.Response, redact: Redactor
     ) -> AsyncIterator[StreamItem]:
         finish_reason: str | None = None
-        async for event in iter_sse(response.aiter_bytes()):
-            data = event.data
-            if data == b"[DONE]":
+        done = False
+        async for events in iter_sse(response.aiter_bytes()):
+            for event in events:
+                data = event.data
+                if data == "[DONE]":
+                    done = True
+                    break
+                try:
+                    payload = json.loads(data)
+                except ValueError:
+                    raise errors.ResponseStatusError(
+                        f"{self.name}: the stream sent invalid JSON: {data[:120]!r}"
+                    ) from None
+                if not isinstance(payload, dict):
+                    continue
+                if "error" in payload:
+                    message = payload["error"]
+                    if isinstance(message, dict):
+                        message = message.get("message", message)
+                    raise errors.ResponseStatusError(
+                        redact(f"{self.name}: error inside the stream: {message}")
+                    )
+                try:
+                    content, finish, usage = _chunk_fields(payload)
+                except _SHAPE_ERRORS:
+                    raise errors.ResponseStatusError(
+                        f"{self.name}: the stream sent a malformed chunk: {data[:120]!r}"
+                    ) from None
+                if content:
+                    yield content
+                if finish:
+                    finish_reason = finish
+                if usage is not None:
+                    yield usage
+            if done:
                 break
-            try:
-                payload = json.loads(data)
-            except ValueError:
-                raise errors.ResponseStatusError(
-                    f"{self.name}: the stream sent invalid JSON: {data[:120]!r}"
-                ) from None
-            if not isinstance(payload, dict):
-                continue
-            if "error" in payload:
-                message = payload["error"]
-                if isinstance(message, dict):
-                    message = message.get("message", message)
-                raise errors.ResponseStatusError(
-                    redact(f"{self.name}: error inside the stream: {message}")
-                )
-            try:
-                content, finish, usage = _chunk_fields(payload)
-            except _SHAPE_ERRORS:
-                raise errors.ResponseStatusError(
-                    f"{self.name}: the stream sent a malformed chunk: {data[:120]!r}"
-                ) from None
-            if content:
-                yield content
-            if finish:
-                finish_reason = finish
-            if usage is not None:
-                yield usage
-        else:
-            if finish_reason is None:
-                raise errors.ProviderConnectionError(
-                    f"{self.name}: the stream ended before the answer was finished."
-                )
+        if not done and finish_reason is None:
+            raise errors.ProviderConnectionError(
+                f"{self.name}: the stream ended before the answer was finished."
+            )
         if finish_reason not in (None, "stop"):
             yield FinishReason(finish_reason)  # type: ignore[arg-type]
