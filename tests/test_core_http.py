@@ -13,11 +13,12 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 
 from core import AsyncClient, errors
 from core.providers import OpenAICompatible, http
-from core.providers.http import INITIAL_BACKOFF, MAX_RETRY_AFTER
+from core.providers.http import INITIAL_BACKOFF, MAX_RETRY_AFTER, Redactor, transport_error
 from tests.core_support import (
     PROMPT,
     SECRET,
@@ -350,3 +351,10 @@ async def test_provider_create_async_returns_the_whole_text(server) -> None:
         "fake-model", [{"role": "user", "content": "x"}]
     )
     assert text == "all of it"
+
+
+def test_waiting_for_a_free_connection_is_not_blamed_on_the_server() -> None:
+    request = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
+    error = transport_error("Local", httpx.PoolTimeout("pool", request=request), Redactor(None))
+    assert isinstance(error, errors.TimeoutError)
+    assert "connections stayed busy" in str(error) and "waiting for data" not in str(error)

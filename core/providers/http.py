@@ -27,8 +27,16 @@ log = logging.getLogger(__name__)
 MAX_RETRY_AFTER = 30.0
 INITIAL_BACKOFF = 0.5
 MAX_BACKOFF = 8.0
-#: Keep-alive pool sized for a busy bot: many chats streaming at once from one or two hosts.
-POOL_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+#: Pool sized for a busy bot: many chats streaming at once from one or two hosts. Keep-alive
+#: equals the maximum because httpcore counts every open connection, busy or idle, against
+#: it (encode/httpcore#1035): a lower figure closes finished connections under load instead
+#: of reusing them.
+MAX_CONNECTIONS = 1000
+POOL_LIMITS = httpx.Limits(
+    max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
+)
+#: How long a request may queue for a free connection when all are streaming.
+POOL_TIMEOUT = 60.0
 
 _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
     weakref.WeakKeyDictionary()
@@ -119,6 +127,11 @@ def status_error(
 def transport_error(provider: str, exc: httpx.HTTPError, redact: Redactor) -> errors.ParleyError:
     """Map an httpx transport failure (no usable HTTP answer) to a typed error."""
     url = exc.request.url if getattr(exc, "_request", None) is not None else "its base URL"
+    if isinstance(exc, httpx.PoolTimeout):
+        return errors.TimeoutError(
+            f"{provider}: all {MAX_CONNECTIONS} connections stayed busy for {POOL_TIMEOUT:g} s; "
+            "too many replies are streaming at once."
+        )
     if isinstance(exc, httpx.TimeoutException):
         kind = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for data"
         return errors.TimeoutError(redact(f"{provider}: timed out {kind} ({url})."))
