@@ -69,6 +69,8 @@ class Surface(Protocol):
     It may also have `length(text) -> int`, how the platform counts a message's length (Telegram
     counts UTF-16 code units: `bots.splitting.utf16_length`); without it, `len` is used.
     `final=True` marks the last text a message will ever get: the adapter may render formatting.
+    A surface with `renders_final = False` (Discord renders Markdown itself) is spared a final
+    edit that would repeat the text already shown.
     "Message is not modified" answers are the surface's to swallow.
     """
 
@@ -155,6 +157,7 @@ class _Stream:
         self._clock = clock
         self._length: Callable[[str], int] = getattr(surface, "length", len)
         self._limit = surface.max_length
+        self._renders_final: bool = getattr(surface, "renders_final", True)
         self._interval = max(surface.min_edit_interval, MIN_EDIT_INTERVAL)
         self._text = ""
         self._final: str | None = None
@@ -246,6 +249,8 @@ class _Stream:
     async def _finish(self, message: _Message, text: str) -> None:
         """Deliver a message's final text: wait out its interval, retry a bounded number of times."""
         message.failures = 0
+        if text == message.shown and not self._renders_final:
+            return
         while not self._gone:
             if message.failures >= FINAL_ATTEMPTS:
                 logger.error(

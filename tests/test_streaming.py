@@ -287,6 +287,33 @@ async def test_final_text_waits_out_the_interval_then_is_delivered(clock: FakeCl
     assert calls[1].at == pytest.approx(calls[0].at + 3.0)
 
 
+async def test_a_surface_that_renders_as_it_goes_is_spared_a_repeat_final_edit(
+    clock: FakeClock,
+) -> None:
+    surface = RecordingSurface(clock, min_edit_interval=1.0)
+    surface.renders_final = False  # type: ignore[attr-defined]
+    pieces = ["one", " two", " three"]
+    await run(StreamingEngine(surface, clock=clock), paced(clock, pieces, 2.0))
+    # Every piece came after the interval, so each was shown as it arrived; nothing to repeat.
+    assert [(call.op, call.text) for call in surface.updates] == [
+        ("send", "one"),
+        ("edit", "one two"),
+        ("edit", "one two three"),
+    ]
+
+
+async def test_a_rendering_surface_gets_its_final_edit_even_when_the_text_is_shown(
+    clock: FakeClock,
+) -> None:
+    surface = RecordingSurface(clock, min_edit_interval=1.0)
+    await run(StreamingEngine(surface, clock=clock), paced(clock, ["one", " two"], 2.0))
+    assert [(call.op, call.text, call.final) for call in surface.updates][-1] == (
+        "edit",
+        "one two",
+        True,
+    )
+
+
 async def test_consuming_never_waits_for_a_slow_platform(clock: FakeClock) -> None:
     surface = RecordingSurface(clock, delay=30.0)
     log: list[tuple[float, str]] = []

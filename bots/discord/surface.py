@@ -32,6 +32,8 @@ class DiscordSurface:
 
     max_length = MAX_LENGTH
     min_edit_interval = MIN_EDIT_INTERVAL
+    #: Discord renders the Markdown of every edit, so the text already shown is final as is.
+    renders_final = False
 
     def __init__(self, question: discord.Message) -> None:
         self._channel = question.channel
