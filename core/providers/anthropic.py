@@ -10,9 +10,9 @@ import httpx
 
 from .. import errors
 from ..types import FinishReason, Usage
-from .base import BaseProvider, Messages, StreamItem
-from .http import POOL_TIMEOUT, Redactor, open_stream
-from .openai_compatible import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_READ_TIMEOUT
+from .base import Messages, StreamItem
+from .http import Redactor
+from .http_provider import SHAPE_ERRORS, HTTPProvider
 from .sse import iter_sse
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
@@ -20,8 +20,6 @@ ANTHROPIC_VERSION = "2023-06-01"
 #: The Messages API requires max_tokens; this is the answer length a chat reply may take.
 DEFAULT_MAX_TOKENS = 4096
 _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
-#: What reading a well-formed JSON value of the wrong shape raises.
-_SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
 
 
 def split_system(messages: Messages) -> tuple[str | None, Messages]:
@@ -35,8 +33,8 @@ def split_system(messages: Messages) -> tuple[str | None, Messages]:
     return ("\n\n".join(system) or None), turns
 
 
-class Anthropic(BaseProvider):
-    needs_auth = True
+class Anthropic(HTTPProvider):
+    path = "/messages"
 
     def __init__(
         self,
@@ -47,73 +45,39 @@ class Anthropic(BaseProvider):
         default_model: str | None = "claude-sonnet-4-5",
         models: list[str] | None = None,
         key_env: str = "ANTHROPIC_API_KEY",
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        read_timeout: float = DEFAULT_READ_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        **options: Any,
     ) -> None:
-        self._name = name
-        self.api_key = api_key or None
-        self.base_url = base_url.rstrip("/")
-        self.default_model = default_model
-        self.models = list(models or ["claude-*"])
-        self.key_env = key_env
-        self.working = bool(self.api_key)
-        self.timeout = httpx.Timeout(connect_timeout, read=read_timeout, pool=POOL_TIMEOUT)
-        self.max_retries = max_retries
+        super().__init__(
+            name,
+            base_url,
+            api_key,
+            default_model=default_model,
+            models=models or ["claude-*"],
+            needs_auth=True,
+            key_env=key_env,
+            **options,
+        )
 
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def create_async_generator(
-        self,
-        model: str,
-        messages: Messages,
-        *,
-        stream: bool = True,
-        api_key: str | None = None,
-        timeout: float | None = None,
-        max_tokens: int | None = None,
-        stop: list[str] | None = None,
-        temperature: float | None = None,
-        **_: Any,
-    ) -> AsyncIterator[StreamItem]:
-        key = api_key or self.api_key
-        if not key:
-            raise errors.MissingAuthError(f"{self.name} needs an API key: set {self.key_env}.")
+    def _request(
+        self, model: str, messages: Messages, stream: bool, key: str | None, options: dict
+    ) -> tuple[dict[str, Any], dict[str, str]]:
         system, turns = split_system(messages)
         body: dict[str, Any] = {
             "model": model or self.default_model,
             "messages": turns,
-            "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+            "max_tokens": options.get("max_tokens") or DEFAULT_MAX_TOKENS,
             "stream": stream,
         }
         if system:
             body["system"] = system
-        if stop:
-            body["stop_sequences"] = stop
-        if temperature is not None:
-            body["temperature"] = temperature
-        headers = {"x-api-key": key, "anthropic-version": ANTHROPIC_VERSION}
-        redact = Redactor(key)
-        async with open_stream(
-            self.name,
-            f"{self.base_url}/messages",
-            json_body=body,
-            headers=headers,
-            timeout=httpx.Timeout(timeout) if timeout else self.timeout,
-            max_retries=self.max_retries,
-            key_hint=self.key_env,
-            redact=redact,
-        ) as response:
-            if stream:
-                async for item in self._read_stream(response, redact):
-                    yield item
-            else:
-                for item in self._read_json(await response.aread()):
-                    yield item
+        if options.get("stop"):
+            stop = options["stop"]
+            body["stop_sequences"] = [stop] if isinstance(stop, str) else stop
+        if options.get("temperature") is not None:
+            body["temperature"] = options["temperature"]
+        return body, {"x-api-key": key or "", "anthropic-version": ANTHROPIC_VERSION}
 
-    def _read_json(self, body: bytes) -> list[StreamItem]:
+    def _read_json(self, body: bytes, redact: Redactor) -> list[StreamItem]:
         try:
             payload = json.loads(body)
             text = "".join(b.get("text", "") for b in payload["content"] if b.get("type") == "text")
@@ -122,7 +86,7 @@ class Anthropic(BaseProvider):
                 int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
             )
             reason = _STOP_REASONS.get(payload.get("stop_reason") or "end_turn", "stop")
-        except _SHAPE_ERRORS:
+        except SHAPE_ERRORS:
             raise errors.ResponseStatusError(
                 f"{self.name}: the answer was not a message: {body[:200]!r}"
             ) from None
@@ -161,7 +125,7 @@ class Anthropic(BaseProvider):
                     elif kind == "error":
                         error = payload.get("error", {})
                         error = error.get("message", error) if isinstance(error, dict) else error
-                except _SHAPE_ERRORS:
+                except SHAPE_ERRORS:
                     raise errors.ResponseStatusError(
                         f"{self.name}: the stream sent a malformed event: {event.data[:120]!r}"
                     ) from None

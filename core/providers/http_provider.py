@@ -1,0 +1,102 @@
+"""What every provider over HTTP shares: its address, key, timeouts and the request cycle.
+
+A subclass says where it posts (`path`), how a request looks (`_request`) and how to read a
+streamed and a whole answer (`_read_stream`, `_read_json`); the key check, the retrying POST,
+redaction and the choice between stream and JSON live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+import httpx
+
+from .. import errors
+from .base import BaseProvider, Messages, StreamItem
+from .http import POOL_TIMEOUT, Redactor, open_stream
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 60.0
+DEFAULT_MAX_RETRIES = 2
+#: What reading a well-formed JSON value of the wrong shape raises.
+SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
+
+
+class HTTPProvider(BaseProvider):
+    path: ClassVar[str]
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        api_key: str | None = None,
+        *,
+        default_model: str | None = None,
+        models: list[str] | None = None,
+        needs_auth: bool = False,
+        key_env: str = "the provider's API key setting",
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ) -> None:
+        self._name = name
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or None
+        self.default_model = default_model
+        self.models = list(models or [])
+        self.needs_auth = needs_auth
+        self.working = bool(self.api_key) or not needs_auth
+        self.key_env = key_env
+        # The read timeout applies per network read, so it ends a stalled stream.
+        self.timeout = httpx.Timeout(connect_timeout, read=read_timeout, pool=POOL_TIMEOUT)
+        self.max_retries = max_retries
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _request(
+        self, model: str, messages: Messages, stream: bool, key: str | None, options: dict
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """The JSON body and headers of one call."""
+        raise NotImplementedError
+
+    def _read_stream(self, response: httpx.Response, redact: Redactor) -> AsyncIterator[StreamItem]:
+        raise NotImplementedError
+
+    def _read_json(self, body: bytes, redact: Redactor) -> list[StreamItem]:
+        raise NotImplementedError
+
+    async def create_async_generator(
+        self,
+        model: str,
+        messages: Messages,
+        *,
+        stream: bool = True,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        **options: Any,
+    ) -> AsyncIterator[StreamItem]:
+        key = api_key or self.api_key
+        if self.needs_auth and not key:
+            raise errors.MissingAuthError(f"{self.name} needs an API key: set {self.key_env}.")
+        body, headers = self._request(model, messages, stream, key, options)
+        redact = Redactor(key)
+        async with open_stream(
+            self.name,
+            f"{self.base_url}{self.path}",
+            json_body=body,
+            headers=headers,
+            timeout=httpx.Timeout(timeout) if timeout else self.timeout,
+            max_retries=self.max_retries,
+            key_hint=self.key_env,
+            redact=redact,
+        ) as response:
+            # A server may answer a stream request with plain JSON; read what came.
+            if stream and response.headers.get("content-type", "").startswith("text/event-stream"):
+                async for item in self._read_stream(response, redact):
+                    yield item
+            else:
+                for item in self._read_json(await response.aread(), redact):
+                    yield item
