@@ -6,13 +6,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from .. import errors
 from ..types import FinishReason, Usage
 from .base import Messages, StreamItem
 from .http import Redactor
-from .http_provider import SHAPE_ERRORS, HTTPProvider
+from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
 from .sse import iter_sse
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
@@ -95,55 +93,61 @@ class Anthropic(HTTPProvider):
             items.append(FinishReason(reason))  # type: ignore[arg-type]
         return items
 
-    async def _read_stream(
-        self, response: httpx.Response, redact: Redactor
-    ) -> AsyncIterator[StreamItem]:
-        input_tokens = output_tokens = 0
-        reason = "stop"
-        finished = False
-        async for events in iter_sse(response.aiter_bytes()):
-            for event in events:
-                try:
-                    payload = json.loads(event.data)
-                except ValueError:
-                    raise errors.ResponseStatusError(
-                        f"{self.name}: the stream sent invalid JSON: {event.data[:120]!r}"
-                    ) from None
-                text = error = None
-                try:
-                    kind = payload.get("type", event.event)
-                    if kind == "content_block_delta":
-                        text = payload.get("delta", {}).get("text")
-                    elif kind == "message_start":
-                        input_tokens = int(
-                            payload["message"].get("usage", {}).get("input_tokens") or 0
-                        )
-                    elif kind == "message_delta":
-                        output_tokens = int(payload.get("usage", {}).get("output_tokens") or 0)
-                        stop_reason = payload.get("delta", {}).get("stop_reason")
-                        reason = _STOP_REASONS.get(stop_reason or "end_turn", "stop")
+    async def _read(self, exchange: Exchange) -> AsyncIterator[StreamItem]:
+        redact = exchange.redact
+        async with exchange.open() as response:
+            if not exchange.is_stream(response):
+                for item in await exchange.whole(response):
+                    yield item
+                return
+            input_tokens = output_tokens = 0
+            reason = "stop"
+            finished = False
+            async for events in iter_sse(response.aiter_bytes()):
+                for event in events:
+                    try:
+                        payload = json.loads(event.data)
+                    except ValueError:
+                        raise errors.ResponseStatusError(
+                            f"{self.name}: the stream sent invalid JSON: {event.data[:120]!r}"
+                        ) from None
+                    text = error = None
+                    try:
+                        kind = payload.get("type", event.event)
+                        if kind == "content_block_delta":
+                            text = payload.get("delta", {}).get("text")
+                        elif kind == "message_start":
+                            input_tokens = int(
+                                payload["message"].get("usage", {}).get("input_tokens") or 0
+                            )
+                        elif kind == "message_delta":
+                            output_tokens = int(payload.get("usage", {}).get("output_tokens") or 0)
+                            stop_reason = payload.get("delta", {}).get("stop_reason")
+                            reason = _STOP_REASONS.get(stop_reason or "end_turn", "stop")
+                        elif kind == "error":
+                            error = payload.get("error", {})
+                            error = (
+                                error.get("message", error) if isinstance(error, dict) else error
+                            )
+                    except SHAPE_ERRORS:
+                        raise errors.ResponseStatusError(
+                            f"{self.name}: the stream sent a malformed event: {event.data[:120]!r}"
+                        ) from None
+                    if text:
+                        yield text
+                    elif kind == "message_stop":
+                        finished = True
+                        break
                     elif kind == "error":
-                        error = payload.get("error", {})
-                        error = error.get("message", error) if isinstance(error, dict) else error
-                except SHAPE_ERRORS:
-                    raise errors.ResponseStatusError(
-                        f"{self.name}: the stream sent a malformed event: {event.data[:120]!r}"
-                    ) from None
-                if text:
-                    yield text
-                elif kind == "message_stop":
-                    finished = True
+                        raise errors.ResponseStatusError(
+                            redact(f"{self.name}: error inside the stream: {error}")
+                        )
+                if finished:
                     break
-                elif kind == "error":
-                    raise errors.ResponseStatusError(
-                        redact(f"{self.name}: error inside the stream: {error}")
-                    )
-            if finished:
-                break
-        if not finished:
-            raise errors.ProviderConnectionError(
-                f"{self.name}: the stream ended before the answer was finished."
-            )
-        yield Usage(input_tokens, output_tokens)
-        if reason != "stop":
-            yield FinishReason(reason)  # type: ignore[arg-type]
+            if not finished:
+                raise errors.ProviderConnectionError(
+                    f"{self.name}: the stream ended before the answer was finished."
+                )
+            yield Usage(input_tokens, output_tokens)
+            if reason != "stop":
+                yield FinishReason(reason)  # type: ignore[arg-type]

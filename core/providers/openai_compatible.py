@@ -7,13 +7,11 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from .. import errors
 from ..types import FinishReason, Usage
 from .base import Messages, StreamItem
 from .http import Redactor
-from .http_provider import SHAPE_ERRORS, HTTPProvider
+from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
 from .sse import iter_sse
 
 #: OpenAI accepts at most four stop strings; more are applied by the client alone.
@@ -30,8 +28,8 @@ def usage_from(payload: dict[str, Any]) -> Usage:
     )
 
 
-def _chunk_fields(payload: dict[str, Any]) -> tuple[Any, Any, Usage | None]:
-    """(text, finish reason, usage) of one streamed chunk; raises `SHAPE_ERRORS` if malformed."""
+def _chunk_fields(payload: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(text, finish reason, usage dict) of one streamed chunk; raises `SHAPE_ERRORS` if malformed."""
     content = finish_reason = None
     choices = payload.get("choices")
     if choices:
@@ -40,7 +38,9 @@ def _chunk_fields(payload: dict[str, Any]) -> tuple[Any, Any, Usage | None]:
         if delta:
             content = delta.get("content")
         finish_reason = choice.get("finish_reason")
-    usage = usage_from(payload["usage"]) if payload.get("usage") else None
+    usage = payload.get("usage")
+    if usage is not None and not isinstance(usage, dict):
+        raise TypeError("usage is not an object")
     return content, finish_reason, usage
 
 
@@ -99,49 +99,69 @@ class OpenAICompatible(HTTPProvider):
             items.append(FinishReason(choice["finish_reason"]))
         return items
 
-    async def _read_stream(
-        self, response: httpx.Response, redact: Redactor
-    ) -> AsyncIterator[StreamItem]:
-        finish_reason: str | None = None
-        done = False
-        async for events in iter_sse(response.aiter_bytes()):
-            for event in events:
-                data = event.data
-                if data == "[DONE]":
-                    done = True
-                    break
-                try:
-                    payload = json.loads(data)
-                except ValueError:
-                    raise errors.ResponseStatusError(
-                        f"{self.name}: the stream sent invalid JSON: {data[:120]!r}"
-                    ) from None
-                if not isinstance(payload, dict):
-                    continue
-                if "error" in payload:
-                    message = payload["error"]
-                    if isinstance(message, dict):
-                        message = message.get("message", message)
-                    raise errors.ResponseStatusError(
-                        redact(f"{self.name}: error inside the stream: {message}")
-                    )
-                try:
-                    content, finish, usage = _chunk_fields(payload)
-                except SHAPE_ERRORS:
-                    raise errors.ResponseStatusError(
-                        f"{self.name}: the stream sent a malformed chunk: {data[:120]!r}"
-                    ) from None
-                if content:
-                    yield content
-                if finish:
-                    finish_reason = finish
-                if usage is not None:
-                    yield usage
-            if done:
-                break
-        if not done and finish_reason is None:
-            raise errors.ProviderConnectionError(
-                f"{self.name}: the stream ended before the answer was finished."
+    def _irregular_chunk(self, payload: Any, data: str, redact: Redactor) -> tuple[Any, Any, Any]:
+        """(text, finish reason, usage) of a chunk off the common shape: the role-only first
+        chunk, the usage-only last one, an error sent inside the stream, or junk."""
+        if not isinstance(payload, dict):
+            return None, None, None
+        if "error" in payload:
+            message = payload["error"]
+            if isinstance(message, dict):
+                message = message.get("message", message)
+            raise errors.ResponseStatusError(
+                redact(f"{self.name}: error inside the stream: {message}")
             )
-        if finish_reason not in (None, "stop"):
-            yield FinishReason(finish_reason)  # type: ignore[arg-type]
+        try:
+            return _chunk_fields(payload)
+        except SHAPE_ERRORS:
+            raise errors.ResponseStatusError(
+                f"{self.name}: the stream sent a malformed chunk: {data[:120]!r}"
+            ) from None
+
+    async def _read(self, exchange: Exchange) -> AsyncIterator[StreamItem]:
+        redact = exchange.redact
+        async with exchange.open() as response:
+            if not exchange.is_stream(response):
+                for item in await exchange.whole(response):
+                    yield item
+                return
+            finish_reason: str | None = None
+            done = False
+            async for events in iter_sse(response.aiter_bytes()):
+                for event in events:
+                    data = event.data
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        payload = json.loads(data)
+                    except ValueError:
+                        raise errors.ResponseStatusError(
+                            f"{self.name}: the stream sent invalid JSON: {data[:120]!r}"
+                        ) from None
+                    try:  # the shape of nearly every chunk, read without a helper call
+                        choice = payload["choices"][0]
+                        content = choice["delta"]["content"]
+                        finish = choice["finish_reason"]
+                        usage = payload.get("usage")
+                    except (LookupError, TypeError, AttributeError):
+                        content, finish, usage = self._irregular_chunk(payload, data, redact)
+                    if content:
+                        yield content
+                    if finish:
+                        finish_reason = finish
+                    if usage:
+                        try:
+                            yield usage_from(usage)
+                        except SHAPE_ERRORS:
+                            raise errors.ResponseStatusError(
+                                f"{self.name}: the stream sent malformed usage: {data[:120]!r}"
+                            ) from None
+                if done:
+                    break
+            if not done and finish_reason is None:
+                raise errors.ProviderConnectionError(
+                    f"{self.name}: the stream ended before the answer was finished."
+                )
+            if finish_reason not in (None, "stop"):
+                yield FinishReason(finish_reason)  # type: ignore[arg-type]
