@@ -22,7 +22,8 @@ Block state is read from complete lines only: a line opens a block when it is th
 backticks or tildes (a backtick fence's info string has no backtick), and closes it when it is the
 same fence character, at least as long, and nothing else. Unlike CommonMark, any indentation is
 allowed, because models indent fences inside list items and a cut can leave a part starting with
-the fence line's text alone.
+the fence line's text alone; and a run longer than `MAX_FENCE` is text, not a fence (a row of
+2,000 tildes could not be closed and reopened within one message).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ Length = Callable[[str], int]
 MIN_FILL = 0.5
 #: A reopening line longer than this share of the limit drops its info string (it is cosmetic).
 MAX_REOPEN_SHARE = 0.25
+#: Longest backtick or tilde run read as a fence; real fences are 3 to 5 characters.
+MAX_FENCE = 32
 
 _FENCE = re.compile(r"[ \t]*(`{3,}|~{3,})(.*)")
 _WHITESPACE_RUN = re.compile(r"[ \t\n\r\f\v]+")
@@ -98,7 +101,7 @@ def fence_after(text: str, start: int, end: int, fence: Fence | None) -> Fence |
 
 def _after_line(fence: Fence | None, line: str) -> Fence | None:
     match = _FENCE.fullmatch(line.rstrip("\r"))
-    if match is None:
+    if match is None or len(match.group(1)) > MAX_FENCE:
         return fence
     marker, rest = match.group(1), match.group(2)
     if fence is None:

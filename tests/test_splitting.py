@@ -204,6 +204,19 @@ def test_limit_too_small_for_fence_lines_is_an_error() -> None:
         split_message("```\n" + "a" * 20, 5)
 
 
+@pytest.mark.parametrize("limit", [DISCORD_LIMIT, TELEGRAM_LIMIT])
+@pytest.mark.parametrize("char", ["~", "`"])
+def test_a_fence_line_too_long_to_close_and_reopen_never_breaks_the_split(
+    limit: int, char: str
+) -> None:
+    """A model asked for a long row of tildes or backticks: no room to close and reopen a block
+    of that fence, so the line is taken as text and the reply still splits."""
+    text = "Here it is:\n" + char * (limit - 10) + "\n" + "more words " * (limit // 5)
+    parts = split_message(text, limit)
+    assert all(len(part) <= limit for part in parts)
+    assert join_parts(parts) == text
+
+
 def test_property_random_texts_split_losslessly_within_limits() -> None:
     """Hostile token soup: fences mid-line, emoji, CRLF, whitespace runs, tiny limits."""
     tokens = ["a", "word", "  ", " ", "\n", "\n\n", "\t", "\r\n", "```", "```python\n", "\n```\n"]

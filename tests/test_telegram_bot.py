@@ -564,3 +564,57 @@ async def test_shutdown_is_clean(tmp_path: Path, clean_logs: Callable[[], None])
     assert h.llm.active_streams == 0
     assert replies(chat, request)[0].text == "partial"
     clean_logs()
+
+
+async def test_group_media_addressed_to_the_bot_gets_the_text_only_answer(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    group = h.tg.supergroup()
+    first = await h.ask(group, ALICE, f"{h.mention} hello")
+    answer = await h.reply_text(group, first, "echo: [Alice] hello")
+    captioned = await h.tg.message(group, BOB, photo=True, caption=f"{h.mention} what is this?")
+    await h.reply_text(group, captioned, TEXT_ONLY)
+    sticker_reply = await h.tg.message(group, BOB, sticker=True, reply_to=answer.message_id)
+    await h.reply_text(group, sticker_reply, TEXT_ONLY)
+    # The model cannot see the photo: a caption command must not make it guess.
+    asked = await h.tg.message(group, BOB, photo=True, caption="/ask what breed is this dog?")
+    await h.reply_text(group, asked, TEXT_ONLY)
+    unaddressed = await h.tg.message(group, BOB, photo=True, caption="our holiday")
+    after = await h.ask(group, BOB, f"{h.mention} still there?")
+    await h.reply_text(group, after, "echo: [Bob] still there?")
+    assert replies(group, unaddressed) == []
+    assert len(h.llm.requests) == 2
+    clean_logs()
+
+
+async def test_model_output_cannot_hide_a_mention_in_a_link(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    text = f"Sure, [click here](tg://user?id={CAROL['id']}) and **[me](TG://user?id=1002)**."
+    h.llm.enqueue(Script(pieces=[text]))
+    group = h.tg.supergroup()
+    request = await h.ask(group, ALICE, f"{h.mention} ping Carol for me")
+    message = await h.reply_text(group, request, "Sure, click here and me.")
+    assert {e["type"] for e in message.entities} == {"bold"}  # rendered, but links dropped
+    clean_logs()
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "Bad Request: not enough rights to send text messages to the chat",
+        "Bad Request: TOPIC_CLOSED",
+    ],
+)
+async def test_a_chat_the_bot_may_not_write_in_stops_the_reply(
+    h: Harness, clean_logs: Callable[[], None], refusal: str
+) -> None:
+    h.llm.enqueue(Script(pieces=["m0 ", "m1 ", "m2 "], stall_after=2))
+    h.tg.inject_error("sendMessage", ApiError(400, refusal), count=20)
+    group = h.tg.supergroup()
+    await h.ask(group, ALICE, f"{h.mention} are you muted?")
+    await h.tg.wait_calls("sendMessage", ok=False)
+    await h.llm.wait_for_requests(1)
+    await h.llm.wait_until_no_active_streams()  # given up, not retried for the whole stream
+    assert len(h.tg.calls_of("sendMessage", ok=None)) == 1
+    clean_logs()

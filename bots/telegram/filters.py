@@ -26,23 +26,28 @@ class FromPerson(Filter):
 
 
 class AddressedToBot(Filter):
-    """A group message meant for the bot: it @mentions the bot or replies to one of its messages.
+    """A group message meant for the bot: it @mentions the bot (in its text or a media caption)
+    or replies to one of its messages, a sticker or photo included.
 
-    Hands the handler `prompt`: the text without the bot's @mention. Forwarded messages are never
-    addressed to the bot (a mention in them was written for someone else).
+    Hands the handler `prompt`: the text without the bot's @mention ("" for media). Forwarded
+    messages are never addressed to the bot (a mention in them was written for someone else).
     """
 
     async def __call__(self, message: Message, bot: Bot) -> bool | dict[str, Any]:
-        if message.text is None or message.forward_origin is not None:
+        if message.forward_origin is not None:
             return False
+        if message.text is not None:
+            text, entities = message.text, message.entities
+        else:
+            text, entities = message.caption or "", message.caption_entities
         me = await bot.me()
-        mentions = [
-            e for e in message.entities or () if _names_bot(e, message.text, me.id, me.username)
-        ]
+        mentions = [e for e in entities or () if _names_bot(e, text, me.id, me.username)]
         if not mentions and not _replies_to(message, me.id):
             return False
+        if message.text is None:
+            return {"prompt": ""}
         plain_mentions = [e for e in mentions if e.type == "mention"]
-        return {"prompt": _without(message.text, plain_mentions).strip()}
+        return {"prompt": _without(text, plain_mentions).strip()}
 
 
 class UnknownCommand(Filter):

@@ -5,8 +5,10 @@ HTML (`<b>x</b>` renders as `x`, a `<script>` line vanishes): a model that write
 would lose words. So HTML in the source is escaped into literal text first, and the result is
 checked against the source: when letters or digits went missing (beyond the few a rendering
 legitimately rewrites, such as task-list boxes), or the result outgrows Telegram's limit, the
-caller gets None and sends the plain text instead. Entities never inject anything: they only
-style text that is already visible, and Telegram validates them.
+caller gets None and sends the plain text instead. Entities only style text that is already
+visible, and Telegram validates them; the one exception is a link into Telegram itself:
+`[hi](tg://user?id=N)` is a mention that notifies user N, so such links are dropped (the text
+stays) and model output cannot ping anyone that way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from bots.splitting import utf16_length
 MAX_LENGTH = 4096
 #: Letters and digits a rendering may drop or rewrite (a task box's "x", a "^2" made "²").
 LOST_CHARS_TOLERATED = 2
+#: Links with this scheme point into Telegram (tg://user?id=N mentions, and notifies, user N).
+TELEGRAM_SCHEME = "tg:"
 
 _HTML_EVENTS = ("Html", "InlineHtml")
 
@@ -40,7 +44,8 @@ def render_markdown(source: str) -> tuple[str, list[MessageEntity]] | None:
     moved = "".join(f"{entity.url or ''}{entity.language or ''}" for entity in entities)
     if lost_characters(source, text + moved) > LOST_CHARS_TOLERATED:
         return None
-    return text, [MessageEntity(**entity.to_dict()) for entity in entities]
+    kept = [e for e in entities if not (e.url or "").lower().startswith(TELEGRAM_SCHEME)]
+    return text, [MessageEntity(**entity.to_dict()) for entity in kept]
 
 
 def escape_html(source: str) -> str:

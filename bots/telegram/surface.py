@@ -2,8 +2,9 @@
 
 Streamed text goes out plain. A message's final text is rendered from Markdown to entities
 (`render.render_markdown`); if Telegram rejects the formatting, the same text goes out plain.
-Telegram's answers map to the engine's terms: flood control is `RateLimited`, a deleted message,
-chat or a bot blocked by the user is `MessageGone`, "message is not modified" is success.
+Telegram's answers map to the engine's terms: flood control is `RateLimited`; a deleted message
+or chat, a chat the bot may not write in, or a bot blocked by the user is `MessageGone`;
+"message is not modified" is success.
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOT_MODIFIED = "message is not modified"
-#: Bad Request texts that mean the message can no longer be edited or the chat is gone.
-GONE = ("message to edit not found", "message can't be edited", "chat not found")
+#: Bad Request texts that mean the message can no longer be edited, the chat is gone, or the bot
+#: may not write there (muted by the admins, a closed forum topic): retrying cannot help.
+GONE = (
+    "message to edit not found",
+    "message can't be edited",
+    "chat not found",
+    "not enough rights",
+    "TOPIC_CLOSED",
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,7 @@ STRING_PARAMS = frozenset(
 _COMMAND_RE = re.compile(r"(?<![\w/])/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
 _MENTION_RE = re.compile(r"(?<![\w@])@[A-Za-z0-9_]{5,32}")
 _BOT_COMMAND_NAME_RE = re.compile(r"^[a-z0-9_]{1,32}$")
+_USER_LINK_RE = re.compile(r"tg://user\?id=(\d+)", re.IGNORECASE)
 
 
 def utf16_len(text: str) -> int:
@@ -473,8 +474,19 @@ def check_entities(text: str, entities: Any) -> list[dict]:
             )
         if entity["type"] == "text_link" and not entity.get("url"):
             raise bad_request(PARSE_ERROR + f"text_link entity {number} has no URL")
-        checked.append(dict(entity))
+        checked.append(_as_mention(entity))
     return checked
+
+
+def _as_mention(entity: dict) -> dict:
+    """A link to `tg://user?id=N` is stored as a mention of user N, as Telegram does: it notifies
+    that user like an @mention would."""
+    match = _USER_LINK_RE.fullmatch(str(entity.get("url") or ""))
+    if entity["type"] != "text_link" or match is None:
+        return dict(entity)
+    mentioned = user(int(match.group(1)), f"User {match.group(1)}")
+    kept = {key: value for key, value in entity.items() if key != "url"}
+    return {**kept, "type": "text_mention", "user": mentioned}
 
 
 def _trim(text: str, entities: list[dict]) -> tuple[str, list[dict]]:

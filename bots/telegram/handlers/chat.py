@@ -10,6 +10,7 @@ from aiogram.types import Message
 from bots.relay import relay
 from bots.telegram.chats import GROUP_TYPES, author_of, chat_ref, is_group
 from bots.telegram.filters import AddressedToBot
+from bots.telegram.handlers.other import TEXT_ONLY
 from bots.telegram.surface import EditIntervals, TelegramSurface
 from core.conversation import ConversationService
 
@@ -42,7 +43,7 @@ def make_router() -> Router:
     router = Router(name="chat")
     router.message.register(ask, Command("ask"))
     router.message.register(private_text, F.chat.type == ChatType.PRIVATE, F.text.is_not(None))
-    router.message.register(group_text, F.chat.type.in_(GROUP_TYPES), AddressedToBot())
+    router.message.register(group_text, F.chat.type.in_(GROUP_TYPES), F.text, AddressedToBot())
     return router
 
 
@@ -53,6 +54,9 @@ async def ask(
     service: ConversationService,
     intervals: EditIntervals,
 ) -> None:
+    if message.text is None:  # a media caption: the model would guess at what it cannot see
+        await message.reply(TEXT_ONLY)
+        return
     question = (command.args or "").strip()
     if not question:
         await message.reply(ASK_USAGE)
