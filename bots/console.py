@@ -35,6 +35,11 @@ ANSWER = "[bold green]parley>[/] "
 #: Typing `/model default` or `/system default` goes back to the operator's setting.
 DEFAULT_WORD = "default"
 
+#: Control characters but tab and newline. A terminal obeys them (ESC and the C1 CSI start
+#: sequences that clear the screen, retitle the window or set the clipboard), and Rich passes
+#: them through, so text from the model or the history drops them before it is shown.
+_CONTROL_CHARACTERS = dict.fromkeys([*range(0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)])
+
 HELP = """\
 Commands:
   /reset          start a new conversation (the old one is kept)
@@ -43,6 +48,11 @@ Commands:
   /history        show the current conversation
   /exit           leave (Ctrl-D works too)
 Ctrl-C stops a reply that is streaming."""
+
+
+def _shown(text: str) -> str:
+    """`text` safe to print: no control sequences for the terminal to run."""
+    return text.translate(_CONTROL_CHARACTERS)
 
 
 def _user_name() -> str:
@@ -134,13 +144,19 @@ class ConsoleChat:
         try:
             async for delta in reply:
                 self._console.print(
-                    delta, end="", markup=False, emoji=False, highlight=False, soft_wrap=True
+                    _shown(delta),
+                    end="",
+                    markup=False,
+                    emoji=False,
+                    highlight=False,
+                    soft_wrap=True,
                 )
             self._console.print()
             if reply.status is MessageStatus.INTERRUPTED:
                 self._console.print("[dim](stopped)[/]")
         except ParleyError as exc:
-            self._console.print(f"\n[red]{escape(describe(exc))}[/] [dim]({escape(str(exc))})[/]")
+            detail = escape(_shown(str(exc)))
+            self._console.print(f"\n[red]{escape(describe(exc))}[/] [dim]({detail})[/]")
         finally:
             self._reply = None
             if self._stopping is not None:
@@ -189,14 +205,15 @@ class ConsoleChat:
             self._console.print("[dim]No messages in this conversation yet.[/]")
         for message in messages:
             if message.role is Role.USER:
-                who = f"[bold cyan]{escape(message.author_name or 'you')}>[/]"
+                who = f"[bold cyan]{escape(_shown(message.author_name or 'you'))}>[/]"
             else:
-                who = f"[bold green]{escape(message.model or 'parley')}>[/]"
+                who = f"[bold green]{escape(_shown(message.model or 'parley'))}>[/]"
             note = ""
             if message.status is not MessageStatus.COMPLETE:
                 reason = f": {message.error}" if message.error else ""
-                note = f" [dim]\\[{escape(message.status.value + reason)}][/]"
-            self._console.print(f"{who} {escape(message.text)}{note}", emoji=False, highlight=False)
+                note = f" [dim]\\[{escape(_shown(message.status.value + reason))}][/]"
+            text = escape(_shown(message.text))
+            self._console.print(f"{who} {text}{note}", emoji=False, highlight=False)
 
 
 @contextlib.contextmanager

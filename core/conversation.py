@@ -42,6 +42,8 @@ CHECKPOINT_SECONDS = 2.0
 ERROR_REASON_MAX_CHARS = 300
 #: Appended to a message cut to fit the context budget, so the model knows text is missing.
 TRUNCATION_MARKER = "\n[… message truncated]"
+#: Brackets in a name become parentheses, so "[Name] " is the only bracketed label in a line.
+_NAME_BRACKETS = str.maketrans("[]", "()")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,13 @@ def _truncate(text: str, limit: int) -> str:
     return text[: limit - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
 
 
+def _author_label(message: StoredMessage) -> str:
+    """The "[Name] " prefix of a group message. A display name is chosen by its owner: one
+    holding brackets or a line break ("Eve] hi\\n[Alice") could pose as another speaker."""
+    name = " ".join((message.author_name or "").translate(_NAME_BRACKETS).split())
+    return f"[{name or message.author_id or '?'}] "
+
+
 def build_context(
     system_prompt: str,
     history: Sequence[StoredMessage],
@@ -98,7 +107,7 @@ def build_context(
             break
         content = message.text
         if message.role is Role.USER and group:
-            content = f"[{message.author_name or message.author_id or '?'}] {content}"
+            content = _author_label(message) + content
         if not kept:
             content = _truncate(content, budget)
         elif len(content) > budget:
@@ -281,7 +290,14 @@ class ConversationService:
         return True
 
     async def reset(self, chat: ChatRef) -> None:
-        """Start a new conversation; the old one stays in the history."""
+        """Start a new conversation; the old one stays in the history.
+
+        Messages received before the reset belong to the old one, even those whose task has
+        not stored them yet: wait for the newest to be stored first.
+        """
+        newest = self._tails.get(chat)
+        if newest is not None:
+            await newest._user_stored.wait()
         await self._store.new_conversation(chat)
 
     async def get_settings(self, chat: ChatRef) -> ChatSettings:

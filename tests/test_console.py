@@ -112,6 +112,19 @@ async def test_a_provider_error_is_shown_and_the_session_goes_on(
     assert "[error: MissingAuthError" in out
 
 
+async def test_model_text_cannot_send_control_sequences_to_the_terminal(
+    settings: Settings, server: FakeLLMServer
+) -> None:
+    # OSC 52 would set the clipboard, CSI 2J clear the screen, C1 CSI too on some terminals.
+    hostile = ["safe ", "\x1b]52;c;ZXZpbA==\x1b\\", "\x1b[2J", "\x9b31m", "\x07\x00\rdone"]
+    server.enqueue(Script(pieces=hostile))
+    out = await session(settings, "hi \x1b[31m", "/history")
+    assert "parley> safe ]52;c;ZXZpbA==\\[2J31mdone\n" in out
+    for control in ("\x1b", "\x9b", "\x07", "\x00", "\r"):
+        assert control not in out
+    assert out.count("safe ]52;c;ZXZpbA==") == 2  # the reply, then the history
+
+
 async def read_until(stream: asyncio.StreamReader, marker: str, seen: list[str]) -> str:
     """Read the child's output until `marker` appears; keeps everything in `seen`."""
 

@@ -363,6 +363,41 @@ async def test_awkward_text_round_trips_in_every_text_field(store: Store, text: 
     assert len(await store.find_chats(text)) == 1
 
 
+#: Python strings can hold lone surrogates (a JSON "\\ud83d" escape from a platform or a model,
+#: stdin read with surrogateescape); UTF-8, and so SQLite, cannot.
+SURROGATES = "a\ud800b\udcffc\ud83d\ude00"
+#: What is stored instead: each lone one a U+FFFD, a pair that came apart joined again.
+SURROGATES_STORED = "a\ufffdb\ufffdc\U0001f600"
+
+
+async def test_lone_surrogates_are_stored_as_replacement_characters(store: Store) -> None:
+    text = SURROGATES
+    key = chat(text, platform=text, thread_id=text)
+    await store.set_chat_model(key, text)
+    await store.set_chat_system_prompt(key, text)
+    question = await store.add_user_message(
+        key, author_id=text, author_name=text, text=text, platform_message_id=text
+    )
+    reply = await store.start_reply(question, text)
+    await store.save_partial_reply(reply, text)
+    assert (await conversation(store, key))[1].text == SURROGATES_STORED
+    await store.finish_reply(
+        reply, ReplyOutcome(MessageStatus.ERROR, text, model=text, provider=text, error=text)
+    )
+    await store.set_platform_message_ids(reply, [text])
+
+    config = await store.chat_config(key)
+    assert (config.model, config.system_prompt) == (SURROGATES_STORED, SURROGATES_STORED)
+    [record] = await store.find_chats(text, text)
+    assert record.chat_id == SURROGATES_STORED
+    user, assistant = await conversation(store, key)
+    assert (user.text, user.author_id, user.author_name) == (SURROGATES_STORED,) * 3
+    assert (assistant.text, assistant.model, assistant.provider, assistant.error) == (
+        SURROGATES_STORED,
+    ) * 4
+    assert len(assistant.platform_message_ids) == 1
+
+
 async def test_interrupt_streaming_can_be_limited_to_one_platform(store: Store) -> None:
     for platform in ("console", "telegram"):
         key = chat("1", platform=platform)

@@ -95,8 +95,23 @@ def _message(row: Sequence[Any]) -> StoredMessage:
     )
 
 
+def _utf8(text: str) -> str:
+    """`text` as SQLite can hold it: UTF-8 has no lone surrogates, yet a Python string can (a
+    JSON "\\ud83d" escape from a platform or a model, stdin read with surrogateescape), and
+    binding one fails the write. Each lone one becomes U+FFFD; a pair split apart is rejoined."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _utf8_or_none(text: str | None) -> str | None:
+    return None if text is None else _utf8(text)
+
+
 def _key(chat: ChatKey) -> tuple[str, str, str]:
-    return (chat.platform, chat.chat_id, chat.thread_id)
+    return (_utf8(chat.platform), _utf8(chat.chat_id), _utf8(chat.thread_id))
 
 
 async def _connect(path: Path, busy_timeout: float, *, reader: bool) -> aiosqlite.Connection:
@@ -276,12 +291,16 @@ class SQLiteStore:
     async def set_chat_model(self, chat: ChatKey, model: str | None) -> None:
         async with self._transaction() as db:
             chat_row, _, _ = await self._ensure_chat(db, chat)
-            await db.execute("UPDATE chats SET model = ? WHERE id = ?", (model, chat_row))
+            await db.execute(
+                "UPDATE chats SET model = ? WHERE id = ?", (_utf8_or_none(model), chat_row)
+            )
 
     async def set_chat_system_prompt(self, chat: ChatKey, prompt: str | None) -> None:
         async with self._transaction() as db:
             chat_row, _, _ = await self._ensure_chat(db, chat)
-            await db.execute("UPDATE chats SET system_prompt = ? WHERE id = ?", (prompt, chat_row))
+            await db.execute(
+                "UPDATE chats SET system_prompt = ? WHERE id = ?", (_utf8_or_none(prompt), chat_row)
+            )
 
     async def new_conversation(self, chat: ChatKey) -> int:
         async with self._transaction() as db:
@@ -311,7 +330,7 @@ class SQLiteStore:
         platform_message_id: str | None = None,
     ) -> int:
         ids = json.dumps([] if platform_message_id is None else [platform_message_id])
-        values = (author_id, author_name, text, ids, *_key(chat))
+        values = (_utf8(author_id), _utf8(author_name), _utf8(text), ids, *_key(chat))
         # One statement into the chat's newest conversation: the hot path, one round trip.
         cursor = await self._write(_INSERT_USER_MESSAGE, values)
         if cursor.rowcount:
@@ -326,7 +345,7 @@ class SQLiteStore:
             "INSERT INTO messages (conversation, reply_to, role, status, model, created_at,"
             f" updated_at) SELECT conversation, id, 'assistant', 'streaming', ?, {_NOW}, {_NOW}"
             " FROM messages WHERE id = ? AND role = 'user'",
-            (model, reply_to),
+            (_utf8_or_none(model), reply_to),
         )
         if not cursor.rowcount:
             raise StorageError(f"Database {self._location}: no user message {reply_to} to answer.")
@@ -336,7 +355,7 @@ class SQLiteStore:
         await self._write(
             f"UPDATE messages SET text = ?, updated_at = {_NOW}"
             " WHERE id = ? AND status = 'streaming'",
-            (text, message_id),
+            (_utf8(text), message_id),
         )
 
     async def finish_reply(self, message_id: int, outcome: ReplyOutcome) -> None:
@@ -346,15 +365,15 @@ class SQLiteStore:
             f" total_tokens = ?, error = ?, updated_at = {_NOW} WHERE id = ?",
             (
                 outcome.status.value,
-                outcome.text,
-                outcome.model,
-                outcome.provider,
+                _utf8(outcome.text),
+                _utf8_or_none(outcome.model),
+                _utf8_or_none(outcome.provider),
                 outcome.first_token_ms,
                 outcome.total_ms,
                 outcome.prompt_tokens,
                 outcome.completion_tokens,
                 outcome.total_tokens,
-                outcome.error,
+                _utf8_or_none(outcome.error),
                 message_id,
             ),
         )
@@ -385,7 +404,7 @@ class SQLiteStore:
         rows = await self._fetch(
             f"SELECT {_CHAT_COLUMNS} FROM chats WHERE chat_id = ? AND (? IS NULL OR platform = ?)"
             " ORDER BY platform, thread_id",
-            (chat_id, platform, platform),
+            (_utf8(chat_id), _utf8_or_none(platform), _utf8_or_none(platform)),
         )
         return [ChatRecord(*row) for row in rows]
 
