@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
 from rich.console import Console
-from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from bots.logs import configure_logging
 from core.config import Settings, get_settings
 from core.errors import ParleyError
 from storage import StorageError
@@ -26,16 +25,6 @@ EXIT_USAGE = 2
 
 console = Console()
 errors_console = Console(stderr=True)
-
-
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(name)s: %(message)s",
-        handlers=[RichHandler(console=errors_console, show_path=False)],
-    )
-    # httpx logs every request URL at INFO; keep that noise (and any URL detail) out.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _providers_table() -> Table:
@@ -134,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         errors_console.print(f"[red]Invalid configuration:[/] {escape(str(exc))}")
         return EXIT_USAGE
-    _configure_logging(settings)
+    configure_logging(settings, errors_console)
     try:
         return asyncio.run(_dispatch(args, settings))
     except (ParleyError, StorageError, LookupError) as exc:

@@ -1,0 +1,71 @@
+"""Logging for the `parley` command: rich output, and no secret ever written.
+
+Secrets reach log text in ways no call site controls: aiohttp puts the request URL, which
+holds the Telegram token, into its error messages, and a provider may echo a key in an error
+body. So the one handler every record passes through redacts every configured secret, in the
+message and in the traceback alike.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import SecretStr
+from rich.console import Console
+from rich.logging import RichHandler
+
+from core.config import Settings
+
+REDACTED = "***"
+#: Shorter values are not treated as secrets: replacing them would garble ordinary text.
+MIN_SECRET_LENGTH = 6
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Every secret value the settings hold (tokens and API keys)."""
+    values = (getattr(settings, name) for name in type(settings).model_fields)
+    return [
+        value.get_secret_value()
+        for value in values
+        if isinstance(value, SecretStr) and len(value.get_secret_value()) >= MIN_SECRET_LENGTH
+    ]
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces each secret in a record's final text (message and traceback) with `***`."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret containing another is replaced whole.
+        self._secrets = sorted(set(secrets), key=len, reverse=True)
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        redacted = self._redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info:
+            # Render the traceback now, redacted, in place of the live exception.
+            record.exc_text = self._redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def configure_logging(settings: Settings, console: Console) -> logging.Handler:
+    """Send every record to `console` through the redacting handler; returns the handler."""
+    handler = RichHandler(console=console, show_path=False)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets(settings_secrets(settings)))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    # httpx logs every request URL at INFO; keep that noise (and any URL detail) out.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    return handler
