@@ -20,7 +20,7 @@ import pytest
 
 from bots.discord import DiscordBot, DiscordStartupError
 from bots.discord.chat import EMPTY_MENTION, UNREADABLE
-from bots.discord.commands import ADMINS_ONLY
+from bots.discord.commands import ADMINS_ONLY, MODEL_USAGE
 from bots.splitting import join_parts
 from bots.streaming import WARNING_PREFIX
 from core.client import AsyncClient
@@ -330,6 +330,9 @@ async def test_admin_ids_may_change_settings_without_manage_server(
         assert await fake.wait_answered(changed) == "Model set to other."
         back = await fake.push_interaction("model", {"name": "Default"}, user=BOB_ID)
         assert await fake.wait_answered(back) == "Model set to fake-model."
+        for junk in ("two words", " "):
+            refused = await fake.push_interaction("model", {"name": junk}, user=BOB_ID)
+            assert await fake.wait_answered(refused) == MODEL_USAGE
 
 
 async def test_allowed_ids_limit_who_is_answered(tmp_path: Path, fake: FakeDiscord) -> None:

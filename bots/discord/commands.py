@@ -13,6 +13,7 @@ from bots.discord.messages import chat_of
 from bots.discord.surface import MAX_LENGTH, NO_PINGS
 from core.config import Settings
 from core.conversation import ChatRef, ConversationService
+from core.models import MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,7 @@ MAX_OPTION = 6000
 NOT_ALLOWED = "You are not allowed to use this bot here."
 ADMINS_ONLY = "Only members with Manage Server (or listed in ADMIN_IDS) can change this."
 FAILED = "That did not work. Please try again."
+MODEL_USAGE = f"A model name is one word, e.g. gpt-4o-mini, or '{DEFAULT_WORD}'."
 
 
 def _clip(text: str) -> str:
@@ -103,6 +105,9 @@ class SettingsCog(commands.Cog):
         if name is None:
             current = (await self.service.get_settings(chat)).model or self.settings.default_model
             await _say(interaction, f"Model: {current}", ephemeral=True)
+            return
+        if not MODEL_NAME.fullmatch(name.strip()):
+            await _say(interaction, MODEL_USAGE, ephemeral=True)
             return
         if not may_change_settings(interaction, self.settings.admin_ids):
             raise app_commands.CheckFailure(ADMINS_ONLY)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 
 from aiogram import Bot, Router
 from aiogram.enums import ChatMemberStatus
@@ -15,6 +14,7 @@ from bots.telegram.chats import chat_ref, is_anonymous_admin, is_group
 from bots.telegram.filters import UnknownCommand
 from core.config import Settings
 from core.conversation import ConversationService
+from core.models import MODEL_NAME
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,6 @@ COMMANDS = (
 MAX_SYSTEM_PROMPT = 4000
 #: The argument that puts a setting back to the operator's default.
 DEFAULT_WORDS = frozenset({"default", "reset"})
-#: A model name: one word of the characters providers use (gpt-4o-mini, meta/llama-3:8b, ...).
-MODEL_NAME = re.compile(r"[\w.:/@+-]{1,100}")
 #: A shown system prompt is cut to fit one Telegram message with its label.
 SHOWN_PROMPT_CHARS = 3500
 
