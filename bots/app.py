@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 #: Streaming allocates several short-lived objects per chunk; at the default gen-0 threshold
 #: (700) the collector runs hundreds of times a second under load, each run a loop pause.
 GC_THRESHOLDS = (50_000, 20, 100)
+PLATFORMS_OF_BOTS = ("telegram", "discord")
 
 
 def tune_gc_for_streaming() -> None:
@@ -74,8 +75,10 @@ async def run_bots(settings: Settings) -> None:
     store = await open_store(settings.database_url)
     service = ConversationService(store, client_for(settings), settings)
     try:
-        await service.recover()
         bots = build_bots(settings, service)
+        # Only the bots' own chats: a `parley chat` running beside us keeps its reply.
+        for platform in PLATFORMS_OF_BOTS:
+            await service.recover(platform)
         log.info("Parley is running: %s", ", ".join(type(bot).__name__ for bot in bots))
         try:
             async with asyncio.TaskGroup() as group:

@@ -10,9 +10,19 @@ import logging
 
 from bots.streaming import StreamingEngine, StreamResult, Surface
 from core.conversation import Author, ChatRef, ConversationService
+from core.errors import describe
 from storage import StorageError
 
 log = logging.getLogger(__name__)
+
+
+#: What a chat user is told when the history could not be saved; the log has the details.
+STORAGE_TROUBLE = "I could not save this conversation. Please tell the bot's operator."
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The core's short explanation, or the storage one: storage is not a model problem."""
+    return STORAGE_TROUBLE if isinstance(exc, StorageError) else describe(exc)
 
 
 async def relay(
@@ -32,7 +42,7 @@ async def relay(
     keeping the partial text as 'interrupted'.
     """
     reply = service.reply(chat, author, text, group=group, platform_message_id=platform_message_id)
-    result = await StreamingEngine(surface).run(reply)
+    result = await StreamingEngine(surface, describe_error=describe_failure).run(reply)
     if reply.message_id is not None and result.handles:
         try:
             await service.record_platform_ids(reply.message_id, [str(h) for h in result.handles])

@@ -61,14 +61,14 @@ class Settings(BaseSettings):
     providers_file: Path | None = None
 
     # Network behaviour of the providers.
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    max_retries: int = 2
+    connect_timeout: float = Field(10.0, gt=0)
+    read_timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(2, ge=0)
 
     # Storage and context.
     database_url: str = "sqlite:///data/parley.db"
-    context_max_messages: int = 40
-    context_max_chars: int = 24_000
+    context_max_messages: int = Field(40, gt=0)
+    context_max_chars: int = Field(24_000, gt=0)
 
     log_level: str = "INFO"
 
