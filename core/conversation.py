@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 #: Longest a streaming reply goes unsaved; a crash loses at most this much of its text.
 CHECKPOINT_SECONDS = 2.0
+#: Waits before each further try of a reply's final save (a lock held by another process, a
+#: disk briefly full); after them the row stays 'streaming' until the next start's recover().
+FINAL_SAVE_RETRY_DELAYS = (1.0, 3.0)
 #: Stored error reasons are cut to this length; the full error goes to the log.
 ERROR_REASON_MAX_CHARS = 300
 #: Appended to a message cut to fit the context budget, so the model knows text is missing.
@@ -495,11 +498,16 @@ class ConversationService:
             total_tokens=getattr(usage, "total_tokens", None),
             error=_reason(error) if error is not None else None,
         )
-        try:
-            await self._store.finish_reply(reply.message_id, outcome)
-        except StorageError as exc:
-            # The user has the text already; the row stays 'streaming' until `recover()`.
-            log.error("Could not save reply %s: %s", reply.message_id, exc)
+        for delay in (*FINAL_SAVE_RETRY_DELAYS, None):
+            try:
+                await self._store.finish_reply(reply.message_id, outcome)
+                return
+            except StorageError as exc:
+                if delay is None:  # the user has the text; recover() fixes the row at start-up
+                    log.error("Could not save reply %s: %s", reply.message_id, exc)
+                    return
+                log.warning("Saving reply %s failed (%s); retrying", reply.message_id, exc)
+                await asyncio.sleep(delay)
 
 
 def _ms(start: float | None, end: float | None) -> int | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from core import AsyncClient
+from core import AsyncClient, conversation
 from core.config import Settings
 from core.conversation import (
     TRUNCATION_MARKER,
@@ -23,7 +23,7 @@ from core.conversation import (
     build_context,
 )
 from core.errors import RateLimitError, ResponseStatusError
-from storage import MessageStatus, Role, Store, StoredMessage, open_store
+from storage import MessageStatus, Role, StorageLockedError, Store, StoredMessage, open_store
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.test_conversation_fakes import (
     ALICE,
@@ -707,3 +707,45 @@ async def test_interrupting_at_every_point_leaves_nothing_streaming(store: Store
         if not interrupted:  # the replies ran to the end: every point has been tried
             break
     assert target > 10, target
+
+
+class FlakyFinishStore:
+    """The real store whose first `failures` final saves fail as a locked database would."""
+
+    def __init__(self, store: Store, failures: int) -> None:
+        self._store = store
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def finish_reply(self, message_id: int, outcome: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise StorageLockedError("history.db is locked")
+        await self._store.finish_reply(message_id, outcome)
+
+
+async def test_a_final_save_that_fails_for_a_moment_is_retried(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conversation, "FINAL_SAVE_RETRY_DELAYS", (0.01, 0.01))
+    flaky = FlakyFinishStore(store, failures=2)
+    service = ConversationService(flaky, AsyncClient(provider=ScriptedProvider()), make_settings())
+    assert await collect(service.reply(chat(), ALICE, "hi")) == "echo: hi"
+    await service.aclose()
+    assert flaky.failures == 0
+    assert [(m.status, m.text) for m in await rows(store)][-1] == ("complete", "echo: hi")
+
+
+async def test_a_final_save_that_keeps_failing_leaves_the_row_for_recover(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(conversation, "FINAL_SAVE_RETRY_DELAYS", (0.01, 0.01))
+    flaky = FlakyFinishStore(store, failures=3)
+    service = ConversationService(flaky, AsyncClient(provider=ScriptedProvider()), make_settings())
+    assert await collect(service.reply(chat(), ALICE, "hi")) == "echo: hi"
+    await service.aclose()
+    assert (await rows(store))[-1].status == "streaming"
+    assert await service.recover() == 1
+    assert (await rows(store))[-1].status == "interrupted"
