@@ -599,6 +599,18 @@ async def test_model_output_cannot_hide_a_mention_in_a_link(
     clean_logs()
 
 
+async def test_model_output_mentions_notify_nobody(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    h.llm.enqueue(Script(pieces=["Ask @carol_smith", " (or mail bob@example.com)."]))
+    group = h.tg.supergroup()
+    request = await h.ask(group, ALICE, f"{h.mention} who knows?")
+    shown = "Ask @\u2060carol_smith (or mail bob@example.com)."
+    message = await h.reply_text(group, request, shown)
+    assert not [e for e in message.entities if e["type"] in ("mention", "text_mention")]
+    clean_logs()
+
+
 @pytest.mark.parametrize(
     "refusal",
     [

@@ -1,6 +1,6 @@
 """One reply's `Surface` on Telegram: what the streaming engine's send, edit and typing mean here.
 
-Streamed text goes out plain. A message's final text is rendered from Markdown to entities
+Streamed text goes out plain, with @mentions made inert so model output never notifies anyone. A message's final text is rendered from Markdown to entities
 (`render.render_markdown`); if Telegram rejects the formatting, the same text goes out plain.
 Telegram's answers map to the engine's terms: flood control is `RateLimited`; a deleted message
 or chat, a chat the bot may not write in, or a bot blocked by the user is `MessageGone`;
@@ -10,6 +10,7 @@ or chat, a chat the bot may not write in, or a bot blocked by the user is `Messa
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar, cast
@@ -39,6 +40,21 @@ GONE = (
 )
 
 
+#: Telegram turns "@name" in any message into a mention that notifies that user. A word joiner
+#: (invisible) after the "@" keeps model output readable and its mentions inert.
+_MENTION = re.compile(r"(?<![\w@])@(?=[A-Za-z0-9_]{5,32}\b)")
+WORD_JOINER = "\u2060"
+
+
+def defuse_mentions(text: str) -> str:
+    return _MENTION.sub("@" + WORD_JOINER, text) if "@" in text else text
+
+
+def _shown_length(text: str) -> int:
+    """Length as Telegram counts it (UTF-16), of the text as it will be sent."""
+    return utf16_length(defuse_mentions(text))
+
+
 @dataclass(frozen=True, slots=True)
 class EditIntervals:
     """Least seconds between two edits of one message. Telegram allows about one message update
@@ -52,7 +68,7 @@ class TelegramSurface:
     """Sends and edits one reply to one user message (in its chat and forum topic)."""
 
     max_length = MAX_LENGTH
-    length = staticmethod(utf16_length)  # Telegram counts UTF-16 code units
+    length = staticmethod(_shown_length)
 
     def __init__(self, bot: Bot, request: Message, *, min_edit_interval: float) -> None:
         self.min_edit_interval = min_edit_interval
@@ -65,6 +81,7 @@ class TelegramSurface:
 
     async def send(self, text: str, *, final: bool) -> int:
         """Post a message replying to the user's message, or to the reply's previous part."""
+        text = defuse_mentions(text)
 
         async def send(body: str, entities: list[MessageEntity] | None) -> Message:
             return await self._bot.send_message(
@@ -84,6 +101,7 @@ class TelegramSurface:
 
     async def edit(self, handle: object, text: str, *, final: bool) -> None:
         message_id = cast(int, handle)
+        text = defuse_mentions(text)
         rendered = render_markdown(text) if final else None
         if self._unchanged(message_id, text, rendered):
             return

@@ -505,6 +505,22 @@ def _trim(text: str, entities: list[dict]) -> tuple[str, list[dict]]:
     return stripped, kept
 
 
+def _with_detected_mentions(text: str, entities: list[dict]) -> list[dict]:
+    """Telegram finds @usernames in every message, a bot's too, outside the given entities;
+    each one notifies that user."""
+    taken = [(e["offset"], e["offset"] + e["length"]) for e in entities]
+    found = [
+        mention
+        for mention in _auto_entities(text)
+        if mention["type"] == "mention"
+        and not any(
+            start < mention["offset"] + mention["length"] and mention["offset"] < end
+            for start, end in taken
+        )
+    ]
+    return sorted(entities + found, key=lambda e: e["offset"]) if found else entities
+
+
 def _auto_entities(text: str) -> list[dict]:
     """The entities Telegram adds to a user's message: commands and @mentions."""
     found = []
@@ -1098,6 +1114,7 @@ def _message_content(params: dict) -> tuple[str, list[dict]]:
     text, entities = _trim(text, entities)
     if not text:
         raise bad_request(TEXT_EMPTY)
+    entities = _with_detected_mentions(text, entities)
     if utf16_len(text) > MAX_TEXT_LENGTH:
         raise bad_request(TEXT_TOO_LONG)
     return text, entities
