@@ -611,6 +611,24 @@ async def test_model_output_mentions_notify_nobody(
     clean_logs()
 
 
+async def test_a_group_upgraded_to_a_supergroup_stops_the_reply(
+    h: Harness, clean_logs: Callable[[], None]
+) -> None:
+    h.llm.enqueue(Script(pieces=["m0 ", "m1 ", "m2 "], stall_after=2))
+    upgraded = ApiError(
+        400,
+        "Bad Request: group chat was upgraded to a supergroup chat",
+        {"migrate_to_chat_id": -1009999},
+    )
+    h.tg.inject_error("sendMessage", upgraded, count=20)
+    group = h.tg.group()
+    await h.ask(group, ALICE, f"{h.mention} still here?")
+    await h.tg.wait_calls("sendMessage", ok=False)
+    await h.llm.wait_until_no_active_streams()  # given up, not retried for the whole stream
+    assert len(h.tg.calls_of("sendMessage", ok=None)) == 1
+    clean_logs()
+
+
 @pytest.mark.parametrize(
     "refusal",
     [

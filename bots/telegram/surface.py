@@ -17,7 +17,12 @@ from typing import TypeVar, cast
 
 from aiogram import Bot
 from aiogram.enums import ChatAction
-from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramMigrateToChat,
+    TelegramRetryAfter,
+)
 from aiogram.types import Message, MessageEntity, ReplyParameters
 
 from bots.splitting import utf16_length
@@ -157,6 +162,8 @@ async def _deliver(
     except TelegramRetryAfter as exc:
         raise RateLimited(exc.retry_after) from exc
     except TelegramForbiddenError as exc:  # blocked by the user, removed from the group
+        raise MessageGone(exc.message) from exc
+    except TelegramMigrateToChat as exc:  # the group became a supergroup with a new id
         raise MessageGone(exc.message) from exc
     except TelegramBadRequest as exc:
         if _is_gone(exc):
