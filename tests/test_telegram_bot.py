@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bots.splitting import join_parts, utf16_length
-from bots.telegram import EditIntervals, TelegramBot
+from bots.telegram import EditIntervals, TelegramBot, TelegramStartupError
 from bots.telegram.handlers import chat as chat_texts
 from bots.telegram.handlers import commands as command_texts
 from bots.telegram.handlers.other import TEXT_ONLY
@@ -648,3 +648,22 @@ async def test_a_chat_the_bot_may_not_write_in_stops_the_reply(
     await h.llm.wait_until_no_active_streams()  # given up, not retried for the whole stream
     assert len(h.tg.calls_of("sendMessage", ok=None)) == 1
     clean_logs()
+
+
+async def test_a_rejected_token_stops_start_up_with_what_to_do(tmp_path: Path) -> None:
+    async with FakeTelegramAPI() as tg:
+        settings = Settings(
+            _env_file=None,
+            telegram_bot_token="123:not-the-real-token",
+            telegram_api_base=tg.base_url,
+            database_url=f"sqlite:///{tmp_path}/parley.db",
+        )
+        store = await open_store(settings.database_url)
+        service = ConversationService(store, AsyncClient(), settings)
+        try:
+            with pytest.raises(TelegramStartupError, match="BotFather") as caught:
+                await asyncio.wait_for(TelegramBot(settings, service).run(), WAIT)
+            assert "not-the-real-token" not in str(caught.value)
+        finally:
+            await service.aclose()
+            await store.close()

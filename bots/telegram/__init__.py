@@ -23,7 +23,12 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import TelegramBadRequest, TelegramNetworkError, TelegramServerError
+from aiogram.exceptions import (
+    TelegramBadRequest,
+    TelegramNetworkError,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
 
 from bots.telegram.filters import FromPerson
 from bots.telegram.handlers import commands, routers
@@ -32,6 +37,7 @@ from bots.telegram.requests import RetryRequests
 from bots.telegram.surface import EditIntervals
 from core.config import Settings
 from core.conversation import ConversationService
+from core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +48,16 @@ POLLING_TIMEOUT = 30
 #: Seconds the replies in progress get to make their last edit when the bot stops.
 SHUTDOWN_GRACE = 5.0
 
-__all__ = ["EditIntervals", "TelegramBot", "build_dispatcher"]
+BAD_TOKEN_HELP = (
+    "Telegram rejected TELEGRAM_BOT_TOKEN. Copy the token again from @BotFather "
+    "(/mybots -> your bot -> API Token)."
+)
+
+__all__ = ["EditIntervals", "TelegramBot", "TelegramStartupError", "build_dispatcher"]
+
+
+class TelegramStartupError(ConfigurationError):
+    """The bot cannot start until the operator fixes something; the message says what."""
 
 
 class TelegramBot:
@@ -58,7 +73,7 @@ class TelegramBot:
     ) -> None:
         """`edit_intervals` exists for tests, which may not want to wait Telegram's real pace."""
         if settings.telegram_bot_token is None:
-            raise ValueError("TELEGRAM_BOT_TOKEN is not set.")
+            raise TelegramStartupError("TELEGRAM_BOT_TOKEN is not set.")
         self._settings = settings
         self._service = service
         self._intervals = edit_intervals
@@ -117,10 +132,12 @@ def build_dispatcher(
 async def _prepare(bot: Bot) -> None:
     """Drop a webhook (Telegram refuses long polling while one is set) and fill the command
     menu. Transient failures only cost a warning: polling retries the connection by itself. A
-    rejected token is raised, as polling could never work."""
+    rejected token ends the start, as polling could never work."""
     try:
         await bot.delete_webhook()
         await bot.set_my_commands(list(commands.COMMANDS))
+    except TelegramUnauthorizedError:
+        raise TelegramStartupError(BAD_TOKEN_HELP) from None
     except (TelegramNetworkError, TelegramServerError, TelegramBadRequest) as exc:
         log.warning("Could not prepare the bot (webhook, command menu): %s", exc)
 
