@@ -15,7 +15,7 @@ import signal
 from collections.abc import Awaitable
 from typing import Protocol
 
-from core.client import client_for
+from core.client import AsyncClient, client_for
 from core.config import Settings
 from core.conversation import ConversationService
 from core.errors import ConfigurationError
@@ -54,6 +54,18 @@ def build_bots(settings: Settings, service: ConversationService) -> list[Bot]:
     return bots
 
 
+def _warn_if_no_default_provider(client: AsyncClient) -> None:
+    """Say at start-up, not at the first message, that replies cannot work as configured."""
+    default = client.registry.default if client.registry else None
+    if default is not None and not default.working:
+        log.warning(
+            "The default provider (%s) has no API key: set OPENAI_API_KEY, or point "
+            "OPENAI_BASE_URL at a local server. Until then replies fail unless a chat's model "
+            "is routed to another working provider.",
+            default.base_url,
+        )
+
+
 def _stop_on_sigterm() -> None:
     """Treat SIGTERM (systemd, docker stop) like Ctrl-C: cancel, let replies save, exit."""
     task = asyncio.current_task()
@@ -73,7 +85,9 @@ async def run_bots(settings: Settings) -> None:
     _stop_on_sigterm()
     tune_gc_for_streaming()
     store = await open_store(settings.database_url)
-    service = ConversationService(store, client_for(settings), settings)
+    client = client_for(settings)
+    _warn_if_no_default_provider(client)
+    service = ConversationService(store, client, settings)
     try:
         bots = build_bots(settings, service)
         # Only the bots' own chats: a `parley chat` running beside us keeps its reply.

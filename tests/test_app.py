@@ -84,3 +84,21 @@ async def test_parley_run_serves_telegram_and_discord_at_once(tmp_path, monkeypa
 async def test_parley_run_without_a_token_says_what_to_set():
     with pytest.raises(ConfigurationError, match="TELEGRAM_BOT_TOKEN"):
         await run_bots(get_settings())
+
+
+async def test_parley_run_warns_at_start_when_the_default_provider_has_no_key(
+    tmp_path, monkeypatch, caplog
+):
+    async with FakeTelegramAPI() as tg:
+        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", tg.token)
+        monkeypatch.setenv("TELEGRAM_API_BASE", tg.base_url)
+        monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'parley.db'}")
+        running = asyncio.create_task(run_bots(get_settings()))
+        try:
+            await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(running, WAIT)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "bots.app"]
+    assert any("OPENAI_API_KEY" in message for message in warnings)
