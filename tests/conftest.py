@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator, Iterator
+
 import pytest
 
 from core.config import get_settings
+from tests.fakes.llm_server import FakeLLMServer
 
 #: Variables that would point tests at real services or change defaults behind their back.
 _ISOLATED_PREFIXES = (
@@ -21,10 +25,8 @@ _ISOLATED_PREFIXES = (
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path, request) -> None:
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:
     """Run every test from an empty folder (no stray `.env`) with no provider settings set."""
-    import os
-
     for name in list(os.environ):
         if name.startswith(_ISOLATED_PREFIXES):
             monkeypatch.delenv(name, raising=False)
@@ -32,3 +34,10 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path, request) ->
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[FakeLLMServer]:
+    """The local OpenAI/Anthropic-compatible server most tests talk to, on 127.0.0.1."""
+    async with FakeLLMServer() as fake:
+        yield fake

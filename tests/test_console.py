@@ -9,7 +9,6 @@ import io
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,12 +22,6 @@ from tests.fakes.llm_server import FakeLLMServer, Script
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Bound on anything a healthy session does at once (slow shared machine).
 WAIT = 30.0
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as fake:
-        yield fake
 
 
 @pytest.fixture

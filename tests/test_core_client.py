@@ -7,7 +7,6 @@ how `messages`, `model` and `provider` may be given, and that the caller's data 
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,12 +16,6 @@ from tests.core_support import ScriptedProvider, collect, contents
 from tests.fakes.llm_server import FakeLLMServer, Script
 
 SERVER_USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ Scripted providers make each rule exact; one test runs the rule over real HTTP a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from core import AsyncClient, errors
@@ -21,7 +19,7 @@ from tests.core_support import (
     collect_until_error,
     contents,
 )
-from tests.fakes.llm_server import FakeLLMServer, Script
+from tests.fakes.llm_server import Script
 
 
 def text_of(chunks: list) -> str:
@@ -163,12 +161,6 @@ async def test_nested_fallback_names_the_innermost_provider() -> None:
 
 
 # -- over real HTTP ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as fake:
-        yield fake
 
 
 async def test_http_fallback_skips_unreachable_and_failing_servers(server) -> None:

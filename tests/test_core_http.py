@@ -11,7 +11,6 @@ import asyncio
 import builtins
 import logging
 import time
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -30,12 +29,6 @@ from tests.core_support import (
 from tests.fakes.llm_server import FakeLLMServer, Script
 
 KEY_ENV = "FAKE_API_KEY"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as fake:
-        yield fake
 
 
 def make_provider(server: FakeLLMServer, max_retries: int = 0) -> OpenAICompatible:

@@ -30,12 +30,6 @@ HOSTED_NEEDING_KEYS = [
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def other_server() -> AsyncIterator[FakeLLMServer]:
     async with FakeLLMServer() as fake:
         yield fake

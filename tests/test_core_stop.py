@@ -6,7 +6,6 @@ The fake server ignores `stop`, so everything cut here was cut by Parley's clien
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,12 +13,6 @@ from core import AsyncClient
 from core.providers import OpenAICompatible
 from tests.core_support import PROMPT, ScriptedProvider, collect, contents
 from tests.fakes.llm_server import FakeLLMServer, Script
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as fake:
-        yield fake
 
 
 @pytest.fixture

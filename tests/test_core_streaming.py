@@ -8,7 +8,6 @@ open until the client really leaves.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -18,12 +17,6 @@ from tests.core_support import PROMPT, ScriptedProvider, collect, contents
 from tests.fakes.llm_server import FakeLLMServer, Script
 
 SERVER_USAGE = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as fake:
-        yield fake
 
 
 @pytest.fixture

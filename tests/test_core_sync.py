@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -118,12 +118,6 @@ def test_legacy_create_with_the_default_provider_and_model(threaded, monkeypatch
 
 
 # -- legacy ChatCompletion.create_async --------------------------------------------------------
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as fake:
-        yield fake
 
 
 async def test_legacy_create_async_is_an_awaitable_str(server) -> None:

@@ -37,12 +37,6 @@ ANY = _AnyString()
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer() as fake:
-        yield fake
-
-
-@pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=PROMPT) as client:
         yield client

@@ -6,19 +6,11 @@ import asyncio
 import os
 import sys
 
-import pytest
-
 from core.health import check_providers
 from core.providers import OpenAICompatible
-from tests.fakes.llm_server import FakeLLMServer, Script
+from tests.fakes.llm_server import Script
 
 CLI_TIMEOUT = 60
-
-
-@pytest.fixture
-async def server():
-    async with FakeLLMServer() as fake:
-        yield fake
 
 
 async def test_check_times_every_working_provider_concurrently(server):

@@ -19,12 +19,6 @@ SEEDS = Path(__file__).parent / "seeds"
 SEED_TIMEOUT = 60
 
 
-@pytest.fixture
-async def server():
-    async with FakeLLMServer() as fake:
-        yield fake
-
-
 async def run_seed(name: str, server: FakeLLMServer, cwd: Path) -> str:
     env = {
         key: value
