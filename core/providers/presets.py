@@ -65,7 +65,8 @@ def _secret(settings: Settings, field: str) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def _timeouts(settings: Settings) -> dict:
+def network_options(settings: Settings) -> dict:
+    """The settings every HTTP provider takes, presets and providers-file entries alike."""
     return {
         "connect_timeout": settings.connect_timeout,
         "read_timeout": settings.read_timeout,
@@ -86,7 +87,7 @@ def default_provider(settings: Settings) -> OpenAICompatible:
         default_model=settings.default_model,
         needs_auth=host == OPENAI_HOST,
         key_env="OPENAI_API_KEY",
-        **_timeouts(settings),
+        **network_options(settings),
     )
 
 
@@ -102,14 +103,14 @@ def preset_providers(settings: Settings) -> list[BaseProvider]:
                 models=list(preset.models),
                 needs_auth=True,
                 key_env=preset.key_field.upper(),
-                **_timeouts(settings),
+                **network_options(settings),
             )
         )
-    providers.append(Anthropic(_secret(settings, "anthropic_api_key"), **_timeouts(settings)))
+    providers.append(Anthropic(_secret(settings, "anthropic_api_key"), **network_options(settings)))
     for local in LOCAL:
         configured = getattr(settings, local.url_field)
         provider = OpenAICompatible(
-            local.name, configured or local.default_url, **_timeouts(settings)
+            local.name, configured or local.default_url, **network_options(settings)
         )
         provider.working = configured is not None
         providers.append(provider)

@@ -26,9 +26,10 @@ from typing import Any
 
 from .. import errors
 from ..config import Settings, env_secret
-from .anthropic import Anthropic
+from .anthropic import ANTHROPIC_BASE_URL, Anthropic
 from .base import BaseProvider
 from .openai_compatible import OpenAICompatible
+from .presets import network_options
 
 
 class ProvidersFileError(errors.ParleyError):
@@ -60,14 +61,12 @@ def _provider(entry: dict[str, Any], settings: Settings) -> BaseProvider:
         "default_model": entry.get("default_model"),
         "models": entry.get("models"),
         "key_env": key_env or f"api_key_env for {name}",
-        "connect_timeout": settings.connect_timeout,
-        "read_timeout": settings.read_timeout,
-        "max_retries": settings.max_retries,
+        **network_options(settings),
     }
     kind = entry.get("type", "openai")
     if kind == "anthropic":
         return Anthropic(
-            key, name=name, base_url=entry.get("base_url", Anthropic().base_url), **common
+            key, name=name, base_url=entry.get("base_url", ANTHROPIC_BASE_URL), **common
         )
     if kind == "openai":
         return OpenAICompatible(
