@@ -80,11 +80,11 @@ class _Request:
         ignore_working = kwargs.pop("ignore_working", False)
         ignore_stream = kwargs.pop("ignore_stream", False)
         chosen = provider if provider is not None else owner.provider
-        registry = owner.registry or current_registry()
+        # The registry (and the providers file behind it) is read only when names need it.
         self.provider = (
-            resolve_provider(chosen, registry)
+            resolve_provider(chosen, owner.registry)
             if chosen is not None
-            else registry.for_model(self.model)
+            else (owner.registry or current_registry()).for_model(self.model)
         )
         name = provider_name(self.provider)
         # A fallback list raises its own RetryNoProviderError, naming what it holds.

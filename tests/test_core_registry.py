@@ -305,3 +305,11 @@ def test_a_missing_file_is_a_clear_error(tmp_path, monkeypatch) -> None:
     with pytest.raises(errors.ParleyError) as caught:
         get_providers()
     assert str(missing) in str(caught.value)
+
+
+async def test_a_client_given_its_provider_never_reads_the_providers_file(
+    tmp_path, monkeypatch
+) -> None:
+    write_file(tmp_path, monkeypatch, "[[provider]\nname = ")  # broken: reading it would raise
+    completion = await AsyncClient(ScriptedProvider(["fine"])).chat.completions.create("hi")
+    assert completion.choices[0].message.content == "fine"
