@@ -90,9 +90,29 @@ def _message(row: Sequence[Any]) -> StoredMessage:
         _ROLES[row[2]],
         row[3],
         _STATUSES[row[4]],
-        *row[5:18],
+        row[5],
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
+        row[17],
         () if row[18] == _NO_IDS else tuple(json.loads(row[18])),
     )
+
+
+def _inserted_id(row_id: int | None) -> int:
+    """The id of the row a cursor just inserted. `sqlite3` types `lastrowid` as optional, for a
+    cursor that has inserted nothing; every caller here has inserted one row first."""
+    if row_id is None:
+        raise StorageError("SQLite gave no id for the row just inserted.")
+    return row_id
 
 
 def _utf8(text: str) -> str:
@@ -262,19 +282,19 @@ class SQLiteStore:
             if conversation is not None:
                 return chat_row, conversation, False
             return chat_row, await self._insert_conversation(db, chat_row), False
-        inserted = await db.execute_insert(
+        cursor = await db.execute(
             f"INSERT INTO chats (platform, chat_id, thread_id, created_at) VALUES (?, ?, ?, {_NOW})",
             _key(chat),
         )
-        chat_row = inserted[0]
+        chat_row = _inserted_id(cursor.lastrowid)
         return chat_row, await self._insert_conversation(db, chat_row), True
 
     @staticmethod
     async def _insert_conversation(db: aiosqlite.Connection, chat_row: int) -> int:
-        inserted = await db.execute_insert(
+        cursor = await db.execute(
             f"INSERT INTO conversations (chat, created_at) VALUES (?, {_NOW})", (chat_row,)
         )
-        return inserted[0]
+        return _inserted_id(cursor.lastrowid)
 
     # Chats and their settings.
 
@@ -334,11 +354,11 @@ class SQLiteStore:
         # One statement into the chat's newest conversation: the hot path, one round trip.
         cursor = await self._write(_INSERT_USER_MESSAGE, values)
         if cursor.rowcount:
-            return cursor.lastrowid
+            return _inserted_id(cursor.lastrowid)
         async with self._transaction() as db:  # a chat's first message creates the chat
             await self._ensure_chat(db, chat)
             cursor = await db.execute(_INSERT_USER_MESSAGE, values)
-            return cursor.lastrowid
+            return _inserted_id(cursor.lastrowid)
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
         cursor = await self._write(
@@ -349,7 +369,7 @@ class SQLiteStore:
         )
         if not cursor.rowcount:
             raise StorageError(f"Database {self._location}: no user message {reply_to} to answer.")
-        return cursor.lastrowid
+        return _inserted_id(cursor.lastrowid)
 
     async def save_partial_reply(self, message_id: int, text: str) -> None:
         await self._write(
