@@ -12,7 +12,6 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Awaitable
 from typing import Protocol
 
 from core.client import AsyncClient, client_for
@@ -37,7 +36,7 @@ def tune_gc_for_streaming() -> None:
 
 
 class Bot(Protocol):
-    def run(self) -> Awaitable[None]: ...
+    async def run(self) -> None: ...
 
 
 def build_bots(settings: Settings, service: ConversationService) -> list[Bot]:

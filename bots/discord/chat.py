@@ -104,7 +104,7 @@ def _may_send(message: discord.Message) -> bool:
     """What the cached permissions say; a stale cache still ends in a 403, handled later."""
     if message.guild is None:
         return True
-    permissions = message.channel.permissions_for(message.guild.me)  # type: ignore[union-attr]
+    permissions = message.channel.permissions_for(message.guild.me)
     if isinstance(message.channel, discord.Thread):
         return permissions.send_messages_in_threads
     return permissions.send_messages

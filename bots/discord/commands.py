@@ -58,7 +58,7 @@ class SettingsCog(commands.Cog):
         self.settings = settings
         self.service = service
 
-    async def interaction_check(self, interaction: discord.Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
         allowed = is_allowed(
             self.settings.discord_allowed_ids,
             interaction.user,

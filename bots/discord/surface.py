@@ -50,7 +50,9 @@ class DiscordSurface:
         return sent.id
 
     async def edit(self, handle: object, text: str, *, final: bool) -> None:
-        message = self._channel.get_partial_message(cast(int, handle))  # type: ignore[union-attr]
+        # What each channel's get_partial_message does; this way it type-checks for every
+        # channel type, the group DM (which a bot never joins) included.
+        message = discord.PartialMessage(channel=self._channel, id=cast(int, handle))
         with self._gone_on_refusal():
             await message.edit(content=text, allowed_mentions=NO_PINGS)
 
