@@ -9,6 +9,7 @@ import pytest
 
 from core import AsyncClient, errors
 from core.providers import IterListProvider, OpenAICompatible, RetryProvider
+from core.providers.http import shared_client
 from core.types import FinishReason, Usage
 from tests.core_support import (
     PROMPT,
@@ -196,3 +197,23 @@ async def test_a_fallback_list_with_nothing_working_names_what_it_holds() -> Non
         await AsyncClient().chat.completions.create("hi", provider=idle)
     assert "Idle" in str(caught.value) and "Off" in str(caught.value)
     assert idle[0].calls == []
+
+
+async def test_closing_a_fallback_stream_frees_its_connection_at_once(server) -> None:
+    """The outer close reaches the HTTP response in the same await, not a loop tick later
+    through the async-generator finaliser, so a stopped reply never holds a pooled connection."""
+    server.enqueue(Script(pieces=["first", " never"], stall_after=1))
+    provider = IterListProvider([OpenAICompatible("Stalling", server.base_url, max_retries=0)])
+    stream = AsyncClient(provider, timeout=PROMPT).chat.completions.create("hi", stream=True)
+    first = await anext(stream)
+    assert first.choices[0].delta.content == "first"
+    pool = shared_client()._transport._pool  # type: ignore[attr-defined]
+    assert len(pool._requests) == 1  # the stream holds its connection while it is read
+    assert [c for c in pool.connections if not c.is_idle()]
+
+    await stream.aclose()
+
+    # Released: no request holds the pool, and the half-read connection is closed, not busy.
+    assert pool._requests == []
+    assert [c for c in pool.connections if not c.is_idle()] == []
+    await server.wait_until_no_active_streams(PROMPT)

@@ -7,6 +7,7 @@ provider's answer onto half of this one would produce a reply nobody wrote.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
@@ -70,19 +71,21 @@ class IterListProvider(BaseProvider):
                 # never come; held until this provider's first text, dropped if it is skipped.
                 held: list[StreamItem] = []
                 try:
-                    async for item in provider.create_async_generator(model, messages, **kwargs):
-                        if isinstance(item, str):
-                            if not item:
+                    items = provider.create_async_generator(model, messages, **kwargs)
+                    async with _closing(items):
+                        async for item in items:
+                            if isinstance(item, str):
+                                if not item:
+                                    continue
+                                if not started:
+                                    started = True
+                                    for early in held:
+                                        yield early
+                                    yield ProviderInfo(name)
+                            elif not started:
+                                held.append(item)
                                 continue
-                            if not started:
-                                started = True
-                                for early in held:
-                                    yield early
-                                yield ProviderInfo(name)
-                        elif not started:
-                            held.append(item)
-                            continue
-                        yield item
+                            yield item
                 except Exception as exc:
                     if started:
                         raise
@@ -94,6 +97,15 @@ class IterListProvider(BaseProvider):
                 failures[name] = EmptyResponseError(f"{name} returned an empty answer.")
                 log.info("%s attempt %d returned nothing", name, attempt + 1)
         raise _combined(failures)
+
+
+def _closing(items: AsyncIterator[StreamItem]) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Close the provider's stream as this one closes, in the same await: left to the
+    async-generator finaliser, its HTTP response (and pooled connection) would be released
+    only a loop tick later. A plain async iterator without `aclose` has nothing to release."""
+    if hasattr(items, "aclose"):
+        return contextlib.aclosing(items)  # type: ignore[type-var]
+    return contextlib.nullcontext(items)
 
 
 def _combined(failures: dict[str, BaseException]) -> BaseException:
