@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from bots.logs import configure_logging
 from core.config import Settings, get_settings
@@ -23,8 +24,21 @@ from storage import StorageError
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
+#: Longest answer or error shown in a cell of `parley providers check`.
+CHECK_CELL_CHARS = 80
+
 console = Console()
 errors_console = Console(stderr=True)
+
+
+def _outside(value: object, limit: int | None = None) -> Text:
+    """A table cell for text Parley did not write (names, URLs, answers, server errors).
+
+    A `Text` is never parsed as markup, so `[/]` in a model's answer prints as itself instead
+    of raising `MarkupError`; line breaks are collapsed so one answer stays one row.
+    """
+    line = " ".join(str(value).split())
+    return Text(line if limit is None else line[:limit])
 
 
 def _providers_table() -> Table:
@@ -38,10 +52,10 @@ def _providers_table() -> Table:
     for provider in get_providers():
         models = ", ".join(getattr(provider, "models", ()) or ()) or "(any name)"
         table.add_row(
-            provider.name,
+            _outside(provider.name),
             "[green]yes[/]" if provider.working else "[red]no[/]",
-            getattr(provider, "base_url", ""),
-            models,
+            _outside(getattr(provider, "base_url", "")),
+            _outside(models),
         )
     return table
 
@@ -55,12 +69,12 @@ async def _providers_check() -> int:
         table.add_column(column)
     for result in results:
         table.add_row(
-            result.provider,
-            result.model,
+            _outside(result.provider),
+            _outside(result.model),
             "[green]ok[/]" if result.ok else "[red]failed[/]",
             f"{result.first_token:.2f} s" if result.first_token is not None else "-",
             f"{result.total:.2f} s",
-            (result.text if result.ok else result.error or "")[:80],
+            _outside(result.text if result.ok else result.error or "", CHECK_CELL_CHARS),
         )
     console.print(table)
     if not results:

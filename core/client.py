@@ -26,6 +26,7 @@ from .types import (
     ChatCompletionChunk,
     FinishReason,
     ProviderInfo,
+    ResponseId,
     Usage,
     new_completion_id,
 )
@@ -57,8 +58,13 @@ def _normalize_messages(messages: Any) -> list[dict[str, Any]]:
 
 
 def _estimate_usage(messages: list[dict[str, Any]], completion_chars: int) -> Usage:
+    """A guess for an answer whose server reported no usage, marked as one."""
     prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
-    return Usage(-(-prompt_chars // CHARS_PER_TOKEN), -(-completion_chars // CHARS_PER_TOKEN))
+    return Usage(
+        -(-prompt_chars // CHARS_PER_TOKEN),
+        -(-completion_chars // CHARS_PER_TOKEN),
+        estimated=True,
+    )
 
 
 class _Request:
@@ -130,7 +136,12 @@ async def _one_chunk(request: _Request) -> AsyncIterator[ChatCompletionChunk]:
 
 
 async def _stream_chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk]:
-    """The chunk sequence: one per text piece, then a final chunk with finish_reason and usage."""
+    """The chunk sequence: one per text piece, then a final chunk with finish_reason and usage.
+
+    The id is the server's when its provider says it before the first text; the usage is the
+    server's when it arrived before the answer ended (also when a stop string cut the text:
+    the server billed what it generated), else an estimate marked `estimated`.
+    """
     completion_id, created = new_completion_id()
     model = request.model
     provider = provider_name(request.provider)
@@ -152,6 +163,10 @@ async def _stream_chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk
                     continue
                 if isinstance(item, FinishReason):
                     finish = item.reason
+                    continue
+                if isinstance(item, ResponseId):
+                    if not produced:  # every chunk of one answer carries the same id
+                        completion_id = item.id
                     continue
                 if not isinstance(item, str):
                     continue

@@ -42,18 +42,40 @@ def _dump(value: Any) -> Any:
 
 
 class Usage(_Dumpable):
-    """Token counts. A provider may yield one in its stream; the client attaches it."""
+    """Token counts. A provider may yield one in its stream; the client attaches it.
 
-    __slots__ = ("completion_tokens", "prompt_tokens", "total_tokens")
+    `estimated` is true when the client counted them itself (about four characters a token)
+    because no server figure arrived, so a caller never mistakes a guess for a bill.
+    `model_dump()` carries the flag only when it is true: a server's usage dumps in exactly
+    OpenAI's shape.
+    """
+
+    __slots__ = ("completion_tokens", "estimated", "prompt_tokens", "total_tokens")
 
     def __init__(
-        self, prompt_tokens: int = 0, completion_tokens: int = 0, total_tokens: int | None = None
+        self,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        total_tokens: int | None = None,
+        *,
+        estimated: bool = False,
     ):
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.total_tokens = (
             prompt_tokens + completion_tokens if total_tokens is None else total_tokens
         )
+        self.estimated = estimated
+
+    def model_dump(self) -> dict[str, Any]:
+        dumped: dict[str, Any] = {
+            "completion_tokens": self.completion_tokens,
+            "prompt_tokens": self.prompt_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.estimated:
+            dumped["estimated"] = True
+        return dumped
 
 
 class FinishReason:
@@ -66,6 +88,22 @@ class FinishReason:
 
     def __repr__(self) -> str:
         return f"FinishReason({self.reason!r})"
+
+
+class ResponseId:
+    """Yielded by a provider before its first text: the id the server gave this answer.
+
+    The client uses it as the completion's `id`, as the openai SDK shows the server's own;
+    an answer whose server sent none gets a generated `chatcmpl-…` id.
+    """
+
+    __slots__ = ("id",)
+
+    def __init__(self, id: str) -> None:
+        self.id = id
+
+    def __repr__(self) -> str:
+        return f"ResponseId({self.id!r})"
 
 
 class ProviderInfo:

@@ -9,6 +9,8 @@ import pytest
 
 from core import AsyncClient, errors
 from core.providers import IterListProvider, OpenAICompatible, RetryProvider
+from core.providers.fallback import EmptyResponseError
+from core.providers.http import shared_client
 from core.types import FinishReason, Usage
 from tests.core_support import (
     PROMPT,
@@ -116,8 +118,30 @@ async def test_several_failures_raise_retry_provider_error_naming_each() -> None
         "empty",
     ):
         assert expected in message
-    assert set(caught.value.errors) == {"Alpha", "Beta", "Gamma"}
+    assert set(caught.value.errors) == {"Alpha", "Beta"}  # an empty answer is not an error
     assert isinstance(caught.value.errors["Beta"], errors.TimeoutError)
+
+
+@pytest.mark.parametrize("failing_at", [0, 1, 2])
+async def test_one_error_among_empty_answers_is_re_raised_as_it_was(failing_at) -> None:
+    """g4f's rule: the others returning nothing does not turn the one error into a list."""
+    error = errors.RateLimitError("slow down", retry_after=3.0)
+    providers = [ScriptedProvider([], name=f"Empty{i}") for i in range(2)]
+    providers.insert(failing_at, ScriptedProvider([error], name="Limited"))
+    with pytest.raises(errors.RateLimitError) as caught:
+        await stream(IterListProvider(providers))
+    assert caught.value is error
+    assert all(len(p.calls) == 1 for p in providers)
+
+
+async def test_only_empty_answers_raise_a_clear_empty_response_error() -> None:
+    providers = [ScriptedProvider([], name="Quiet"), ScriptedProvider([None, ""], name="Blank")]
+    with pytest.raises(EmptyResponseError) as caught:
+        await AsyncClient(IterListProvider(providers)).chat.completions.create("hi")
+    assert str(caught.value) == "Every provider returned an empty answer: Quiet, Blank."
+    assert "empty answer" in errors.describe(caught.value)
+    with pytest.raises(EmptyResponseError, match=r"^Quiet returned an empty answer\.$"):
+        await stream(RetryProvider([providers[0]], max_retries=2))
 
 
 async def test_non_working_providers_are_not_tried() -> None:
@@ -175,6 +199,18 @@ async def test_http_fallback_skips_unreachable_and_failing_servers(server) -> No
     assert len(server.requests) == 2
 
 
+async def test_http_fallback_re_raises_the_one_server_error_among_empty_answers(server) -> None:
+    failing = OpenAICompatible("Failing", server.base_url, max_retries=0)
+    silent = OpenAICompatible("Silent", server.base_url, max_retries=0)
+    server.enqueue(Script(pieces=[]), Script(status=503, error_message="overloaded"))
+    client = AsyncClient([silent, failing], timeout=PROMPT)
+    with pytest.raises(errors.ResponseStatusError) as caught:
+        await collect(client.chat.completions.create("hi", stream=True))
+    assert type(caught.value) is errors.ResponseStatusError and caught.value.status_code == 503
+    assert "overloaded" in str(caught.value)
+    assert len(server.requests) == 2
+
+
 async def test_http_fallback_raises_a_cut_stream_without_trying_the_next(server) -> None:
     first = OpenAICompatible("First", server.base_url, max_retries=0)
     second = OpenAICompatible("Second", server.base_url, max_retries=0)
@@ -196,3 +232,23 @@ async def test_a_fallback_list_with_nothing_working_names_what_it_holds() -> Non
         await AsyncClient().chat.completions.create("hi", provider=idle)
     assert "Idle" in str(caught.value) and "Off" in str(caught.value)
     assert idle[0].calls == []
+
+
+async def test_closing_a_fallback_stream_frees_its_connection_at_once(server) -> None:
+    """The outer close reaches the HTTP response in the same await, not a loop tick later
+    through the async-generator finaliser, so a stopped reply never holds a pooled connection."""
+    server.enqueue(Script(pieces=["first", " never"], stall_after=1))
+    provider = IterListProvider([OpenAICompatible("Stalling", server.base_url, max_retries=0)])
+    stream = AsyncClient(provider, timeout=PROMPT).chat.completions.create("hi", stream=True)
+    first = await anext(stream)
+    assert first.choices[0].delta.content == "first"
+    pool = shared_client()._transport._pool  # type: ignore[attr-defined]
+    assert len(pool._requests) == 1  # the stream holds its connection while it is read
+    assert [c for c in pool.connections if not c.is_idle()]
+
+    await stream.aclose()
+
+    # Released: no request holds the pool, and the half-read connection is closed, not busy.
+    assert pool._requests == []
+    assert [c for c in pool.connections if not c.is_idle()] == []
+    await server.wait_until_no_active_streams(PROMPT)

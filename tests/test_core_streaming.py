@@ -83,6 +83,7 @@ async def test_usage_is_estimated_when_the_provider_reports_none() -> None:
     usage = chunks[-1].usage
     assert usage.completion_tokens > 0 and usage.prompt_tokens > 0
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert usage.estimated and usage.model_dump()["estimated"] is True
 
 
 # -- closing -----------------------------------------------------------------------------------

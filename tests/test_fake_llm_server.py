@@ -309,6 +309,14 @@ async def test_raw_sse_segments_are_sent_verbatim(server, http) -> None:
     assert (await http.post(url, json=chat())).content == b"data: [DONE]\n\n"
 
 
+async def test_a_raw_body_takes_the_content_type_its_headers_give(server, http) -> None:
+    body = b'{"id":"chatcmpl-x","choices":[]}'
+    server.enqueue(Script(raw_sse=body, headers={"Content-Type": "application/json"}))
+    response = await http.post(f"{server.base_url}/chat/completions", json=chat())
+    assert response.headers["content-type"] == "application/json"
+    assert response.content == body
+
+
 # -- Anthropic -------------------------------------------------------------------------------
 
 

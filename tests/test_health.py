@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from pathlib import Path
 
 from core.health import check_providers
 from core.providers import OpenAICompatible
@@ -34,9 +35,9 @@ async def test_check_reports_a_stall_as_a_failure_not_a_hang(server):
     assert not result.ok and result.first_token is not None
 
 
-async def run_cli(*args: str, base_url: str) -> tuple[int, str]:
+async def run_cli(*args: str, base_url: str, **extra_env: str) -> tuple[int, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DEFAULT_MODEL"))}
-    env.update(OPENAI_BASE_URL=base_url, COLUMNS="200")
+    env.update(OPENAI_BASE_URL=base_url, COLUMNS="200", **extra_env)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -69,3 +70,45 @@ async def test_parley_providers_check_fails_when_none_answers():
     code, out = await run_cli("providers", "check", base_url="http://127.0.0.1:9/v1")
     assert code == 1
     assert "failed" in out and "cannot reach" in out
+
+
+def markup_providers_file(tmp_path: Path, base_url: str) -> Path:
+    """A provider whose name, address and models all look like rich markup."""
+    path = tmp_path / "providers.toml"
+    path.write_text(
+        "[[provider]]\n"
+        'name = "[bold]Mine[/]"\n'
+        'type = "openai"\n'
+        f'base_url = "{base_url}?x=[/]"\n'
+        'models = ["m[/]*"]\n'
+        'default_model = "m[/]x"\n'
+    )
+    return path
+
+
+async def test_parley_providers_prints_markup_in_names_as_text(server, tmp_path):
+    providers_file = markup_providers_file(tmp_path, server.base_url)
+    code, out = await run_cli(
+        "providers", base_url=server.base_url, PROVIDERS_FILE=str(providers_file)
+    )
+    assert code == 0, out
+    assert "[bold]Mine[/]" in out and "?x=[/]" in out and "m[/]*" in out
+
+
+async def test_parley_providers_check_prints_answers_and_errors_with_markup_as_text(
+    server, tmp_path
+):
+    """An answer is the model's text and an error the server's: `[/]` in them is not rich
+    markup, and a line break in an answer must not break the table's row. The file's
+    provider has `?x=[/]` in its address, so it fails with an error that quotes its name."""
+    server.enqueue(Script(pieces=["a [/] b", "\n\n", "c [red]d"]))
+    providers_file = markup_providers_file(tmp_path, server.base_url)
+    code, out = await run_cli(
+        "providers", "check", base_url=server.base_url, PROVIDERS_FILE=str(providers_file)
+    )
+    assert code == 0, out
+    assert "MarkupError" not in out and "Traceback" not in out
+    (answered,) = [line for line in out.splitlines() if "OpenAI" in line]
+    assert "ok" in answered and "a [/] b c [red]d" in answered
+    (failed,) = [line for line in out.splitlines() if "Mine" in line]
+    assert failed.count("[bold]Mine[/]") == 2 and "m[/]x" in failed and "404" in failed

@@ -12,6 +12,7 @@ from .base import Messages, StreamItem
 from .http import Redactor
 from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
 from .sse import iter_sse
+from .wire import response_id, server_error
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -88,7 +89,9 @@ class Anthropic(HTTPProvider):
             raise errors.ResponseStatusError(
                 f"{self.name}: the answer was not a message: {body[:200]!r}"
             ) from None
-        items: list[StreamItem] = [text, tokens]
+        # Id and usage before the text, as `OpenAICompatible._read_json` explains.
+        ident = response_id(payload)
+        items: list[StreamItem] = [tokens, text] if ident is None else [ident, tokens, text]
         if reason != "stop":
             items.append(FinishReason(reason))  # type: ignore[arg-type]
         return items
@@ -111,24 +114,27 @@ class Anthropic(HTTPProvider):
                         raise errors.ResponseStatusError(
                             f"{self.name}: the stream sent invalid JSON: {event.data[:120]!r}"
                         ) from None
-                    text = error = None
+                    text = ident = None
                     try:
                         kind = payload.get("type", event.event)
                         if kind == "content_block_delta":
                             text = payload.get("delta", {}).get("text")
                         elif kind == "message_start":
-                            input_tokens = int(
-                                payload["message"].get("usage", {}).get("input_tokens") or 0
-                            )
+                            message = payload["message"]
+                            input_tokens = int(message.get("usage", {}).get("input_tokens") or 0)
+                            ident = response_id(message)
                         elif kind == "message_delta":
-                            output_tokens = int(payload.get("usage", {}).get("output_tokens") or 0)
+                            usage = payload.get("usage", {})
+                            output_tokens = int(usage.get("output_tokens") or 0)
+                            # message_delta's usage is cumulative; a proxy (LiteLLM) sends the
+                            # prompt's count only here, after 0 in message_start.
+                            input_tokens = int(usage.get("input_tokens") or input_tokens)
                             stop_reason = payload.get("delta", {}).get("stop_reason")
                             reason = _STOP_REASONS.get(stop_reason or "end_turn", "stop")
-                        elif kind == "error":
-                            error = payload.get("error", {})
-                            error = (
-                                error.get("message", error) if isinstance(error, dict) else error
-                            )
+                        elif kind == "error" or (not kind and "error" in payload):
+                            # Anthropic names the event; LiteLLM's proxy may send a bare
+                            # `data: {"error": ...}` line with no `event: error` before it.
+                            raise server_error(self.name, payload.get("error"), redact)
                     except SHAPE_ERRORS:
                         raise errors.ResponseStatusError(
                             f"{self.name}: the stream sent a malformed event: {event.data[:120]!r}"
@@ -138,10 +144,8 @@ class Anthropic(HTTPProvider):
                     elif kind == "message_stop":
                         finished = True
                         break
-                    elif kind == "error":
-                        raise errors.ResponseStatusError(
-                            redact(f"{self.name}: error inside the stream: {error}")
-                        )
+                    elif ident is not None:
+                        yield ident
                 if finished:
                     break
             if not finished:

@@ -3,10 +3,16 @@
 The rule that makes fallback safe in a chat: a provider may be skipped only before its first
 piece of text. Once text has reached the user, a failure is raised as it is; splicing another
 provider's answer onto half of this one would produce a reply nobody wrote.
+
+When none answers, g4f's rule decides what is raised: an empty answer is not an error, so one
+provider's error is re-raised as it was even when the others returned nothing; only several
+real errors are combined into a `RetryProviderError`; nothing but empty answers raises
+`EmptyResponseError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Sequence
@@ -20,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 class EmptyResponseError(errors.ResponseStatusError):
-    """A provider finished without producing any text."""
+    """Every provider tried finished without producing any text, and none raised."""
+
+    user_hint = "The model returned an empty answer. Please try again."
 
 
 class IterListProvider(BaseProvider):
@@ -55,6 +63,7 @@ class IterListProvider(BaseProvider):
     ) -> AsyncIterator[StreamItem]:
         """Yield the output of the first provider that starts, announced by a `ProviderInfo`."""
         failures: dict[str, BaseException] = {}
+        empty: dict[str, None] = {}  # names, in order, of providers that returned nothing
         candidates = self._candidates(kwargs.get("ignore_working", False))
         if not candidates:
             raise errors.RetryNoProviderError(
@@ -70,19 +79,21 @@ class IterListProvider(BaseProvider):
                 # never come; held until this provider's first text, dropped if it is skipped.
                 held: list[StreamItem] = []
                 try:
-                    async for item in provider.create_async_generator(model, messages, **kwargs):
-                        if isinstance(item, str):
-                            if not item:
+                    items = provider.create_async_generator(model, messages, **kwargs)
+                    async with _closing(items):
+                        async for item in items:
+                            if isinstance(item, str):
+                                if not item:
+                                    continue
+                                if not started:
+                                    started = True
+                                    for early in held:
+                                        yield early
+                                    yield ProviderInfo(name)
+                            elif not started:
+                                held.append(item)
                                 continue
-                            if not started:
-                                started = True
-                                for early in held:
-                                    yield early
-                                yield ProviderInfo(name)
-                        elif not started:
-                            held.append(item)
-                            continue
-                        yield item
+                            yield item
                 except Exception as exc:
                     if started:
                         raise
@@ -91,16 +102,31 @@ class IterListProvider(BaseProvider):
                     continue
                 if started:
                     return
-                failures[name] = EmptyResponseError(f"{name} returned an empty answer.")
+                empty[name] = None
                 log.info("%s attempt %d returned nothing", name, attempt + 1)
-        raise _combined(failures)
+        raise _combined(failures, list(empty))
 
 
-def _combined(failures: dict[str, BaseException]) -> BaseException:
+def _closing(items: AsyncIterator[StreamItem]) -> contextlib.AbstractAsyncContextManager[Any]:
+    """Close the provider's stream as this one closes, in the same await: left to the
+    async-generator finaliser, its HTTP response (and pooled connection) would be released
+    only a loop tick later. A plain async iterator without `aclose` has nothing to release."""
+    if hasattr(items, "aclose"):
+        return contextlib.aclosing(items)  # type: ignore[type-var]
+    return contextlib.nullcontext(items)
+
+
+def _combined(failures: dict[str, BaseException], empty: list[str]) -> BaseException:
+    """What to raise when no provider answered (g4f's rule, see the module docstring)."""
     if len(failures) == 1:
         return next(iter(failures.values()))
-    listing = "; ".join(f"{name}: {type(e).__name__}: {e}" for name, e in failures.items())
-    return errors.RetryProviderError(f"Every provider failed. {listing}", failures)
+    if not failures:
+        if len(empty) == 1:
+            return EmptyResponseError(f"{empty[0]} returned an empty answer.")
+        return EmptyResponseError(f"Every provider returned an empty answer: {', '.join(empty)}.")
+    listing = [f"{name}: {type(e).__name__}: {e}" for name, e in failures.items()]
+    listing += [f"{name}: returned an empty answer" for name in empty if name not in failures]
+    return errors.RetryProviderError(f"Every provider failed. {'; '.join(listing)}", failures)
 
 
 class RetryProvider(IterListProvider):

@@ -13,6 +13,7 @@ from .base import Messages, StreamItem
 from .http import Redactor
 from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
 from .sse import iter_sse
+from .wire import response_id, server_error
 
 #: OpenAI accepts at most four stop strings; more are applied by the client alone.
 MAX_SERVER_STOP_STRINGS = 4
@@ -92,9 +93,15 @@ class OpenAICompatible(HTTPProvider):
             raise errors.ResponseStatusError(
                 f"{self.name}: the answer was not a chat completion: {body[:200]!r}"
             ) from None
-        items: list[StreamItem] = [content]
+        # What the body says about the answer comes before its text: a stop string that cuts
+        # the text ends the client's reading there, and the server's usage must be in by then.
+        items: list[StreamItem] = []
+        ident = response_id(payload)
+        if ident is not None:
+            items.append(ident)
         if usage is not None:
             items.append(usage)
+        items.append(content)
         if choice.get("finish_reason") not in (None, "stop"):
             items.append(FinishReason(choice["finish_reason"]))
         return items
@@ -105,12 +112,7 @@ class OpenAICompatible(HTTPProvider):
         if not isinstance(payload, dict):
             return None, None, None
         if "error" in payload:
-            message = payload["error"]
-            if isinstance(message, dict):
-                message = message.get("message", message)
-            raise errors.ResponseStatusError(
-                redact(f"{self.name}: error inside the stream: {message}")
-            )
+            raise server_error(self.name, payload["error"], redact)
         try:
             return _chunk_fields(payload)
         except SHAPE_ERRORS:
@@ -127,6 +129,7 @@ class OpenAICompatible(HTTPProvider):
                 return
             finish_reason: str | None = None
             done = False
+            first = True
             async for events in iter_sse(response.aiter_bytes()):
                 for event in events:
                     data = event.data
@@ -139,10 +142,18 @@ class OpenAICompatible(HTTPProvider):
                         raise errors.ResponseStatusError(
                             f"{self.name}: the stream sent invalid JSON: {data[:120]!r}"
                         ) from None
-                    try:  # the shape of nearly every chunk, read without a helper call
+                    if first:
+                        first = False
+                        ident = response_id(payload)
+                        if ident is not None:
+                            yield ident
+                    # The shape of nearly every chunk, read without a helper call. OpenAI
+                    # sends `"finish_reason": null` on content chunks, LiteLLM leaves the
+                    # key out: `.get` takes both down this path.
+                    try:
                         choice = payload["choices"][0]
                         content = choice["delta"]["content"]
-                        finish = choice["finish_reason"]
+                        finish = choice.get("finish_reason")
                         usage = payload.get("usage")
                     except (LookupError, TypeError, AttributeError):
                         content, finish, usage = self._irregular_chunk(payload, data, redact)

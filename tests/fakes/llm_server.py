@@ -79,7 +79,8 @@ class Script:
     malformed_after: int | None = None
     stall_after: int | None = None
     #: The exact body. A list is written segment by segment (`delay` apart when > 0), so one SSE
-    #: event can arrive split across TCP reads.
+    #: event can arrive split across TCP reads. It is sent as `text/event-stream` unless
+    #: `headers` gives another `Content-Type`: a real server's exact JSON answer, for one.
     raw_sse: bytes | list[bytes] | None = None
 
 
