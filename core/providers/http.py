@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from .. import errors
+from ..redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +59,6 @@ async def close_shared_client() -> None:
     client = _pools.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()
-
-
-class Redactor:
-    """Removes a secret from any text that might reach a log or a user."""
-
-    def __init__(self, secret: str | None) -> None:
-        self._secret = secret if secret and len(secret) >= 4 else None
-
-    def __call__(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
 
 
 def _retry_after(response: httpx.Response) -> float | None:

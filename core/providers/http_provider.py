@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import httpx
 
 from .. import errors
+from ..redact import Redactor
 from .base import BaseProvider, Messages, StreamItem
-from .http import POOL_TIMEOUT, Redactor, open_stream
+from .http import POOL_TIMEOUT, open_stream
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
