@@ -15,8 +15,8 @@ import signal
 from collections.abc import Awaitable
 from typing import Protocol
 
+from bots.config import Settings
 from core.client import AsyncClient, client_for
-from core.config import Settings
 from core.conversation import ConversationService
 from core.errors import ConfigurationError
 from core.providers.http import close_shared_client

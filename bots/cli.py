@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bots.config import Settings
 from bots.logs import configure_logging
-from core.config import Settings, get_settings
 from core.errors import ParleyError
 from storage import StorageError
 
@@ -119,7 +119,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = get_settings()
+        settings = Settings()
     except ValueError as exc:
         errors_console.print(f"[red]Invalid configuration:[/] {escape(str(exc))}")
         return EXIT_USAGE

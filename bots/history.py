@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import Settings
+from bots.config import Settings
 from storage import (
     ChatRecord,
     ConversationRecord,

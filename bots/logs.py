@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.logging import RichHandler
 
-from core.config import Settings
+from bots.config import Settings
 from core.redact import Redactor
 
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 from . import errors
-from .config import Settings
+from .config import CoreSettings
 from .models import Model, model_name
 from .providers.base import provider_name
 from .providers.fallback import IterListProvider
@@ -240,7 +240,7 @@ class _ClientBase:
     """g4f's constructor arguments, plus `registry`: the providers to route names through.
 
     Without a registry the client follows the process settings (`get_settings()`), as g4f
-    code expects; an app that holds its own `Settings` passes
+    code expects; an app that holds its own `CoreSettings` passes
     `ProviderRegistry.from_settings(settings)` so routing follows that object instead.
     """
 
@@ -375,6 +375,6 @@ class Client(_ClientBase):
         return _Chat(self)
 
 
-def client_for(settings: Settings) -> AsyncClient:
+def client_for(settings: CoreSettings) -> AsyncClient:
     """An `AsyncClient` that routes models by `settings` (the app's), not the process default."""
     return AsyncClient(registry=ProviderRegistry.from_settings(settings))

@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
+from bots.config import Settings
 from bots.discord import DiscordBot, DiscordStartupError
 from bots.discord.chat import EMPTY_MENTION, UNREADABLE
 from bots.discord.commands import ADMINS_ONLY, MODEL_USAGE
 from bots.splitting import join_parts
 from bots.streaming import WARNING_PREFIX
 from core.client import AsyncClient
-from core.config import Settings
 from core.conversation import ChatRef, ConversationService
 from core.errors import MissingAuthError
 from storage import MessageStatus, Role, open_store

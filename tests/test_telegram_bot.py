@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from bots.config import Settings
 from bots.splitting import join_parts, utf16_length
 from bots.telegram import EditIntervals, TelegramBot, TelegramStartupError
 from bots.telegram.handlers import chat as chat_texts
@@ -25,7 +26,6 @@ from bots.telegram.handlers import commands as command_texts
 from bots.telegram.handlers.other import TEXT_ONLY
 from bots.telegram.middlewares import REFUSAL
 from core import AsyncClient, errors
-from core.config import Settings
 from core.conversation import ConversationService
 from storage.factory import open_store
 from tests.fakes.llm_server import FakeLLMServer, Script

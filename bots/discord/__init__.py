@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import discord
 
+from bots.config import Settings
 from bots.discord.client import ParleyDiscordClient
 from bots.discord.endpoints import use_endpoints
-from core.config import Settings
 from core.conversation import ConversationService
 from core.errors import ParleyError
 

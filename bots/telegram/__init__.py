@@ -30,12 +30,12 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 
+from bots.config import Settings
 from bots.telegram.filters import FromPerson
 from bots.telegram.handlers import commands, routers
 from bots.telegram.middlewares import AccessMiddleware, HandlerTasks
 from bots.telegram.requests import RetryRequests
 from bots.telegram.surface import EditIntervals
-from core.config import Settings
 from core.conversation import ConversationService
 from core.errors import ConfigurationError
 

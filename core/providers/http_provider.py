@@ -14,13 +14,11 @@ from typing import Any, ClassVar
 import httpx
 
 from .. import errors
+from ..config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_READ_TIMEOUT
 from ..redact import Redactor
 from .base import BaseProvider, Messages, StreamItem
 from .http import POOL_TIMEOUT, open_stream
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 60.0
-DEFAULT_MAX_RETRIES = 2
 #: What reading a well-formed JSON value of the wrong shape raises.
 SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..config import Settings, env_secret
+from ..config import CoreSettings, env_secret
 from .anthropic import ANTHROPIC_BASE_URL, Anthropic
 from .base import BaseProvider
 from .openai_compatible import OpenAICompatible
@@ -51,7 +51,7 @@ def _names(value: Any, where: str) -> list[str]:
     raise ValueError(f"{where} must be a provider name or a list of names")
 
 
-def _provider(entry: dict[str, Any], settings: Settings) -> BaseProvider:
+def _provider(entry: dict[str, Any], settings: CoreSettings) -> BaseProvider:
     if "api_key" in entry:
         raise ValueError("keys do not belong in the file: use api_key_env = 'VARIABLE_NAME'")
     name = entry["name"]
@@ -80,7 +80,7 @@ def _provider(entry: dict[str, Any], settings: Settings) -> BaseProvider:
     raise ValueError(f"provider {name!r}: type must be 'openai' or 'anthropic', not {kind!r}")
 
 
-def load_providers_file(path: Path, settings: Settings) -> ProvidersFile:
+def load_providers_file(path: Path, settings: CoreSettings) -> ProvidersFile:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:

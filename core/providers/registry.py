@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from .. import errors
-from ..config import Settings, get_settings
+from ..config import CoreSettings, get_settings
 from .base import BaseProvider, provider_name
 from .fallback import IterListProvider
 from .presets import default_provider, preset_providers
@@ -36,7 +36,7 @@ class ProviderRegistry:
         self.fallback = [self.get(name) for name in fallback or []]
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ProviderRegistry:
+    def from_settings(cls, settings: CoreSettings) -> ProviderRegistry:
         extra = (
             load_providers_file(settings.providers_file, settings)
             if settings.providers_file
@@ -98,7 +98,7 @@ class ProviderRegistry:
         return self.default
 
 
-_current: tuple[Settings, ProviderRegistry] | None = None
+_current: tuple[CoreSettings, ProviderRegistry] | None = None
 
 
 def current_registry() -> ProviderRegistry:
