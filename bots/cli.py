@@ -18,6 +18,7 @@ from rich.table import Table
 from bots.config import Settings
 from bots.logs import configure_logging
 from core.errors import ParleyError
+from core.providers import ProviderRegistry
 from storage import StorageError
 
 EXIT_FAILURE = 1
@@ -27,15 +28,13 @@ console = Console()
 errors_console = Console(stderr=True)
 
 
-def _providers_table() -> Table:
-    from core.providers import get_providers
-
+def _providers_table(registry: ProviderRegistry) -> Table:
     table = Table(title="Providers")
     table.add_column("name")
     table.add_column("working")
     table.add_column("address")
     table.add_column("models")
-    for provider in get_providers():
+    for provider in registry:
         models = ", ".join(getattr(provider, "models", ()) or ()) or "(any name)"
         table.add_row(
             provider.name,
@@ -46,10 +45,10 @@ def _providers_table() -> Table:
     return table
 
 
-async def _providers_check() -> int:
+async def _providers_check(registry: ProviderRegistry) -> int:
     from core.health import check_providers
 
-    results = await check_providers()
+    results = await check_providers(registry=registry)
     table = Table(title="Provider check")
     for column in ("provider", "model", "status", "first token", "total", "answer / error"):
         table.add_column(column)
@@ -89,9 +88,10 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "providers":
+        registry = ProviderRegistry.from_settings(settings)
         if args.action == "check":
-            return await _providers_check()
-        console.print(_providers_table())
+            return await _providers_check(registry)
+        console.print(_providers_table(registry))
         return 0
     if args.command == "run":
         from bots.app import run_bots

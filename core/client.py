@@ -76,15 +76,17 @@ class _Request:
         kwargs: dict[str, Any],
     ) -> None:
         self.messages = _normalize_messages(messages)
-        self.model = model_name(model)
+        registry = owner.registry
+        # The default model comes from the settings routing follows: the registry's own.
+        self.model = model_name(model, registry.settings if registry is not None else None)
         ignore_working = kwargs.pop("ignore_working", False)
         ignore_stream = kwargs.pop("ignore_stream", False)
         chosen = provider if provider is not None else owner.provider
         # The registry (and the providers file behind it) is read only when names need it.
         self.provider = (
-            resolve_provider(chosen, owner.registry)
+            resolve_provider(chosen, registry)
             if chosen is not None
-            else (owner.registry or current_registry()).for_model(self.model)
+            else (registry or current_registry()).for_model(self.model)
         )
         name = provider_name(self.provider)
         # A fallback list raises its own RetryNoProviderError, naming what it holds.
@@ -239,9 +241,9 @@ class AsyncStream:
 class _ClientBase:
     """g4f's constructor arguments, plus `registry`: the providers to route names through.
 
-    Without a registry the client follows the process settings (`get_settings()`), as g4f
-    code expects; an app that holds its own `CoreSettings` passes
-    `ProviderRegistry.from_settings(settings)` so routing follows that object instead.
+    Without a registry the client follows the process-wide settings (`get_settings()`), as
+    g4f code expects; an app that holds its own settings uses `client_for(settings)`, whose
+    registry carries them, so routing and the default model follow that object instead.
     """
 
     def __init__(
