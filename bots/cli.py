@@ -16,10 +16,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from bots.config import Settings
+from bots.errors import REPORTED
 from bots.logs import configure_logging
-from core.errors import ParleyError
 from core.providers import ProviderRegistry
-from storage import StorageError
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -126,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings, errors_console)
     try:
         return asyncio.run(_dispatch(args, settings))
-    except (ParleyError, StorageError, LookupError) as exc:
+    except REPORTED as exc:
         errors_console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
         return EXIT_FAILURE
     except KeyboardInterrupt:

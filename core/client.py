@@ -34,22 +34,18 @@ from .types import (
 CHARS_PER_TOKEN = 4
 
 
-class InvalidRequestError(errors.ParleyError, ValueError):
-    user_hint = "The request was not valid."
-
-
 def _normalize_messages(messages: Any) -> list[dict[str, Any]]:
     """A fresh list of fresh dicts: the caller's list is never modified."""
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
     if not messages:
-        raise InvalidRequestError(
+        raise errors.InvalidRequestError(
             "messages is empty: pass at least one {'role', 'content'} message."
         )
     normalized = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise InvalidRequestError(
+            raise errors.InvalidRequestError(
                 f"messages[{index}] must be a dict with 'role' and 'content', got {message!r:.80}"
             )
         normalized.append(dict(message))

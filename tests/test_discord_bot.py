@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from bots.config import Settings
-from bots.discord import DiscordBot, DiscordStartupError
+from bots.discord import DiscordBot
 from bots.discord.chat import EMPTY_MENTION, UNREADABLE
 from bots.discord.commands import ADMINS_ONLY, MODEL_USAGE
+from bots.errors import BotStartupError
 from bots.splitting import join_parts
 from bots.streaming import WARNING_PREFIX
 from core.client import AsyncClient
@@ -433,7 +434,7 @@ async def _start_up_failure(fake: FakeDiscord, token: str) -> str:
         discord_gateway_url=fake.gateway_url,
     )
     service = ConversationService(None, None, settings)  # type: ignore[arg-type]  # never reached
-    with pytest.raises(DiscordStartupError) as failure:
+    with pytest.raises(BotStartupError) as failure:
         await asyncio.wait_for(DiscordBot(settings, service).run(), WAIT)
     return str(failure.value)
 

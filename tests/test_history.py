@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from bots.config import Settings
-from bots.history import HistoryNotFoundError, export_history
+from bots.errors import HistoryNotFoundError
+from bots.history import export_history
 from core import AsyncClient
 from core.conversation import ChatRef, ConversationService
 from core.errors import RateLimitError

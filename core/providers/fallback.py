@@ -19,10 +19,6 @@ from .base import BaseProvider, Messages, StreamItem, provider_name
 log = logging.getLogger(__name__)
 
 
-class EmptyResponseError(errors.ResponseStatusError):
-    """A provider finished without producing any text."""
-
-
 class IterListProvider(BaseProvider):
     """Try providers in order (optionally shuffled) until one produces text."""
 
@@ -91,7 +87,7 @@ class IterListProvider(BaseProvider):
                     continue
                 if started:
                     return
-                failures[name] = EmptyResponseError(f"{name} returned an empty answer.")
+                failures[name] = errors.EmptyResponseError(f"{name} returned an empty answer.")
                 log.info("%s attempt %d returned nothing", name, attempt + 1)
         raise _combined(failures)
 

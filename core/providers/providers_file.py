@@ -32,10 +32,6 @@ from .openai_compatible import OpenAICompatible
 from .presets import network_options
 
 
-class ProvidersFileError(errors.ParleyError):
-    """The providers file cannot be used; the message names the file and the fix."""
-
-
 @dataclass
 class ProvidersFile:
     providers: list[BaseProvider] = field(default_factory=list)
@@ -84,11 +80,13 @@ def load_providers_file(path: Path, settings: CoreSettings) -> ProvidersFile:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ProvidersFileError(
+        raise errors.ProvidersFileError(
             f"Cannot read the providers file {path}: {exc.strerror}."
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ProvidersFileError(f"The providers file {path} is not valid TOML: {exc}.") from None
+        raise errors.ProvidersFileError(
+            f"The providers file {path} is not valid TOML: {exc}."
+        ) from None
     try:
         return ProvidersFile(
             providers=[_provider(entry, settings) for entry in data.get("provider", [])],
@@ -100,4 +98,6 @@ def load_providers_file(path: Path, settings: CoreSettings) -> ProvidersFile:
         )
     except (KeyError, ValueError, TypeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise ProvidersFileError(f"The providers file {path} is invalid: {detail}.") from None
+        raise errors.ProvidersFileError(
+            f"The providers file {path} is invalid: {detail}."
+        ) from None
