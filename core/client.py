@@ -13,6 +13,8 @@ import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
+import httpx
+
 from . import errors
 from .config import CoreSettings
 from .models import Model, model_name
@@ -102,6 +104,8 @@ class _Request:
             kwargs["api_key"] = owner.api_key
         if owner.timeout and kwargs.get("timeout") is None:
             kwargs["timeout"] = owner.timeout
+        if owner.http_client is not None and kwargs.get("http_client") is None:
+            kwargs["http_client"] = owner.http_client
         self.kwargs = {k: v for k, v in kwargs.items() if v is not None}
         streams = getattr(self.provider, "supports_stream", False)
         self.kwargs["stream"] = stream and streams
@@ -235,11 +239,18 @@ class AsyncStream:
 
 
 class _ClientBase:
-    """g4f's constructor arguments, plus `registry`: the providers to route names through.
+    """g4f's constructor arguments, plus `registry` and `http_client`.
 
-    Without a registry the client follows the process-wide settings (`get_settings()`), as
-    g4f code expects; an app that holds its own settings uses `client_for(settings)`, whose
-    registry carries them, so routing and the default model follow that object instead.
+    `registry`: the providers to route names through. Without one the client follows the
+    process-wide settings (`get_settings()`), as g4f code expects; an app that holds its own
+    settings uses `client_for(settings)`, whose registry carries them, so routing and the
+    default model follow that object instead.
+
+    `http_client`: an `httpx.AsyncClient` every request is sent through (as openai-python's
+    `http_client=`): for a custom transport, certificates, or `httpx.MockTransport` in tests.
+    It is handed to the provider with each call, like `api_key` and `timeout`; Parley never
+    closes it. The sync `Client` takes an `httpx.AsyncClient` too, used on its background loop.
+    Without one, providers use the shared pool, which honours the proxy variables.
     """
 
     def __init__(
@@ -250,12 +261,14 @@ class _ClientBase:
         timeout: float | None = None,
         *,
         registry: ProviderRegistry | None = None,
+        http_client: httpx.AsyncClient | None = None,
         **_: Any,
     ) -> None:
         if provider is None and base_url:
             provider = OpenAICompatible("Custom", base_url, api_key)
         self.provider = provider
         self.registry = registry
+        self.http_client = http_client
         self.api_key = api_key
         self.timeout = timeout
         self.chat = self._make_chat()
@@ -373,6 +386,8 @@ class Client(_ClientBase):
         return _Chat(self)
 
 
-def client_for(settings: CoreSettings) -> AsyncClient:
+def client_for(
+    settings: CoreSettings, *, http_client: httpx.AsyncClient | None = None
+) -> AsyncClient:
     """An `AsyncClient` that routes models by `settings` (the app's), not the process default."""
-    return AsyncClient(registry=ProviderRegistry.from_settings(settings))
+    return AsyncClient(registry=ProviderRegistry.from_settings(settings), http_client=http_client)
