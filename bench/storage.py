@@ -34,7 +34,7 @@ import aiosqlite
 
 from bench.common import machine_report, percentile
 from core import AsyncClient
-from core.config import Settings
+from core.config import CoreSettings
 from core.conversation import Author, ChatRef, ConversationService
 from storage import MessageStatus, ReplyOutcome, Store, open_store
 
@@ -203,7 +203,7 @@ class _InstantModel:
 
 async def service_writes(store: Store, seconds: float) -> None:
     service = ConversationService(
-        store, AsyncClient(provider=_InstantModel()), Settings(_env_file=None)
+        store, AsyncClient(provider=_InstantModel()), CoreSettings(_env_file=None)
     )
     deadline = time.perf_counter() + seconds
     replies = 0

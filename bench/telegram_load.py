@@ -119,9 +119,9 @@ class TimedClient:
 
 
 async def run_bot(args: argparse.Namespace, llm_url: str, child: subprocess.Popen[str]) -> dict:
+    from bots.config import Settings
     from bots.telegram import TelegramBot
     from core import AsyncClient
-    from core.config import Settings
     from core.conversation import ConversationService
     from storage.factory import open_store
 

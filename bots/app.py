@@ -14,10 +14,10 @@ import logging
 import signal
 from typing import Protocol
 
+from bots.config import Settings
+from bots.errors import BotStartupError
 from core.client import AsyncClient, client_for
-from core.config import Settings
 from core.conversation import ConversationService
-from core.errors import ConfigurationError
 from core.providers.http import close_shared_client
 from storage import open_store
 
@@ -77,7 +77,7 @@ def _stop_on_sigterm() -> None:
 async def run_bots(settings: Settings) -> None:
     """Run until cancelled; the first bot to fail for good ends the run with its error."""
     if settings.telegram_bot_token is None and settings.discord_bot_token is None:
-        raise ConfigurationError(
+        raise BotStartupError(
             "No bot token is set: put TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN in .env "
             "(see README, 'Platform set-up')."
         )

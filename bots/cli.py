@@ -16,10 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from bots.config import Settings
+from bots.errors import REPORTED
 from bots.logs import configure_logging
-from core.config import Settings, get_settings
-from core.errors import ParleyError
-from storage import StorageError
+from core.providers import ProviderRegistry
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -41,15 +41,13 @@ def _outside(value: object, limit: int | None = None) -> Text:
     return Text(line if limit is None else line[:limit])
 
 
-def _providers_table() -> Table:
-    from core.providers import get_providers
-
+def _providers_table(registry: ProviderRegistry) -> Table:
     table = Table(title="Providers")
     table.add_column("name")
     table.add_column("working")
     table.add_column("address")
     table.add_column("models")
-    for provider in get_providers():
+    for provider in registry:
         models = ", ".join(getattr(provider, "models", ()) or ()) or "(any name)"
         table.add_row(
             _outside(provider.name),
@@ -60,10 +58,10 @@ def _providers_table() -> Table:
     return table
 
 
-async def _providers_check() -> int:
+async def _providers_check(registry: ProviderRegistry) -> int:
     from core.health import check_providers
 
-    results = await check_providers()
+    results = await check_providers(registry=registry)
     table = Table(title="Provider check")
     for column in ("provider", "model", "status", "first token", "total", "answer / error"):
         table.add_column(column)
@@ -103,9 +101,10 @@ def _parser() -> argparse.ArgumentParser:
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "providers":
+        registry = ProviderRegistry.from_settings(settings)
         if args.action == "check":
-            return await _providers_check()
-        console.print(_providers_table())
+            return await _providers_check(registry)
+        console.print(_providers_table(registry))
         return 0
     if args.command == "run":
         from bots.app import run_bots
@@ -133,14 +132,14 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = get_settings()
+        settings = Settings()
     except ValueError as exc:
         errors_console.print(f"[red]Invalid configuration:[/] {escape(str(exc))}")
         return EXIT_USAGE
     configure_logging(settings, errors_console)
     try:
         return asyncio.run(_dispatch(args, settings))
-    except (ParleyError, StorageError, LookupError) as exc:
+    except REPORTED as exc:
         errors_console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -21,8 +21,8 @@ from typing import TextIO
 from rich.console import Console
 from rich.markup import escape
 
+from bots.config import Settings
 from core.client import client_for
-from core.config import Settings
 from core.conversation import Author, ChatRef, ConversationService, Reply
 from core.errors import ParleyError, describe
 from storage import MessageStatus, Role, StorageError, StoredMessage, open_store

@@ -7,7 +7,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from core.config import Settings
+from bots.config import Settings
+from bots.errors import HistoryNotFoundError
 from storage import (
     ChatRecord,
     ConversationRecord,
@@ -19,10 +20,6 @@ from storage import (
 )
 
 FORMATS = ("json", "markdown")
-
-
-class HistoryNotFoundError(LookupError):
-    """No chat (or conversation) matches what was asked for; the message says what exists."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@
 Secrets reach log text in ways no call site controls: aiohttp puts the request URL, which
 holds the Telegram token, into its error messages, and a provider may echo a key in an error
 body. So the one handler every record passes through redacts every configured secret, in the
-message and in the traceback alike.
+message and in the traceback alike, by the core's one rule (`core.redact`).
 """
 
 from __future__ import annotations
@@ -14,21 +14,14 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.logging import RichHandler
 
-from core.config import Settings
-
-REDACTED = "***"
-#: Shorter values are not treated as secrets: replacing them would garble ordinary text.
-MIN_SECRET_LENGTH = 6
+from bots.config import Settings
+from core.redact import Redactor
 
 
 def settings_secrets(settings: Settings) -> list[str]:
     """Every secret value the settings hold (tokens and API keys)."""
     values = (getattr(settings, name) for name in type(settings).model_fields)
-    return [
-        value.get_secret_value()
-        for value in values
-        if isinstance(value, SecretStr) and len(value.get_secret_value()) >= MIN_SECRET_LENGTH
-    ]
+    return [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
 
 
 class RedactSecrets(logging.Filter):
@@ -36,16 +29,10 @@ class RedactSecrets(logging.Filter):
 
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        # Longest first, so a secret containing another is replaced whole.
-        self._secrets = sorted(set(secrets), key=len, reverse=True)
-
-    def _redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return text
+        self._redact = Redactor(*secrets)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._secrets:
+        if not self._redact:
             return True
         message = record.getMessage()
         redacted = self._redact(message)

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bots.errors import MessageGone, RateLimited
 from bots.splitting import Fence, fence_after, next_cut, reopening
 from core import errors
 
@@ -85,18 +86,6 @@ class Surface(Protocol):
     async def edit(self, handle: object, text: str, *, final: bool) -> None: ...
 
     async def typing(self) -> None: ...
-
-
-class RateLimited(Exception):
-    """Raised by a surface when the platform says to wait; the engine waits, then retries."""
-
-    def __init__(self, retry_after: float, message: str | None = None) -> None:
-        super().__init__(message or f"rate limited; retry after {retry_after} s")
-        self.retry_after = retry_after
-
-
-class MessageGone(Exception):
-    """Raised by a surface when the message (or the chat) is gone: streaming stops."""
 
 
 @dataclass

@@ -13,8 +13,10 @@ import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
+import httpx
+
 from . import errors
-from .config import Settings
+from .config import CoreSettings
 from .models import Model, model_name
 from .providers.base import provider_name
 from .providers.fallback import IterListProvider
@@ -35,22 +37,18 @@ from .types import (
 CHARS_PER_TOKEN = 4
 
 
-class InvalidRequestError(errors.ParleyError, ValueError):
-    user_hint = "The request was not valid."
-
-
 def _normalize_messages(messages: Any) -> list[dict[str, Any]]:
     """A fresh list of fresh dicts: the caller's list is never modified."""
     if isinstance(messages, str):
         return [{"role": "user", "content": messages}]
     if not messages:
-        raise InvalidRequestError(
+        raise errors.InvalidRequestError(
             "messages is empty: pass at least one {'role', 'content'} message."
         )
     normalized = []
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
-            raise InvalidRequestError(
+            raise errors.InvalidRequestError(
                 f"messages[{index}] must be a dict with 'role' and 'content', got {message!r:.80}"
             )
         normalized.append(dict(message))
@@ -82,15 +80,17 @@ class _Request:
         kwargs: dict[str, Any],
     ) -> None:
         self.messages = _normalize_messages(messages)
-        self.model = model_name(model)
+        registry = owner.registry
+        # The default model comes from the settings routing follows: the registry's own.
+        self.model = model_name(model, registry.settings if registry is not None else None)
         ignore_working = kwargs.pop("ignore_working", False)
         ignore_stream = kwargs.pop("ignore_stream", False)
         chosen = provider if provider is not None else owner.provider
         # The registry (and the providers file behind it) is read only when names need it.
         self.provider = (
-            resolve_provider(chosen, owner.registry)
+            resolve_provider(chosen, registry)
             if chosen is not None
-            else (owner.registry or current_registry()).for_model(self.model)
+            else (registry or current_registry()).for_model(self.model)
         )
         name = provider_name(self.provider)
         # A fallback list raises its own RetryNoProviderError, naming what it holds.
@@ -110,6 +110,8 @@ class _Request:
             kwargs["api_key"] = owner.api_key
         if owner.timeout and kwargs.get("timeout") is None:
             kwargs["timeout"] = owner.timeout
+        if owner.http_client is not None and kwargs.get("http_client") is None:
+            kwargs["http_client"] = owner.http_client
         self.kwargs = {k: v for k, v in kwargs.items() if v is not None}
         streams = getattr(self.provider, "supports_stream", False)
         self.kwargs["stream"] = stream and streams
@@ -252,11 +254,18 @@ class AsyncStream:
 
 
 class _ClientBase:
-    """g4f's constructor arguments, plus `registry`: the providers to route names through.
+    """g4f's constructor arguments, plus `registry` and `http_client`.
 
-    Without a registry the client follows the process settings (`get_settings()`), as g4f
-    code expects; an app that holds its own `Settings` passes
-    `ProviderRegistry.from_settings(settings)` so routing follows that object instead.
+    `registry`: the providers to route names through. Without one the client follows the
+    process-wide settings (`get_settings()`), as g4f code expects; an app that holds its own
+    settings uses `client_for(settings)`, whose registry carries them, so routing and the
+    default model follow that object instead.
+
+    `http_client`: an `httpx.AsyncClient` every request is sent through (as openai-python's
+    `http_client=`): for a custom transport, certificates, or `httpx.MockTransport` in tests.
+    It is handed to the provider with each call, like `api_key` and `timeout`; Parley never
+    closes it. The sync `Client` takes an `httpx.AsyncClient` too, used on its background loop.
+    Without one, providers use the shared pool, which honours the proxy variables.
     """
 
     def __init__(
@@ -267,12 +276,14 @@ class _ClientBase:
         timeout: float | None = None,
         *,
         registry: ProviderRegistry | None = None,
+        http_client: httpx.AsyncClient | None = None,
         **_: Any,
     ) -> None:
         if provider is None and base_url:
             provider = OpenAICompatible("Custom", base_url, api_key)
         self.provider = provider
         self.registry = registry
+        self.http_client = http_client
         self.api_key = api_key
         self.timeout = timeout
         self.chat = self._make_chat()
@@ -390,6 +401,8 @@ class Client(_ClientBase):
         return _Chat(self)
 
 
-def client_for(settings: Settings) -> AsyncClient:
+def client_for(
+    settings: CoreSettings, *, http_client: httpx.AsyncClient | None = None
+) -> AsyncClient:
     """An `AsyncClient` that routes models by `settings` (the app's), not the process default."""
-    return AsyncClient(registry=ProviderRegistry.from_settings(settings))
+    return AsyncClient(registry=ProviderRegistry.from_settings(settings), http_client=http_client)

@@ -1,7 +1,15 @@
-"""Parley's settings: one object read from the environment and `.env` at start-up.
+"""The completion core's settings, read from the environment and `.env`, and its defaults.
 
-Nothing else in the project reads `os.environ`; code that needs a setting takes a
-`Settings` (or calls `get_settings()` when it is the g4f-style entry point and has none).
+`CoreSettings` holds what the core needs: provider keys and addresses, the providers file,
+network behaviour, the default model and the conversation service's prompt and context
+budget. The app's settings (`bots.config.Settings`) extend it with bot tokens, access lists
+and the database; the core never sees those. Code that needs a setting takes a settings
+object; `get_settings()` is only for the g4f-style entry points (`AsyncClient()` without a
+registry, `Provider`, `get_providers()`, `models.default`), which are handed none. Nothing
+else in the project reads `os.environ`.
+
+The network defaults are stated here once, as httpx keeps its own in `_config.py`: the
+settings' defaults and a provider built without settings (`HTTPProvider`) both read them.
 """
 
 from __future__ import annotations
@@ -9,33 +17,24 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
 
 from dotenv import dotenv_values
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-IdList = Annotated[list[int], NoDecode]
+#: Seconds to open a connection to a provider.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Seconds without a byte before a provider's answer is given up; per read, so it also ends
+#: a stream that stalls halfway.
+DEFAULT_READ_TIMEOUT = 60.0
+#: Retries of a 429 or 5xx answer that came before the first byte of a body.
+DEFAULT_MAX_RETRIES = 2
 
 
-class Settings(BaseSettings):
-    """Every knob an operator can set, with the defaults a fresh install runs on."""
+class CoreSettings(BaseSettings):
+    """Every knob of the completion core, with the defaults a fresh install runs on."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", env_ignore_empty=True)
-
-    # Telegram
-    telegram_bot_token: SecretStr | None = None
-    telegram_api_base: str = "https://api.telegram.org"
-    telegram_allowed_ids: IdList = Field(default_factory=list)
-
-    # Discord
-    discord_bot_token: SecretStr | None = None
-    discord_api_base: str = "https://discord.com/api/v10"
-    discord_gateway_url: str = "wss://gateway.discord.gg"
-    discord_allowed_ids: IdList = Field(default_factory=list)
-
-    # Who may change settings in groups, on every platform.
-    admin_ids: IdList = Field(default_factory=list)
 
     # The default provider: any OpenAI-compatible endpoint.
     openai_api_key: SecretStr | None = None
@@ -61,32 +60,19 @@ class Settings(BaseSettings):
     providers_file: Path | None = None
 
     # Network behaviour of the providers.
-    connect_timeout: float = Field(10.0, gt=0)
-    read_timeout: float = Field(60.0, gt=0)
-    max_retries: int = Field(2, ge=0)
+    connect_timeout: float = Field(DEFAULT_CONNECT_TIMEOUT, gt=0)
+    read_timeout: float = Field(DEFAULT_READ_TIMEOUT, gt=0)
+    max_retries: int = Field(DEFAULT_MAX_RETRIES, ge=0)
 
-    # Storage and context.
-    database_url: str = "sqlite:///data/parley.db"
+    # How much history the conversation service sends with each message.
     context_max_messages: int = Field(40, gt=0)
     context_max_chars: int = Field(24_000, gt=0)
 
-    log_level: str = "INFO"
-
-    @field_validator("telegram_allowed_ids", "discord_allowed_ids", "admin_ids", mode="before")
-    @classmethod
-    def _split_ids(cls, value: object) -> object:
-        """Accept `1, 2, 3` in the environment: operators write lists that way, not as JSON."""
-        if isinstance(value, str):
-            return [part.strip() for part in value.replace(";", ",").split(",") if part.strip()]
-        if isinstance(value, int):
-            return [value]
-        return value
-
 
 @lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, read once on first use."""
-    return Settings()
+def get_settings() -> CoreSettings:
+    """The process-wide core settings, read once on first use (g4f-style entry points only)."""
+    return CoreSettings()
 
 
 def env_secret(name: str, env_file: str | Path | None = ".env") -> str | None:

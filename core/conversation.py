@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.client import AsyncClient
-from core.config import Settings
+from core.config import CoreSettings
 from storage import (
     MessageStatus,
     ReplyOutcome,
@@ -233,7 +233,7 @@ class ConversationService:
         self,
         store: Store,
         client: AsyncClient,
-        settings: Settings,
+        settings: CoreSettings,
         *,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:

@@ -1,8 +1,33 @@
-"""The one error tree of Parley's core.
+"""The one error tree of Parley's core: every exception the core raises on purpose is here.
 
 Every failure a provider can have is raised as one of these, so callers (the bots, the CLI,
-code ported from g4f) catch `ParleyError` and never a bare `KeyError` or httpx exception.
-Each message says what to fix; none ever contains an API key.
+code ported from g4f) catch `ParleyError` and never a bare `KeyError` or httpx exception;
+httpx's are mapped in one place, `core.providers.http`. Each message says what to fix; none
+ever contains an API key. The tree (g4f's names kept where g4f has them):
+
+* ParleyError
+  + ConfigurationError            the operator's settings cannot work as they are
+    - ProvidersFileError          the providers file cannot be read or is invalid
+    - (bots.errors.BotStartupError: a bot cannot start until the operator fixes something)
+  + InvalidRequestError           the caller's arguments are wrong (also a ValueError)
+  + ProviderNotFoundError         no provider of that name
+  + ProviderNotWorkingError       the provider has no key or address
+  + StreamNotSupportedError
+  + ModelNotFoundError
+  + MissingAuthError              the provider refused the key, or there is none
+  + RateLimitError                carries `retry_after`
+  + ResponseStatusError           carries `status_code`
+    - EmptyResponseError          every provider tried finished without any text
+  + ProviderConnectionError       unreachable, or the connection broke mid-answer
+  + TimeoutError                  also the builtin `TimeoutError`
+  + RetryProviderError            every provider of a fallback list failed; carries `errors`
+  + RetryNoProviderError          a fallback list with no working provider
+  + (bots.errors.HistoryNotFoundError: no such chat or conversation in the history)
+
+Storage's errors (`storage.errors.StorageError` and below) are a separate tree on purpose:
+storage is the lowest layer (the core's conversation service imports it), so it cannot
+import this module without importing the core, its client and httpx, and turning the
+layers into a cycle. The app catches both roots; see `bots.errors`.
 """
 
 from __future__ import annotations
@@ -19,6 +44,16 @@ class ParleyError(Exception):
 
 class ConfigurationError(ParleyError):
     """The operator's settings cannot work as they are; the message says what to change."""
+
+
+class ProvidersFileError(ConfigurationError):
+    """The providers file cannot be used; the message names the file and the fix."""
+
+
+class InvalidRequestError(ParleyError, ValueError):
+    """The caller's arguments cannot make a request (no messages, a malformed message)."""
+
+    user_hint = "The request was not valid."
 
 
 class ProviderNotFoundError(ParleyError):
@@ -55,6 +90,12 @@ class ResponseStatusError(ParleyError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class EmptyResponseError(ResponseStatusError):
+    """Every provider tried finished without producing any text, and none raised."""
+
+    user_hint = "The model returned an empty answer. Please try again."
 
 
 class ProviderConnectionError(ParleyError):
@@ -94,12 +135,15 @@ def describe(exc: BaseException) -> str:
 
 __all__ = [
     "ConfigurationError",
+    "EmptyResponseError",
+    "InvalidRequestError",
     "MissingAuthError",
     "ModelNotFoundError",
     "ParleyError",
     "ProviderConnectionError",
     "ProviderNotFoundError",
     "ProviderNotWorkingError",
+    "ProvidersFileError",
     "RateLimitError",
     "ResponseStatusError",
     "RetryNoProviderError",

@@ -13,11 +13,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from . import models
 from .client import AsyncClient
-from .config import get_settings
 from .errors import ParleyError
 from .providers.base import provider_name
-from .providers.registry import get_providers
+from .providers.registry import ProviderRegistry, current_registry
 
 PROBE_PROMPT = "Reply with one short word."
 PROBE_MAX_TOKENS = 16
@@ -35,9 +35,11 @@ class ProbeResult:
     error: str | None = None
 
 
-async def probe(provider: Any, *, prompt: str, timeout: float) -> ProbeResult:
-    """Stream one short answer from `provider`, timing it; failures become results, not raises."""
-    model = getattr(provider, "default_model", None) or get_settings().default_model
+async def probe(provider: Any, *, prompt: str, timeout: float, default_model: str) -> ProbeResult:
+    """Stream one short answer from `provider`, timing it; failures become results, not raises.
+
+    The model is the provider's own default, else `default_model`."""
+    model = getattr(provider, "default_model", None) or default_model
     name = provider_name(provider)
     started = time.perf_counter()
     first_token: float | None = None
@@ -68,9 +70,23 @@ async def probe(provider: Any, *, prompt: str, timeout: float) -> ProbeResult:
 async def check_providers(
     providers: Iterable[Any] | None = None,
     *,
+    registry: ProviderRegistry | None = None,
     prompt: str = PROBE_PROMPT,
     timeout: float = PROBE_TIMEOUT,
 ) -> list[ProbeResult]:
-    """Probe every working provider (or those given) concurrently, in registry order."""
-    chosen = [p for p in (providers if providers is not None else get_providers()) if p.working]
-    return list(await asyncio.gather(*(probe(p, prompt=prompt, timeout=timeout) for p in chosen)))
+    """Probe every working provider of `registry` (or those given) concurrently, in order.
+
+    `registry` is the app's (`ProviderRegistry.from_settings(settings)`): its providers are
+    probed, with its settings' default model for those that name none. Without one, the
+    process-wide settings and registry serve, as for the other g4f-style entry points.
+    """
+    settings = registry.settings if registry is not None else None
+    default_model = models.model_name(models.default, settings)
+    if providers is None:
+        providers = registry if registry is not None else current_registry()
+    probes = [
+        probe(p, prompt=prompt, timeout=timeout, default_model=default_model)
+        for p in providers
+        if p.working
+    ]
+    return list(await asyncio.gather(*probes))

@@ -3,7 +3,9 @@
 Parley does not keep a catalogue of every model a provider serves: a model is its name, and
 the name is routed to a provider (see `core.providers.registry`). `models.default` follows the
 `DEFAULT_MODEL` setting at the moment it is read, so code written as
-`model=models.default` picks up the operator's choice.
+`model=models.default` picks up the operator's choice. Printed, it shows the process-wide
+setting; passed to a client built from other settings (`client_for(settings)`), it means
+those settings' default, as `""` does.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .config import get_settings
+from .config import CoreSettings, get_settings
 
 #: What a model name may look like: one word of the characters providers use in names
 #: (gpt-4o-mini, meta-llama/llama-3.1-8b, llama3.1:8b, claude@2024). Chat commands check
@@ -61,8 +63,9 @@ claude_sonnet = Model("claude-sonnet-4-5", "Anthropic")
 llama_3_1_8b = Model("llama3.1:8b", "Ollama")
 
 
-def model_name(model: str | Model | None) -> str:
-    """The name to send to a provider; `""`, `None` and `models.default` mean the configured default."""
+def model_name(model: str | Model | None, settings: CoreSettings | None = None) -> str:
+    """The name to send to a provider; `""`, `None` and `models.default` mean the default model
+    of `settings` (a registry's, a client's), or of the process-wide settings when none is given."""
     if model is None or model == "" or model is default:
-        return get_settings().default_model
+        return (settings if settings is not None else get_settings()).default_model
     return model.name if isinstance(model, Model) else str(model)

@@ -21,14 +21,18 @@ _ISOLATED_PREFIXES = (
     "DATABASE_URL",
     "PROVIDERS_FILE",
     "ADMIN_IDS",
+    "SSL_CERT_",
 )
+#: The developer's proxy (the shared HTTP pool honours these, in either case): every test
+#: talks to 127.0.0.1 directly, and tests/test_core_proxy.py sets its own.
+_PROXY_VARIABLES = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy"})
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[None]:
-    """Run every test from an empty folder (no stray `.env`) with no provider settings set."""
+    """Run every test from an empty folder (no stray `.env`) with no provider or proxy settings."""
     for name in list(os.environ):
-        if name.startswith(_ISOLATED_PREFIXES):
+        if name.startswith(_ISOLATED_PREFIXES) or name.lower() in _PROXY_VARIABLES:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     get_settings.cache_clear()

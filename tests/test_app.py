@@ -12,7 +12,7 @@ import contextlib
 import pytest
 
 from bots.app import run_bots
-from core.config import get_settings
+from bots.config import Settings
 from core.conversation import ChatRef
 from core.errors import ConfigurationError
 from storage import MessageStatus, Role, open_store
@@ -41,7 +41,7 @@ async def test_parley_run_serves_telegram_and_discord_at_once(tmp_path, monkeypa
             Script(pieces=["Hello ", "Telegram"], delay=0.05),
             Script(pieces=["Hello ", "Discord"], delay=0.05),
         )
-        running = asyncio.create_task(run_bots(get_settings()))
+        running = asyncio.create_task(run_bots(Settings()))
         try:
             await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
             await discord.wait_connected(WAIT)
@@ -83,7 +83,7 @@ async def test_parley_run_serves_telegram_and_discord_at_once(tmp_path, monkeypa
 
 async def test_parley_run_without_a_token_says_what_to_set():
     with pytest.raises(ConfigurationError, match="TELEGRAM_BOT_TOKEN"):
-        await run_bots(get_settings())
+        await run_bots(Settings())
 
 
 async def test_parley_run_warns_at_start_when_the_default_provider_has_no_key(
@@ -93,7 +93,7 @@ async def test_parley_run_warns_at_start_when_the_default_provider_has_no_key(
         monkeypatch.setenv("TELEGRAM_BOT_TOKEN", tg.token)
         monkeypatch.setenv("TELEGRAM_API_BASE", tg.base_url)
         monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'parley.db'}")
-        running = asyncio.create_task(run_bots(get_settings()))
+        running = asyncio.create_task(run_bots(Settings()))
         try:
             await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
         finally:

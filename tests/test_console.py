@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from bots.config import Settings
 from bots.console import run_chat
-from core.config import Settings, get_settings
 from storage import MessageStatus, open_store
 from tests.fakes.llm_server import FakeLLMServer, Script
 
@@ -32,8 +32,7 @@ def settings(server: FakeLLMServer, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DEFAULT_MODEL", "fake-model")
     monkeypatch.setenv("SYSTEM_PROMPT", "SYS")
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/chat.db")
-    get_settings.cache_clear()
-    return get_settings()
+    return Settings()
 
 
 async def session(settings: Settings, *lines: str) -> str:

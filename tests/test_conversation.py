@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from core import AsyncClient, conversation
-from core.config import Settings
+from core.config import CoreSettings
 from core.conversation import (
     TRUNCATION_MARKER,
     Author,
@@ -44,10 +44,10 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await opened.close()
 
 
-def make_settings(**overrides: Any) -> Settings:
+def make_settings(**overrides: Any) -> CoreSettings:
     values: dict[str, Any] = {"default_model": "default-model", "system_prompt": "SYS"}
     values.update(overrides)
-    return Settings(_env_file=None, **values)
+    return CoreSettings(_env_file=None, **values)
 
 
 def make_service(store: Store, provider: ScriptedProvider, **settings: Any) -> ConversationService:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from core import AsyncClient, errors
+from core.errors import EmptyResponseError
 from core.providers import IterListProvider, OpenAICompatible, RetryProvider
-from core.providers.fallback import EmptyResponseError
 from core.providers.http import shared_client
 from core.types import FinishReason, Usage
 from tests.core_support import (

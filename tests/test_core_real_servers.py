@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from bots.config import Settings
 from bots.relay import relay
 from core import AsyncClient, errors
-from core.config import Settings
 from core.conversation import ConversationService
 from core.providers import Anthropic, OpenAICompatible
 from core.providers.wire import MAX_SERVER_TEXT

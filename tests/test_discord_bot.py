@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 
-from bots.discord import DiscordBot, DiscordStartupError
+from bots.config import Settings
+from bots.discord import DiscordBot
 from bots.discord.chat import EMPTY_MENTION, UNREADABLE
 from bots.discord.commands import ADMINS_ONLY, MODEL_USAGE
+from bots.errors import BotStartupError
 from bots.splitting import join_parts
 from bots.streaming import WARNING_PREFIX
 from core.client import AsyncClient
-from core.config import Settings
 from core.conversation import ChatRef, ConversationService
 from core.errors import MissingAuthError
 from storage import MessageStatus, Role, open_store
@@ -433,7 +434,7 @@ async def _start_up_failure(fake: FakeDiscord, token: str) -> str:
         discord_gateway_url=fake.gateway_url,
     )
     service = ConversationService(None, None, settings)  # type: ignore[arg-type]  # never reached
-    with pytest.raises(DiscordStartupError) as failure:
+    with pytest.raises(BotStartupError) as failure:
         await asyncio.wait_for(DiscordBot(settings, service).run(), WAIT)
     return str(failure.value)
 

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from bots.history import HistoryNotFoundError, export_history
+from bots.config import Settings
+from bots.errors import HistoryNotFoundError
+from bots.history import export_history
 from core import AsyncClient
-from core.config import Settings
 from core.conversation import ChatRef, ConversationService
 from core.errors import RateLimitError
 from storage import StorageUnavailableError, open_store

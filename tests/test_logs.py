@@ -8,8 +8,8 @@ import logging
 import httpx
 from rich.console import Console
 
+from bots.config import Settings
 from bots.logs import configure_logging, settings_secrets
-from core.config import Settings
 
 TOKEN = "123456:AAE-secret-telegram-token"
 KEY = "sk-secret-openai-key"

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from core import AsyncClient
-from core.config import Settings
+from core.config import CoreSettings
 from core.conversation import ConversationService
 from storage import MessageStatus, Role, open_store
 from tests.test_conversation_fakes import ALICE, BOB, ScriptedProvider, chat, collect
@@ -24,7 +24,7 @@ DELTAS_BEFORE_KILL = 50
 _CHILD_PRELUDE = """
 import asyncio, sys
 from core import AsyncClient
-from core.config import Settings
+from core.config import CoreSettings
 from core.conversation import Author, ChatRef, ConversationService
 from storage import open_store
 from tests.test_conversation_fakes import ScriptedProvider, collect
@@ -35,7 +35,7 @@ WRITER = (
     + """
 async def main(url):
     store = await open_store(url)
-    settings = Settings(_env_file=None, default_model="m", system_prompt="SYS")
+    settings = CoreSettings(_env_file=None, default_model="m", system_prompt="SYS")
     service = ConversationService(store, AsyncClient(provider=ScriptedProvider()), settings)
     key = ChatRef("telegram", "-100", "7")
     await service.set_model(key, "chat-model")
@@ -64,7 +64,7 @@ async def endless(model, messages):
 async def main(url, deltas_before_report):
     store = await open_store(url)
     client = AsyncClient(provider=ScriptedProvider(endless))
-    service = ConversationService(store, client, Settings(_env_file=None), checkpoint_seconds=0)
+    service = ConversationService(store, client, CoreSettings(_env_file=None), checkpoint_seconds=0)
     # Other chats keep the writer busy, so the kill lands among writes.
     busy = [service.reply(ChatRef("console", f"busy{n}"), Author("b", "B"), "go") for n in range(5)]
     victim = service.reply(ChatRef("console", "victim"), Author("v", "V"), "write forever")
@@ -116,7 +116,7 @@ async def test_history_survives_a_restart(tmp_path: Path) -> None:
         # The conversation goes on where it stopped, with the stored settings.
         provider = ScriptedProvider()
         service = ConversationService(
-            store, AsyncClient(provider=provider), Settings(_env_file=None)
+            store, AsyncClient(provider=provider), CoreSettings(_env_file=None)
         )
         await collect(service.reply(key, BOB, "et après ?", group=True))
         assert provider.calls[0].model == "chat-model"
@@ -162,7 +162,7 @@ async def test_sigkill_mid_reply_leaves_a_consistent_database(tmp_path: Path) ->
     store = await open_store(url)
     try:
         service = ConversationService(
-            store, AsyncClient(provider=ScriptedProvider()), Settings(_env_file=None)
+            store, AsyncClient(provider=ScriptedProvider()), CoreSettings(_env_file=None)
         )
         assert await service.recover() >= 1
         victim_chat = chat("victim", platform="console")

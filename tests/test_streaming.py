@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from bots import streaming
+from bots.errors import MessageGone, RateLimited
 from bots.splitting import fence_after, join_parts, split_message, utf16_length
 from bots.streaming import (
     EMPTY_NOTICE,
@@ -24,8 +25,6 @@ from bots.streaming import (
     MIN_EDIT_INTERVAL,
     TYPING_INTERVAL,
     WARNING_PREFIX,
-    MessageGone,
-    RateLimited,
     StreamingEngine,
     StreamResult,
     SystemClock,

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from bots.config import Settings
+from bots.errors import BotStartupError
 from bots.splitting import join_parts, utf16_length
-from bots.telegram import EditIntervals, TelegramBot, TelegramStartupError
+from bots.telegram import EditIntervals, TelegramBot
 from bots.telegram.handlers import chat as chat_texts
 from bots.telegram.handlers import commands as command_texts
 from bots.telegram.handlers.other import TEXT_ONLY
 from bots.telegram.middlewares import REFUSAL
 from core import AsyncClient, errors
-from core.config import Settings
 from core.conversation import ConversationService
 from storage.factory import open_store
 from tests.fakes.llm_server import FakeLLMServer, Script
@@ -661,7 +662,7 @@ async def test_a_rejected_token_stops_start_up_with_what_to_do(tmp_path: Path) -
         store = await open_store(settings.database_url)
         service = ConversationService(store, AsyncClient(), settings)
         try:
-            with pytest.raises(TelegramStartupError, match="BotFather") as caught:
+            with pytest.raises(BotStartupError, match="BotFather") as caught:
                 await asyncio.wait_for(TelegramBot(settings, service).run(), WAIT)
             assert "not-the-real-token" not in str(caught.value)
         finally:

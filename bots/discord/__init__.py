@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import discord
 
+from bots.config import Settings
 from bots.discord.client import ParleyDiscordClient
 from bots.discord.endpoints import use_endpoints
-from core.config import Settings
+from bots.errors import BotStartupError
 from core.conversation import ConversationService
-from core.errors import ParleyError
 
 MESSAGE_CONTENT_HELP = (
     "Discord refused the bot's connection: it needs the Message Content intent, which is off "
@@ -37,16 +37,12 @@ BAD_TOKEN_HELP = (
 )
 
 
-class DiscordStartupError(ParleyError):
-    """The bot cannot start until the operator fixes something; the message says what."""
-
-
 class DiscordBot:
     """Owns one discord.py client for the life of `run()`."""
 
     def __init__(self, settings: Settings, service: ConversationService) -> None:
         if settings.discord_bot_token is None:
-            raise DiscordStartupError("DISCORD_BOT_TOKEN is not set.")
+            raise BotStartupError("DISCORD_BOT_TOKEN is not set.")
         self.settings = settings
         self.service = service
 
@@ -60,9 +56,9 @@ class DiscordBot:
             async with client:
                 await client.start(token.get_secret_value())
         except discord.PrivilegedIntentsRequired:
-            raise DiscordStartupError(MESSAGE_CONTENT_HELP) from None
+            raise BotStartupError(MESSAGE_CONTENT_HELP) from None
         except discord.LoginFailure:
-            raise DiscordStartupError(BAD_TOKEN_HELP) from None
+            raise BotStartupError(BAD_TOKEN_HELP) from None
 
 
-__all__ = ["DiscordBot", "DiscordStartupError"]
+__all__ = ["DiscordBot"]

@@ -9,12 +9,12 @@ import logging
 import discord
 from discord.ext import commands
 
+from bots.config import Settings
 from bots.discord.access import is_allowed
 from bots.discord.messages import author_of, chat_of, is_for_bot, prompt_of
 from bots.discord.surface import DiscordSurface
+from bots.errors import MessageGone
 from bots.relay import relay
-from bots.streaming import MessageGone
-from core.config import Settings
 from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ import logging
 import discord
 from discord.ext import commands
 
+from bots.config import Settings
 from bots.discord.chat import ChatCog
 from bots.discord.commands import SettingsCog
 from bots.discord.surface import NO_PINGS
-from core.config import Settings
 from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)

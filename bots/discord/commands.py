@@ -8,10 +8,10 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bots.config import Settings
 from bots.discord.access import is_allowed, may_change_settings
 from bots.discord.messages import chat_of
 from bots.discord.surface import MAX_LENGTH, NO_PINGS
-from core.config import Settings
 from core.conversation import ChatRef, ConversationService
 from core.models import MODEL_NAME
 

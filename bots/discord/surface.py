@@ -14,7 +14,7 @@ from typing import cast
 
 import discord
 
-from bots.streaming import MessageGone
+from bots.errors import MessageGone
 
 MAX_LENGTH = 2000
 #: Discord allows 5 edits per 5 s per channel; one per second per message stays under it.

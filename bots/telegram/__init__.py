@@ -30,14 +30,14 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 
+from bots.config import Settings
+from bots.errors import BotStartupError
 from bots.telegram.filters import FromPerson
 from bots.telegram.handlers import commands, routers
 from bots.telegram.middlewares import AccessMiddleware, HandlerTasks
 from bots.telegram.requests import RetryRequests
 from bots.telegram.surface import EditIntervals
-from core.config import Settings
 from core.conversation import ConversationService
-from core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +53,7 @@ BAD_TOKEN_HELP = (
     "(/mybots -> your bot -> API Token)."
 )
 
-__all__ = ["EditIntervals", "TelegramBot", "TelegramStartupError", "build_dispatcher"]
-
-
-class TelegramStartupError(ConfigurationError):
-    """The bot cannot start until the operator fixes something; the message says what."""
+__all__ = ["EditIntervals", "TelegramBot", "build_dispatcher"]
 
 
 class TelegramBot:
@@ -73,7 +69,7 @@ class TelegramBot:
     ) -> None:
         """`edit_intervals` exists for tests, which may not want to wait Telegram's real pace."""
         if settings.telegram_bot_token is None:
-            raise TelegramStartupError("TELEGRAM_BOT_TOKEN is not set.")
+            raise BotStartupError("TELEGRAM_BOT_TOKEN is not set.")
         self._settings = settings
         self._service = service
         self._intervals = edit_intervals
@@ -137,7 +133,7 @@ async def _prepare(bot: Bot) -> None:
         await bot.delete_webhook()
         await bot.set_my_commands(list(commands.COMMANDS))
     except TelegramUnauthorizedError:
-        raise TelegramStartupError(BAD_TOKEN_HELP) from None
+        raise BotStartupError(BAD_TOKEN_HELP) from None
     except (TelegramNetworkError, TelegramServerError, TelegramBadRequest) as exc:
         log.warning("Could not prepare the bot (webhook, command menu): %s", exc)
 

@@ -25,8 +25,8 @@ from aiogram.exceptions import (
 )
 from aiogram.types import Message, MessageEntity, ReplyParameters
 
+from bots.errors import MessageGone, RateLimited
 from bots.splitting import utf16_length
-from bots.streaming import MessageGone, RateLimited
 from bots.telegram.render import MAX_LENGTH, render_markdown
 
 log = logging.getLogger(__name__)

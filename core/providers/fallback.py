@@ -25,12 +25,6 @@ from .base import BaseProvider, Messages, StreamItem, provider_name
 log = logging.getLogger(__name__)
 
 
-class EmptyResponseError(errors.ResponseStatusError):
-    """Every provider tried finished without producing any text, and none raised."""
-
-    user_hint = "The model returned an empty answer. Please try again."
-
-
 class IterListProvider(BaseProvider):
     """Try providers in order (optionally shuffled) until one produces text."""
 
@@ -122,8 +116,10 @@ def _combined(failures: dict[str, BaseException], empty: list[str]) -> BaseExcep
         return next(iter(failures.values()))
     if not failures:
         if len(empty) == 1:
-            return EmptyResponseError(f"{empty[0]} returned an empty answer.")
-        return EmptyResponseError(f"Every provider returned an empty answer: {', '.join(empty)}.")
+            return errors.EmptyResponseError(f"{empty[0]} returned an empty answer.")
+        return errors.EmptyResponseError(
+            f"Every provider returned an empty answer: {', '.join(empty)}."
+        )
     listing = [f"{name}: {type(e).__name__}: {e}" for name, e in failures.items()]
     listing += [f"{name}: returned an empty answer" for name in empty if name not in failures]
     return errors.RetryProviderError(f"Every provider failed. {'; '.join(listing)}", failures)

@@ -1,5 +1,13 @@
 """The shared HTTP layer of every network provider: one pool, retries, and error mapping.
 
+The pool is one `httpx.AsyncClient` per event loop, built as httpx builds a client by default
+(`trust_env=True`): it honours `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`, and
+trusts the certificates of `SSL_CERT_FILE` or `SSL_CERT_DIR`, because many operators can reach
+a provider only through a proxy, or through one that re-signs TLS with its own CA. Whoever
+needs more (a client certificate, a custom transport, a mock in a test) hands in their own
+`httpx.AsyncClient` (`AsyncClient(http_client=...)`, `HTTPProvider(http_client=...)`), which
+Parley uses as it is and never closes.
+
 All httpx exceptions and HTTP error statuses become `core.errors` here and nowhere else
 (httpx's own `map_httpcore_exceptions` is the model). Retries follow openai-python's policy:
 only before the first byte of a body, only for 429 and 5xx, jittered exponential backoff,
@@ -20,6 +28,7 @@ from typing import Any
 import httpx
 
 from .. import errors
+from ..redact import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +53,14 @@ _pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] 
 
 
 def shared_client() -> httpx.AsyncClient:
-    """The process's pooled `httpx.AsyncClient` (one per event loop, as httpx requires)."""
+    """The process's pooled `httpx.AsyncClient` (one per event loop, as httpx requires).
+
+    The proxy and certificate variables are read when a loop's pool is made; timeouts are
+    set per request by each provider."""
     loop = asyncio.get_running_loop()
     client = _pools.get(loop)
     if client is None or client.is_closed:
-        client = httpx.AsyncClient(limits=POOL_LIMITS, timeout=None, trust_env=False)
+        client = httpx.AsyncClient(limits=POOL_LIMITS, timeout=None, trust_env=True)
         _pools[loop] = client
     return client
 
@@ -58,16 +70,6 @@ async def close_shared_client() -> None:
     client = _pools.pop(asyncio.get_running_loop(), None)
     if client is not None:
         await client.aclose()
-
-
-class Redactor:
-    """Removes a secret from any text that might reach a log or a user."""
-
-    def __init__(self, secret: str | None) -> None:
-        self._secret = secret if secret and len(secret) >= 4 else None
-
-    def __call__(self, text: str) -> str:
-        return text.replace(self._secret, "***") if self._secret else text
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -135,6 +137,13 @@ def transport_error(provider: str, exc: httpx.HTTPError, redact: Redactor) -> er
     if isinstance(exc, httpx.TimeoutException):
         kind = "connecting" if isinstance(exc, httpx.ConnectTimeout) else "waiting for data"
         return errors.TimeoutError(redact(f"{provider}: timed out {kind} ({url})."))
+    if isinstance(exc, httpx.ProxyError):
+        return errors.ProviderConnectionError(
+            redact(
+                f"{provider}: the proxy would not connect to {url}: {exc}. "
+                "Check HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY."
+            )
+        )
     if isinstance(exc, httpx.ConnectError):
         return errors.ProviderConnectionError(
             redact(
@@ -165,13 +174,16 @@ async def open_stream(
     max_retries: int,
     key_hint: str,
     redact: Redactor,
+    client: httpx.AsyncClient | None = None,
 ) -> AsyncIterator[httpx.Response]:
     """POST and yield a 2xx response whose body is not read yet, retrying what may be retried.
 
-    The response is closed on exit, also on cancellation, so a cancelled reply frees its
-    connection (httpx's `stream()` does the same in a `finally`).
+    Sent through `client` when one is handed in, else through the shared pool. The response
+    is closed on exit, also on cancellation, so a cancelled reply frees its connection
+    (httpx's `stream()` does the same in a `finally`).
     """
-    client = shared_client()
+    if client is None:
+        client = shared_client()
     attempt = 0
     while True:
         request = client.build_request(

@@ -14,12 +14,11 @@ from typing import Any, ClassVar
 import httpx
 
 from .. import errors
+from ..config import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RETRIES, DEFAULT_READ_TIMEOUT
+from ..redact import Redactor
 from .base import BaseProvider, Messages, StreamItem
-from .http import POOL_TIMEOUT, Redactor, open_stream
+from .http import POOL_TIMEOUT, open_stream
 
-DEFAULT_CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 60.0
-DEFAULT_MAX_RETRIES = 2
 #: What reading a well-formed JSON value of the wrong shape raises.
 SHAPE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
 
@@ -40,7 +39,10 @@ class HTTPProvider(BaseProvider):
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
+        """`http_client`: send through this client (never closed here) instead of the shared
+        pool; a client's `http_client=`, passed with each call, takes precedence."""
         self._name = name
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key or None
@@ -52,6 +54,7 @@ class HTTPProvider(BaseProvider):
         # The read timeout applies per network read, so it ends a stalled stream.
         self.timeout = httpx.Timeout(connect_timeout, read=read_timeout, pool=POOL_TIMEOUT)
         self.max_retries = max_retries
+        self.http_client = http_client
 
     @property
     def name(self) -> str:
@@ -82,6 +85,7 @@ class HTTPProvider(BaseProvider):
         stream: bool = True,
         api_key: str | None = None,
         timeout: float | None = None,
+        http_client: httpx.AsyncClient | None = None,
         **options: Any,
     ) -> AsyncIterator[StreamItem]:
         key = api_key or self.api_key
@@ -89,14 +93,22 @@ class HTTPProvider(BaseProvider):
             raise errors.MissingAuthError(f"{self.name} needs an API key: set {self.key_env}.")
         body, headers = self._request(model, messages, stream, key, options)
         return self._read(
-            Exchange(self, body, headers, Redactor(key), stream, timeout and httpx.Timeout(timeout))
+            Exchange(
+                self,
+                body,
+                headers,
+                Redactor(key),
+                stream,
+                timeout and httpx.Timeout(timeout),
+                http_client or self.http_client,
+            )
         )
 
 
 class Exchange:
     """One call, ready to send: what a provider's `_read` opens and reads."""
 
-    __slots__ = ("body", "headers", "provider", "redact", "stream", "timeout")
+    __slots__ = ("body", "client", "headers", "provider", "redact", "stream", "timeout")
 
     def __init__(
         self,
@@ -106,6 +118,7 @@ class Exchange:
         redact: Redactor,
         stream: bool,
         timeout: httpx.Timeout | None,
+        client: httpx.AsyncClient | None = None,
     ) -> None:
         self.provider = provider
         self.body = body
@@ -113,6 +126,8 @@ class Exchange:
         self.redact = redact
         self.stream = stream
         self.timeout = timeout or provider.timeout
+        #: The caller's `httpx.AsyncClient`, or None for the shared pool.
+        self.client = client
 
     def open(self) -> AbstractAsyncContextManager[httpx.Response]:
         provider = self.provider
@@ -125,6 +140,7 @@ class Exchange:
             max_retries=provider.max_retries,
             key_hint=provider.key_env,
             redact=self.redact,
+            client=self.client,
         )
 
     def is_stream(self, response: httpx.Response) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from ..config import Settings
+from ..config import CoreSettings
 from .anthropic import Anthropic
 from .base import BaseProvider
 from .openai_compatible import OpenAICompatible
@@ -60,12 +60,12 @@ LOCAL = (
 )
 
 
-def _secret(settings: Settings, field: str) -> str | None:
+def _secret(settings: CoreSettings, field: str) -> str | None:
     value = getattr(settings, field)
     return value.get_secret_value() if value is not None else None
 
 
-def network_options(settings: Settings) -> dict:
+def network_options(settings: CoreSettings) -> dict:
     """The settings every HTTP provider takes, presets and providers-file entries alike."""
     return {
         "connect_timeout": settings.connect_timeout,
@@ -74,7 +74,7 @@ def network_options(settings: Settings) -> dict:
     }
 
 
-def default_provider(settings: Settings) -> OpenAICompatible:
+def default_provider(settings: CoreSettings) -> OpenAICompatible:
     """`OPENAI_BASE_URL`: OpenAI itself, or any OpenAI-compatible endpoint the operator names.
 
     Only OpenAI's own host insists on a key; a local or self-hosted endpoint may have none.
@@ -91,7 +91,7 @@ def default_provider(settings: Settings) -> OpenAICompatible:
     )
 
 
-def preset_providers(settings: Settings) -> list[BaseProvider]:
+def preset_providers(settings: CoreSettings) -> list[BaseProvider]:
     """Every named preset except the default provider, configured or not."""
     providers: list[BaseProvider] = []
     for preset in HOSTED:

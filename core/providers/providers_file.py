@@ -25,15 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..config import Settings, env_secret
+from ..config import CoreSettings, env_secret
 from .anthropic import ANTHROPIC_BASE_URL, Anthropic
 from .base import BaseProvider
 from .openai_compatible import OpenAICompatible
 from .presets import network_options
-
-
-class ProvidersFileError(errors.ParleyError):
-    """The providers file cannot be used; the message names the file and the fix."""
 
 
 @dataclass
@@ -51,7 +47,7 @@ def _names(value: Any, where: str) -> list[str]:
     raise ValueError(f"{where} must be a provider name or a list of names")
 
 
-def _provider(entry: dict[str, Any], settings: Settings) -> BaseProvider:
+def _provider(entry: dict[str, Any], settings: CoreSettings) -> BaseProvider:
     if "api_key" in entry:
         raise ValueError("keys do not belong in the file: use api_key_env = 'VARIABLE_NAME'")
     name = entry["name"]
@@ -80,15 +76,17 @@ def _provider(entry: dict[str, Any], settings: Settings) -> BaseProvider:
     raise ValueError(f"provider {name!r}: type must be 'openai' or 'anthropic', not {kind!r}")
 
 
-def load_providers_file(path: Path, settings: Settings) -> ProvidersFile:
+def load_providers_file(path: Path, settings: CoreSettings) -> ProvidersFile:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ProvidersFileError(
+        raise errors.ProvidersFileError(
             f"Cannot read the providers file {path}: {exc.strerror}."
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ProvidersFileError(f"The providers file {path} is not valid TOML: {exc}.") from None
+        raise errors.ProvidersFileError(
+            f"The providers file {path} is not valid TOML: {exc}."
+        ) from None
     try:
         return ProvidersFile(
             providers=[_provider(entry, settings) for entry in data.get("provider", [])],
@@ -100,4 +98,6 @@ def load_providers_file(path: Path, settings: Settings) -> ProvidersFile:
         )
     except (KeyError, ValueError, TypeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
-        raise ProvidersFileError(f"The providers file {path} is invalid: {detail}.") from None
+        raise errors.ProvidersFileError(
+            f"The providers file {path} is invalid: {detail}."
+        ) from None

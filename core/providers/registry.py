@@ -1,6 +1,6 @@
 """The provider registry: every configured provider by name, and which one serves a model.
 
-`Provider` (exported from `core`) is a live view of the registry for the current settings,
+`Provider` (exported from `core`) is a live view of the registry for the process-wide settings,
 so `Provider.OpenAI`, `Provider.get("groq")` and `get_providers()` read like g4f's module of
 provider classes while reflecting the operator's keys.
 """
@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from .. import errors
-from ..config import Settings, get_settings
+from ..config import CoreSettings, get_settings
 from .base import BaseProvider, provider_name
 from .fallback import IterListProvider
 from .presets import default_provider, preset_providers
@@ -19,7 +19,12 @@ from .providers_file import load_providers_file
 
 
 class ProviderRegistry:
-    """Named providers plus routing: routes, then claimed model patterns, then the default."""
+    """Named providers plus routing: routes, then claimed model patterns, then the default.
+
+    It keeps the settings it was built from (`settings`), so everything that uses it (the
+    client's default model, the health check) follows that one object and never the
+    process-wide settings, which may say something else.
+    """
 
     def __init__(
         self,
@@ -27,7 +32,10 @@ class ProviderRegistry:
         default: Any,
         routes: list[tuple[str, list[str]]] | None = None,
         fallback: list[str] | None = None,
+        *,
+        settings: CoreSettings,
     ) -> None:
+        self.settings = settings
         self.default = default
         self._by_key: dict[str, Any] = {}
         for provider in [default, *providers]:
@@ -36,7 +44,7 @@ class ProviderRegistry:
         self.fallback = [self.get(name) for name in fallback or []]
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ProviderRegistry:
+    def from_settings(cls, settings: CoreSettings) -> ProviderRegistry:
         extra = (
             load_providers_file(settings.providers_file, settings)
             if settings.providers_file
@@ -54,6 +62,7 @@ class ProviderRegistry:
                 default_provider(settings),
                 extra.routes if extra else None,
                 extra.fallback if extra else None,
+                settings=settings,
             )
         except errors.ProviderNotFoundError as exc:
             raise errors.ProviderNotFoundError(
@@ -98,11 +107,15 @@ class ProviderRegistry:
         return self.default
 
 
-_current: tuple[Settings, ProviderRegistry] | None = None
+_current: tuple[CoreSettings, ProviderRegistry] | None = None
 
 
 def current_registry() -> ProviderRegistry:
-    """The registry for the current settings, rebuilt when the settings object changes."""
+    """The registry for the process-wide settings, rebuilt when that object changes.
+
+    Only for the g4f-style entry points that are handed no registry (`AsyncClient()`,
+    `Provider`, `get_providers()`); the app builds its own from its settings.
+    """
     global _current
     settings = get_settings()
     if _current is None or _current[0] is not settings:

@@ -16,6 +16,7 @@ import functools
 import json
 import re
 import signal
+import ssl
 import sys
 import time
 import uuid
@@ -241,9 +242,12 @@ class FakeLLMServer:
         require_key: str | None = None,
         models: set[str] | None = None,
         default_script: Script | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        """`default_script` answers every request when the queue is empty (benchmarks)."""
+        """`default_script` answers every request when the queue is empty (benchmarks);
+        `ssl_context` serves HTTPS with its certificate (the proxy and CA tests)."""
         self.require_key = require_key
+        self.ssl_context = ssl_context
         self.models = models
         self.default_script = default_script
         self.requests: list[RecordedRequest] = []
@@ -269,13 +273,14 @@ class FakeLLMServer:
             shutdown_timeout=SHUTDOWN_TIMEOUT,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, port)
+        site = web.TCPSite(self._runner, HOST, port, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert server is not None and server.sockets
         bound_port = server.sockets[0].getsockname()[1]
-        self.base_url = f"http://{HOST}:{bound_port}/v1"
-        self.anthropic_base_url = f"http://{HOST}:{bound_port}/anthropic/v1"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.base_url = f"{scheme}://{HOST}:{bound_port}/v1"
+        self.anthropic_base_url = f"{scheme}://{HOST}:{bound_port}/anthropic/v1"
         return self.base_url
 
     async def close(self) -> None:

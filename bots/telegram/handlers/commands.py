@@ -10,9 +10,9 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import BotCommand, Message
 
+from bots.config import Settings
 from bots.telegram.chats import chat_ref, is_anonymous_admin, is_group
 from bots.telegram.filters import UnknownCommand
-from core.config import Settings
 from core.conversation import ConversationService
 from core.models import MODEL_NAME
 

@@ -1,0 +1,103 @@
+"""One error tree per package: every exception class lives in its package's `errors` module,
+whose docstring draws the tree, and the CLI reports the app's two roots."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import os
+import pkgutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import bots
+import core
+import storage
+from bots.errors import REPORTED, BotStartupError, HistoryNotFoundError
+from core.errors import ConfigurationError, ParleyError
+from storage import open_store
+from storage.errors import StorageError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: Bound on a `parley` child process; it takes well under a second when healthy.
+CHILD_TIMEOUT = 60.0
+PACKAGES = {"core": core, "storage": storage, "bots": bots}
+
+
+def modules_of(package: ModuleType) -> list[ModuleType]:
+    names = [info.name for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")]
+    return [importlib.import_module(name) for name in names if not name.endswith("__main__")]
+
+
+def exceptions_defined_in(module: ModuleType) -> list[type[BaseException]]:
+    return [
+        value
+        for value in vars(module).values()
+        if inspect.isclass(value)
+        and issubclass(value, BaseException)
+        and value.__module__ == module.__name__
+    ]
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_every_exception_of_a_package_is_defined_in_its_errors_module(name: str) -> None:
+    elsewhere = {
+        module.__name__: [cls.__name__ for cls in exceptions_defined_in(module)]
+        for module in modules_of(PACKAGES[name])
+        if module.__name__ != f"{name}.errors"
+    }
+    assert {module: found for module, found in elsewhere.items() if found} == {}
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_each_errors_module_draws_every_class_in_its_docstring(name: str) -> None:
+    module = importlib.import_module(f"{name}.errors")
+    drawn = module.__doc__ or ""
+    for cls in exceptions_defined_in(module):
+        assert f" {cls.__name__} " in drawn or f" {cls.__name__}\n" in drawn, cls.__name__
+
+
+def test_both_bots_fail_to_start_with_one_type_under_the_core_root() -> None:
+    assert issubclass(BotStartupError, ConfigurationError)
+    assert issubclass(HistoryNotFoundError, ParleyError)
+    assert set(REPORTED) == {ParleyError, StorageError}
+    assert not issubclass(KeyError, REPORTED)  # a bug keeps its traceback
+
+
+@pytest.mark.parametrize(
+    ("database", "expected"),
+    [
+        ("h.db", "No chat 'nope'"),  # HistoryNotFoundError, under ParleyError
+        ("typo/h.db", "does not exist"),  # StorageUnavailableError, under StorageError
+    ],
+    ids=["parley-error", "storage-error"],
+)
+async def test_the_cli_reports_either_root_in_one_line_without_a_traceback(
+    tmp_path: Path, database: str, expected: str
+) -> None:
+    if database == "h.db":
+        store = await open_store(f"sqlite:///{tmp_path}/h.db")
+        await store.close()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/{database}",
+    }
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bots.cli",
+        *("history", "export", "--chat", "nope"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(child.communicate(), CHILD_TIMEOUT)
+    text = err.decode()
+    assert child.returncode == 1, text
+    assert expected in text and "Traceback" not in text
