@@ -729,7 +729,7 @@ class FlakyFinishStore:
 async def test_a_final_save_that_fails_for_a_moment_is_retried(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(conversation, "FINAL_SAVE_RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(conversation.service, "FINAL_SAVE_RETRY_DELAYS", (0.01, 0.01))
     flaky = FlakyFinishStore(store, failures=2)
     service = ConversationService(flaky, AsyncClient(provider=ScriptedProvider()), make_settings())
     assert await collect(service.reply(chat(), ALICE, "hi")) == "echo: hi"
@@ -741,7 +741,7 @@ async def test_a_final_save_that_fails_for_a_moment_is_retried(
 async def test_a_final_save_that_keeps_failing_leaves_the_row_for_recover(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(conversation, "FINAL_SAVE_RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(conversation.service, "FINAL_SAVE_RETRY_DELAYS", (0.01, 0.01))
     flaky = FlakyFinishStore(store, failures=3)
     service = ConversationService(flaky, AsyncClient(provider=ScriptedProvider()), make_settings())
     assert await collect(service.reply(chat(), ALICE, "hi")) == "echo: hi"
