@@ -114,10 +114,10 @@ class ConsoleChat:
             self._stopping = asyncio.ensure_future(self._reply.aclose())
 
     async def run(self, lines: _LineReader, location: str) -> None:
-        settings = await self._service.get_settings(self.chat)
+        config = await self._service.chat_config(self.chat)
         self._console.print(
             f"Parley chat as [bold]{escape(self.chat.chat_id)}[/], model "
-            f"[bold]{escape(settings.model or self._settings.default_model)}[/]. "
+            f"[bold]{escape(config.model or self._settings.default_model)}[/]. "
             f"History: {escape(location)}. /help for commands, Ctrl-D to leave."
         )
         while True:
@@ -193,8 +193,8 @@ class ConsoleChat:
                 await self._service.set_model(self.chat, value)
             else:
                 await self._service.set_system_prompt(self.chat, value)
-        settings = await self._service.get_settings(self.chat)
-        own = settings.model if is_model else settings.system_prompt
+        config = await self._service.chat_config(self.chat)
+        own = config.model if is_model else config.system_prompt
         default = self._settings.default_model if is_model else self._settings.system_prompt
         shown = escape(own if own is not None else default)
         suffix = "" if own is not None else " [dim](default)[/]"

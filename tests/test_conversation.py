@@ -23,7 +23,15 @@ from core.conversation import (
     build_context,
 )
 from core.errors import RateLimitError, ResponseStatusError
-from storage import MessageStatus, Role, StorageLockedError, Store, StoredMessage, open_store
+from storage import (
+    ChatConfig,
+    MessageStatus,
+    Role,
+    StorageLockedError,
+    Store,
+    StoredMessage,
+    open_store,
+)
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.test_conversation_fakes import (
     ALICE,
@@ -194,14 +202,12 @@ async def test_model_and_system_prompt_come_from_the_chat_else_the_settings(stor
     await collect(service.reply(chat(), ALICE, "one"))
     await service.set_model(chat(), "chat-model")
     await service.set_system_prompt(chat(), "Speak like a pirate.")
-    assert (await service.get_settings(chat())).model == "chat-model"
+    assert (await service.chat_config(chat())).model == "chat-model"
     await collect(service.reply(chat(), ALICE, "two"))
     await collect(service.reply(chat("other"), ALICE, "three"))
     await service.set_model(chat(), None)
     await service.set_system_prompt(chat(), "  ")
-    assert await service.get_settings(chat()) == type(await service.get_settings(chat()))(
-        None, None
-    )
+    assert await service.chat_config(chat()) == ChatConfig(None, None)
     await collect(service.reply(chat(), ALICE, "four"))
     models = [call.model for call in provider.calls]
     systems = [call.messages[0]["content"] for call in provider.calls]

@@ -103,7 +103,7 @@ class SettingsCog(commands.Cog):
     ) -> None:
         chat = _chat(interaction)
         if name is None:
-            current = (await self.service.get_settings(chat)).model or self.settings.default_model
+            current = (await self.service.chat_config(chat)).model or self.settings.default_model
             await _say(interaction, f"Model: {current}", ephemeral=True)
             return
         if not MODEL_NAME.fullmatch(name.strip()):
@@ -124,7 +124,7 @@ class SettingsCog(commands.Cog):
     ) -> None:
         chat = _chat(interaction)
         if prompt is None:
-            current = (await self.service.get_settings(chat)).system_prompt
+            current = (await self.service.chat_config(chat)).system_prompt
             await _say(
                 interaction,
                 f"System prompt: {current or self.settings.system_prompt}",

@@ -6,7 +6,7 @@ Three parts, each with one job:
 - `service`: the per-chat queue that drives each reply through its life and saves every step.
 """
 
-from .chat import Author, ChatRef, ChatSettings
+from .chat import Author, ChatRef
 from .context import TRUNCATION_MARKER, build_context
 from .reply import IllegalMoveError, Reply, ReplyState
 from .service import ConversationService
@@ -15,7 +15,6 @@ __all__ = [
     "TRUNCATION_MARKER",
     "Author",
     "ChatRef",
-    "ChatSettings",
     "ConversationService",
     "IllegalMoveError",
     "Reply",

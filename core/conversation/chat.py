@@ -18,11 +18,3 @@ class ChatRef:
 class Author:
     id: str
     name: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChatSettings:
-    """The chat's own settings; `None` means the operator's default applies."""
-
-    model: str | None
-    system_prompt: str | None

@@ -24,9 +24,9 @@ from typing import Any
 
 from core.client import AsyncClient
 from core.config import Settings
-from storage import ReplyOutcome, StorageError, Store, StoredMessage
+from storage import ChatConfig, ReplyOutcome, StorageError, Store, StoredMessage
 
-from .chat import Author, ChatRef, ChatSettings
+from .chat import Author, ChatRef
 from .context import load_context
 from .reply import Reply, ReplyState
 
@@ -129,9 +129,9 @@ class ConversationService:
             await newest.wait_user_message()
         await self._store.new_conversation(chat)
 
-    async def get_settings(self, chat: ChatRef) -> ChatSettings:
-        config = await self._store.chat_config(chat)
-        return ChatSettings(model=config.model, system_prompt=config.system_prompt)
+    async def chat_config(self, chat: ChatRef) -> ChatConfig:
+        """The chat's own settings; `None` in a field means the operator's default applies."""
+        return await self._store.chat_config(chat)
 
     async def set_model(self, chat: ChatRef, model: str | None) -> None:
         """Set the chat's model; None (or blank) goes back to the operator's default."""

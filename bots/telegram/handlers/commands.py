@@ -95,7 +95,7 @@ async def model(
     chat = chat_ref(message)
     name = (command.args or "").strip()
     if not name:
-        current = (await service.get_settings(chat)).model
+        current = (await service.chat_config(chat)).model
         shown = current or f"{settings.default_model} (default)"
         await message.reply(f"Model: {shown}")
         return
@@ -120,7 +120,7 @@ async def system(
     chat = chat_ref(message)
     prompt = (command.args or "").strip()
     if not prompt:
-        current = (await service.get_settings(chat)).system_prompt
+        current = (await service.chat_config(chat)).system_prompt
         shown = current or settings.system_prompt
         label = "System prompt" if current else "System prompt (default)"
         await message.reply(f"{label}:\n{_clip(shown)}")
