@@ -83,6 +83,10 @@ class RetryNoProviderError(ParleyError):
     user_hint = "No model provider is configured or working."
 
 
+class InvalidSettingError(ParleyError):
+    """A /model or /system argument breaks a rule of `core.chat_settings`; the message says which."""
+
+
 def describe(exc: BaseException) -> str:
     """A one-line, key-free explanation of `exc` for a chat user."""
     if isinstance(exc, ParleyError):
@@ -94,6 +98,7 @@ def describe(exc: BaseException) -> str:
 
 __all__ = [
     "ConfigurationError",
+    "InvalidSettingError",
     "MissingAuthError",
     "ModelNotFoundError",
     "ParleyError",

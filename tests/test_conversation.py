@@ -22,7 +22,7 @@ from core.conversation import (
     ConversationService,
     build_context,
 )
-from core.errors import RateLimitError, ResponseStatusError
+from core.errors import InvalidSettingError, RateLimitError, ResponseStatusError
 from storage import (
     ChatConfig,
     MessageStatus,
@@ -206,7 +206,9 @@ async def test_model_and_system_prompt_come_from_the_chat_else_the_settings(stor
     await collect(service.reply(chat(), ALICE, "two"))
     await collect(service.reply(chat("other"), ALICE, "three"))
     await service.set_model(chat(), None)
-    await service.set_system_prompt(chat(), "  ")
+    with pytest.raises(InvalidSettingError):  # blank is no prompt; the surfaces show instead
+        await service.set_system_prompt(chat(), "  ")
+    assert await service.set_system_prompt(chat(), " Reset ") is None
     assert await service.chat_config(chat()) == ChatConfig(None, None)
     await collect(service.reply(chat(), ALICE, "four"))
     models = [call.model for call in provider.calls]

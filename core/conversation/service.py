@@ -22,6 +22,7 @@ import logging
 import time
 from typing import Any
 
+from core.chat_settings import parse_model, parse_system_prompt
 from core.client import AsyncClient
 from core.config import Settings
 from storage import ChatConfig, ReplyOutcome, StorageError, Store, StoredMessage
@@ -133,13 +134,25 @@ class ConversationService:
         """The chat's own settings; `None` in a field means the operator's default applies."""
         return await self._store.chat_config(chat)
 
-    async def set_model(self, chat: ChatRef, model: str | None) -> None:
-        """Set the chat's model; None (or blank) goes back to the operator's default."""
-        await self._store.set_chat_model(chat, (model or "").strip() or None)
+    async def set_model(self, chat: ChatRef, model: str | None) -> str | None:
+        """Set the chat's model from a user's argument, by `core.chat_settings`'s rule; None
+        goes back to the operator's default. Returns what was stored (None: the default).
 
-    async def set_system_prompt(self, chat: ChatRef, prompt: str | None) -> None:
-        """Set the chat's system prompt; None (or blank) goes back to the operator's default."""
-        await self._store.set_chat_system_prompt(chat, (prompt or "").strip() or None)
+        Raises `InvalidSettingError`, whose message is the answer for the user.
+        """
+        value = None if model is None else parse_model(model)
+        await self._store.set_chat_model(chat, value)
+        return value
+
+    async def set_system_prompt(self, chat: ChatRef, prompt: str | None) -> str | None:
+        """Set the chat's system prompt from a user's argument, by `core.chat_settings`'s rule;
+        None goes back to the operator's default. Returns what was stored (None: the default).
+
+        Raises `InvalidSettingError`, whose message is the answer for the user.
+        """
+        value = None if prompt is None else parse_system_prompt(prompt)
+        await self._store.set_chat_system_prompt(chat, value)
+        return value
 
     async def record_platform_ids(self, message_id: int, ids: list[str]) -> None:
         """The platform messages that carry a stored message (replaces earlier ones)."""
