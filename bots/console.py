@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from bots.config import Settings
+from core import chat_settings
 from core.client import client_for
 from core.conversation import Author, ChatRef, ConversationService, Reply
-from core.errors import ParleyError, describe
+from core.errors import InvalidSettingError, ParleyError, describe
 from storage import MessageStatus, Role, StorageError, StoredMessage, open_store
 
 PLATFORM = "console"
@@ -32,8 +33,6 @@ PLATFORM = "console"
 FALLBACK_USER = "local"
 PROMPT = "[bold cyan]you>[/] "
 ANSWER = "[bold green]parley>[/] "
-#: Typing `/model default` or `/system default` goes back to the operator's setting.
-DEFAULT_WORD = "default"
 
 #: Control characters but tab and newline. A terminal obeys them (ESC and the C1 CSI start
 #: sequences that clear the screen, retitle the window or set the clipboard), and Rich passes
@@ -114,10 +113,10 @@ class ConsoleChat:
             self._stopping = asyncio.ensure_future(self._reply.aclose())
 
     async def run(self, lines: _LineReader, location: str) -> None:
-        settings = await self._service.get_settings(self.chat)
+        config = await self._service.chat_config(self.chat)
         self._console.print(
             f"Parley chat as [bold]{escape(self.chat.chat_id)}[/], model "
-            f"[bold]{escape(settings.model or self._settings.default_model)}[/]. "
+            f"[bold]{escape(config.model or self._settings.default_model)}[/]. "
             f"History: {escape(location)}. /help for commands, Ctrl-D to leave."
         )
         while True:
@@ -176,29 +175,42 @@ class ConsoleChat:
             await self._service.reset(self.chat)
             self._console.print("New conversation started; the old one is kept.")
         elif name == "/model":
-            await self._setting("model", argument)
+            await self._model(argument)
         elif name == "/system":
-            await self._setting("system prompt", argument)
+            await self._system_prompt(argument)
         elif name == "/history":
             self._show_history(await self._service.history(self.chat))
         else:
             self._console.print(f"Unknown command {escape(name)}. Type /help.")
         return True
 
-    async def _setting(self, label: str, argument: str) -> None:
-        is_model = label == "model"
-        if argument:
-            value = None if argument.lower() == DEFAULT_WORD else argument
-            if is_model:
-                await self._service.set_model(self.chat, value)
-            else:
-                await self._service.set_system_prompt(self.chat, value)
-        settings = await self._service.get_settings(self.chat)
-        own = settings.model if is_model else settings.system_prompt
-        default = self._settings.default_model if is_model else self._settings.system_prompt
-        shown = escape(own if own is not None else default)
-        suffix = "" if own is not None else " [dim](default)[/]"
-        self._console.print(f"{label.capitalize()}: {shown}{suffix}")
+    async def _model(self, argument: str) -> None:
+        if chat_settings.asks_current(argument):
+            own = (await self._service.chat_config(self.chat)).model
+            self._say(chat_settings.describe_model(own, self._settings.default_model))
+            return
+        try:
+            stored = await self._service.set_model(self.chat, argument)
+        except InvalidSettingError as exc:
+            self._say(str(exc))
+            return
+        self._say(chat_settings.model_changed(stored, self._settings.default_model))
+
+    async def _system_prompt(self, argument: str) -> None:
+        if chat_settings.asks_current(argument):
+            own = (await self._service.chat_config(self.chat)).system_prompt
+            self._say(chat_settings.describe_system_prompt(own, self._settings.system_prompt))
+            return
+        try:
+            stored = await self._service.set_system_prompt(self.chat, argument)
+        except InvalidSettingError as exc:
+            self._say(str(exc))
+            return
+        self._say(chat_settings.system_prompt_changed(stored))
+
+    def _say(self, text: str) -> None:
+        """An answer to a command, printed as it is: no markup, no terminal controls."""
+        self._console.print(_shown(text), markup=False, emoji=False, highlight=False)
 
     def _show_history(self, messages: list[StoredMessage]) -> None:
         if not messages:

@@ -10,6 +10,7 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
     - ProvidersFileError          the providers file cannot be read or is invalid
     - (bots.errors.BotStartupError: a bot cannot start until the operator fixes something)
   + InvalidRequestError           the caller's arguments are wrong (also a ValueError)
+  + InvalidSettingError           a /model or /system argument breaks a chat-settings rule
   + ProviderNotFoundError         no provider of that name
   + ProviderNotWorkingError       the provider has no key or address
   + StreamNotSupportedError
@@ -23,6 +24,11 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
   + RetryProviderError            every provider of a fallback list failed; carries `errors`
   + RetryNoProviderError          a fallback list with no working provider
   + (bots.errors.HistoryNotFoundError: no such chat or conversation in the history)
+
+* RuntimeError
+  + IllegalMoveError              a reply was driven through a move its state machine forbids:
+                                  a bug in Parley, never a condition to handle, so not a
+                                  ParleyError (see `core.conversation.reply.MOVES`)
 
 Storage's errors (`storage.errors.StorageError` and below) are a separate tree on purpose:
 storage is the lowest layer (the core's conversation service imports it), so it cannot
@@ -124,6 +130,14 @@ class RetryNoProviderError(ParleyError):
     user_hint = "No model provider is configured or working."
 
 
+class InvalidSettingError(ParleyError):
+    """A /model or /system argument breaks a rule of `core.chat_settings`; the message says which."""
+
+
+class IllegalMoveError(RuntimeError):
+    """The conversation service tried a move `MOVES` does not allow: a bug, never the user's doing."""
+
+
 def describe(exc: BaseException) -> str:
     """A one-line, key-free explanation of `exc` for a chat user."""
     if isinstance(exc, ParleyError):
@@ -136,7 +150,9 @@ def describe(exc: BaseException) -> str:
 __all__ = [
     "ConfigurationError",
     "EmptyResponseError",
+    "IllegalMoveError",
     "InvalidRequestError",
+    "InvalidSettingError",
     "MissingAuthError",
     "ModelNotFoundError",
     "ParleyError",

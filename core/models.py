@@ -10,15 +10,9 @@ those settings' default, as `""` does.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from .config import CoreSettings, get_settings
-
-#: What a model name may look like: one word of the characters providers use in names
-#: (gpt-4o-mini, meta-llama/llama-3.1-8b, llama3.1:8b, claude@2024). Chat commands check
-#: user input against it; a name that passes may still be unknown to the provider.
-MODEL_NAME = re.compile(r"[\w.:/@+-]{1,100}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,10 @@ class ChatKey(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ChatConfig:
-    """A chat's own settings; `None` means "use the operator's default"."""
+    """A chat's own settings; `None` means "use the operator's default".
+
+    The one type for them, from the store up to the bots (the conversation service hands it on
+    as it is); the rules for changing them live in `core.chat_settings`."""
 
     model: str | None = None
     system_prompt: str | None = None

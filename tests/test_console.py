@@ -64,8 +64,8 @@ async def test_a_session_streams_replies_and_runs_every_command(
     # Model text is shown as it is: no markup, no emoji codes.
     assert "parley> Hi there :smile: [bold]x[/bold]\n" in out
     assert "Model: fake-model (default)" in out
-    assert "Model: fake-model-mini\n" in out
-    assert "System prompt: Be terse.\n" in out
+    assert "Model set to fake-model-mini.\n" in out
+    assert "System prompt:\nBe terse.\n" in out
     assert f"{getpass.getuser()}> hello [red]you[/red]" in out
     assert "fake-model> Hi there :smile: [bold]x[/bold]" in out
     assert "Unknown command /bogus. Type /help." in out

@@ -22,8 +22,16 @@ from core.conversation import (
     ConversationService,
     build_context,
 )
-from core.errors import RateLimitError, ResponseStatusError
-from storage import MessageStatus, Role, StorageLockedError, Store, StoredMessage, open_store
+from core.errors import InvalidSettingError, RateLimitError, ResponseStatusError
+from storage import (
+    ChatConfig,
+    MessageStatus,
+    Role,
+    StorageLockedError,
+    Store,
+    StoredMessage,
+    open_store,
+)
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.test_conversation_fakes import (
     ALICE,
@@ -194,14 +202,14 @@ async def test_model_and_system_prompt_come_from_the_chat_else_the_settings(stor
     await collect(service.reply(chat(), ALICE, "one"))
     await service.set_model(chat(), "chat-model")
     await service.set_system_prompt(chat(), "Speak like a pirate.")
-    assert (await service.get_settings(chat())).model == "chat-model"
+    assert (await service.chat_config(chat())).model == "chat-model"
     await collect(service.reply(chat(), ALICE, "two"))
     await collect(service.reply(chat("other"), ALICE, "three"))
     await service.set_model(chat(), None)
-    await service.set_system_prompt(chat(), "  ")
-    assert await service.get_settings(chat()) == type(await service.get_settings(chat()))(
-        None, None
-    )
+    with pytest.raises(InvalidSettingError):  # blank is no prompt; the surfaces show instead
+        await service.set_system_prompt(chat(), "  ")
+    assert await service.set_system_prompt(chat(), " Reset ") is None
+    assert await service.chat_config(chat()) == ChatConfig(None, None)
     await collect(service.reply(chat(), ALICE, "four"))
     models = [call.model for call in provider.calls]
     systems = [call.messages[0]["content"] for call in provider.calls]
@@ -729,7 +737,7 @@ class FlakyFinishStore:
 async def test_a_final_save_that_fails_for_a_moment_is_retried(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(conversation, "FINAL_SAVE_RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(conversation.service, "FINAL_SAVE_RETRY_DELAYS", (0.01, 0.01))
     flaky = FlakyFinishStore(store, failures=2)
     service = ConversationService(flaky, AsyncClient(provider=ScriptedProvider()), make_settings())
     assert await collect(service.reply(chat(), ALICE, "hi")) == "echo: hi"
@@ -741,7 +749,7 @@ async def test_a_final_save_that_fails_for_a_moment_is_retried(
 async def test_a_final_save_that_keeps_failing_leaves_the_row_for_recover(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(conversation, "FINAL_SAVE_RETRY_DELAYS", (0.01, 0.01))
+    monkeypatch.setattr(conversation.service, "FINAL_SAVE_RETRY_DELAYS", (0.01, 0.01))
     flaky = FlakyFinishStore(store, failures=3)
     service = ConversationService(flaky, AsyncClient(provider=ScriptedProvider()), make_settings())
     assert await collect(service.reply(chat(), ALICE, "hi")) == "echo: hi"

@@ -21,10 +21,11 @@ import pytest
 from bots.config import Settings
 from bots.discord import DiscordBot
 from bots.discord.chat import EMPTY_MENTION, UNREADABLE
-from bots.discord.commands import ADMINS_ONLY, MODEL_USAGE
+from bots.discord.commands import ADMINS_ONLY
 from bots.errors import BotStartupError
 from bots.splitting import join_parts
 from bots.streaming import WARNING_PREFIX
+from core.chat_settings import MODEL_USAGE
 from core.client import AsyncClient
 from core.conversation import ChatRef, ConversationService
 from core.errors import MissingAuthError
@@ -306,7 +307,7 @@ async def test_cancelling_the_bot_stops_replies_and_disconnects(bot: Harness) ->
 
 async def test_model_and_system_need_manage_server_or_admin_ids(bot: Harness) -> None:
     shown = await bot.fake.push_interaction("model", user=BOB_ID)
-    assert await bot.fake.wait_answered(shown) == "Model: fake-model"
+    assert await bot.fake.wait_answered(shown) == "Model: fake-model (default)"
     refused = await bot.fake.push_interaction("model", {"name": "fake-model-mini"}, user=BOB_ID)
     assert await bot.fake.wait_answered(refused) == ADMINS_ONLY
     assert refused.callback is not None and refused.callback["data"]["flags"] & 64  # ephemeral
@@ -330,10 +331,11 @@ async def test_admin_ids_may_change_settings_without_manage_server(
         changed = await fake.push_interaction("model", {"name": "other"}, user=BOB_ID)
         assert await fake.wait_answered(changed) == "Model set to other."
         back = await fake.push_interaction("model", {"name": "Default"}, user=BOB_ID)
-        assert await fake.wait_answered(back) == "Model set to fake-model."
-        for junk in ("two words", " "):
-            refused = await fake.push_interaction("model", {"name": junk}, user=BOB_ID)
-            assert await fake.wait_answered(refused) == MODEL_USAGE
+        assert await fake.wait_answered(back) == "Model back to the default (fake-model)."
+        refused = await fake.push_interaction("model", {"name": "two words"}, user=BOB_ID)
+        assert await fake.wait_answered(refused) == MODEL_USAGE
+        blank = await fake.push_interaction("model", {"name": " "}, user=BOB_ID)
+        assert await fake.wait_answered(blank) == "Model: fake-model (default)"
 
 
 async def test_allowed_ids_limit_who_is_answered(tmp_path: Path, fake: FakeDiscord) -> None:

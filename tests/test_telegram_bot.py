@@ -26,7 +26,7 @@ from bots.telegram.handlers import chat as chat_texts
 from bots.telegram.handlers import commands as command_texts
 from bots.telegram.handlers.other import TEXT_ONLY
 from bots.telegram.middlewares import REFUSAL
-from core import AsyncClient, errors
+from core import AsyncClient, chat_settings, errors
 from core.conversation import ConversationService
 from storage.factory import open_store
 from tests.fakes.llm_server import FakeLLMServer, Script
@@ -464,7 +464,7 @@ async def test_model_and_system_are_for_group_admins(
         denied = await h.ask(group, BOB, "/model gpt-x")
         await h.reply_text(group, denied, command_texts.ADMINS_ONLY)
         bad = await h.ask(group, ALICE, "/model two words")
-        await h.reply_text(group, bad, command_texts.MODEL_USAGE)
+        await h.reply_text(group, bad, chat_settings.MODEL_USAGE)
         granted = await h.ask(group, ALICE, "/model fake-model-mini")
         await h.reply_text(group, granted, "Model set to fake-model-mini.")
         question = await h.ask(group, BOB, "/ask which model?")
@@ -480,7 +480,7 @@ async def test_model_and_system_are_for_group_admins(
         await h.reply_text(group, question, "echo: [Bob] bonjour?")
         assert h.llm.requests[-1].json["messages"][0]["content"] == "Answer in French."
         back = await h.ask(group, ALICE, "/model default")
-        await h.reply_text(group, back, "Model back to the default.")
+        await h.reply_text(group, back, "Model back to the default (fake-model).")
         anonymous = await h.tg.message(group, None, "/model fake-model", sender_chat=group)
         await h.reply_text(group, anonymous, "Model set to fake-model.")
         # In a private chat the user configures their own chat.
@@ -504,12 +504,12 @@ async def test_bad_input(h: Harness, clean_logs: Callable[[], None]) -> None:
         "": chat_texts.EMPTY_TEXT,  # Telegram never sends these; if it did, no model call
         "   ": chat_texts.EMPTY_TEXT,
         "/nonsense": command_texts.UNKNOWN,
-        "/model a b c": command_texts.MODEL_USAGE,
+        "/model a b c": chat_settings.MODEL_USAGE,
         "/model": "Model: fake-model (default)",
         "/start": command_texts.START,
         "/help": command_texts.HELP,
         "/ask": chat_texts.ASK_USAGE,
-        "/system " + "p" * 5000: command_texts.SYSTEM_TOO_LONG,
+        "/system " + "p" * 5000: chat_settings.SYSTEM_PROMPT_TOO_LONG,
     }
     for text, answer in expected.items():
         request = await h.ask(chat, ALICE, text)

@@ -12,21 +12,15 @@ from bots.config import Settings
 from bots.discord.access import is_allowed, may_change_settings
 from bots.discord.messages import chat_of
 from bots.discord.surface import MAX_LENGTH, NO_PINGS
+from core import chat_settings
 from core.conversation import ChatRef, ConversationService
-from core.models import MODEL_NAME
+from core.errors import InvalidSettingError
 
 log = logging.getLogger(__name__)
 
-#: Option value that puts a setting back to the operator's default.
-DEFAULT_WORD = "default"
-#: Longest model name accepted; real names are far shorter.
-MAX_MODEL_NAME = 100
-#: Discord's own limit for a string option.
-MAX_OPTION = 6000
 NOT_ALLOWED = "You are not allowed to use this bot here."
 ADMINS_ONLY = "Only members with Manage Server (or listed in ADMIN_IDS) can change this."
 FAILED = "That did not work. Please try again."
-MODEL_USAGE = f"A model name is one word, e.g. gpt-4o-mini, or '{DEFAULT_WORD}'."
 
 
 def _clip(text: str) -> str:
@@ -37,12 +31,6 @@ def _clip(text: str) -> str:
 def _chat(interaction: discord.Interaction) -> ChatRef:
     """The chat a command is about (discord.py resolves the channel, threads included)."""
     return chat_of(interaction.channel or discord.Object(interaction.channel_id or 0))
-
-
-def _chosen(value: str) -> str | None:
-    """An option's value as a setting: None (the operator's default) for the default word."""
-    value = value.strip()
-    return None if value.lower() == DEFAULT_WORD else value or None
 
 
 async def _say(interaction: discord.Interaction, text: str, *, ephemeral: bool = False) -> None:
@@ -95,47 +83,37 @@ class SettingsCog(commands.Cog):
         )
 
     @app_commands.command(name="model", description="Show or set the model used here")
-    @app_commands.describe(name=f"Model name, or '{DEFAULT_WORD}' for the default")
-    async def model(
-        self,
-        interaction: discord.Interaction,
-        name: app_commands.Range[str, 1, MAX_MODEL_NAME] | None = None,
-    ) -> None:
+    @app_commands.describe(name="Model name, or 'default' for the operator's")
+    async def model(self, interaction: discord.Interaction, name: str | None = None) -> None:
         chat = _chat(interaction)
-        if name is None:
-            current = (await self.service.get_settings(chat)).model or self.settings.default_model
-            await _say(interaction, f"Model: {current}", ephemeral=True)
-            return
-        if not MODEL_NAME.fullmatch(name.strip()):
-            await _say(interaction, MODEL_USAGE, ephemeral=True)
+        if chat_settings.asks_current(name):
+            own = (await self.service.chat_config(chat)).model
+            shown = chat_settings.describe_model(own, self.settings.default_model)
+            await _say(interaction, shown, ephemeral=True)
             return
         if not may_change_settings(interaction, self.settings.admin_ids):
             raise app_commands.CheckFailure(ADMINS_ONLY)
-        chosen = _chosen(name)
-        await self.service.set_model(chat, chosen)
-        await _say(interaction, f"Model set to {chosen or self.settings.default_model}.")
+        try:
+            stored = await self.service.set_model(chat, name or "")
+        except InvalidSettingError as exc:
+            await _say(interaction, str(exc), ephemeral=True)
+            return
+        await _say(interaction, chat_settings.model_changed(stored, self.settings.default_model))
 
     @app_commands.command(name="system", description="Show or set the system prompt used here")
-    @app_commands.describe(prompt=f"The new system prompt, or '{DEFAULT_WORD}' for the default")
-    async def system(
-        self,
-        interaction: discord.Interaction,
-        prompt: app_commands.Range[str, 1, MAX_OPTION] | None = None,
-    ) -> None:
+    @app_commands.describe(prompt="The new system prompt, or 'default' for the operator's")
+    async def system(self, interaction: discord.Interaction, prompt: str | None = None) -> None:
         chat = _chat(interaction)
-        if prompt is None:
-            current = (await self.service.get_settings(chat)).system_prompt
-            await _say(
-                interaction,
-                f"System prompt: {current or self.settings.system_prompt}",
-                ephemeral=True,
-            )
+        if chat_settings.asks_current(prompt):
+            own = (await self.service.chat_config(chat)).system_prompt
+            shown = chat_settings.describe_system_prompt(own, self.settings.system_prompt)
+            await _say(interaction, shown, ephemeral=True)
             return
         if not may_change_settings(interaction, self.settings.admin_ids):
             raise app_commands.CheckFailure(ADMINS_ONLY)
-        chosen = _chosen(prompt)
-        await self.service.set_system_prompt(chat, chosen)
-        await _say(
-            interaction,
-            "System prompt reset to the default." if chosen is None else "System prompt set.",
-        )
+        try:
+            stored = await self.service.set_system_prompt(chat, prompt or "")
+        except InvalidSettingError as exc:
+            await _say(interaction, str(exc), ephemeral=True)
+            return
+        await _say(interaction, chat_settings.system_prompt_changed(stored))

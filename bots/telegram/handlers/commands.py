@@ -13,8 +13,9 @@ from aiogram.types import BotCommand, Message
 from bots.config import Settings
 from bots.telegram.chats import chat_ref, is_anonymous_admin, is_group
 from bots.telegram.filters import UnknownCommand
+from core import chat_settings
 from core.conversation import ConversationService
-from core.models import MODEL_NAME
+from core.errors import InvalidSettingError
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,7 @@ COMMANDS = (
     BotCommand(command="stop", description="Stop the reply being written"),
     BotCommand(command="help", description="How to use this bot"),
 )
-#: Longest system prompt a chat may set, in characters.
-MAX_SYSTEM_PROMPT = 4000
-#: The argument that puts a setting back to the operator's default.
-DEFAULT_WORDS = frozenset({"default", "reset"})
-#: A shown system prompt is cut to fit one Telegram message with its label.
+#: The answer showing a system prompt is cut to this, to fit one Telegram message.
 SHOWN_PROMPT_CHARS = 3500
 
 HELP = (
@@ -49,8 +46,6 @@ RESET_DONE = "Started a new conversation."
 STOPPED = "Stopped."
 NOTHING_TO_STOP = "Nothing to stop."
 ADMINS_ONLY = "Only group admins can change this."
-MODEL_USAGE = "Usage: /model NAME (one word, e.g. gpt-4o-mini), or /model default."
-SYSTEM_TOO_LONG = f"That system prompt is too long (at most {MAX_SYSTEM_PROMPT} characters)."
 UNKNOWN = "I don't know that command. /help lists what I can do."
 
 
@@ -93,21 +88,19 @@ async def model(
     settings: Settings,
 ) -> None:
     chat = chat_ref(message)
-    name = (command.args or "").strip()
-    if not name:
-        current = (await service.get_settings(chat)).model
-        shown = current or f"{settings.default_model} (default)"
-        await message.reply(f"Model: {shown}")
-        return
-    if not MODEL_NAME.fullmatch(name):
-        await message.reply(MODEL_USAGE)
+    if chat_settings.asks_current(command.args):
+        own = (await service.chat_config(chat)).model
+        await message.reply(chat_settings.describe_model(own, settings.default_model))
         return
     if not await may_configure(message, bot, settings):
         await message.reply(ADMINS_ONLY)
         return
-    new = None if name.lower() in DEFAULT_WORDS else name
-    await service.set_model(chat, new)
-    await message.reply(f"Model set to {new}." if new else "Model back to the default.")
+    try:
+        stored = await service.set_model(chat, command.args or "")
+    except InvalidSettingError as exc:
+        await message.reply(str(exc))
+        return
+    await message.reply(chat_settings.model_changed(stored, settings.default_model))
 
 
 async def system(
@@ -118,22 +111,20 @@ async def system(
     settings: Settings,
 ) -> None:
     chat = chat_ref(message)
-    prompt = (command.args or "").strip()
-    if not prompt:
-        current = (await service.get_settings(chat)).system_prompt
-        shown = current or settings.system_prompt
-        label = "System prompt" if current else "System prompt (default)"
-        await message.reply(f"{label}:\n{_clip(shown)}")
-        return
-    if len(prompt) > MAX_SYSTEM_PROMPT:
-        await message.reply(SYSTEM_TOO_LONG)
+    if chat_settings.asks_current(command.args):
+        own = (await service.chat_config(chat)).system_prompt
+        shown = chat_settings.describe_system_prompt(own, settings.system_prompt)
+        await message.reply(_clip(shown))
         return
     if not await may_configure(message, bot, settings):
         await message.reply(ADMINS_ONLY)
         return
-    new = None if prompt.lower() in DEFAULT_WORDS else prompt
-    await service.set_system_prompt(chat, new)
-    await message.reply("System prompt set." if new else "System prompt back to the default.")
+    try:
+        stored = await service.set_system_prompt(chat, command.args or "")
+    except InvalidSettingError as exc:
+        await message.reply(str(exc))
+        return
+    await message.reply(chat_settings.system_prompt_changed(stored))
 
 
 async def unknown(message: Message) -> None:

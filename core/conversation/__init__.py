@@ -1,0 +1,24 @@
+"""Conversations: a chat's message in, the model's streamed reply out, all of it in the store.
+
+Three parts, each with one job:
+- `context`: what the model is sent (the system prompt and the newest history that fits);
+- `reply`: one answer's life as a state machine, and the deltas its consumer reads;
+- `service`: the per-chat queue that drives each reply through its life and saves every step.
+"""
+
+from ..errors import IllegalMoveError
+from .chat import Author, ChatRef
+from .context import TRUNCATION_MARKER, build_context
+from .reply import Reply, ReplyState
+from .service import ConversationService
+
+__all__ = [
+    "TRUNCATION_MARKER",
+    "Author",
+    "ChatRef",
+    "ConversationService",
+    "IllegalMoveError",
+    "Reply",
+    "ReplyState",
+    "build_context",
+]

@@ -1,0 +1,334 @@
+"""The conversation service every bot uses: history in, streamed reply out, everything saved.
+
+Why it owns the per-chat queue: a chat's messages must be answered in arrival order, one at a
+time (each reply becomes context for the next), while different chats run concurrently. So
+`reply()` registers the message synchronously, in the order the adapter received it, and a
+background task per message does the work: store the user message at once, wait for the
+chat's previous reply to finish, then stream. The consumer only reads deltas; a slow or
+vanished consumer never holds the chat up.
+
+Every state change is written as it happens: the user message before the model is called, the
+reply row when streaming starts, its text every `CHECKPOINT_SECONDS`, and its outcome at the
+end. A process killed mid-reply leaves the row `streaming`; `recover()` at start-up marks it
+`interrupted`, keeping the text of the last checkpoint. The reply's own states and the moves
+between them are in `reply.py`; this module decides when each move happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from core.chat_settings import parse_model, parse_system_prompt
+from core.client import AsyncClient
+from core.config import CoreSettings
+from storage import ChatConfig, ReplyOutcome, StorageError, Store, StoredMessage
+
+from .chat import Author, ChatRef
+from .context import load_context
+from .reply import Reply, ReplyState
+
+log = logging.getLogger(__name__)
+
+#: Longest a streaming reply goes unsaved; a crash loses at most this much of its text.
+CHECKPOINT_SECONDS = 2.0
+#: Waits before each further try of a reply's final save (a lock held by another process, a
+#: disk briefly full); after them the row stays 'streaming' until the next start's recover().
+FINAL_SAVE_RETRY_DELAYS = (1.0, 3.0)
+#: Stored error reasons are cut to this length; the full error goes to the log.
+ERROR_REASON_MAX_CHARS = 300
+
+
+def _reason(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:ERROR_REASON_MAX_CHARS]
+
+
+def _ms(start: float | None, end: float | None) -> int | None:
+    if start is None or end is None:
+        return None
+    return round((end - start) * 1000)
+
+
+class ConversationService:
+    """Answers chat messages with the core, keeping every chat's history in the store."""
+
+    def __init__(
+        self,
+        store: Store,
+        client: AsyncClient,
+        settings: CoreSettings,
+        *,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    ) -> None:
+        self._store = store
+        self._client = client
+        self._settings = settings
+        self._checkpoint_seconds = checkpoint_seconds
+        self._tails: dict[ChatRef, Reply] = {}
+        self._active: dict[ChatRef, Reply] = {}
+        self._running: dict[asyncio.Task[None], Reply] = {}
+
+    async def recover(self, platform: str | None = None) -> int:
+        """At start-up: replies a crash left 'streaming' become 'interrupted'; return how many.
+
+        `platform` limits it to one platform's chats (the console leaves the bots' alone).
+        """
+        count = await self._store.interrupt_streaming(platform)
+        if count:
+            log.warning(
+                "Marked %d reply(ies) left streaming by a previous run as interrupted.", count
+            )
+        return count
+
+    def reply(
+        self,
+        chat: ChatRef,
+        author: Author,
+        text: str,
+        *,
+        group: bool = False,
+        platform_message_id: str | None = None,
+    ) -> Reply:
+        """Queue an answer to `text`; the user message is stored at once, before the model runs.
+
+        Raises ValueError for an empty text, which adapters should answer themselves.
+        """
+        if not text.strip():
+            raise ValueError("Cannot answer an empty message.")
+        reply = Reply(chat)
+        previous = self._tails.get(chat)
+        self._tails[chat] = reply
+        task = asyncio.create_task(
+            self._run(reply, previous, author, text, group, platform_message_id),
+            name=f"reply {chat.platform}:{chat.chat_id}:{chat.thread_id}",
+        )
+        reply.attach(task)
+        self._running[task] = reply
+        task.add_done_callback(self._running.pop)
+        return reply
+
+    async def stop(self, chat: ChatRef) -> bool:
+        """Cancel the chat's reply in flight, keeping its partial text; True if there was one."""
+        reply = self._active.get(chat)
+        if reply is None or not reply.stop():
+            return False
+        await reply.wait()
+        return True
+
+    async def reset(self, chat: ChatRef) -> None:
+        """Start a new conversation; the old one stays in the history.
+
+        Messages received before the reset belong to the old one, even those whose task has
+        not stored them yet: wait for the newest to be stored first.
+        """
+        newest = self._tails.get(chat)
+        if newest is not None:
+            await newest.wait_user_message()
+        await self._store.new_conversation(chat)
+
+    async def chat_config(self, chat: ChatRef) -> ChatConfig:
+        """The chat's own settings; `None` in a field means the operator's default applies."""
+        return await self._store.chat_config(chat)
+
+    async def set_model(self, chat: ChatRef, model: str | None) -> str | None:
+        """Set the chat's model from a user's argument, by `core.chat_settings`'s rule; None
+        goes back to the operator's default. Returns what was stored (None: the default).
+
+        Raises `InvalidSettingError`, whose message is the answer for the user.
+        """
+        value = None if model is None else parse_model(model)
+        await self._store.set_chat_model(chat, value)
+        return value
+
+    async def set_system_prompt(self, chat: ChatRef, prompt: str | None) -> str | None:
+        """Set the chat's system prompt from a user's argument, by `core.chat_settings`'s rule;
+        None goes back to the operator's default. Returns what was stored (None: the default).
+
+        Raises `InvalidSettingError`, whose message is the answer for the user.
+        """
+        value = None if prompt is None else parse_system_prompt(prompt)
+        await self._store.set_chat_system_prompt(chat, value)
+        return value
+
+    async def record_platform_ids(self, message_id: int, ids: list[str]) -> None:
+        """The platform messages that carry a stored message (replaces earlier ones)."""
+        await self._store.set_platform_message_ids(message_id, ids)
+
+    async def history(self, chat: ChatRef) -> list[StoredMessage]:
+        """The messages of the chat's current conversation, in turn order."""
+        conversation = await self._store.current_conversation(chat)
+        if conversation is None:
+            return []
+        return await self._store.conversation_messages(conversation)
+
+    async def aclose(self) -> None:
+        """Stop every reply (partial text kept as 'interrupted') and wait for all to be saved."""
+        for reply in list(self._running.values()):
+            reply.stop()
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+    # The work behind one reply.
+
+    async def _run(
+        self,
+        reply: Reply,
+        previous: Reply | None,
+        author: Author,
+        text: str,
+        group: bool,
+        platform_message_id: str | None,
+    ) -> None:
+        chat = reply.chat
+        try:
+            user_message_id = await self._store_user_message(
+                reply, previous, author, text, platform_message_id
+            )
+            if user_message_id is None:
+                return
+            if previous is not None:
+                await reply.wait_turn(previous)
+            if not reply.begin():  # stopped while it waited
+                return
+            self._active[chat] = reply
+            try:
+                await self._stream(reply, user_message_id, group)
+            finally:
+                del self._active[chat]
+        finally:
+            if not reply.state.final:  # only when cancelled from outside
+                reply.end(ReplyState.INTERRUPTED)
+            try:
+                if previous is not None:  # a turn never ends before the one queued before it
+                    await previous.wait_turn_over()
+            finally:
+                reply.end_turn()
+                if self._tails.get(chat) is reply:
+                    del self._tails[chat]
+
+    async def _store_user_message(
+        self,
+        reply: Reply,
+        previous: Reply | None,
+        author: Author,
+        text: str,
+        platform_message_id: str | None,
+    ) -> int | None:
+        """Store the message, after the one received before it; its id, or None on failure."""
+        message_id: int | None = None
+        try:
+            if previous is not None:
+                await previous.wait_user_message()
+            message_id = await self._store.add_user_message(
+                reply.chat,
+                author_id=author.id,
+                author_name=author.name,
+                text=text,
+                platform_message_id=platform_message_id,
+            )
+        except StorageError as exc:
+            log.error("Could not store a message of %s: %s", reply.chat, exc)
+            reply.end(ReplyState.ERROR, exc)
+        finally:
+            reply.settle_user_message(message_id)
+        return message_id
+
+    async def _stream(self, reply: Reply, user_message_id: int, group: bool) -> None:
+        state = ReplyState.DONE
+        error: BaseException | None = None
+        usage: Any = None
+        started = first_token = None
+        outside_cancel = False
+        with reply.stoppable():
+            try:
+                messages, reply.model = await load_context(
+                    self._store, self._settings, reply.chat, user_message_id, group=group
+                )
+                await self._open_row(reply, user_message_id)
+                started = last_save = time.monotonic()
+                stream = self._client.chat.completions.create(
+                    messages, model=reply.model, stream=True
+                )
+                async with contextlib.aclosing(stream):
+                    async for chunk in stream:
+                        reply.provider = chunk.provider or reply.provider
+                        reply.model = chunk.model or reply.model
+                        usage = chunk.usage or usage
+                        piece = chunk.choices[0].delta.content
+                        if not piece:
+                            continue
+                        if first_token is None:
+                            first_token = time.monotonic()
+                        reply.add(piece)
+                        if time.monotonic() - last_save >= self._checkpoint_seconds:
+                            await self._checkpoint(reply)
+                            last_save = time.monotonic()
+            except asyncio.CancelledError:
+                if reply.stop_asked:  # our own stop: the reply ends here, the task goes on
+                    state = ReplyState.STOPPED
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                else:
+                    state, outside_cancel = ReplyState.INTERRUPTED, True
+            except Exception as exc:
+                state, error = ReplyState.ERROR, exc
+                log.warning("Reply in %s failed: %s", reply.chat, _reason(exc))
+        if reply.message_id is not None:
+            await self._save_outcome(reply, state, error, usage, started, first_token)
+        reply.end(state, error)
+        if outside_cancel:
+            raise asyncio.CancelledError
+
+    async def _open_row(self, reply: Reply, user_message_id: int) -> None:
+        """Create the reply's row; a stop arriving meanwhile still learns the row's id."""
+        insert = asyncio.ensure_future(self._store.start_reply(user_message_id, reply.model))
+        try:
+            reply.message_id = await asyncio.shield(insert)
+        except asyncio.CancelledError:
+            with contextlib.suppress(StorageError):
+                reply.message_id = await insert
+            raise
+
+    async def _checkpoint(self, reply: Reply) -> None:
+        assert reply.message_id is not None
+        try:
+            await self._store.save_partial_reply(reply.message_id, reply.text)
+        except StorageError as exc:  # the final save tries again; the user still gets the text
+            log.warning("Could not checkpoint reply %s: %s", reply.message_id, exc)
+
+    async def _save_outcome(
+        self,
+        reply: Reply,
+        state: ReplyState,
+        error: BaseException | None,
+        usage: Any,
+        started: float | None,
+        first_token: float | None,
+    ) -> None:
+        assert reply.message_id is not None
+        now = time.monotonic()
+        outcome = ReplyOutcome(
+            status=state.stored_status,
+            text=reply.text,
+            model=reply.model,
+            provider=reply.provider,
+            first_token_ms=_ms(started, first_token),
+            total_ms=_ms(started, now),
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            total_tokens=getattr(usage, "total_tokens", None),
+            error=_reason(error) if error is not None else None,
+        )
+        for delay in (*FINAL_SAVE_RETRY_DELAYS, None):
+            try:
+                await self._store.finish_reply(reply.message_id, outcome)
+                return
+            except StorageError as exc:
+                if delay is None:  # the user has the text; recover() fixes the row at start-up
+                    log.error("Could not save reply %s: %s", reply.message_id, exc)
+                    return
+                log.warning("Saving reply %s failed (%s); retrying", reply.message_id, exc)
+                await asyncio.sleep(delay)
