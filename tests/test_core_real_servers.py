@@ -317,3 +317,20 @@ async def test_anthropic_whole_answer_keeps_id_and_usage_through_a_stop_string(
     assert completion.choices[0].message.content == "Sure. "
     assert completion.id == MESSAGE_ID
     assert completion.usage.model_dump() == SERVER_USAGE
+
+
+async def test_a_traceback_in_an_http_error_body_is_one_short_line_and_logged_whole(
+    server, openai_client, caplog
+) -> None:
+    """LiteLLM answers a failure before the stream with HTTP 500 and the same traceback."""
+    body = json.dumps(
+        {"error": {"message": TRACEBACK, "type": "None", "param": "None", "code": "500"}}
+    ).encode()
+    server.enqueue(Script(status=500, raw_sse=body, headers=JSON_HEADERS))
+    with caplog.at_level(logging.WARNING), pytest.raises(errors.ResponseStatusError) as caught:
+        await openai_client.chat.completions.create("hi")
+    message = str(caught.value)
+    assert caught.value.status_code == 500
+    assert "\n" not in message and "litellm.InternalServerError" in message
+    assert TRACEBACK_TAIL not in message
+    assert len([r for r in caplog.records if TRACEBACK_TAIL in r.getMessage()]) == 1

@@ -29,6 +29,7 @@ import httpx
 
 from .. import errors
 from ..redact import Redactor
+from .wire import short_line
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +105,14 @@ def status_error(
 ) -> errors.ParleyError:
     """Map an HTTP error response to the typed error that says what to fix."""
     status = response.status_code
-    message, code = _error_detail(body)
-    message = redact(message)
+    detail, code = _error_detail(body)
+    detail = redact(detail)
     where = f"{provider} ({response.request.method} {response.request.url.path})"
+    # A proxy's error body may hold a whole traceback; the error (which the console shows and
+    # the history stores) gets its first line, the log the rest, as for in-stream errors.
+    message = short_line(detail)
+    if message != detail:
+        log.warning("%s answered HTTP %s: %s", where, status, detail)
     if status in (401, 403):
         return errors.MissingAuthError(
             f"{where} rejected the API key with HTTP {status}: {message}. Check {key_hint}."

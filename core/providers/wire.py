@@ -42,11 +42,11 @@ def server_error(
     full = redact(message)
     log.warning("%s: the server reported an error mid-answer: %s", provider, full)
     return errors.ResponseStatusError(
-        f"{provider}: error inside the stream: {_short_line(full)}", status
+        f"{provider}: error inside the stream: {short_line(full)}", status
     )
 
 
-def _short_line(text: str) -> str:
+def short_line(text: str) -> str:
     """The first non-blank line of `text`, its spaces collapsed, cut to `MAX_SERVER_TEXT`."""
     lines = [" ".join(line.split()) for line in text.splitlines()]
     lines = [line for line in lines if line]

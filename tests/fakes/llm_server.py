@@ -81,7 +81,8 @@ class Script:
     stall_after: int | None = None
     #: The exact body. A list is written segment by segment (`delay` apart when > 0), so one SSE
     #: event can arrive split across TCP reads. It is sent as `text/event-stream` unless
-    #: `headers` gives another `Content-Type`: a real server's exact JSON answer, for one.
+    #: `headers` gives another `Content-Type`: a real server's exact JSON answer, for one. It is
+    #: sent with `status`, so an error body can be replayed byte for byte too.
     raw_sse: bytes | list[bytes] | None = None
 
 
@@ -427,6 +428,8 @@ class FakeLLMServer:
         script = reply.script
         if script.first_delay:
             await asyncio.sleep(script.first_delay)
+        if script.raw_sse is not None:
+            return await _write_raw(request, script)
         if script.status != 200:
             return _openai_error(
                 script.status,
@@ -435,8 +438,6 @@ class FakeLLMServer:
                 script.error_type,
                 script.headers,
             )
-        if script.raw_sse is not None:
-            return await _write_raw(request, script)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if not stream:
@@ -499,12 +500,12 @@ class FakeLLMServer:
         script = reply.script
         if script.first_delay:
             await asyncio.sleep(script.first_delay)
+        if script.raw_sse is not None:
+            return await _write_raw(request, script)
         if script.status != 200:
             return _anthropic_error(
                 script.status, script.error_message, script.error_type, script.headers
             )
-        if script.raw_sse is not None:
-            return await _write_raw(request, script)
         message_id = f"msg_{uuid.uuid4().hex[:24]}"
         if not stream:
             return await _write_whole(request, script, _anthropic_message(reply, message_id, model))
@@ -672,7 +673,7 @@ async def _write_whole(request: web.Request, script: Script, payload: dict) -> w
 
 
 async def _write_raw(request: web.Request, script: Script) -> web.StreamResponse:
-    response = web.StreamResponse(headers={**SSE_HEADERS, **script.headers})
+    response = web.StreamResponse(status=script.status, headers={**SSE_HEADERS, **script.headers})
     await response.prepare(request)
     segments = [script.raw_sse] if isinstance(script.raw_sse, bytes) else script.raw_sse or []
     for index, segment in enumerate(segments):
