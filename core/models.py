@@ -30,12 +30,12 @@ class _DefaultModel(Model):
     def __init__(self) -> None:
         pass
 
-    @property  # type: ignore[misc]
-    def name(self) -> str:  # type: ignore[override]
+    @property
+    def name(self) -> str:
         return get_settings().default_model
 
-    @property  # type: ignore[misc]
-    def base_provider(self) -> str:  # type: ignore[override]
+    @property
+    def base_provider(self) -> str:
         return ""
 
     def __repr__(self) -> str:

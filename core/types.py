@@ -12,13 +12,15 @@ import time
 import uuid
 from typing import Any, Literal
 
+#: The finish reasons OpenAI names. An OpenAI-compatible server may send another, which is
+#: passed on as it was sent, so `FinishReason` takes any string.
 FinishReasonName = Literal["stop", "length", "content_filter", "tool_calls", "error"]
 
 
 class _Dumpable:
     """Attribute access plus a recursive `model_dump()`, shared by every response object."""
 
-    __slots__ = ()
+    __slots__: tuple[str, ...] = ()
 
     def model_dump(self) -> dict[str, Any]:
         return {name: _dump(getattr(self, name)) for name in self.__slots__}
@@ -28,9 +30,10 @@ class _Dumpable:
         return f"{type(self).__name__}({fields})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self.model_dump() == other.model_dump()  # type: ignore[attr-defined]
+        return type(other) is type(self) and self.model_dump() == other.model_dump()
 
-    __hash__ = None  # type: ignore[assignment]
+    # Unhashable, as pydantic models are once they define `__eq__`.
+    __hash__ = None  # type: ignore[assignment]  # typeshed types object.__hash__ as a method
 
 
 def _dump(value: Any) -> Any:
@@ -83,7 +86,7 @@ class FinishReason:
 
     __slots__ = ("reason",)
 
-    def __init__(self, reason: FinishReasonName) -> None:
+    def __init__(self, reason: FinishReasonName | str) -> None:
         self.reason = reason
 
     def __repr__(self) -> str:

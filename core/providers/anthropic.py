@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .. import errors
+from ..redact import Redactor
 from ..types import FinishReason, Usage
 from .base import Messages, StreamItem
-from .http import Redactor
 from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
 from .sse import iter_sse
 from .wire import response_id, server_error
@@ -58,7 +58,7 @@ class Anthropic(HTTPProvider):
         )
 
     def _request(
-        self, model: str, messages: Messages, stream: bool, key: str | None, options: dict
+        self, model: str, messages: Messages, stream: bool, key: str | None, options: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, str]]:
         system, turns = split_system(messages)
         body: dict[str, Any] = {
@@ -93,7 +93,7 @@ class Anthropic(HTTPProvider):
         ident = response_id(payload)
         items: list[StreamItem] = [tokens, text] if ident is None else [ident, tokens, text]
         if reason != "stop":
-            items.append(FinishReason(reason))  # type: ignore[arg-type]
+            items.append(FinishReason(reason))
         return items
 
     async def _read(self, exchange: Exchange) -> AsyncIterator[StreamItem]:
@@ -154,4 +154,4 @@ class Anthropic(HTTPProvider):
                 )
             yield Usage(input_tokens, output_tokens)
             if reason != "stop":
-                yield FinishReason(reason)  # type: ignore[arg-type]
+                yield FinishReason(reason)

@@ -8,8 +8,8 @@ client adds policy on top of a transport.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 from ..types import FinishReason, ProviderInfo, ResponseId, Usage
 
@@ -34,15 +34,19 @@ class ProviderLike(Protocol):
 class BaseProvider:
     """Base for Parley's own providers. Subclasses implement `create_async_generator`."""
 
-    working: ClassVar[bool] | bool = True
-    supports_stream: ClassVar[bool] | bool = True
-    needs_auth: ClassVar[bool] | bool = False
+    # Class attributes, as on g4f's provider classes; an instance may set its own.
+    working: bool = True
+    supports_stream: bool = True
+    needs_auth: bool = False
     default_model: str | None = None
-    models: ClassVar[tuple[str, ...]] | list[str] = ()
+    models: Sequence[str] = ()
 
     @property
     def name(self) -> str:
-        return type(self).__name__
+        # Annotated `type`: mypy would read the `__name__` property below, but on a class
+        # the metaclass's `type.__name__` answers.
+        cls: type = type(self)
+        return cls.__name__
 
     @property
     def __name__(self) -> str:

@@ -34,16 +34,14 @@ class IterListProvider(BaseProvider):
         self.providers = list(providers)
         self.shuffle = shuffle
 
+    # `working` and `supports_stream` are plain attributes on BaseProvider, as on g4f's provider
+    # classes; a list derives them from its members, so here they are read-only properties.
     @property
-    def name(self) -> str:
-        return type(self).__name__
-
-    @property
-    def working(self) -> bool:  # type: ignore[override]
+    def working(self) -> bool:  # type: ignore[override]  # read-only, derived from the list
         return any(getattr(p, "working", False) for p in self.providers)
 
     @property
-    def supports_stream(self) -> bool:  # type: ignore[override]
+    def supports_stream(self) -> bool:  # type: ignore[override]  # as `working` above
         return any(getattr(p, "supports_stream", False) for p in self.providers)
 
     def _candidates(self, ignore_working: bool) -> list[Any]:
@@ -106,7 +104,7 @@ def _closing(items: AsyncIterator[StreamItem]) -> contextlib.AbstractAsyncContex
     async-generator finaliser, its HTTP response (and pooled connection) would be released
     only a loop tick later. A plain async iterator without `aclose` has nothing to release."""
     if hasattr(items, "aclose"):
-        return contextlib.aclosing(items)  # type: ignore[type-var]
+        return contextlib.aclosing(items)
     return contextlib.nullcontext(items)
 
 

@@ -166,7 +166,7 @@ def transport_error(provider: str, exc: httpx.HTTPError, redact: Redactor) -> er
 
 
 def _backoff(attempt: int) -> float:
-    return min(INITIAL_BACKOFF * 2**attempt, MAX_BACKOFF) * (0.75 + random.random() / 2)
+    return min(INITIAL_BACKOFF * 2.0**attempt, MAX_BACKOFF) * (0.75 + random.random() / 2)
 
 
 @asynccontextmanager

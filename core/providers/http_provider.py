@@ -61,7 +61,7 @@ class HTTPProvider(BaseProvider):
         return self._name
 
     def _request(
-        self, model: str, messages: Messages, stream: bool, key: str | None, options: dict
+        self, model: str, messages: Messages, stream: bool, key: str | None, options: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, str]]:
         """The JSON body and headers of one call."""
         raise NotImplementedError
@@ -99,7 +99,7 @@ class HTTPProvider(BaseProvider):
                 headers,
                 Redactor(key),
                 stream,
-                timeout and httpx.Timeout(timeout),
+                httpx.Timeout(timeout) if timeout else None,
                 http_client or self.http_client,
             )
         )

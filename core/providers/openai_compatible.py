@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .. import errors
+from ..redact import Redactor
 from ..types import FinishReason, Usage
 from .base import Messages, StreamItem
-from .http import Redactor
 from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
 from .sse import iter_sse
 from .wire import response_id, server_error
@@ -66,7 +66,7 @@ class OpenAICompatible(HTTPProvider):
         self.headers = dict(headers or {})
 
     def _request(
-        self, model: str, messages: Messages, stream: bool, key: str | None, options: dict
+        self, model: str, messages: Messages, stream: bool, key: str | None, options: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, str]]:
         headers = {"Accept": "text/event-stream, application/json", **self.headers}
         if key:
@@ -175,4 +175,4 @@ class OpenAICompatible(HTTPProvider):
                     f"{self.name}: the stream ended before the answer was finished."
                 )
             if finish_reason not in (None, "stop"):
-                yield FinishReason(finish_reason)  # type: ignore[arg-type]
+                yield FinishReason(finish_reason)

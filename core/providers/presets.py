@@ -8,6 +8,7 @@ missing key, and probing localhost ports nobody asked for would only produce noi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from ..config import CoreSettings
@@ -65,7 +66,15 @@ def _secret(settings: CoreSettings, field: str) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def network_options(settings: CoreSettings) -> dict:
+class NetworkOptions(TypedDict):
+    """The keyword arguments of `HTTPProvider` that come from the network settings."""
+
+    connect_timeout: float
+    read_timeout: float
+    max_retries: int
+
+
+def network_options(settings: CoreSettings) -> NetworkOptions:
     """The settings every HTTP provider takes, presets and providers-file entries alike."""
     return {
         "connect_timeout": settings.connect_timeout,

@@ -53,7 +53,7 @@ def _provider(entry: dict[str, Any], settings: CoreSettings) -> BaseProvider:
     name = entry["name"]
     key_env = entry.get("api_key_env")
     key = env_secret(key_env) if key_env else None
-    common = {
+    common: dict[str, Any] = {
         "default_model": entry.get("default_model"),
         "models": entry.get("models"),
         "key_env": key_env or f"api_key_env for {name}",

@@ -7,6 +7,7 @@ provider classes while reflecting the operator's keys.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -86,7 +87,7 @@ class ProviderRegistry:
         except errors.ProviderNotFoundError as exc:
             raise AttributeError(str(exc)) from None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(self._by_key.values())
 
     def __contains__(self, name: object) -> bool:
@@ -132,7 +133,7 @@ class _ProviderView:
     def get(self, name: str) -> Any:
         return current_registry().get(name)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Any]:
         return iter(current_registry())
 
     def __contains__(self, name: object) -> bool:
