@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Generator, Iterator
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import httpx
 
@@ -35,6 +35,9 @@ from .types import (
 
 #: Rough characters per token, for the usage estimate of providers that report none.
 CHARS_PER_TOKEN = 4
+
+_T = TypeVar("_T")
+_ChatT = TypeVar("_ChatT")
 
 
 def _normalize_messages(messages: Any) -> list[dict[str, Any]]:
@@ -72,7 +75,7 @@ class _Request:
 
     def __init__(
         self,
-        owner: _ClientBase,
+        owner: _ClientBase[Any],
         messages: Any,
         model: str | Model,
         provider: Any,
@@ -119,25 +122,20 @@ class _Request:
         self.whole = stream and not streams
 
 
-def _chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk]:
+def _chunks(request: _Request) -> AsyncGenerator[ChatCompletionChunk, None]:
     return _one_chunk(request) if request.whole else _stream_chunks(request)
 
 
-async def _one_chunk(request: _Request) -> AsyncIterator[ChatCompletionChunk]:
+async def _one_chunk(request: _Request) -> AsyncGenerator[ChatCompletionChunk, None]:
     completion = await _complete(request)
-    common = {
-        "id": completion.id,
-        "created": completion.created,
-        "model": completion.model,
-        "provider": completion.provider,
-    }
+    head = (completion.id, completion.created, completion.model, completion.provider)
     choice = completion.choices[0]
     if choice.message.content:
-        yield ChatCompletionChunk(choice.message.content, None, **common)
-    yield ChatCompletionChunk(None, choice.finish_reason, usage=completion.usage, **common)
+        yield ChatCompletionChunk(choice.message.content, None, *head)
+    yield ChatCompletionChunk(None, choice.finish_reason, *head, completion.usage)
 
 
-async def _stream_chunks(request: _Request) -> AsyncIterator[ChatCompletionChunk]:
+async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChunk, None]:
     """The chunk sequence: one per text piece, then a final chunk with finish_reason and usage.
 
     The id is the server's when its provider says it before the first text; the usage is the
@@ -217,7 +215,8 @@ async def _complete(request: _Request) -> ChatCompletion:
         content = chunk.choices[0].delta.content
         if content:
             pieces.append(content)
-    assert last is not None  # _stream_chunks always ends with the final chunk
+    # _stream_chunks always ends with the final chunk, and that one carries the usage.
+    assert last is not None and last.usage is not None
     return ChatCompletion(
         "".join(pieces),
         last.choices[0].finish_reason or "stop",
@@ -234,7 +233,7 @@ class AsyncStream:
 
     __slots__ = ("_iterator",)
 
-    def __init__(self, iterator: AsyncIterator[ChatCompletionChunk]) -> None:
+    def __init__(self, iterator: AsyncGenerator[ChatCompletionChunk, None]) -> None:
         self._iterator = iterator
 
     def __aiter__(self) -> AsyncIterator[ChatCompletionChunk]:
@@ -243,17 +242,17 @@ class AsyncStream:
     async def __anext__(self) -> ChatCompletionChunk:
         return await self._iterator.__anext__()
 
-    def __await__(self):
+    def __await__(self) -> Generator[Any, None, AsyncStream]:
         async def itself() -> AsyncStream:
             return self
 
         return itself().__await__()
 
     async def aclose(self) -> None:
-        await self._iterator.aclose()  # type: ignore[attr-defined]
+        await self._iterator.aclose()
 
 
-class _ClientBase:
+class _ClientBase(Generic[_ChatT]):
     """g4f's constructor arguments, plus `registry` and `http_client`.
 
     `registry`: the providers to route names through. Without one the client follows the
@@ -288,13 +287,57 @@ class _ClientBase:
         self.timeout = timeout
         self.chat = self._make_chat()
 
-    def _make_chat(self) -> Any:
+    def _make_chat(self) -> _ChatT:
         raise NotImplementedError
 
 
 class AsyncCompletions:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
+
+    # The result's type follows `stream`, as in openai-python's `AsyncCompletions.create`.
+    @overload
+    def create(
+        self,
+        messages: Any = None,
+        model: str | Model = "",
+        provider: Any = None,
+        stream: Literal[False] = False,
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        temperature: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, ChatCompletion]: ...
+
+    @overload
+    def create(
+        self,
+        messages: Any = None,
+        model: str | Model = "",
+        provider: Any = None,
+        *,
+        stream: Literal[True],
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        temperature: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> AsyncStream: ...
+
+    @overload
+    def create(
+        self,
+        messages: Any = None,
+        model: str | Model = "",
+        provider: Any = None,
+        stream: bool = False,
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        temperature: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, ChatCompletion] | AsyncStream: ...
 
     def create(
         self,
@@ -321,7 +364,7 @@ class _AsyncChat:
         self.completions = AsyncCompletions(client)
 
 
-class AsyncClient(_ClientBase):
+class AsyncClient(_ClientBase[_AsyncChat]):
     """g4f's `AsyncClient`: `await client.chat.completions.create(...)`."""
 
     def _make_chat(self) -> _AsyncChat:
@@ -343,13 +386,13 @@ class _BackgroundLoop:
                 self._loop = loop
             return self._loop
 
-    def run(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+    def run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._running_loop()).result()
 
-    def iterate(self, make: Any) -> Iterator[Any]:
-        """Pull from an async iterator created on the background loop by `make()`."""
+    def iterate(self, make: Callable[[], AsyncGenerator[_T, None]]) -> Iterator[_T]:
+        """Pull from an async generator created on the background loop by `make()`."""
 
-        async def create() -> Any:
+        async def create() -> AsyncGenerator[_T, None]:
             return make()
 
         iterator = self.run(create())
@@ -369,6 +412,49 @@ _background = _BackgroundLoop()
 class Completions:
     def __init__(self, client: Client) -> None:
         self._client = client
+
+    @overload
+    def create(
+        self,
+        messages: Any = None,
+        model: str | Model = "",
+        provider: Any = None,
+        stream: Literal[False] = False,
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        temperature: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> ChatCompletion: ...
+
+    @overload
+    def create(
+        self,
+        messages: Any = None,
+        model: str | Model = "",
+        provider: Any = None,
+        *,
+        stream: Literal[True],
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        temperature: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatCompletionChunk]: ...
+
+    @overload
+    def create(
+        self,
+        messages: Any = None,
+        model: str | Model = "",
+        provider: Any = None,
+        stream: bool = False,
+        max_tokens: int | None = None,
+        stop: str | list[str] | None = None,
+        temperature: float | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> ChatCompletion | Iterator[ChatCompletionChunk]: ...
 
     def create(
         self,
@@ -394,7 +480,7 @@ class _Chat:
         self.completions = Completions(client)
 
 
-class Client(_ClientBase):
+class Client(_ClientBase[_Chat]):
     """g4f's sync `Client`; usable with or without a running event loop in this thread."""
 
     def _make_chat(self) -> _Chat:

@@ -5,18 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
-from .client import AsyncClient, Client
+from . import types
+from .client import AsyncClient, AsyncStream, Client
 from .models import Model
 
 
-async def _texts(stream: Any) -> AsyncIterator[str]:
+def _text(completion: types.ChatCompletion) -> str:
+    # Never None: a `ChatCompletion` is built with the whole answer's text.
+    return completion.choices[0].message.content or ""
+
+
+async def _texts(stream: AsyncStream) -> AsyncIterator[str]:
     async for chunk in stream:
         if chunk.choices[0].delta.content:
             yield chunk.choices[0].delta.content
 
 
-async def _whole(completion: Coroutine[Any, Any, Any]) -> str:
-    return (await completion).choices[0].message.content
+async def _whole(completion: Coroutine[Any, Any, types.ChatCompletion]) -> str:
+    return _text(await completion)
 
 
 class ChatCompletion:
@@ -28,9 +34,9 @@ class ChatCompletion:
     ) -> str | Iterator[str]:
         """The answer as a `str`, or, with `stream=True`, an iterator of text pieces."""
         result = Client(provider).chat.completions.create(messages, model, stream=stream, **kwargs)
-        if stream:
-            return (c.choices[0].delta.content for c in result if c.choices[0].delta.content)
-        return result.choices[0].message.content
+        if isinstance(result, types.ChatCompletion):  # exactly when `stream` is false
+            return _text(result)
+        return (c.choices[0].delta.content for c in result if c.choices[0].delta.content)
 
     @staticmethod
     def create_async(
@@ -40,4 +46,4 @@ class ChatCompletion:
         result = AsyncClient(provider).chat.completions.create(
             messages, model, stream=stream, **kwargs
         )
-        return _texts(result) if stream else _whole(result)
+        return _texts(result) if isinstance(result, AsyncStream) else _whole(result)
