@@ -270,7 +270,9 @@ class ConversationService:
             except asyncio.CancelledError:
                 if reply.stop_asked:  # our own stop: the reply ends here, the task goes on
                     state = ReplyState.STOPPED
-                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                    task = asyncio.current_task()
+                    assert task is not None  # a reply streams inside its own task
+                    task.uncancel()
                 else:
                     state, outside_cancel = ReplyState.INTERRUPTED, True
             except Exception as exc:
