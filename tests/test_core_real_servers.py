@@ -334,3 +334,35 @@ async def test_a_traceback_in_an_http_error_body_is_one_short_line_and_logged_wh
     assert "\n" not in message and "litellm.InternalServerError" in message
     assert TRACEBACK_TAIL not in message
     assert len([r for r in caplog.records if TRACEBACK_TAIL in r.getMessage()]) == 1
+
+
+async def test_a_traceback_in_an_http_error_body_is_logged_once_across_retries(
+    server, caplog
+) -> None:
+    body = json.dumps(
+        {"error": {"message": TRACEBACK, "type": "None", "param": "None", "code": "500"}}
+    ).encode()
+    for _ in range(3):
+        server.enqueue(
+            Script(status=500, raw_sse=body, headers={**JSON_HEADERS, "Retry-After": "0"})
+        )
+    client = AsyncClient(OpenAICompatible("LiteLLM", server.base_url, max_retries=2))
+    with caplog.at_level(logging.WARNING), pytest.raises(errors.ResponseStatusError):
+        await client.chat.completions.create("hi")
+    assert len(server.requests) == 3
+    assert len([r for r in caplog.records if TRACEBACK_TAIL in r.getMessage()]) == 1
+
+
+#: Azure OpenAI's first chunk: no choices, an empty id, the prompt's content-filter results.
+AZURE_FILTER_CHUNK = (
+    b'data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":'
+    b'[{"prompt_index":0,"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}]}'
+    b"\n\n"
+)
+
+
+async def test_an_empty_id_in_the_first_chunk_waits_for_the_real_one(server, openai_client) -> None:
+    server.enqueue(Script(raw_sse=[AZURE_FILTER_CHUNK, *LITELLM_STREAM]))
+    chunks = await collect(openai_client.chat.completions.create("hi", stream=True))
+    assert contents(chunks) == ["Hi", " there", None]
+    assert {chunk.id for chunk in chunks} == {SERVER_ID}

@@ -109,10 +109,8 @@ def status_error(
     detail = redact(detail)
     where = f"{provider} ({response.request.method} {response.request.url.path})"
     # A proxy's error body may hold a whole traceback; the error (which the console shows and
-    # the history stores) gets its first line, the log the rest, as for in-stream errors.
+    # the history stores) gets its first line, and `open_stream` logs the rest once.
     message = short_line(detail)
-    if message != detail:
-        log.warning("%s answered HTTP %s: %s", where, status, detail)
     if status in (401, 403):
         return errors.MissingAuthError(
             f"{where} rejected the API key with HTTP {status}: {message}. Check {key_hint}."
@@ -165,6 +163,13 @@ def transport_error(provider: str, exc: httpx.HTTPError, redact: Redactor) -> er
     return errors.ProviderConnectionError(redact(f"{provider}: HTTP failure: {exc!r}"))
 
 
+def _log_whole_body(provider: str, status: int, body: bytes, redact: Redactor) -> None:
+    """Log an error body the raised error keeps only the first line of; once, not per try."""
+    detail = redact(_error_detail(body)[0])
+    if short_line(detail) != detail:
+        log.warning("%s answered HTTP %s: %s", provider, status, detail)
+
+
 def _backoff(attempt: int) -> float:
     return min(INITIAL_BACKOFF * 2.0**attempt, MAX_BACKOFF) * (0.75 + random.random() / 2)
 
@@ -211,6 +216,7 @@ async def open_stream(
         error = status_error(provider, response, body, key_hint, redact)
         retryable = response.status_code == 429 or response.status_code >= 500
         if not retryable or attempt >= max_retries:
+            _log_whole_body(provider, response.status_code, body, redact)
             raise error
         wait = _retry_after(response)
         if wait is None:

@@ -129,7 +129,7 @@ class OpenAICompatible(HTTPProvider):
                 return
             finish_reason: str | None = None
             done = False
-            first = True
+            id_pending = True
             async for events in iter_sse(response.aiter_bytes()):
                 for event in events:
                     data = event.data
@@ -142,10 +142,10 @@ class OpenAICompatible(HTTPProvider):
                         raise errors.ResponseStatusError(
                             f"{self.name}: the stream sent invalid JSON: {data[:120]!r}"
                         ) from None
-                    if first:
-                        first = False
+                    if id_pending:  # Azure's first chunk has `"id": ""`: wait for a real one
                         ident = response_id(payload)
                         if ident is not None:
+                            id_pending = False
                             yield ident
                     # The shape of nearly every chunk, read without a helper call. OpenAI
                     # sends `"finish_reason": null` on content chunks, LiteLLM leaves the
