@@ -92,6 +92,8 @@ class StoredMessage:
     created_at: str = ""
     updated_at: str = ""
     platform_message_ids: tuple[str, ...] = ()
+    #: The token counts are the client's estimate: the provider reported no usage.
+    tokens_estimated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +109,8 @@ class ReplyOutcome:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    #: The token counts are the client's estimate: the provider reported no usage.
+    tokens_estimated: bool = False
     error: str | None = None
 
 

@@ -541,6 +541,7 @@ async def test_end_to_end_over_http_with_the_fake_llm_server(store: Store) -> No
         "Custom",
     )
     assert (assistant.prompt_tokens, assistant.completion_tokens) == (7, 3)
+    assert not assistant.tokens_estimated  # the server's own count
     assert failed.status == "error" and "ResponseStatusError" in (failed.error or "")
 
 
@@ -757,3 +758,13 @@ async def test_a_final_save_that_keeps_failing_leaves_the_row_for_recover(
     assert (await rows(store))[-1].status == "streaming"
     assert await service.recover() == 1
     assert (await rows(store))[-1].status == "interrupted"
+
+
+async def test_token_counts_the_provider_did_not_report_are_stored_as_estimates(
+    store: Store,
+) -> None:
+    service = make_service(store, ScriptedProvider())  # reports no usage
+    await collect(service.reply(chat(), ALICE, "how many tokens?"))
+    _, assistant = await rows(store)
+    assert assistant.completion_tokens is not None and assistant.completion_tokens > 0
+    assert assistant.tokens_estimated

@@ -59,6 +59,7 @@ EXPECTED_COLUMNS = {
         "platform_ids",
         "created_at",
         "updated_at",
+        "tokens_estimated",  # m002
     ],
 }
 EXPECTED_INDEXES = {
@@ -443,11 +444,11 @@ async def test_a_new_step_migrates_an_existing_database_once(
     await store.close()
     runs = []
 
-    async def m002_chat_language(db: Any) -> None:
+    async def m003_chat_language(db: Any) -> None:
         runs.append(True)
         await db.execute("ALTER TABLE chats ADD COLUMN language TEXT")
 
-    add_step(monkeypatch, m002_chat_language)
+    add_step(monkeypatch, m003_chat_language)
     for _ in range(2):
         store = await open_store(f"sqlite:///{path}")
         await store.close()
@@ -467,11 +468,11 @@ async def test_a_failing_step_leaves_the_database_at_the_previous_version(
     path = tmp_path / "parley.db"
     await (await open_store(f"sqlite:///{path}")).close()
 
-    async def m002_half_done(db: Any) -> None:
+    async def m003_half_done(db: Any) -> None:
         await db.execute("ALTER TABLE chats ADD COLUMN language TEXT")
         await db.execute("ALTER TABLE no_such_table ADD COLUMN x TEXT")
 
-    add_step(monkeypatch, m002_half_done)
+    add_step(monkeypatch, m003_half_done)
     with pytest.raises(StorageError, match="no_such_table"):
         await open_store(f"sqlite:///{path}")
     assert version_of(path) == LATEST_VERSION
@@ -481,6 +482,6 @@ async def test_a_failing_step_leaves_the_database_at_the_previous_version(
 def test_migration_names_must_carry_their_number() -> None:
     async def m005_out_of_order(db: Any) -> None: ...
 
-    with pytest.raises(RuntimeError, match="must be named m002_"):
+    with pytest.raises(RuntimeError, match=f"must be named m{LATEST_VERSION + 1:03d}_"):
         migrations.migration(m005_out_of_order)
     assert len(MIGRATIONS) == LATEST_VERSION

@@ -322,6 +322,7 @@ class ConversationService:
             prompt_tokens=getattr(usage, "prompt_tokens", None),
             completion_tokens=getattr(usage, "completion_tokens", None),
             total_tokens=getattr(usage, "total_tokens", None),
+            tokens_estimated=getattr(usage, "estimated", False),
             error=_reason(error) if error is not None else None,
         )
         for delay in (*FINAL_SAVE_RETRY_DELAYS, None):

@@ -96,6 +96,16 @@ async def m001_initial(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m002_tokens_estimated(db: aiosqlite.Connection) -> None:
+    # 1 when the token counts are the client's guess (the provider reported no usage), so
+    # usage reports and budgets can tell measured spending from estimated.
+    await _run(
+        db,
+        ("ALTER TABLE messages ADD COLUMN tokens_estimated INTEGER NOT NULL DEFAULT 0",),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

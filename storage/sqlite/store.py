@@ -54,7 +54,7 @@ _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 _MESSAGE_COLUMNS = (
     "id, conversation, role, text, status, author_id, author_name, reply_to, model, provider, "
     "first_token_ms, total_ms, prompt_tokens, completion_tokens, total_tokens, error, "
-    "created_at, updated_at, platform_ids"
+    "created_at, updated_at, platform_ids, tokens_estimated"
 )
 
 _CHAT_COLUMNS = "id, platform, chat_id, thread_id, model, system_prompt, created_at"
@@ -104,6 +104,7 @@ def _message(row: Sequence[Any]) -> StoredMessage:
         row[16],
         row[17],
         () if row[18] == _NO_IDS else tuple(json.loads(row[18])),
+        bool(row[19]),
     )
 
 
@@ -382,7 +383,8 @@ class SQLiteStore:
         await self._write(
             "UPDATE messages SET status = ?, text = ?, model = coalesce(?, model), provider = ?,"
             " first_token_ms = ?, total_ms = ?, prompt_tokens = ?, completion_tokens = ?,"
-            f" total_tokens = ?, error = ?, updated_at = {_NOW} WHERE id = ?",
+            f" total_tokens = ?, tokens_estimated = ?, error = ?, updated_at = {_NOW}"
+            " WHERE id = ?",
             (
                 outcome.status.value,
                 _utf8(outcome.text),
@@ -393,6 +395,7 @@ class SQLiteStore:
                 outcome.prompt_tokens,
                 outcome.completion_tokens,
                 outcome.total_tokens,
+                outcome.tokens_estimated,
                 _utf8_or_none(outcome.error),
                 message_id,
             ),
