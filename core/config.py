@@ -6,10 +6,13 @@ budget. The app's settings (`bots.config.Settings`) extend it with bot tokens, a
 and the database; the core never sees those. Code that needs a setting takes a settings
 object; `get_settings()` is only for the g4f-style entry points (`AsyncClient()` without a
 registry, `Provider`, `get_providers()`, `models.default`), which are handed none. Nothing
-else in the project reads `os.environ`.
+else in the project reads `os.environ`, except httpx itself: the shared HTTP pool lets it read
+the standard proxy and certificate variables (`HTTPS_PROXY`, `NO_PROXY`, `SSL_CERT_FILE`, ...).
 
-The network defaults are stated here once, as httpx keeps its own in `_config.py`: the
-settings' defaults and a provider built without settings (`HTTPProvider`) both read them.
+The operator-facing network defaults are stated here once, as httpx keeps its own in
+`_config.py`: the settings' defaults and a provider built without settings (`HTTPProvider`)
+both read them. The pool's own limits, which no setting changes, stay with the pool in
+`core.providers.http`.
 """
 
 from __future__ import annotations

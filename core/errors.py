@@ -8,7 +8,6 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
 * ParleyError
   + ConfigurationError            the operator's settings cannot work as they are
     - ProvidersFileError          the providers file cannot be read or is invalid
-    - (bots.errors.BotStartupError: a bot cannot start until the operator fixes something)
   + InvalidRequestError           the caller's arguments are wrong (also a ValueError)
   + InvalidSettingError           a /model or /system argument breaks a chat-settings rule
   + ProviderNotFoundError         no provider of that name
@@ -23,7 +22,6 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
   + TimeoutError                  also the builtin `TimeoutError`
   + RetryProviderError            every provider of a fallback list failed; carries `errors`
   + RetryNoProviderError          a fallback list with no working provider
-  + (bots.errors.HistoryNotFoundError: no such chat or conversation in the history)
 
 * RuntimeError
   + IllegalMoveError              a reply was driven through a move its state machine forbids:
