@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from core import AsyncClient
-from core.providers.http import Redactor
 from core.providers.openai_compatible import OpenAICompatible
+from core.redact import Redactor
 
 PIECES = 2000
 PIECE = "tok "
