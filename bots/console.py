@@ -25,7 +25,7 @@ from bots.config import Settings
 from core import chat_settings
 from core.client import client_for
 from core.conversation import Author, ChatRef, ConversationService, Reply
-from core.errors import InvalidSettingError, ParleyError, describe
+from core.errors import ParleyError, describe
 from storage import MessageStatus, Role, StorageError, StoredMessage, open_store
 
 PLATFORM = "console"
@@ -175,38 +175,21 @@ class ConsoleChat:
             await self._service.reset(self.chat)
             self._console.print("New conversation started; the old one is kept.")
         elif name == "/model":
-            await self._model(argument)
+            await self._configure(chat_settings.MODEL, argument)
         elif name == "/system":
-            await self._system_prompt(argument)
+            await self._configure(chat_settings.SYSTEM_PROMPT, argument)
         elif name == "/history":
             self._show_history(await self._service.history(self.chat))
         else:
             self._console.print(f"Unknown command {escape(name)}. Type /help.")
         return True
 
-    async def _model(self, argument: str) -> None:
-        if chat_settings.asks_current(argument):
-            own = (await self._service.chat_config(self.chat)).model
-            self._say(chat_settings.describe_model(own, self._settings.default_model))
-            return
-        try:
-            stored = await self._service.set_model(self.chat, argument)
-        except InvalidSettingError as exc:
-            self._say(str(exc))
-            return
-        self._say(chat_settings.model_changed(stored, self._settings.default_model))
-
-    async def _system_prompt(self, argument: str) -> None:
-        if chat_settings.asks_current(argument):
-            own = (await self._service.chat_config(self.chat)).system_prompt
-            self._say(chat_settings.describe_system_prompt(own, self._settings.system_prompt))
-            return
-        try:
-            stored = await self._service.set_system_prompt(self.chat, argument)
-        except InvalidSettingError as exc:
-            self._say(str(exc))
-            return
-        self._say(chat_settings.system_prompt_changed(stored))
+    async def _configure(self, setting: chat_settings.Setting, argument: str) -> None:
+        """/model or /system; the terminal's user may change either."""
+        answer = await chat_settings.apply(
+            setting, self._service, self.chat, argument, self._settings
+        )
+        self._say(answer.text)
 
     def _say(self, text: str) -> None:
         """An answer to a command, printed as it is: no markup, no terminal controls."""

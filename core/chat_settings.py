@@ -17,13 +17,25 @@ The rules, in the order they apply:
 - A system prompt has no control character but line breaks and tabs (C0, DEL and C1 are
   refused: a terminal obeys them when `parley chat` shows the prompt, and no model needs
   them), and at most 4,000 characters, so "/system " and the prompt fit one Telegram message.
+
+The commands' flow is here too (`apply` with `MODEL` or `SYSTEM_PROMPT`): show the current
+value, or store a new one through the service and confirm it or say why not. A surface keeps
+what is its own: how it reads the argument, who may change a setting, how it sends the answer.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from core.errors import InvalidSettingError
+
+if TYPE_CHECKING:  # the service imports this module's rule: only a type import goes back
+    from core.config import CoreSettings
+    from core.conversation import ChatRef, ConversationService
+    from storage import ChatConfig
 
 #: Arguments (compared case-insensitively) that put a setting back to the operator's default.
 DEFAULT_WORDS = frozenset({"default", "reset"})
@@ -113,3 +125,68 @@ def model_changed(stored: str | None, default: str) -> str:
 def system_prompt_changed(stored: str | None) -> str:
     """The answer once /system TEXT is stored (`stored` None: back to the operator's)."""
     return "System prompt set." if stored is not None else "System prompt back to the default."
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting a chat may change: where its value is, and what the answers say."""
+
+    #: The chat's own value in its config (None: the operator's).
+    own: Callable[[ChatConfig], str | None]
+    #: The operator's value.
+    default: Callable[[CoreSettings], str]
+    #: Stores the user's argument through the service (which parses it); returns what it stored.
+    store: Callable[[ConversationService, ChatRef, str], Awaitable[str | None]]
+    #: The answer showing the value: (own, default) -> text.
+    describe: Callable[[str | None, str], str]
+    #: The answer once a value is stored: (stored, default) -> text.
+    changed: Callable[[str | None, str], str]
+
+
+MODEL = Setting(
+    own=lambda config: config.model,
+    default=lambda settings: settings.default_model,
+    store=lambda service, chat, argument: service.set_model(chat, argument),
+    describe=describe_model,
+    changed=model_changed,
+)
+SYSTEM_PROMPT = Setting(
+    own=lambda config: config.system_prompt,
+    default=lambda settings: settings.system_prompt,
+    store=lambda service, chat, argument: service.set_system_prompt(chat, argument),
+    describe=describe_system_prompt,
+    changed=lambda stored, _default: system_prompt_changed(stored),
+)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What a /model or /system command answers."""
+
+    text: str
+    #: The chat's setting changed. That concerns everyone in it, so Discord shows it to the
+    #: channel; the other answers go only to whoever asked.
+    changed: bool
+
+
+async def apply(
+    setting: Setting,
+    service: ConversationService,
+    chat: ChatRef,
+    argument: str | None,
+    settings: CoreSettings,
+) -> Answer:
+    """Run /model or /system with `argument` (None or blank: show the value) for `chat`.
+
+    A surface checks that the user may change the setting before it calls this with a value
+    (`asks_current` tells which); a refused value is an answer here, not an exception.
+    """
+    default = setting.default(settings)
+    if argument is None or asks_current(argument):
+        own = setting.own(await service.chat_config(chat))
+        return Answer(setting.describe(own, default), changed=False)
+    try:
+        stored = await setting.store(service, chat, argument)
+    except InvalidSettingError as exc:
+        return Answer(str(exc), changed=False)
+    return Answer(setting.changed(stored, default), changed=True)

@@ -46,6 +46,8 @@ BACK_TO_DEFAULT_MODEL = f"Model back to the default ({DEFAULT_MODEL})."
 PROMPT_SET = "System prompt set."
 PROMPT_BACK = "System prompt back to the default."
 LONGEST_PROMPT = "p" * 4000
+#: Discord's message flag for an answer only the user who asked sees.
+EPHEMERAL = 1 << 6
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,32 @@ async def test_every_surface_follows_the_one_rule(surface: str, tmp_path: Path) 
             answer = await way_in.send(row.command, row.argument)
             seen.append((row.command, row.argument, await way_in.stored(row.command), answer))
     assert seen == expected
+
+
+async def test_discord_shows_a_change_to_the_channel_and_the_rest_to_the_asker(
+    tmp_path: Path,
+) -> None:
+    """A change concerns everyone in the chat; the value shown or a refusal only the asker."""
+    uses = [  # (command, its option, whether only the asker sees the answer)
+        ("model", None, True),
+        ("model", {"name": "two words"}, True),
+        ("model", {"name": "gpt-4o-mini"}, False),
+        ("system", None, True),
+        ("system", {"prompt": "ring \x07"}, True),
+        ("system", {"prompt": "default"}, False),
+    ]
+    seen = []
+    async with (
+        FakeDiscord() as fake,
+        discord_bot(tmp_path, fake, system_prompt=DEFAULT_PROMPT),
+    ):
+        for command, options, _ in uses:
+            interaction = await fake.push_interaction(command, options, user=ALICE_ID)
+            await fake.wait_answered(interaction)
+            assert interaction.callback is not None
+            flags = interaction.callback["data"].get("flags", 0)
+            seen.append((command, options, bool(flags & EPHEMERAL)))
+    assert seen == uses
 
 
 # The rule itself, for what a surface cannot carry or a program may call.

@@ -14,7 +14,6 @@ from bots.discord.messages import chat_of
 from bots.discord.surface import MAX_LENGTH, NO_PINGS
 from core import chat_settings
 from core.conversation import ChatRef, ConversationService
-from core.errors import InvalidSettingError
 
 log = logging.getLogger(__name__)
 
@@ -85,35 +84,22 @@ class SettingsCog(commands.Cog):
     @app_commands.command(name="model", description="Show or set the model used here")
     @app_commands.describe(name="Model name, or 'default' for the operator's")
     async def model(self, interaction: discord.Interaction, name: str | None = None) -> None:
-        chat = _chat(interaction)
-        if chat_settings.asks_current(name):
-            own = (await self.service.chat_config(chat)).model
-            shown = chat_settings.describe_model(own, self.settings.default_model)
-            await _say(interaction, shown, ephemeral=True)
-            return
-        if not may_change_settings(interaction, self.settings.admin_ids):
-            raise app_commands.CheckFailure(ADMINS_ONLY)
-        try:
-            stored = await self.service.set_model(chat, name or "")
-        except InvalidSettingError as exc:
-            await _say(interaction, str(exc), ephemeral=True)
-            return
-        await _say(interaction, chat_settings.model_changed(stored, self.settings.default_model))
+        await self._configure(chat_settings.MODEL, interaction, name)
 
     @app_commands.command(name="system", description="Show or set the system prompt used here")
     @app_commands.describe(prompt="The new system prompt, or 'default' for the operator's")
     async def system(self, interaction: discord.Interaction, prompt: str | None = None) -> None:
-        chat = _chat(interaction)
-        if chat_settings.asks_current(prompt):
-            own = (await self.service.chat_config(chat)).system_prompt
-            shown = chat_settings.describe_system_prompt(own, self.settings.system_prompt)
-            await _say(interaction, shown, ephemeral=True)
-            return
-        if not may_change_settings(interaction, self.settings.admin_ids):
+        await self._configure(chat_settings.SYSTEM_PROMPT, interaction, prompt)
+
+    async def _configure(
+        self, setting: chat_settings.Setting, interaction: discord.Interaction, argument: str | None
+    ) -> None:
+        """/model or /system: anyone may ask for the value, only `may_change_settings` change it."""
+        if not chat_settings.asks_current(argument) and not may_change_settings(
+            interaction, self.settings.admin_ids
+        ):
             raise app_commands.CheckFailure(ADMINS_ONLY)
-        try:
-            stored = await self.service.set_system_prompt(chat, prompt or "")
-        except InvalidSettingError as exc:
-            await _say(interaction, str(exc), ephemeral=True)
-            return
-        await _say(interaction, chat_settings.system_prompt_changed(stored))
+        answer = await chat_settings.apply(
+            setting, self.service, _chat(interaction), argument, self.settings
+        )
+        await _say(interaction, answer.text, ephemeral=not answer.changed)

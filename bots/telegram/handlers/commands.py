@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from aiogram import Bot, Router
 from aiogram.enums import ChatMemberStatus
@@ -15,7 +16,6 @@ from bots.telegram.chats import chat_ref, is_anonymous_admin, is_group
 from bots.telegram.filters import UnknownCommand
 from core import chat_settings
 from core.conversation import ConversationService
-from core.errors import InvalidSettingError
 
 log = logging.getLogger(__name__)
 
@@ -80,51 +80,37 @@ async def stop(message: Message, service: ConversationService) -> None:
     await message.reply(STOPPED if stopped else NOTHING_TO_STOP)
 
 
-async def model(
-    message: Message,
-    command: CommandObject,
-    bot: Bot,
-    service: ConversationService,
-    settings: Settings,
-) -> None:
-    chat = chat_ref(message)
-    if chat_settings.asks_current(command.args):
-        own = (await service.chat_config(chat)).model
-        await message.reply(chat_settings.describe_model(own, settings.default_model))
-        return
-    if not await may_configure(message, bot, settings):
-        await message.reply(ADMINS_ONLY)
-        return
-    try:
-        stored = await service.set_model(chat, command.args or "")
-    except InvalidSettingError as exc:
-        await message.reply(str(exc))
-        return
-    await message.reply(chat_settings.model_changed(stored, settings.default_model))
+#: A /model or /system handler; aiogram fills in each parameter by its name.
+_SettingHandler = Callable[
+    [Message, CommandObject, Bot, ConversationService, Settings], Awaitable[None]
+]
 
 
-async def system(
-    message: Message,
-    command: CommandObject,
-    bot: Bot,
-    service: ConversationService,
-    settings: Settings,
-) -> None:
-    chat = chat_ref(message)
-    if chat_settings.asks_current(command.args):
-        own = (await service.chat_config(chat)).system_prompt
-        shown = chat_settings.describe_system_prompt(own, settings.system_prompt)
-        await message.reply(_clip(shown))
-        return
-    if not await may_configure(message, bot, settings):
-        await message.reply(ADMINS_ONLY)
-        return
-    try:
-        stored = await service.set_system_prompt(chat, command.args or "")
-    except InvalidSettingError as exc:
-        await message.reply(str(exc))
-        return
-    await message.reply(chat_settings.system_prompt_changed(stored))
+def _setting_command(setting: chat_settings.Setting) -> _SettingHandler:
+    """The handler of `setting`'s command: anyone may ask for the value; `may_configure`
+    decides who may change it."""
+
+    async def handle(
+        message: Message,
+        command: CommandObject,
+        bot: Bot,
+        service: ConversationService,
+        settings: Settings,
+    ) -> None:
+        argument = command.args
+        if not chat_settings.asks_current(argument) and not await may_configure(
+            message, bot, settings
+        ):
+            await message.reply(ADMINS_ONLY)
+            return
+        answer = await chat_settings.apply(setting, service, chat_ref(message), argument, settings)
+        await message.reply(_clip(answer.text))
+
+    return handle
+
+
+model = _setting_command(chat_settings.MODEL)
+system = _setting_command(chat_settings.SYSTEM_PROMPT)
 
 
 async def unknown(message: Message) -> None:
@@ -149,4 +135,5 @@ async def may_configure(message: Message, bot: Bot, settings: Settings) -> bool:
 
 
 def _clip(text: str) -> str:
+    """Fit `text` in one message (a long system prompt is shown in part)."""
     return text if len(text) <= SHOWN_PROMPT_CHARS else text[:SHOWN_PROMPT_CHARS] + "…"
