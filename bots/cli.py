@@ -20,6 +20,7 @@ from bots.config import Settings
 from bots.errors import REPORTED
 from bots.logs import configure_logging
 from core.providers import ProviderRegistry
+from core.text import without_controls
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -35,9 +36,10 @@ def _outside(value: object, limit: int | None = None) -> Text:
     """A table cell for text Parley did not write (names, URLs, answers, server errors).
 
     A `Text` is never parsed as markup, so `[/]` in a model's answer prints as itself instead
-    of raising `MarkupError`; line breaks are collapsed so one answer stays one row.
+    of raising `MarkupError`; line breaks are collapsed so one answer stays one row; control
+    characters are dropped, so an answer cannot retitle or clear the operator's terminal.
     """
-    line = " ".join(str(value).split())
+    line = without_controls(" ".join(str(value).split()))
     return Text(line if limit is None else line[:limit])
 
 

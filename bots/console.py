@@ -26,6 +26,7 @@ from core import chat_settings
 from core.client import client_for
 from core.conversation import Author, ChatRef, ConversationService, Reply
 from core.errors import ParleyError, describe
+from core.text import LINE_FEED_AND_TAB, without_controls
 from storage import MessageStatus, Role, StorageError, StoredMessage, open_store
 
 PLATFORM = "console"
@@ -33,11 +34,6 @@ PLATFORM = "console"
 FALLBACK_USER = "local"
 PROMPT = "[bold cyan]you>[/] "
 ANSWER = "[bold green]parley>[/] "
-
-#: Control characters but tab and newline. A terminal obeys them (ESC and the C1 CSI start
-#: sequences that clear the screen, retitle the window or set the clipboard), and Rich passes
-#: them through, so text from the model or the history drops them before it is shown.
-_CONTROL_CHARACTERS = dict.fromkeys([*range(0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)])
 
 HELP = """\
 Commands:
@@ -50,8 +46,9 @@ Ctrl-C stops a reply that is streaming."""
 
 
 def _shown(text: str) -> str:
-    """`text` safe to print: no control sequences for the terminal to run."""
-    return text.translate(_CONTROL_CHARACTERS)
+    """`text` from the model, the history or a user, safe to print: no control sequences for
+    the terminal to run, but its line breaks and tabs."""
+    return without_controls(text, but=LINE_FEED_AND_TAB)
 
 
 def _user_name() -> str:

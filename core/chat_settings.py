@@ -14,9 +14,10 @@ The rules, in the order they apply:
   characters providers use in names, at most 100 (gpt-4o-mini, meta-llama/llama-3.1-8b,
   llama3.1:8b, claude@2024). A name that passes may still be unknown to the provider, which
   says so on the next message.
-- A system prompt has no control character but line breaks and tabs (C0, DEL and C1 are
-  refused: a terminal obeys them when `parley chat` shows the prompt, and no model needs
-  them), and at most 4,000 characters, so "/system " and the prompt fit one Telegram message.
+- A system prompt has no control character but line breaks and tabs (C0, DEL and C1, as
+  `core.text` defines them, are refused: a terminal obeys them when `parley chat` shows the
+  prompt, and no model needs them), and at most 4,000 characters, so "/system " and the
+  prompt fit one Telegram message.
 
 The commands' flow is here too (`apply` with `MODEL` or `SYSTEM_PROMPT`): show the current
 value, or store a new one through the service and confirm it or say why not. A surface keeps
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.errors import InvalidSettingError
+from core.text import LINE_FEED_AND_TAB, has_controls
 
 if TYPE_CHECKING:  # the service imports this module's rule: only a type import goes back
     from core.config import CoreSettings
@@ -43,10 +45,6 @@ MAX_MODEL_NAME_CHARS = 100
 MAX_SYSTEM_PROMPT_CHARS = 4000
 #: One word of the characters providers use in model names.
 MODEL_NAME = re.compile(rf"[\w.:/@+-]{{1,{MAX_MODEL_NAME_CHARS}}}")
-#: C0 controls, DEL and C1 controls (Unicode category Cc).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-#: The same, but for line feed and tab, which a system prompt may hold.
-_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 MODEL_USAGE = (
     f"A model name is one word of at most {MAX_MODEL_NAME_CHARS} characters, e.g. "
@@ -79,7 +77,7 @@ def parse_model(argument: str) -> str | None:
     Raises `InvalidSettingError` whose message is the answer for the user.
     """
     name = argument.strip()
-    if _CONTROL.search(name):
+    if has_controls(name):
         raise InvalidSettingError(MODEL_CONTROL_CHARACTERS)
     if not MODEL_NAME.fullmatch(name):
         raise InvalidSettingError(MODEL_USAGE)
@@ -94,7 +92,7 @@ def parse_system_prompt(argument: str) -> str | None:
     prompt = argument.strip()
     if not prompt:
         raise InvalidSettingError(SYSTEM_PROMPT_EMPTY)
-    if _CONTROL_BUT_LINES.search(prompt):
+    if has_controls(prompt, but=LINE_FEED_AND_TAB):
         raise InvalidSettingError(SYSTEM_PROMPT_CONTROL_CHARACTERS)
     if len(prompt) > MAX_SYSTEM_PROMPT_CHARS:
         raise InvalidSettingError(SYSTEM_PROMPT_TOO_LONG)

@@ -112,3 +112,41 @@ async def test_parley_providers_check_prints_answers_and_errors_with_markup_as_t
     assert "ok" in answered and "a [/] b c [red]d" in answered
     (failed,) = [line for line in out.splitlines() if "Mine" in line]
     assert failed.count("[bold]Mine[/]") == 2 and "m[/]x" in failed and "404" in failed
+
+
+async def test_parley_providers_keeps_terminal_controls_in_outside_text_off_the_screen(
+    server, tmp_path
+):
+    """A model's answer, a provider's name and a server's error are outside text: ESC, OSC or
+    CSI sequences in them would retitle the operator's terminal, clear it or set its
+    clipboard (OSC 52), and BEL would ring. The tables show only their visible text."""
+    server.enqueue(
+        Script(
+            pieces=["safe \x1b]0;pwned\x07", " \x1b[2J", "\x1b]52;c;aGk=\x07 text\x9b2J\x7f end"]
+        )
+    )
+    providers_file = tmp_path / "providers.toml"
+    providers_file.write_text(
+        "[[provider]]\n"
+        'name = "Mine\\u001b]0;x\\u0007"\n'
+        'type = "openai"\n'
+        f'base_url = "{server.base_url}?x=1"\n'
+        'models = ["m\\u009b2J"]\n'
+        'default_model = "m\\u009b2J"\n'
+    )
+    code, checked = await run_cli(
+        "providers", "check", base_url=server.base_url, PROVIDERS_FILE=str(providers_file)
+    )
+    assert code == 0, checked
+    code, listed = await run_cli(
+        "providers", base_url=server.base_url, PROVIDERS_FILE=str(providers_file)
+    )
+    assert code == 0, listed
+    for out in (checked, listed):
+        assert not {"\x1b", "\x07", "\x7f", "\x9b"} & set(out), repr(out)
+        (mine,) = [line for line in out.splitlines() if "Mine" in line]
+        assert "Mine]0;x" in mine and "m2J" in mine
+    (answered,) = [line for line in checked.splitlines() if "OpenAI" in line]
+    assert "safe ]0;pwned [2J]52;c;aGk= text2J end" in answered
+    (failed,) = [line for line in checked.splitlines() if "Mine" in line]
+    assert failed.count("Mine]0;x") == 2 and "404" in failed  # the error quotes the name
