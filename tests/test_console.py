@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import io
-import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,9 +15,9 @@ from rich.console import Console
 from bots.config import Settings
 from bots.console import run_chat
 from storage import MessageStatus, open_store
+from tests.cli_support import start_parley
 from tests.fakes.llm_server import FakeLLMServer, Script
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 #: Bound on anything a healthy session does at once (slow shared machine).
 WAIT = 30.0
 
@@ -132,18 +130,9 @@ async def read_until(stream: asyncio.StreamReader, marker: str, seen: list[str])
 
 
 async def start_chat_process(settings: Settings, cwd: Path) -> asyncio.subprocess.Process:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONUNBUFFERED": "1"}
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots.cli",
-        "chat",
-        cwd=cwd,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    """`parley chat` in a child, its output merged, its input a pipe the test writes to; it
+    reads `settings` from the environment the fixture set."""
+    return await start_parley("chat", cwd=cwd, with_stdin=True, merge_stderr=True)
 
 
 async def test_ctrl_c_stops_the_reply_not_the_program(

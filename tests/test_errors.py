@@ -3,12 +3,9 @@ whose docstring draws the tree, and the CLI reports the app's two roots."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
-import os
 import pkgutil
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -21,10 +18,8 @@ from bots.errors import REPORTED, BotStartupError, HistoryNotFoundError
 from core.errors import ConfigurationError, ParleyError
 from storage import open_store
 from storage.errors import StorageError
+from tests.cli_support import run_parley
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-#: Bound on a `parley` child process; it takes well under a second when healthy.
-CHILD_TIMEOUT = 60.0
 PACKAGES = {"core": core, "storage": storage, "bots": bots}
 
 
@@ -82,22 +77,11 @@ async def test_the_cli_reports_either_root_in_one_line_without_a_traceback(
     if database == "h.db":
         store = await open_store(f"sqlite:///{tmp_path}/h.db")
         await store.close()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "DATABASE_URL": f"sqlite:///{tmp_path}/{database}",
-    }
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots.cli",
+    finished = await run_parley(
         *("history", "export", "--chat", "nope"),
+        env={"DATABASE_URL": f"sqlite:///{tmp_path}/{database}"},
         cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    _, err = await asyncio.wait_for(child.communicate(), CHILD_TIMEOUT)
-    text = err.decode()
-    assert child.returncode == 1, text
+    text = finished.err
+    assert finished.code == 1, text
     assert expected in text and "Traceback" not in text

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
 from pathlib import Path
 
 from core.health import check_providers
 from core.providers import OpenAICompatible
+from tests.cli_support import run_parley
 from tests.fakes.llm_server import Script
-
-CLI_TIMEOUT = 60
 
 
 async def test_check_times_every_working_provider_concurrently(server):
@@ -36,19 +32,10 @@ async def test_check_reports_a_stall_as_a_failure_not_a_hang(server):
 
 
 async def run_cli(*args: str, base_url: str, **extra_env: str) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DEFAULT_MODEL"))}
-    env.update(OPENAI_BASE_URL=base_url, COLUMNS="200", **extra_env)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots.cli",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(process.communicate(), CLI_TIMEOUT)
-    return process.returncode, out.decode()
+    """`parley ARGS` against `base_url`, wide enough for a table row per line; stderr merged."""
+    env = {"OPENAI_BASE_URL": base_url, "COLUMNS": "200", **extra_env}
+    finished = await run_parley(*args, env=env, merge_stderr=True)
+    return finished.code, finished.out
 
 
 async def test_parley_providers_lists_presets_with_their_state(server):

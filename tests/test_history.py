@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +15,9 @@ from core import AsyncClient
 from core.conversation import ChatRef, ConversationService
 from core.errors import RateLimitError
 from storage import StorageUnavailableError, open_store
+from tests.cli_support import run_parley
 from tests.test_conversation_fakes import ALICE, BOB, ScriptedProvider, collect, echo
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CHILD_TIMEOUT = 60.0
 NASTY = "'; DROP TABLE chats; -- 🙂 **bold** # heading"
 
 
@@ -130,20 +126,13 @@ async def test_unknown_chats_formats_and_databases_fail_clearly(
 
 
 async def test_the_parley_command_prints_the_export(settings: Settings, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "DATABASE_URL": settings.database_url}
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bots.cli",
+    finished = await run_parley(
         *("history", "export", "--chat", "999", "--format", "json"),
+        env={"DATABASE_URL": settings.database_url},
         cwd=tmp_path,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(child.communicate(), CHILD_TIMEOUT)
-    assert child.returncode == 0, err.decode()
-    data = json.loads(out)
+    assert finished.code == 0, finished.err
+    data = json.loads(finished.out)
     assert [m["text"] for m in data["chats"][0]["conversations"][0]["messages"]] == [
         "not exported",
         "echo: not exported",
