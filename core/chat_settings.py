@@ -14,7 +14,7 @@ The rules, in the order they apply:
   characters providers use in names, at most 100 (gpt-4o-mini, meta-llama/llama-3.1-8b,
   llama3.1:8b, claude@2024). A name that passes may still be unknown to the provider, which
   says so on the next message.
-- A system prompt has no control character but line breaks and tabs (C0, DEL and C1, as
+- A system prompt has no control character but line feeds and tabs (C0, DEL and C1, as
   `core.text` defines them, are refused: a terminal obeys them when `parley chat` shows the
   prompt, and no model needs them), and at most 4,000 characters, so "/system " and the
   prompt fit one Telegram message.
@@ -58,7 +58,7 @@ SYSTEM_PROMPT_TOO_LONG = (
     f"That system prompt is too long: at most {MAX_SYSTEM_PROMPT_CHARS:,} characters."
 )
 SYSTEM_PROMPT_CONTROL_CHARACTERS = (
-    "A system prompt cannot contain control characters (line breaks and tabs are fine)."
+    "A system prompt cannot contain control characters (line feeds and tabs are fine)."
 )
 
 
