@@ -36,7 +36,19 @@ def tune_gc_for_streaming() -> None:
 
 
 class Bot(Protocol):
-    async def run(self) -> None: ...
+    """What `parley run` (and its health endpoint) needs of a platform's bot."""
+
+    #: The platform's name as stored in the history ("telegram", "discord").
+    platform: str
+
+    @property
+    def connected(self) -> bool:
+        """True once the platform confirmed the bot, and while its connection is up."""
+        ...
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        ...
 
 
 def build_bots(settings: Settings, service: ConversationService) -> list[Bot]:

@@ -22,6 +22,7 @@ import discord
 from bots.config import Settings
 from bots.discord.client import ParleyDiscordClient
 from bots.discord.endpoints import use_endpoints
+from bots.discord.messages import PLATFORM
 from bots.errors import BotStartupError
 from core.conversation import ConversationService
 
@@ -45,13 +46,22 @@ class DiscordBot:
             raise BotStartupError("DISCORD_BOT_TOKEN is not set.")
         self.settings = settings
         self.service = service
+        self._client: ParleyDiscordClient | None = None
+
+    platform = PLATFORM
+
+    @property
+    def connected(self) -> bool:
+        """True while the gateway session is READY (discord.py clears it on a reconnect)."""
+        client = self._client
+        return client is not None and client.is_ready() and not client.is_closed()
 
     async def run(self) -> None:
         """Connect and serve until cancelled (or until Discord refuses us for good)."""
         use_endpoints(self.settings.discord_api_base, self.settings.discord_gateway_url)
         token = self.settings.discord_bot_token
         assert token is not None
-        client = ParleyDiscordClient(self.settings, self.service)
+        client = self._client = ParleyDiscordClient(self.settings, self.service)
         try:
             async with client:
                 await client.start(token.get_secret_value())

@@ -32,6 +32,7 @@ from aiogram.exceptions import (
 
 from bots.config import Settings
 from bots.errors import BotStartupError
+from bots.telegram.chats import PLATFORM
 from bots.telegram.filters import FromPerson
 from bots.telegram.handlers import commands, routers
 from bots.telegram.middlewares import AccessMiddleware, HandlerTasks
@@ -74,6 +75,14 @@ class TelegramBot:
         self._service = service
         self._intervals = edit_intervals
         self._polling_timeout = polling_timeout
+        self._connected = False
+
+    platform = PLATFORM
+
+    @property
+    def connected(self) -> bool:
+        """True from the moment Telegram accepted the token until polling stops."""
+        return self._connected
 
     async def run(self) -> None:
         """Poll for updates until cancelled; then stop the replies in progress and close."""
@@ -91,6 +100,7 @@ class TelegramBot:
         polling: asyncio.Task[None] | None = None
         try:
             await _prepare(bot)
+            self._connected = True
             polling = asyncio.create_task(
                 dispatcher.start_polling(
                     bot,
@@ -101,6 +111,7 @@ class TelegramBot:
             )
             await asyncio.shield(polling)
         finally:
+            self._connected = False
             if polling is not None:
                 await _stop_polling(dispatcher, polling)
             await tasks.cancel_all(SHUTDOWN_GRACE)
