@@ -29,7 +29,8 @@ EXIT_USAGE = 2
 CHECK_CELL_CHARS = 80
 
 console = Console()
-errors_console = Console(stderr=True)
+# Errors name files and URLs: a line break inserted at the terminal width would cut them.
+errors_console = Console(stderr=True, soft_wrap=True)
 
 
 def _outside(value: object, limit: int | None = None) -> Text:

@@ -85,3 +85,4 @@ async def test_the_cli_reports_either_root_in_one_line_without_a_traceback(
     text = finished.err
     assert finished.code == 1, text
     assert expected in text and "Traceback" not in text
+    assert len(text.strip().splitlines()) == 1, text  # never wrapped at the terminal width
