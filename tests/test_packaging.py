@@ -571,12 +571,14 @@ def image() -> Iterator[tuple[str, str]]:
     """The image built from this checkout (docker command, tag); removed afterwards."""
     docker = _container_runtime()
     tag = f"parley-test:{uuid.uuid4().hex[:12]}"
-    subprocess.run(
+    built = subprocess.run(
         [docker, "build", "--tag", tag, str(PROJECT_ROOT)],
-        check=True,
         capture_output=True,
+        text=True,
         timeout=900,
+        check=False,
     )
+    assert built.returncode == 0, f"docker build failed:\n{(built.stdout + built.stderr)[-3000:]}"
     try:
         yield docker, tag
     finally:
