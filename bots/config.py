@@ -12,15 +12,22 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import NoDecode
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from bots.proxy import ProxyURL
 from core.config import CoreSettings
 
 IdList = Annotated[list[int], NoDecode]
+#: A URL in the environment, parsed by `ProxyURL` itself (not as JSON, which NoDecode stops).
+ProxySetting = Annotated[ProxyURL | None, NoDecode]
 
 
 class Settings(CoreSettings):
     """Bot tokens, platform addresses, access lists, storage and logging on top of the core's."""
+
+    # A wrong value is reported without the value itself: it may be a secret (a proxy URL
+    # holding its password), and `parley` prints the error before any redaction is set up.
+    model_config = SettingsConfigDict(hide_input_in_errors=True)
 
     # Telegram
     telegram_bot_token: SecretStr | None = None
@@ -32,6 +39,12 @@ class Settings(CoreSettings):
     discord_api_base: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg"
     discord_allowed_ids: IdList = Field(default_factory=list)
+
+    # Issue 9, proxies: the bots' own connections (Bot API, REST, gateway) go through these,
+    # http:// or socks5:// (see `bots.proxy`). The providers follow HTTPS_PROXY, ALL_PROXY and
+    # NO_PROXY instead, like most HTTP tools.
+    telegram_proxy: ProxySetting = None
+    discord_proxy: ProxySetting = None
 
     # Who may change settings in groups, on every platform.
     admin_ids: IdList = Field(default_factory=list)

@@ -15,13 +15,20 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from bots.config import Settings
+from bots.proxy import ProxyURL
 from core.redact import Redactor
 
 
 def settings_secrets(settings: Settings) -> list[str]:
-    """Every secret value the settings hold (tokens and API keys)."""
-    values = (getattr(settings, name) for name in type(settings).model_fields)
-    return [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
+    """Every secret value the settings hold: tokens, API keys and the proxies' passwords."""
+    secrets: list[str] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            secrets.append(value.get_secret_value())
+        elif isinstance(value, ProxyURL):
+            secrets.extend(value.secrets())
+    return secrets
 
 
 class RedactSecrets(logging.Filter):

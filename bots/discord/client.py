@@ -10,6 +10,7 @@ from discord.ext import commands
 from bots.config import Settings
 from bots.discord.chat import ChatCog
 from bots.discord.commands import SettingsCog
+from bots.discord.proxy import ProxiedConnector
 from bots.discord.surface import NO_PINGS
 from core.conversation import ConversationService
 
@@ -28,11 +29,18 @@ class ParleyDiscordClient(commands.Bot):
     """A `commands.Bot` for its cogs and app-command tree; Parley has no prefix commands."""
 
     def __init__(self, settings: Settings, service: ConversationService) -> None:
+        """Build inside the event loop: the proxy's connector, when DISCORD_PROXY is set, binds
+        to the running loop."""
+        proxy = settings.discord_proxy
+        if proxy is not None:
+            log.info("Discord: connecting through the proxy %s", proxy.address)
         super().__init__(
             command_prefix=[],  # none: see on_message
             intents=intents(),
             allowed_mentions=NO_PINGS,
             help_command=None,
+            # REST and the gateway both: discord.py opens them on one session.
+            connector=None if proxy is None else ProxiedConnector(proxy),
         )
         self.settings = settings
         self.service = service

@@ -36,6 +36,7 @@ from bots.telegram.chats import PLATFORM
 from bots.telegram.filters import FromPerson
 from bots.telegram.handlers import commands, routers
 from bots.telegram.middlewares import AccessMiddleware, HandlerTasks
+from bots.telegram.proxy import ProxyFailures, aiogram_proxy
 from bots.telegram.requests import RetryRequests
 from bots.telegram.surface import EditIntervals
 from core.conversation import ConversationService
@@ -54,7 +55,7 @@ BAD_TOKEN_HELP = (
     "(/mybots -> your bot -> API Token)."
 )
 
-__all__ = ["EditIntervals", "TelegramBot", "build_dispatcher"]
+__all__ = ["EditIntervals", "TelegramBot", "bot_api_session", "build_dispatcher"]
 
 
 class TelegramBot:
@@ -88,8 +89,7 @@ class TelegramBot:
         """Poll for updates until cancelled; then stop the replies in progress and close."""
         token = self._settings.telegram_bot_token
         assert token is not None
-        session = AiohttpSession(api=TelegramAPIServer.from_base(self._settings.telegram_api_base))
-        session.middleware(RetryRequests())
+        session = bot_api_session(self._settings)
         bot = Bot(
             token.get_secret_value(),
             session=session,
@@ -116,6 +116,21 @@ class TelegramBot:
                 await _stop_polling(dispatcher, polling)
             await tasks.cancel_all(SHUTDOWN_GRACE)
             await bot.session.close()
+
+
+def bot_api_session(settings: Settings) -> AiohttpSession:
+    """The session for every Bot API call: retries, and TELEGRAM_PROXY when it is set."""
+    api = TelegramAPIServer.from_base(settings.telegram_api_base)
+    proxy = settings.telegram_proxy
+    if proxy is None:
+        session = AiohttpSession(api=api)
+    else:
+        log.info("Telegram: connecting through the proxy %s", proxy.address)
+        session = AiohttpSession(api=api, proxy=aiogram_proxy(proxy))
+    session.middleware(RetryRequests())
+    if proxy is not None:
+        session.middleware(ProxyFailures(proxy))  # inside the retries: they see its errors
+    return session
 
 
 def build_dispatcher(
