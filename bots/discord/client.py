@@ -10,6 +10,7 @@ from discord.ext import commands
 from bots.config import Settings
 from bots.discord.chat import ChatCog
 from bots.discord.commands import SettingsCog
+from bots.discord.ratelimits import count_rate_limits
 from bots.discord.surface import NO_PINGS
 from core.conversation import ConversationService
 
@@ -33,6 +34,7 @@ class ParleyDiscordClient(commands.Bot):
             intents=intents(),
             allowed_mentions=NO_PINGS,
             help_command=None,
+            http_trace=count_rate_limits(service.observer),
         )
         self.settings = settings
         self.service = service

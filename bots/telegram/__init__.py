@@ -89,7 +89,7 @@ class TelegramBot:
         token = self._settings.telegram_bot_token
         assert token is not None
         session = AiohttpSession(api=TelegramAPIServer.from_base(self._settings.telegram_api_base))
-        session.middleware(RetryRequests())
+        session.middleware(RetryRequests(self._service.observer))
         bot = Bot(
             token.get_secret_value(),
             session=session,
