@@ -19,6 +19,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import TextIO
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -79,6 +80,15 @@ class JsonLines(logging.Formatter):
         return json.dumps(entry)
 
 
+class Stderr(logging.StreamHandler[TextIO]):
+    """Writes to `sys.stderr` as it is when each record comes, as rich's console does, so a
+    stderr replaced after start-up (a redirect, pytest's capture) is the one written to."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # emit runs under the handler's lock
+        super().emit(record)
+
+
 def _log_uncaught(
     kind: type[BaseException], error: BaseException, traceback: TracebackType | None
 ) -> None:
@@ -91,7 +101,7 @@ def _log_uncaught(
 def _handler(settings: Settings, console: Console) -> logging.Handler:
     """rich's handler on `console`, or for LOG_FORMAT=json one JSON line per record on stderr."""
     if settings.log_format == "json":
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler: logging.Handler = Stderr()
         handler.setFormatter(JsonLines())
         # Warnings and a crash's traceback would otherwise be written to stderr as plain text.
         logging.captureWarnings(True)
