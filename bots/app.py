@@ -96,7 +96,7 @@ async def run_bots(settings: Settings) -> None:
         )
     _stop_on_sigterm()
     tune_gc_for_streaming()
-    monitoring = Monitoring(settings, PLATFORMS_OF_BOTS)
+    monitoring = Monitoring(settings)
     store = await open_store(settings.database_url, on_write=monitoring.on_write)
     client = client_for(settings)
     _warn_if_no_default_provider(client)

@@ -33,8 +33,7 @@ DB_WRITE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 class Metrics:
     """The metrics of one `parley run`; implements `core.conversation.ConversationObserver`."""
 
-    def __init__(self, platforms: Iterable[str] = ()) -> None:
-        """`platforms`: whose series to start at zero (the others appear on first use)."""
+    def __init__(self) -> None:
         self.registry = CollectorRegistry()
         registry = self.registry
         # Memory, CPU, open files and start time: what an operator checks first.
@@ -91,6 +90,9 @@ class Metrics:
             buckets=DB_WRITE_BUCKETS,
             registry=registry,
         )
+
+    def expect(self, platforms: Iterable[str]) -> None:
+        """Start the series of these platforms at zero (others appear on their first event)."""
         for platform in platforms:
             for outcome in OUTCOMES:
                 self.replies.labels(platform, outcome.value)

@@ -95,10 +95,10 @@ def _bind_problem(exc: OSError) -> str:
 class Monitoring:
     """METRICS_ADDR's metrics and endpoint for one `parley run`; inert when it is unset."""
 
-    def __init__(self, settings: Settings, platforms: Sequence[str]) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._address = settings.metrics_address
         self._setting = settings.metrics_addr
-        self.metrics = Metrics(platforms) if self._address is not None else None
+        self.metrics = Metrics() if self._address is not None else None
         self._runner: web.AppRunner | None = None
 
     @property
@@ -117,6 +117,7 @@ class Monitoring:
         if self._address is None or self.metrics is None:
             return
         host, port = self._address
+        self.metrics.expect(bot.platform for bot in bots)
         app = build_app(self.metrics, lambda: {bot.platform: bot.connected for bot in bots}, store)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_SECONDS)
         await runner.setup()
@@ -129,8 +130,12 @@ class Monitoring:
                 "Choose another host:port, or unset METRICS_ADDR."
             ) from None
         self._runner = runner
-        bound = ", ".join(_url(address) for address in runner.addresses)
-        log.info("Health and metrics at %s (/healthz, /metrics)", bound)
+        log.info("Health and metrics at %s (/healthz, /metrics)", ", ".join(self.urls))
+
+    @property
+    def urls(self) -> list[str]:
+        """http://host:port of each socket listening (the real port, when METRICS_ADDR gave 0)."""
+        return [] if self._runner is None else [_url(a) for a in self._runner.addresses]
 
     async def stop(self) -> None:
         if self._runner is not None:

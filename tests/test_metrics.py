@@ -42,7 +42,8 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 def test_known_series_start_at_zero() -> None:
-    metrics = Metrics(["telegram", "discord"])
+    metrics = Metrics()
+    metrics.expect(["telegram", "discord"])
     for platform in ("telegram", "discord"):
         for outcome in ("complete", "error", "interrupted"):
             assert sample(metrics, "parley_replies_total", platform=platform, outcome=outcome) == 0
@@ -120,7 +121,7 @@ class _Chat:
 
 
 def test_without_metrics_addr_monitoring_is_inert() -> None:
-    off = Monitoring(Settings(_env_file=None), ["telegram"])
+    off = Monitoring(Settings(_env_file=None))
     assert off.metrics is None and off.observer is NO_OBSERVER and off.on_write is None
 
 
@@ -129,7 +130,7 @@ class Endpoint:
 
     def __init__(self, bots: list[FakeBot], store: Store) -> None:
         settings = Settings(_env_file=None, metrics_addr="127.0.0.1:0")
-        self.monitoring = Monitoring(settings, [bot.platform for bot in bots])
+        self.monitoring = Monitoring(settings)
         self.bots = bots
         self.store = store
 
