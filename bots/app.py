@@ -16,6 +16,7 @@ from typing import Protocol
 
 from bots.config import Settings
 from bots.errors import BotStartupError
+from bots.monitoring import Monitoring
 from core.client import AsyncClient, client_for
 from core.conversation import ConversationService
 from core.providers.http import close_shared_client
@@ -95,12 +96,14 @@ async def run_bots(settings: Settings) -> None:
         )
     _stop_on_sigterm()
     tune_gc_for_streaming()
-    store = await open_store(settings.database_url)
+    monitoring = Monitoring(settings)
+    store = await open_store(settings.database_url, on_write=monitoring.on_write)
     client = client_for(settings)
     _warn_if_no_default_provider(client)
-    service = ConversationService(store, client, settings)
+    service = ConversationService(store, client, settings, observer=monitoring.observer)
     try:
         bots = build_bots(settings, service)
+        await monitoring.start(bots, store)  # before the bots: 503 while they connect
         # Only the bots' own chats: a `parley chat` running beside us keeps its reply.
         for platform in PLATFORMS_OF_BOTS:
             await service.recover(platform)
@@ -112,6 +115,7 @@ async def run_bots(settings: Settings) -> None:
         except* Exception as failures:
             raise failures.exceptions[0] from None
     finally:
+        await monitoring.stop()
         await service.aclose()
         await store.close()
         await close_shared_client()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -143,7 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_dispatch(args, settings))
     except REPORTED as exc:
-        errors_console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
+        if settings.log_format == "json":  # every stderr line a JSON object, this one too
+            logging.getLogger("parley").error("%s", exc)
+        else:
+            errors_console.print(f"[red]{escape(str(exc))}[/]", highlight=False)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

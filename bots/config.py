@@ -9,7 +9,8 @@ read at start-up (`parley` does it in `main()`) and passed down; since it *is* a
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -20,6 +21,7 @@ from core.config import CoreSettings
 IdList = Annotated[list[int], NoDecode]
 #: A URL in the environment, parsed by `ProxyURL` itself (not as JSON, which NoDecode stops).
 ProxySetting = Annotated[ProxyURL | None, NoDecode]
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 class Settings(CoreSettings):
@@ -54,6 +56,32 @@ class Settings(CoreSettings):
 
     log_level: str = "INFO"
 
+    # Issue 9, health and metrics.
+    # host:port of the HTTP endpoint serving /healthz and Prometheus /metrics; unset: none.
+    # `[::1]:9108` for IPv6; port 0 takes a free port (the log names it).
+    metrics_addr: str | None = None
+    # `json`: one JSON object per log line on stderr (secrets redacted as in text).
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _check_metrics_addr(cls, value: str | None) -> str | None:
+        """Refuse a malformed address at start-up, not when the endpoint is opened."""
+        if value is None:
+            return None
+        host, port = split_host_port(value)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower_log_format(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        """METRICS_ADDR as (host, port), or None when it is not set."""
+        return None if self.metrics_addr is None else split_host_port(self.metrics_addr)
+
     @field_validator("telegram_allowed_ids", "discord_allowed_ids", "admin_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
@@ -63,3 +91,19 @@ class Settings(CoreSettings):
         if isinstance(value, int):
             return [value]
         return value
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    """`host:port` (an IPv6 host in brackets) as (host, port); ValueError naming the form."""
+    host, colon, port = value.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address needs its brackets, or the port is ambiguous
+    if not colon or not host or any(c.isspace() for c in host) or not _PORT.fullmatch(port):
+        raise ValueError(
+            f"METRICS_ADDR must be host:port, e.g. 127.0.0.1:9108 or [::1]:9108, not {value!r}"
+        )
+    if int(port) > 65535:
+        raise ValueError(f"METRICS_ADDR's port must be 0 to 65535, not {port}")
+    return host, int(port)

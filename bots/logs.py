@@ -4,11 +4,22 @@ Secrets reach log text in ways no call site controls: aiohttp puts the request U
 holds the Telegram token, into its error messages, and a provider may echo a key in an error
 body. So the one handler every record passes through redacts every configured secret, in the
 message and in the traceback alike, by the core's one rule (`core.redact`).
+
+`LOG_FORMAT=json` swaps rich's output for one JSON object per line on stderr, for a log
+shipper (journald, Docker, Loki) to parse. The same `RedactSecrets` filter runs first; the
+formatter writes a fixed set of fields, so no record attribute outside the filter's reach (an
+`extra` a library passes) is ever written. It is stdlib `json` in a small `Formatter` rather than
+python-json-logger, whose formatter writes every extra attribute of a record, unredacted.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import TextIO
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -52,10 +63,66 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def configure_logging(settings: Settings, console: Console) -> logging.Handler:
-    """Send every record to `console` through the redacting handler; returns the handler."""
+class JsonLines(logging.Formatter):
+    """One JSON object per record, on one line: time (UTC, ISO 8601), level, logger, message,
+    and `exc_info` (the traceback) or `stack_info` when the record has them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        # RedactSecrets has already rendered (and redacted) the traceback into exc_text.
+        if record.exc_text:
+            entry["exc_info"] = record.exc_text
+        elif record.exc_info:
+            entry["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack_info"] = self.formatStack(record.stack_info)
+        # ASCII only: a line stays valid whatever encoding stderr has.
+        return json.dumps(entry)
+
+
+class Stderr(logging.StreamHandler[TextIO]):
+    """Writes to `sys.stderr` as it is when each record comes, as rich's console does, so a
+    stderr replaced after start-up (a redirect, pytest's capture) is the one written to."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # emit runs under the handler's lock
+        super().emit(record)
+
+
+def _log_uncaught(
+    kind: type[BaseException], error: BaseException, traceback: TracebackType | None
+) -> None:
+    """A crash's traceback as a log record, so it is JSON (and redacted) like every line."""
+    logging.getLogger("parley").critical(
+        "Parley stopped on an error", exc_info=(kind, error, traceback)
+    )
+
+
+def _handler(settings: Settings, console: Console) -> logging.Handler:
+    """rich's handler on `console`, or for LOG_FORMAT=json one JSON line per record on stderr."""
+    if settings.log_format == "json":
+        handler: logging.Handler = Stderr()
+        handler.setFormatter(JsonLines())
+        # Warnings and a crash's traceback would otherwise be written to stderr as plain text.
+        logging.captureWarnings(True)
+        sys.excepthook = _log_uncaught
+        return handler
     handler = RichHandler(console=console, show_path=False)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    return handler
+
+
+def configure_logging(settings: Settings, console: Console) -> logging.Handler:
+    """Send every record through the redacting handler (to `console` unless LOG_FORMAT=json);
+    returns the handler."""
+    handler = _handler(settings, console)
     handler.addFilter(RedactSecrets(settings_secrets(settings)))
     root = logging.getLogger()
     root.addHandler(handler)

@@ -99,14 +99,18 @@ class _Request:
         # A fallback list raises its own RetryNoProviderError, naming what it holds.
         listed = isinstance(self.provider, IterListProvider)
         if not getattr(self.provider, "working", False) and not ignore_working and not listed:
-            raise errors.ProviderNotWorkingError(
+            not_working = errors.ProviderNotWorkingError(
                 f"Provider {name} is not working: set its API key or address, or pick another."
             )
+            errors.name_provider(not_working, name)
+            raise not_working
         self.stops = normalize_stop(kwargs.get("stop"))
         if stream and not getattr(self.provider, "supports_stream", False) and not ignore_stream:
-            raise errors.StreamNotSupportedError(
+            no_stream = errors.StreamNotSupportedError(
                 f"Provider {name} cannot stream; pass ignore_stream=True to get the whole text as one chunk."
             )
+            errors.name_provider(no_stream, name)
+            raise no_stream
         if ignore_working:
             kwargs["ignore_working"] = True
         if owner.api_key and "api_key" not in kwargs:
@@ -191,6 +195,9 @@ async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChun
             if tail:
                 produced += len(tail)
                 yield ChatCompletionChunk(tail, None, completion_id, created, model, provider)
+    except errors.ParleyError as exc:
+        errors.name_provider(exc, provider)
+        raise
     finally:
         aclose = getattr(items, "aclose", None)
         if aclose is not None:

@@ -37,6 +37,7 @@ layers into a cycle. The app catches both roots; see `bots.errors`.
 from __future__ import annotations
 
 import builtins
+import re
 
 
 class ParleyError(Exception):
@@ -44,6 +45,9 @@ class ParleyError(Exception):
 
     #: Short text fit to show a chat user; the full message goes to the log.
     user_hint: str = "The model could not answer. Please try again."
+    #: The provider whose failure this is, when known: the client names it as the error leaves
+    #: a provider (a fallback list names its member), so metrics can count errors by provider.
+    provider: str | None = None
 
 
 class ConfigurationError(ParleyError):
@@ -136,6 +140,25 @@ class IllegalMoveError(RuntimeError):
     """The conversation service tried a move `MOVES` does not allow: a bug, never the user's doing."""
 
 
+def name_provider(exc: BaseException, provider: str) -> None:
+    """Name `provider` as the one whose failure `exc` is, unless a layer nearer the failure
+    already did (a fallback list names its member before the client names the list)."""
+    if isinstance(exc, ParleyError) and exc.provider is None:
+        exc.provider = provider
+
+
+def error_kind(exc: BaseException) -> str:
+    """A short stable name for the kind of failure, for a metrics label: the class name in
+    snake case without "Error" (`RateLimitError` -> "rate_limit"), "timeout" for any timeout,
+    and "unexpected" for what the core did not raise on purpose."""
+    if isinstance(exc, ParleyError):
+        name = type(exc).__name__.removesuffix("Error") or type(exc).__name__
+        return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+    if isinstance(exc, builtins.TimeoutError):
+        return "timeout"
+    return "unexpected"
+
+
 def describe(exc: BaseException) -> str:
     """A one-line, key-free explanation of `exc` for a chat user."""
     if isinstance(exc, ParleyError):
@@ -165,4 +188,6 @@ __all__ = [
     "StreamNotSupportedError",
     "TimeoutError",
     "describe",
+    "error_kind",
+    "name_provider",
 ]

@@ -6,10 +6,14 @@ in a backend package (`storage.sqlite`), so a PostgreSQL backend can join withou
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
+
+#: Told how long each write took, in seconds, waiting for the write lock included: how the app
+#: measures database write latency without storage knowing any metrics library.
+WriteObserver = Callable[[float], None]
 
 
 class MessageStatus(StrEnum):
@@ -128,6 +132,10 @@ class Store(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Raise `StorageError` unless the database answers a trivial query (health checks)."""
+        ...
 
     # Chats and their settings.
     async def chat_config(self, chat: ChatKey) -> ChatConfig: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from storage.base import Store
+from storage.base import Store, WriteObserver
 from storage.errors import DatabaseURLError
 from storage.sqlite.store import BUSY_TIMEOUT_SECONDS, SQLiteStore
 
@@ -32,13 +32,17 @@ def sqlite_path(url: str) -> Path:
 
 
 async def open_store(
-    url: str, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS, must_exist: bool = False
+    url: str,
+    *,
+    busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+    must_exist: bool = False,
+    on_write: WriteObserver | None = None,
 ) -> Store:
     """Open the store `url` names, creating and migrating it on first use.
 
     `must_exist` is for readers such as the history export: a mistyped URL should say so,
-    not create an empty database.
+    not create an empty database. `on_write` is told how long each write took (metrics).
     """
     return await SQLiteStore.open(
-        sqlite_path(url), busy_timeout=busy_timeout, must_exist=must_exist
+        sqlite_path(url), busy_timeout=busy_timeout, must_exist=must_exist, on_write=on_write
     )

@@ -22,6 +22,8 @@ _ISOLATED_PREFIXES = (
     "PROVIDERS_FILE",
     "ADMIN_IDS",
     "SSL_CERT_",
+    "METRICS_ADDR",
+    "LOG_FORMAT",
 )
 #: The developer's proxy (the shared HTTP pool honours these, in either case): every test
 #: talks to 127.0.0.1 directly, and tests/test_core_proxy.py sets its own.

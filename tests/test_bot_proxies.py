@@ -23,6 +23,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -42,7 +43,7 @@ from bots.telegram import EditIntervals, TelegramBot, bot_api_session
 from bots.telegram import requests as telegram_requests
 from bots.telegram.proxy import aiogram_proxy
 from core import AsyncClient
-from core.conversation import ConversationService
+from core.conversation import NO_OBSERVER, ConversationService
 from storage import open_store
 from tests.cli_support import CLI_TIMEOUT, run_parley, start_parley
 from tests.core_support import closed_port
@@ -59,6 +60,9 @@ KINDS = ["http", "http-with-password", "socks5", "socks5-with-password"]
 FAST = EditIntervals(private=0.1, group=0.3)
 ALICE = user(1001, "Alice")
 ANSWER = ["Hello ", "through ", "the proxy"]
+
+#: Logging in touches no conversation; the client only reads the service's observer.
+UNUSED_SERVICE = SimpleNamespace(observer=NO_OBSERVER)
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +221,7 @@ async def test_discord_through_an_unusable_proxy_reaches_nothing_and_fails_as_ne
         proxy_url = _unusable(proxies, case)
         settings = _settings(tmp_path, discord_bot_token=fake.token, discord_proxy=proxy_url)
         use_endpoints(fake.api_base, fake.gateway_url)
-        client = ParleyDiscordClient(settings, service=None)  # type: ignore[arg-type]
+        client = ParleyDiscordClient(settings, service=UNUSED_SERVICE)  # type: ignore[arg-type]
         try:
             with pytest.raises(aiohttp.ClientProxyConnectionError) as caught:
                 await client.login(fake.token)
@@ -392,7 +396,7 @@ async def test_the_bots_ignore_the_providers_proxy_variables(tmp_path: Path, mon
         finally:
             await bot.session.close()
         use_endpoints(fake.api_base, fake.gateway_url)
-        client = ParleyDiscordClient(settings, service=None)  # type: ignore[arg-type]
+        client = ParleyDiscordClient(settings, service=UNUSED_SERVICE)  # type: ignore[arg-type]
         try:
             await client.login(fake.token)
         finally:

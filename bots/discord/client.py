@@ -11,6 +11,7 @@ from bots.config import Settings
 from bots.discord.chat import ChatCog
 from bots.discord.commands import SettingsCog
 from bots.discord.proxy import ProxiedConnector
+from bots.discord.ratelimits import count_rate_limits
 from bots.discord.surface import NO_PINGS
 from core.conversation import ConversationService
 
@@ -41,6 +42,7 @@ class ParleyDiscordClient(commands.Bot):
             help_command=None,
             # REST and the gateway both: discord.py opens them on one session.
             connector=None if proxy is None else ProxiedConnector(proxy),
+            http_trace=count_rate_limits(service.observer),
         )
         self.settings = settings
         self.service = service

@@ -39,7 +39,7 @@ from bots.telegram.middlewares import AccessMiddleware, HandlerTasks
 from bots.telegram.proxy import ProxyFailures, aiogram_proxy
 from bots.telegram.requests import RetryRequests
 from bots.telegram.surface import EditIntervals
-from core.conversation import ConversationService
+from core.conversation import NO_OBSERVER, ConversationObserver, ConversationService
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class TelegramBot:
         """Poll for updates until cancelled; then stop the replies in progress and close."""
         token = self._settings.telegram_bot_token
         assert token is not None
-        session = bot_api_session(self._settings)
+        session = bot_api_session(self._settings, self._service.observer)
         bot = Bot(
             token.get_secret_value(),
             session=session,
@@ -118,8 +118,11 @@ class TelegramBot:
             await bot.session.close()
 
 
-def bot_api_session(settings: Settings) -> AiohttpSession:
-    """The session for every Bot API call: retries, and TELEGRAM_PROXY when it is set."""
+def bot_api_session(
+    settings: Settings, observer: ConversationObserver = NO_OBSERVER
+) -> AiohttpSession:
+    """The session for every Bot API call: retries (429s reported to `observer`), and
+    TELEGRAM_PROXY when it is set."""
     api = TelegramAPIServer.from_base(settings.telegram_api_base)
     proxy = settings.telegram_proxy
     if proxy is None:
@@ -127,7 +130,7 @@ def bot_api_session(settings: Settings) -> AiohttpSession:
     else:
         log.info("Telegram: connecting through the proxy %s", proxy.address)
         session = AiohttpSession(api=api, proxy=aiogram_proxy(proxy))
-    session.middleware(RetryRequests())
+    session.middleware(RetryRequests(observer))
     if proxy is not None:
         session.middleware(ProxyFailures(proxy))  # inside the retries: they see its errors
     return session

@@ -8,6 +8,7 @@ Two methods are deliberately not waited here:
   stale edit after the wait.
 - `sendChatAction`: a typing indicator that comes late is worthless; the engine skips it.
 `getUpdates` is never retried here either: aiogram's polling loop has its own backoff.
+Every 429, waited out here or not, is reported to the observer (the app's metrics).
 Network errors and 5xx answers are retried with backoff. A retried `sendMessage` whose first try
 did reach Telegram can post twice; a lost reply is worse than a rare duplicate.
 """
@@ -26,6 +27,9 @@ from aiogram.client.session.middlewares.base import (
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods import EditMessageText, GetUpdates, SendChatAction, TelegramMethod
 
+from bots.telegram.chats import PLATFORM
+from core.conversation import NO_OBSERVER, ConversationObserver
+
 log = logging.getLogger(__name__)
 
 #: Tries of one request that keeps hitting flood control.
@@ -41,6 +45,9 @@ NO_WAIT_METHODS = (EditMessageText, SendChatAction)
 class RetryRequests(BaseRequestMiddleware):
     """Wait out 429s and retry transient failures; every other error goes to the caller."""
 
+    def __init__(self, observer: ConversationObserver = NO_OBSERVER) -> None:
+        self._observer = observer
+
     async def __call__(
         self,
         make_request: NextRequestMiddlewareType[Any],
@@ -53,6 +60,7 @@ class RetryRequests(BaseRequestMiddleware):
             try:
                 return await make_request(bot, method)
             except TelegramRetryAfter as exc:
+                self._observer.platform_rate_limited(PLATFORM)
                 rate_limited += 1
                 if isinstance(method, NO_WAIT_METHODS) or rate_limited >= RATE_LIMIT_ATTEMPTS:
                     raise

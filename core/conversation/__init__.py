@@ -3,21 +3,26 @@
 Three parts, each with one job:
 - `context`: what the model is sent (the system prompt and the newest history that fits);
 - `reply`: one answer's life as a state machine, and the deltas its consumer reads;
-- `service`: the per-chat queue that drives each reply through its life and saves every step.
+- `service`: the per-chat queue that drives each reply through its life and saves every step;
+- `observer`: what the service tells whoever watches it (the app's metrics).
 """
 
 from ..errors import IllegalMoveError
 from .chat import Author, ChatRef
 from .context import TRUNCATION_MARKER, build_context
+from .observer import NO_OBSERVER, ConversationObserver, NoObserver
 from .reply import Reply, ReplyState
 from .service import ConversationService
 
 __all__ = [
+    "NO_OBSERVER",
     "TRUNCATION_MARKER",
     "Author",
     "ChatRef",
+    "ConversationObserver",
     "ConversationService",
     "IllegalMoveError",
+    "NoObserver",
     "Reply",
     "ReplyState",
     "build_context",

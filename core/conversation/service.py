@@ -29,6 +29,7 @@ from storage import ChatConfig, ReplyOutcome, StorageError, Store, StoredMessage
 
 from .chat import Author, ChatRef
 from .context import load_context
+from .observer import NO_OBSERVER, ConversationObserver, provider_failures
 from .reply import Reply, ReplyState
 
 log = logging.getLogger(__name__)
@@ -63,14 +64,21 @@ class ConversationService:
         settings: CoreSettings,
         *,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        observer: ConversationObserver = NO_OBSERVER,
     ) -> None:
         self._store = store
         self._client = client
         self._settings = settings
         self._checkpoint_seconds = checkpoint_seconds
+        self._observer = observer
         self._tails: dict[ChatRef, Reply] = {}
         self._active: dict[ChatRef, Reply] = {}
         self._running: dict[asyncio.Task[None], Reply] = {}
+
+    @property
+    def observer(self) -> ConversationObserver:
+        """Where replies' events go; adapters report their platform's 429s to it too."""
+        return self._observer
 
     async def recover(self, platform: str | None = None) -> int:
         """At start-up: replies a crash left 'streaming' become 'interrupted'; return how many.
@@ -102,6 +110,7 @@ class ConversationService:
         reply = Reply(chat)
         previous = self._tails.get(chat)
         self._tails[chat] = reply
+        self._observer.reply_queued(chat.platform)
         task = asyncio.create_task(
             self._run(reply, previous, author, text, group, platform_message_id),
             name=f"reply {chat.platform}:{chat.chat_id}:{chat.thread_id}",
@@ -184,6 +193,7 @@ class ConversationService:
         platform_message_id: str | None,
     ) -> None:
         chat = reply.chat
+        turn_started: float | None = None
         try:
             user_message_id = await self._store_user_message(
                 reply, previous, author, text, platform_message_id
@@ -194,6 +204,8 @@ class ConversationService:
                 await reply.wait_turn(previous)
             if not reply.begin():  # stopped while it waited
                 return
+            turn_started = time.monotonic()
+            self._observer.reply_started(chat.platform)
             self._active[chat] = reply
             try:
                 await self._stream(reply, user_message_id, group)
@@ -202,6 +214,8 @@ class ConversationService:
         finally:
             if not reply.state.final:  # only when cancelled from outside
                 reply.end(ReplyState.INTERRUPTED)
+            in_flight = None if turn_started is None else time.monotonic() - turn_started
+            self._observer.reply_finished(chat.platform, reply.status, in_flight)
             try:
                 if previous is not None:  # a turn never ends before the one queued before it
                     await previous.wait_turn_over()
@@ -263,6 +277,9 @@ class ConversationService:
                             continue
                         if first_token is None:
                             first_token = time.monotonic()
+                            self._observer.reply_first_token(
+                                reply.chat.platform, first_token - started
+                            )
                         reply.add(piece)
                         if time.monotonic() - last_save >= self._checkpoint_seconds:
                             await self._checkpoint(reply)
@@ -278,6 +295,8 @@ class ConversationService:
             except Exception as exc:
                 state, error = ReplyState.ERROR, exc
                 log.warning("Reply in %s failed: %s", reply.chat, _reason(exc))
+                for provider, kind in provider_failures(exc):
+                    self._observer.provider_error(provider, kind)
         if reply.message_id is not None:
             await self._save_outcome(reply, state, error, usage, started, first_token)
         reply.end(state, error)

@@ -90,6 +90,7 @@ class IterListProvider(BaseProvider):
                     if started:
                         raise
                     log.info("%s failed before its first text (%s), trying the next", name, exc)
+                    errors.name_provider(exc, name)
                     failures[name] = exc
                     continue
                 if started:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,6 +33,7 @@ from storage.base import (
     ReplyOutcome,
     Role,
     StoredMessage,
+    WriteObserver,
 )
 from storage.errors import (
     ForeignDatabaseError,
@@ -178,21 +180,32 @@ class SQLiteStore:
     """The SQLite backend of `storage.base.Store`. Build it with `await SQLiteStore.open(path)`."""
 
     def __init__(
-        self, location: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection
+        self,
+        location: str,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        on_write: WriteObserver | None = None,
     ) -> None:
         self._location = location
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
+        self._on_write = on_write
 
     @classmethod
     async def open(
-        cls, path: Path, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS, must_exist: bool = False
+        cls,
+        path: Path,
+        *,
+        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
+        must_exist: bool = False,
+        on_write: WriteObserver | None = None,
     ) -> SQLiteStore:
         """Open (creating if needed, unless `must_exist`) and migrate the database at `path`.
 
         Checks come before any write: a file that is not a database, holds someone else's
         tables, or was migrated by a newer Parley raises and is left byte-for-byte unchanged.
+        `on_write` is told how long each later write took (the migration's are not timed).
         """
         location = await asyncio.to_thread(_prepare_folder, path, must_exist)
         try:
@@ -212,7 +225,7 @@ class SQLiteStore:
         except BaseException:
             await writer.close()
             raise
-        return cls(location, writer, reader)
+        return cls(location, writer, reader, on_write)
 
     @staticmethod
     async def _check_before_writing(db: aiosqlite.Connection, location: str) -> None:
@@ -241,11 +254,23 @@ class SQLiteStore:
         await self._reader.close()
         await self._writer.close()
 
+    async def ping(self) -> None:
+        """A read of the schema table on the reader connection: the file is open and readable
+        and aiosqlite's thread answers. The writer is left alone, so a long write in progress
+        does not read as a database that is down."""
+        try:
+            await self._reader.execute_fetchall("SELECT count(*) FROM sqlite_master")
+        except sqlite3.Error as exc:
+            raise translate(exc, self._location) from exc
+        except ValueError as exc:  # aiosqlite's "Connection closed"
+            raise StorageUnavailableError(f"Database {self._location} is closed.") from exc
+
     # Plumbing.
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction, taken with the write lock so no other write joins it."""
+        started = time.perf_counter()
         async with self._write_lock:
             try:
                 await self._writer.execute("BEGIN IMMEDIATE")
@@ -256,14 +281,25 @@ class SQLiteStore:
                 if isinstance(exc, sqlite3.Error):
                     raise translate(exc, self._location) from exc
                 raise
+            finally:
+                self._timed(started)
 
     async def _write(self, sql: str, parameters: Iterable[Any]) -> aiosqlite.Cursor:
         """A one-statement change: atomic on its own, so it skips BEGIN/COMMIT round trips."""
+        started = time.perf_counter()
         async with self._write_lock:
             try:
                 return await self._writer.execute(sql, parameters)
             except sqlite3.Error as exc:
                 raise translate(exc, self._location) from exc
+            finally:
+                self._timed(started)
+
+    def _timed(self, started: float) -> None:
+        """Tell `on_write` how long a write took, from asking for the lock to the end (the
+        wait is part of what a reply feels), failed writes included: they took time too."""
+        if self._on_write is not None:
+            self._on_write(time.perf_counter() - started)
 
     async def _fetch(self, sql: str, parameters: Iterable[Any] = ()) -> list[sqlite3.Row]:
         try:

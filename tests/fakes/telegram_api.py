@@ -851,6 +851,21 @@ class FakeTelegramAPI:
         """The next `count` calls of `method` fail with `error` (e.g. `ApiError(502, ...)`)."""
         self._injected.setdefault(method.lower(), []).extend([error] * count)
 
+    def hold(self, *methods: str) -> asyncio.Event:
+        """Calls of `methods` wait unanswered until the returned event is set: a Bot API slow
+        to answer, e.g. to keep the bot from connecting while a test looks at it."""
+        release = asyncio.Event()
+        for method in methods:
+            name = f"_api_{method.lower()}"
+            answer = getattr(self, name)
+
+            async def held(params: dict, answer: Callable[[dict], Any] = answer) -> Any:
+                await release.wait()
+                return await answer(params)
+
+            setattr(self, name, held)
+        return release
+
     def inject_parse_failure(self, method: str, count: int = 1) -> None:
         """The next `count` calls of `method` that carry formatting are rejected as unparsable."""
         key = method.lower()
