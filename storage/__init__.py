@@ -4,12 +4,14 @@ from storage.base import (
     ChatConfig,
     ChatKey,
     ChatRecord,
+    ChatSummary,
     ConversationRecord,
     MessageStatus,
     ReplyOutcome,
     Role,
     Store,
     StoredMessage,
+    StoreStatus,
 )
 from storage.errors import (
     DatabaseURLError,
@@ -20,12 +22,13 @@ from storage.errors import (
     StorageLockedError,
     StorageUnavailableError,
 )
-from storage.factory import open_store
+from storage.factory import inspect_store, open_store
 
 __all__ = [
     "ChatConfig",
     "ChatKey",
     "ChatRecord",
+    "ChatSummary",
     "ConversationRecord",
     "DatabaseURLError",
     "ForeignDatabaseError",
@@ -38,6 +41,8 @@ __all__ = [
     "StorageLockedError",
     "StorageUnavailableError",
     "Store",
+    "StoreStatus",
     "StoredMessage",
+    "inspect_store",
     "open_store",
 ]
