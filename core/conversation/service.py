@@ -92,9 +92,12 @@ class ConversationService:
         *,
         group: bool = False,
         platform_message_id: str | None = None,
+        chat_title: str | None = None,
     ) -> Reply:
         """Queue an answer to `text`; the user message is stored at once, before the model runs.
 
+        `chat_title` is the chat's name as its platform shows it now (stored with the chat,
+        so `parley history list` can say which chat an id is).
         Raises ValueError for an empty text, which adapters should answer themselves.
         """
         if not text.strip():
@@ -103,7 +106,7 @@ class ConversationService:
         previous = self._tails.get(chat)
         self._tails[chat] = reply
         task = asyncio.create_task(
-            self._run(reply, previous, author, text, group, platform_message_id),
+            self._run(reply, previous, author, text, group, platform_message_id, chat_title),
             name=f"reply {chat.platform}:{chat.chat_id}:{chat.thread_id}",
         )
         reply.attach(task)
@@ -182,11 +185,12 @@ class ConversationService:
         text: str,
         group: bool,
         platform_message_id: str | None,
+        chat_title: str | None,
     ) -> None:
         chat = reply.chat
         try:
             user_message_id = await self._store_user_message(
-                reply, previous, author, text, platform_message_id
+                reply, previous, author, text, platform_message_id, chat_title
             )
             if user_message_id is None:
                 return
@@ -217,6 +221,7 @@ class ConversationService:
         author: Author,
         text: str,
         platform_message_id: str | None,
+        chat_title: str | None,
     ) -> int | None:
         """Store the message, after the one received before it; its id, or None on failure."""
         message_id: int | None = None
@@ -229,9 +234,12 @@ class ConversationService:
                 author_name=author.name,
                 text=text,
                 platform_message_id=platform_message_id,
+                chat_title=chat_title,
             )
         except StorageError as exc:
-            log.error("Could not store a message of %s: %s", reply.chat, exc)
+            log.error(
+                "Could not store a message of %s: %s", reply.chat, exc, extra={"chat": reply.chat}
+            )
             reply.end(ReplyState.ERROR, exc)
         finally:
             reply.settle_user_message(message_id)
@@ -277,7 +285,9 @@ class ConversationService:
                     state, outside_cancel = ReplyState.INTERRUPTED, True
             except Exception as exc:
                 state, error = ReplyState.ERROR, exc
-                log.warning("Reply in %s failed: %s", reply.chat, _reason(exc))
+                log.warning(
+                    "Reply in %s failed: %s", reply.chat, _reason(exc), extra={"chat": reply.chat}
+                )
         if reply.message_id is not None:
             await self._save_outcome(reply, state, error, usage, started, first_token)
         reply.end(state, error)
