@@ -15,6 +15,7 @@ import signal
 from typing import Protocol
 
 from bots.config import Settings
+from bots.doctor import preflight
 from bots.errors import BotStartupError
 from core.client import AsyncClient, client_for
 from core.conversation import ConversationService
@@ -94,6 +95,7 @@ async def run_bots(settings: Settings) -> None:
             "(see README, 'Platform set-up')."
         )
     _stop_on_sigterm()
+    await preflight(settings)  # a rejected token or a missing intent stops here, with its fix
     tune_gc_for_streaming()
     store = await open_store(settings.database_url)
     client = client_for(settings)
