@@ -68,7 +68,8 @@ TITLE_CACHE_SIZE = 10_000
 
 #: `parley history list`: per conversation, its count and newest message id come from
 #: `messages_by_turn` alone (rowid rides in every index), so only the chat's newest message row
-#: is read; chats are joined through `conversations_newest`.
+#: is read; chats are joined through `conversations_newest`. Times are kept to the millisecond,
+#: so ties go to the chat with the newest message.
 LIST_CHATS_QUERY = (
     "WITH per_chat AS ("
     " SELECT v.chat AS chat, count(*) AS conversations, max(v.created_at) AS started,"
@@ -81,7 +82,7 @@ LIST_CHATS_QUERY = (
     " c.created_at) AS last_activity"
     " FROM chats c LEFT JOIN per_chat p ON p.chat = c.id"
     " WHERE ? IS NULL OR c.platform = ?"
-    " ORDER BY last_activity DESC, c.id DESC"
+    " ORDER BY last_activity DESC, p.newest DESC, c.id DESC"
 )
 
 #: The hot read: one backwards range scan of `messages_by_turn` (a test checks the plan).
