@@ -9,6 +9,7 @@ message and in the traceback alike, by the core's one rule (`core.redact`).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from pydantic import SecretStr
 from rich.console import Console
@@ -45,14 +46,33 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def configure_logging(settings: Settings, console: Console) -> logging.Handler:
-    """Send every record to `console` through the redacting handler; returns the handler."""
+def configure_logging(
+    settings: Settings, console: Console, *, at_least: str | None = None
+) -> logging.Handler:
+    """Send every record to `console` through the redacting handler; returns the handler.
+
+    `at_least` raises the level above LOG_LEVEL (`parley chat` keeps its terminal to warnings).
+    """
     handler = RichHandler(console=console, show_path=False)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    return _install(handler, settings, at_least)
+
+
+def log_to_file(settings: Settings, path: Path) -> logging.Handler:
+    """Append every record at LOG_LEVEL to the file at `path`, timestamped, redacted alike."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return _install(handler, settings, None)
+
+
+def _install(handler: logging.Handler, settings: Settings, at_least: str | None) -> logging.Handler:
     handler.addFilter(RedactSecrets(settings_secrets(settings)))
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(settings.log_level.upper())
+    levels = [logging.getLevelNamesMapping()[settings.log_level]]
+    if at_least is not None:
+        levels.append(logging.getLevelNamesMapping()[at_least])
+    root.setLevel(max(levels))
     # httpx logs every request URL at INFO; keep that noise (and any URL detail) out.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return handler
