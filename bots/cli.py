@@ -291,7 +291,12 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from bots.history import export_history, list_chats
 
     if args.history_command == "list":
-        _print_whole(_chats_table(await list_chats(settings, args.platform)))
+        chats = await list_chats(settings, args.platform)
+        if chats:
+            _print_whole(_chats_table(chats))
+        else:
+            where = f" on {args.platform}" if args.platform else ""
+            console.print(f"No chats{escape(where)} yet.", highlight=False)
         return 0
     console.print(
         await export_history(

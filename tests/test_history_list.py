@@ -173,6 +173,10 @@ async def test_parley_run_stores_titles_and_the_list_names_what_export_takes(
         "history", "list", "--platform", "discord", env={"DATABASE_URL": database}, cwd=tmp_path
     )
     assert "telegram" not in only_discord.out and "Bob" in only_discord.out
+    none = await run_parley(
+        "history", "list", "--platform", "matrix", env={"DATABASE_URL": database}, cwd=tmp_path
+    )
+    assert (none.code, none.out) == (0, "No chats on matrix yet.\n")
 
     # Export takes the id exactly as the list printed it, minus sign and all.
     chat_id = found["group"][1]
