@@ -14,6 +14,7 @@ intent stops it with its fix before anything else starts.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Awaitable
@@ -144,6 +145,7 @@ async def check_telegram(settings: Settings, *, timeout: float) -> Finding:
     from aiogram.client.session.aiohttp import AiohttpSession
     from aiogram.client.telegram import TelegramAPIServer
     from aiogram.exceptions import (
+        ClientDecodeError,
         TelegramAPIError,
         TelegramNetworkError,
         TelegramServerError,
@@ -177,11 +179,17 @@ async def check_telegram(settings: Settings, *, timeout: float) -> Finding:
             f"cannot reach {host} ({_network_cause(exc)}); `parley run` keeps retrying.",
             "Check the network, a firewall or proxy, and TELEGRAM_API_BASE.",
         )
-    except TelegramAPIError as exc:
+    except (TelegramAPIError, ClientDecodeError) as exc:
+        # Another error answer, or no Bot API answer at all: polling could never work there.
+        said = (
+            f"refused getMe: {_cause(exc)}"
+            if isinstance(exc, TelegramAPIError)
+            else ("does not answer like a Bot API server")
+        )
         return Finding(
             Level.ERROR,
             "telegram",
-            f"{host} refused getMe: {_cause(exc)}.",
+            f"{host} {said}.",
             "TELEGRAM_API_BASE must be a Bot API server (https://api.telegram.org or your own).",
         )
     finally:
@@ -207,33 +215,36 @@ async def check_discord(settings: Settings, *, timeout: float) -> Finding:
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
             http.get(url, headers=headers) as response,
         ):
-            if response.status == 401:
-                return Finding(Level.ERROR, "discord", BAD_TOKEN_HELP)
-            if response.status == 429 or response.status >= 500:
-                return Finding(
-                    Level.WARNING,
-                    "discord",
-                    f"{host} answered HTTP {response.status}; `parley run` keeps retrying.",
-                    "Wait, or check https://discordstatus.com.",
-                )
-            if response.status != 200:
-                return Finding(
-                    Level.ERROR,
-                    "discord",
-                    f"{host} answered HTTP {response.status} to the application info request.",
-                    "DISCORD_API_BASE must be Discord's API with its version "
-                    "(https://discord.com/api/v10) or a compatible server.",
-                )
-            application: dict[str, Any] = await response.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            status, body = response.status, await response.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
         return Finding(
             Level.WARNING,
             "discord",
             f"cannot reach {host} ({_network_cause(exc)}); `parley run` keeps retrying.",
             "Check the network, a firewall or proxy, and DISCORD_API_BASE.",
         )
-    flags = int(application.get("flags") or 0)
-    if not flags & (GATEWAY_MESSAGE_CONTENT | GATEWAY_MESSAGE_CONTENT_LIMITED):
+    if status == 401:
+        return Finding(Level.ERROR, "discord", BAD_TOKEN_HELP)
+    if status == 429 or status >= 500:
+        return Finding(
+            Level.WARNING,
+            "discord",
+            f"{host} answered HTTP {status}; `parley run` keeps retrying.",
+            "Wait, or check https://discordstatus.com.",
+        )
+    application = _json_object(body) if status == 200 else None
+    if application is None:
+        said = f"answered HTTP {status}" if status != 200 else "did not answer in JSON"
+        return Finding(
+            Level.ERROR,
+            "discord",
+            f"{host} {said} to the application info request.",
+            "DISCORD_API_BASE must be Discord's API with its version "
+            "(https://discord.com/api/v10) or a compatible server.",
+        )
+    flags = application.get("flags")
+    intent = GATEWAY_MESSAGE_CONTENT | GATEWAY_MESSAGE_CONTENT_LIMITED
+    if not (isinstance(flags, int) and flags & intent):
         return Finding(
             Level.ERROR,
             "discord",
@@ -246,6 +257,15 @@ async def check_discord(settings: Settings, *, timeout: float) -> Finding:
         "discord",
         f"token accepted by {host}: application {name}, Message Content intent on",
     )
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    """`body` as a JSON object, or None if it is something else."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def token_checks(settings: Settings, *, timeout: float) -> list[Awaitable[Finding]]:

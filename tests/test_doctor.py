@@ -30,6 +30,7 @@ from bots.doctor import (
     check_database,
     check_discord,
     check_provider_probes,
+    check_telegram,
     load_settings,
     preflight,
     print_findings,
@@ -219,6 +220,19 @@ async def test_either_message_content_flag_means_the_intent_is_on(
     fakes.discord.flags = flags
     finding = await check_discord(fakes.settings(), timeout=WAIT)
     assert finding.level is level
+
+
+async def test_addresses_that_are_not_the_platforms_are_errors(fakes: Fakes) -> None:
+    """Both addresses pointed at the model server: it answers, but not as Telegram or Discord."""
+    settings = fakes.settings(
+        TELEGRAM_API_BASE=fakes.llm.base_url, DISCORD_API_BASE=fakes.llm.base_url
+    )
+    telegram = await check_telegram(settings, timeout=WAIT)
+    discord = await check_discord(settings, timeout=WAIT)
+    assert (telegram.level, discord.level) == (Level.ERROR, Level.ERROR)
+    assert "does not answer like a Bot API server" in telegram.text
+    assert "TELEGRAM_API_BASE" in telegram.fix
+    assert "answered HTTP 404" in discord.text and "DISCORD_API_BASE" in discord.fix
 
 
 async def test_discord_answering_429_is_a_warning(fakes: Fakes) -> None:
