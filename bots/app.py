@@ -15,6 +15,7 @@ import signal
 from typing import Protocol
 
 from bots.config import Settings
+from bots.doctor import preflight
 from bots.errors import BotStartupError
 from bots.monitoring import Monitoring
 from core.client import AsyncClient, client_for
@@ -95,6 +96,7 @@ async def run_bots(settings: Settings) -> None:
             "(see README, 'Platform set-up')."
         )
     _stop_on_sigterm()
+    await preflight(settings)  # a rejected token or a missing intent stops here, with its fix
     tune_gc_for_streaming()
     monitoring = Monitoring(settings)
     store = await open_store(settings.database_url, on_write=monitoring.on_write)

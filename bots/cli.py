@@ -1,7 +1,8 @@
 """The `parley` command: run the bots, chat in the terminal, inspect providers and history.
 
 Each subcommand imports what it needs when it runs, so `parley providers` does not load
-aiogram and discord.py, and a broken optional part cannot stop the others.
+aiogram and discord.py, and a broken optional part cannot stop the others. A bare `parley`
+(or `parley history`) prints its help and exits 2, like any other incomplete command line.
 """
 
 from __future__ import annotations
@@ -11,23 +12,32 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from pydantic import ValidationError
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from bots.config import Settings
+from bots.config import Settings, setting_problems
 from bots.errors import REPORTED
 from bots.logs import configure_logging
+from bots.version import parley_version
 from core.providers import ProviderRegistry
 from core.text import without_controls
+from storage import ChatSummary
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 #: Longest answer or error shown in a cell of `parley providers check`.
 CHECK_CELL_CHARS = 80
+#: `parley history list`: the title column is never squeezed below this.
+TITLE_MIN_CHARS = 12
+#: Wider than any table Parley prints; the width a table is measured in.
+WIDEST_TABLE = 1000
 
 console = Console()
 # Errors name files and URLs: a line break inserted at the terminal width would cut them.
@@ -86,20 +96,180 @@ async def _providers_check(registry: ProviderRegistry) -> int:
     return 0 if any(r.ok for r in results) else EXIT_FAILURE
 
 
+def _chats_table(chats: list[ChatSummary]) -> Table:
+    """`parley history list`. Ids and counts never wrap: an id is what `export --chat` takes,
+    so only the title column gives way in a narrow terminal (see `_print_whole`)."""
+    table = Table(title="Chats, the most recently active first (times in UTC)", box=box.SIMPLE_HEAD)
+    for column in ("platform", "chat id", "topic"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("title or user name", min_width=TITLE_MIN_CHARS)
+    table.add_column("conversations", justify="right", no_wrap=True)
+    table.add_column("messages", justify="right", no_wrap=True)
+    table.add_column("last activity", no_wrap=True)
+    for chat in chats:
+        table.add_row(
+            _outside(chat.platform),
+            _outside(chat.chat_id),
+            _outside(chat.thread_id),
+            _outside(chat.title) if chat.title else Text("-", style="dim"),
+            str(chat.conversations),
+            str(chat.messages),
+            chat.last_activity[:16].replace("T", " "),
+        )
+    return table
+
+
+def _print_whole(table: Table) -> None:
+    """Print `table` without cutting a cell short: rich would crop the ids of a table wider
+    than the terminal, so such a table is printed at its natural width instead (a terminal
+    wraps its lines; a file or pipe gets every row on one line)."""
+    width = console.measure(table, options=console.options.update_width(WIDEST_TABLE))
+    if width.minimum > console.width:
+        table.width = width.maximum
+    console.print(table, crop=False)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Descriptions keep their line breaks (they hold examples); every command name fits
+    beside its summary."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog)
+        # argparse sizes the name column from the options alone, not the subcommands' names,
+        # so "providers" would sit on a line of its own; start the column wide enough.
+        self._action_max_length = len("    providers")
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    more: str = "",
+) -> argparse.ArgumentParser:
+    """A subcommand: `summary` in its parent's list, `summary` and `more` in its own --help.
+
+    It runs as it is (`incomplete` None) unless it sets its own subcommands' parser there."""
+    description = f"{summary[0].upper()}{summary[1:]}." + (f"\n\n{more}" if more else "")
+    command = commands.add_parser(
+        name, help=summary, description=description, formatter_class=_HelpFormatter
+    )
+    command.set_defaults(incomplete=None)
+    return command
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="parley", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="run every bot whose token is set")
-    commands.add_parser("chat", help="chat with the model in this terminal")
-    providers = commands.add_parser("providers", help="list providers")
-    providers.add_argument("action", nargs="?", choices=["check"], help="probe every working one")
-    history = commands.add_parser("history", help="chat history")
-    history_commands = history.add_subparsers(dest="history_command", required=True)
-    export = history_commands.add_parser("export", help="print a chat's conversations")
-    export.add_argument("--chat", required=True, help="the chat id")
-    export.add_argument("--platform", help="telegram, discord or console (default: any)")
-    export.add_argument("--conversation", type=int, help="only this conversation (ids are listed)")
-    export.add_argument("--format", choices=["json", "markdown"], default="markdown")
+    parser = argparse.ArgumentParser(
+        prog="parley",
+        description=f"{__doc__.splitlines()[0]}\n\nSettings come from the environment and "
+        "from .env in the working directory.",
+        epilog="`parley COMMAND --help` describes a command and its options.",
+        formatter_class=_HelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"parley {parley_version()}",
+        help="print the version and exit",
+    )
+    # Which help a command line that stops short of a command prints (see main()).
+    parser.set_defaults(incomplete=parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", help="one of:")
+    _command(
+        commands,
+        "run",
+        "run every bot whose token is set",
+        "Runs the Telegram bot (TELEGRAM_BOT_TOKEN) and/or the Discord bot (DISCORD_BOT_TOKEN)\n"
+        "until Ctrl-C or SIGTERM. The tokens are checked first: a rejected token or a missing\n"
+        "Discord intent stops the start with its fix. No options.",
+    )
+    chat = _command(
+        commands,
+        "chat",
+        "chat with the model in this terminal",
+        "The same model, settings and history database as the bots; /help inside lists the\n"
+        "commands. Logs go to stderr (warnings and errors only), or all of them to --log-file.",
+    )
+    chat.add_argument(
+        "--log-file",
+        type=Path,
+        metavar="PATH",
+        help="append the log (at LOG_LEVEL) to this file instead of showing warnings on stderr",
+    )
+    _command(
+        commands,
+        "doctor",
+        "check the configuration, one line per finding with its fix",
+        "Checks that every setting parses, the database is writable and its schema current,\n"
+        "each bot token is accepted by its platform (and Discord's Message Content intent is\n"
+        "on), and each configured provider answers a probe. Exits 1 if anything would stop\n"
+        "the bots, else 0 (warnings included). No options.",
+    )
+    providers = _command(
+        commands,
+        "providers",
+        "list providers, or probe them",
+        "Without an action: every provider with its address, models and whether it has what it\n"
+        "needs (a key). `check`: probes every working one and exits 1 if none answered.",
+    )
+    providers.add_argument(
+        "action",
+        nargs="?",
+        choices=["check"],
+        help="probe every working provider at once, timing the first token and the total",
+    )
+    history = _command(
+        commands,
+        "history",
+        "list chats or export one's history",
+        "Reads the history database (DATABASE_URL); never creates one.",
+    )
+    history.set_defaults(incomplete=history)
+    history_commands = history.add_subparsers(
+        dest="history_command", metavar="ACTION", help="one of:"
+    )
+    listing = _command(
+        history_commands,
+        "list",
+        "show every chat, the most recently active first",
+        "Columns: platform, chat id and topic (what `export` takes), title or user name,\n"
+        "conversations, messages, last activity.",
+    )
+    listing.add_argument(
+        "--platform", help="only this platform's chats: telegram, discord or console"
+    )
+    export = _command(
+        history_commands,
+        "export",
+        "print a chat's conversations",
+        "Example: parley history export --chat -1001234567890 --platform telegram --format json\n"
+        "(a chat id as `parley history list` shows it).",
+    )
+    export.add_argument(
+        "--chat",
+        required=True,
+        metavar="CHAT_ID",
+        help="the chat id, as `parley history list` shows it",
+    )
+    export.add_argument(
+        "--platform", help="telegram, discord or console (default: every platform with that id)"
+    )
+    export.add_argument(
+        "--topic",
+        metavar="TOPIC",
+        help="only this topic or thread, as `list` shows it (default: the chat and all its topics)",
+    )
+    export.add_argument(
+        "--conversation",
+        type=int,
+        metavar="N",
+        help="only conversation N (the Markdown headings and JSON `conversations[].id` name them)",
+    )
+    export.add_argument(
+        "--format",
+        choices=["json", "markdown"],
+        default="markdown",
+        help="markdown to read, json with every stored field (default: %(default)s)",
+    )
     return parser
 
 
@@ -120,11 +290,24 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         await run_chat(settings)
         return 0
-    from bots.history import export_history
+    from bots.history import export_history, list_chats
 
+    if args.history_command == "list":
+        chats = await list_chats(settings, args.platform)
+        if chats:
+            _print_whole(_chats_table(chats))
+        else:
+            where = f" on {args.platform}" if args.platform else ""
+            console.print(f"No chats{escape(where)} yet.", highlight=False)
+        return 0
     console.print(
         await export_history(
-            settings, args.chat, args.platform, args.format, conversation=args.conversation
+            settings,
+            args.chat,
+            args.platform,
+            args.format,
+            conversation=args.conversation,
+            topic=args.topic,
         ),
         markup=False,
         highlight=False,
@@ -133,14 +316,48 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _read_settings() -> Settings | None:
+    """The settings, or None after printing one line per bad one."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for _, line in setting_problems(exc):
+            errors_console.print(
+                f"[red]Invalid setting[/] {escape(line)}", soft_wrap=True, highlight=False
+            )
+    except ValueError as exc:  # pydantic-settings' own (a .env it cannot read)
+        errors_console.print(f"[red]Invalid configuration:[/] {escape(str(exc))}", soft_wrap=True)
+    return None
+
+
+def _configure_logging(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command == "chat":
+        from bots.console import configure_chat_logging
+
+        configure_chat_logging(settings, errors_console, args.log_file)
+    else:
+        configure_logging(settings, errors_console)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        settings = Settings()
-    except ValueError as exc:
-        errors_console.print(f"[red]Invalid configuration:[/] {escape(str(exc))}")
+    if args.incomplete is not None:  # `parley`, `parley history`: say what they could be
+        args.incomplete.print_help()
         return EXIT_USAGE
-    configure_logging(settings, errors_console)
+    if args.command == "doctor":
+        from bots.doctor import run_doctor
+
+        return run_doctor(console)
+    settings = _read_settings()
+    if settings is None:
+        return EXIT_USAGE
+    try:
+        _configure_logging(args, settings)
+    except OSError as exc:  # --log-file in a folder that is not there or not ours
+        errors_console.print(
+            f"[red]Cannot write the log file:[/] {escape(str(exc))}", soft_wrap=True
+        )
+        return EXIT_USAGE
     try:
         return asyncio.run(_dispatch(args, settings))
     except REPORTED as exc:

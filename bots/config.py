@@ -10,9 +10,9 @@ read at start-up (`parley` does it in `main()`) and passed down; since it *is* a
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from bots.proxy import ProxyURL
@@ -22,6 +22,11 @@ IdList = Annotated[list[int], NoDecode]
 #: A URL in the environment, parsed by `ProxyURL` itself (not as JSON, which NoDecode stops).
 ProxySetting = Annotated[ProxyURL | None, NoDecode]
 _PORT = re.compile(r"[0-9]{1,5}")
+
+#: The names `LOG_LEVEL` accepts, in any case: the standard library's levels.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+#: A bad value is quoted up to this many characters in the message that names it.
+SHOWN_VALUE_CHARS = 40
 
 
 class Settings(CoreSettings):
@@ -54,6 +59,8 @@ class Settings(CoreSettings):
     # Storage.
     database_url: str = "sqlite:///data/parley.db"
 
+    # One of LOG_LEVELS; checked here so a typo stops `parley` with one line, not a traceback
+    # from the logging module.
     log_level: str = "INFO"
 
     # Issue 9, health and metrics.
@@ -82,6 +89,14 @@ class Settings(CoreSettings):
         """METRICS_ADDR as (host, port), or None when it is not set."""
         return None if self.metrics_addr is None else split_host_port(self.metrics_addr)
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
     @field_validator("telegram_allowed_ids", "discord_allowed_ids", "admin_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
@@ -107,3 +122,22 @@ def split_host_port(value: str) -> tuple[str, int]:
     if int(port) > 65535:
         raise ValueError(f"METRICS_ADDR's port must be 0 to 65535, not {port}")
     return host, int(port)
+
+
+def setting_problems(exc: ValidationError) -> list[tuple[str, str]]:
+    """(field name, one line) per bad setting, named and quoted as the operator wrote it:
+    `LOG_LEVEL='LOUD': must be one of DEBUG, ...`. A secret's value is never quoted."""
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors():
+        name = str(error["loc"][0]) if error["loc"] else ""
+        message = error["msg"].removeprefix("Value error, ")
+        if not name:
+            problems.append((name, message))
+            continue
+        field = Settings.model_fields.get(name)
+        # A proxy URL may carry a password, and one that failed to parse cannot be redacted.
+        kinds = (field.annotation, *get_args(field.annotation)) if field is not None else ()
+        secret = SecretStr in kinds or ProxyURL in kinds
+        value = "***" if secret else repr(str(error["input"])[:SHOWN_VALUE_CHARS])
+        problems.append((name, f"{name.upper()}={value}: {message}"))
+    return problems

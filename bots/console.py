@@ -5,6 +5,10 @@ like any chat's. Input is read on a daemon thread: a thread blocked in `readline
 neither cancelled nor joined, and a daemon one does not keep the process alive at exit.
 Ctrl-C during a reply stops the reply (partial text kept as interrupted); at the prompt it
 leaves, like Ctrl-D.
+
+The conversation owns stdout. Logs go to stderr, warnings and worse only, or all of them to a
+file (`--log-file`); a failure the session shows in the conversation (a reply's error) is not
+repeated on stderr, so the person at the terminal reads it once.
 """
 
 from __future__ import annotations
@@ -12,16 +16,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
 
 from bots.config import Settings
+from bots.logs import configure_logging, log_to_file
 from core import chat_settings
 from core.client import client_for
 from core.conversation import Author, ChatRef, ConversationService, Reply
@@ -206,6 +213,27 @@ class ConsoleChat:
                 note = f" [dim]\\[{escape(_shown(message.status.value + reason))}][/]"
             text = escape(_shown(message.text))
             self._console.print(f"{who} {text}{note}", emoji=False, highlight=False)
+
+
+class _NotShownInTheChat(logging.Filter):
+    """Drops records about the console's own chat (the service tags them `chat`): the session
+    prints that failure in the conversation itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        chat = getattr(record, "chat", None)
+        return getattr(chat, "platform", None) != PLATFORM
+
+
+def configure_chat_logging(settings: Settings, stderr: Console, log_file: Path | None) -> None:
+    """Logs for `parley chat`: every record at LOG_LEVEL to `log_file`, else warnings and
+    worse to `stderr` minus what the conversation already shows; never onto stdout.
+
+    Raises OSError when `log_file` cannot be opened for appending."""
+    if log_file is not None:
+        log_to_file(settings, log_file)
+    else:
+        handler = configure_logging(settings, stderr, at_least="WARNING")
+        handler.addFilter(_NotShownInTheChat())
 
 
 @contextlib.contextmanager

@@ -1,4 +1,9 @@
-"""`parley history export`: a chat's conversations as JSON (complete) or Markdown (to read)."""
+"""`parley history`: which chats exist (`list`), and a chat's conversations (`export`) as JSON
+(complete) or Markdown (to read).
+
+`list` shows each chat's id exactly as `export --chat` takes it. In the JSON export the chat's
+own id is `chat_id`; the database's row number is `row_id`, a name no one takes for the chat.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from bots.config import Settings
 from bots.errors import HistoryNotFoundError
 from storage import (
     ChatRecord,
+    ChatSummary,
     ConversationRecord,
     MessageStatus,
     Role,
@@ -35,10 +41,13 @@ class _Chat:
 
 
 async def _load(
-    store: Store, chat_id: str, platform: str | None, conversation: int | None
+    store: Store, chat_id: str, platform: str | None, conversation: int | None, topic: str | None
 ) -> list[_Chat]:
-    where = f"{chat_id!r}" + (f" on {platform}" if platform else "")
+    where = f"{chat_id!r}" + (f" topic {topic!r}" if topic else "")
+    where += f" on {platform}" if platform else ""
     chats = await store.find_chats(chat_id, platform)
+    if topic is not None:
+        chats = [chat for chat in chats if chat.thread_id == topic]
     if not chats:
         raise HistoryNotFoundError(f"No chat {where} in {store.location}.")
     loaded = []
@@ -63,13 +72,19 @@ def _message_json(message: StoredMessage) -> dict[str, Any]:
     return data
 
 
+def _chat_json(record: ChatRecord) -> dict[str, Any]:
+    """The chat's fields, its row number renamed: a bare `id` reads as the chat's id."""
+    data = dataclasses.asdict(record)
+    return {"row_id": data.pop("id"), **data}
+
+
 def render_json(location: str, chats: list[_Chat]) -> str:
     return json.dumps(
         {
             "database": location,
             "chats": [
                 {
-                    **dataclasses.asdict(chat.record),
+                    **_chat_json(chat.record),
                     "conversations": [
                         {
                             "id": conversation.record.id,
@@ -98,7 +113,8 @@ def render_markdown(chats: list[_Chat]) -> str:
     for chat in chats:
         record = chat.record
         thread = f", thread {record.thread_id}" if record.thread_id else ""
-        lines += [f"# {record.platform} chat {record.chat_id}{thread}", ""]
+        title = f": {record.title}" if record.title else ""
+        lines += [f"# {record.platform} chat {record.chat_id}{thread}{title}", ""]
         if record.model or record.system_prompt:
             lines += [f"Model: {record.model or '(default)'}"]
             lines += [f"System prompt: {record.system_prompt or '(default)'}", ""]
@@ -123,8 +139,10 @@ async def export_history(
     fmt: str,
     *,
     conversation: int | None = None,
+    topic: str | None = None,
 ) -> str:
-    """Every conversation of the chat(s) with this id (all threads), or only `conversation`.
+    """Every conversation of the chat(s) with this id (all threads, or only `topic`), or only
+    `conversation`.
 
     Raises HistoryNotFoundError when nothing matches, StorageError when the database is
     missing or unusable, ValueError for an unknown format.
@@ -133,7 +151,19 @@ async def export_history(
         raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
     store = await open_store(settings.database_url, must_exist=True)
     try:
-        chats = await _load(store, chat_id, platform, conversation)
+        chats = await _load(store, chat_id, platform, conversation, topic)
     finally:
         await store.close()
     return render_json(store.location, chats) if fmt == "json" else render_markdown(chats)
+
+
+async def list_chats(settings: Settings, platform: str | None = None) -> list[ChatSummary]:
+    """Every chat in the database (`platform`'s only, if given), most recently active first.
+
+    Raises StorageError when the database is missing or unusable (it is never created here).
+    """
+    store = await open_store(settings.database_url, must_exist=True)
+    try:
+        return await store.list_chats(platform)
+    finally:
+        await store.close()

@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
@@ -119,14 +120,32 @@ def _handler(settings: Settings, console: Console) -> logging.Handler:
     return handler
 
 
-def configure_logging(settings: Settings, console: Console) -> logging.Handler:
-    """Send every record through the redacting handler (to `console` unless LOG_FORMAT=json);
-    returns the handler."""
-    handler = _handler(settings, console)
+def configure_logging(
+    settings: Settings, console: Console, *, at_least: str | None = None
+) -> logging.Handler:
+    """Send every record through the redacting handler (to `console`, or one JSON line per
+    record on stderr with LOG_FORMAT=json); returns the handler.
+
+    `at_least` raises the level above LOG_LEVEL (`parley chat` keeps its terminal to warnings).
+    """
+    return _install(_handler(settings, console), settings, at_least)
+
+
+def log_to_file(settings: Settings, path: Path) -> logging.Handler:
+    """Append every record at LOG_LEVEL to the file at `path`, timestamped, redacted alike."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return _install(handler, settings, None)
+
+
+def _install(handler: logging.Handler, settings: Settings, at_least: str | None) -> logging.Handler:
     handler.addFilter(RedactSecrets(settings_secrets(settings)))
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(settings.log_level.upper())
+    levels = [logging.getLevelNamesMapping()[settings.log_level]]
+    if at_least is not None:
+        levels.append(logging.getLevelNamesMapping()[at_least])
+    root.setLevel(max(levels))
     # httpx logs every request URL at INFO; keep that noise (and any URL detail) out.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return handler

@@ -34,14 +34,23 @@ async def relay(
     *,
     group: bool,
     platform_message_id: str,
+    chat_title: str | None = None,
 ) -> StreamResult:
-    """Answer `text` on `surface` and record which platform messages carry the reply.
+    """Answer `text` on `surface` and record which platform messages carry the reply;
+    `chat_title` is stored as the chat's name.
 
     Provider failures end up in the message as a short warning (the engine's job); a message
     deleted mid-stream stops the reply, which the engine reports to the service via `aclose`,
     keeping the partial text as 'interrupted'.
     """
-    reply = service.reply(chat, author, text, group=group, platform_message_id=platform_message_id)
+    reply = service.reply(
+        chat,
+        author,
+        text,
+        group=group,
+        platform_message_id=platform_message_id,
+        chat_title=chat_title,
+    )
     result = await StreamingEngine(surface, describe_error=describe_failure).run(reply)
     if reply.message_id is not None and result.handles:
         try:

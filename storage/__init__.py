@@ -4,12 +4,14 @@ from storage.base import (
     ChatConfig,
     ChatKey,
     ChatRecord,
+    ChatSummary,
     ConversationRecord,
     MessageStatus,
     ReplyOutcome,
     Role,
     Store,
     StoredMessage,
+    StoreStatus,
     WriteObserver,
 )
 from storage.errors import (
@@ -21,12 +23,13 @@ from storage.errors import (
     StorageLockedError,
     StorageUnavailableError,
 )
-from storage.factory import open_store
+from storage.factory import inspect_store, open_store
 
 __all__ = [
     "ChatConfig",
     "ChatKey",
     "ChatRecord",
+    "ChatSummary",
     "ConversationRecord",
     "DatabaseURLError",
     "ForeignDatabaseError",
@@ -39,7 +42,9 @@ __all__ = [
     "StorageLockedError",
     "StorageUnavailableError",
     "Store",
+    "StoreStatus",
     "StoredMessage",
     "WriteObserver",
+    "inspect_store",
     "open_store",
 ]

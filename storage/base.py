@@ -63,6 +63,36 @@ class ChatRecord:
     model: str | None
     system_prompt: str | None
     created_at: str
+    #: The name its platform shows (a group's title, the other person in a private chat), as of
+    #: the newest message; None for chats no message has named yet.
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSummary:
+    """A chat (or one topic or thread of it) as `parley history list` shows it."""
+
+    platform: str
+    chat_id: str
+    thread_id: str
+    title: str | None
+    conversations: int
+    messages: int
+    #: When its newest message was written or last changed (the chat's creation if none).
+    last_activity: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """What a look at a database, without changing it, tells `parley doctor`."""
+
+    location: str
+    #: False when the file is not there yet: the first `parley run` creates it.
+    exists: bool
+    #: The schema version it is at (0 when it does not exist yet).
+    version: int
+    #: The version this Parley migrates it to when it opens it.
+    latest: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +187,12 @@ class Store(Protocol):
         author_name: str,
         text: str,
         platform_message_id: str | None = None,
+        chat_title: str | None = None,
     ) -> int:
-        """Store a user message in the chat's current conversation; return its id."""
+        """Store a user message in the chat's current conversation; return its id.
+
+        `chat_title`, when given, becomes the chat's title (chats get renamed, so the newest
+        message's says what the chat is called now)."""
         ...
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
@@ -193,6 +227,10 @@ class Store(Protocol):
         ...
 
     async def find_chats(self, chat_id: str, platform: str | None = None) -> list[ChatRecord]: ...
+
+    async def list_chats(self, platform: str | None = None) -> list[ChatSummary]:
+        """Every chat (each topic or thread apart), the most recently active first."""
+        ...
 
     async def conversations(self, chat: int) -> list[ConversationRecord]: ...
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from storage.base import Store, WriteObserver
+from storage.base import Store, StoreStatus, WriteObserver
 from storage.errors import DatabaseURLError
-from storage.sqlite.store import BUSY_TIMEOUT_SECONDS, SQLiteStore
+from storage.sqlite.store import BUSY_TIMEOUT_SECONDS, SQLiteStore, inspect_database
 
 _URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
 
@@ -46,3 +46,9 @@ async def open_store(
     return await SQLiteStore.open(
         sqlite_path(url), busy_timeout=busy_timeout, must_exist=must_exist, on_write=on_write
     )
+
+
+async def inspect_store(url: str) -> StoreStatus:
+    """The database `url` names as it is now, read without creating or migrating anything
+    (`parley doctor`); raises the `StorageError` that opening it for `parley run` would."""
+    return await inspect_database(sqlite_path(url))

@@ -37,6 +37,7 @@ EXPECTED_COLUMNS = {
         "model",
         "system_prompt",
         "created_at",
+        "title",  # m003
     ],
     "conversations": ["id", "chat", "created_at"],
     "messages": [

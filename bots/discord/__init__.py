@@ -26,11 +26,15 @@ from bots.discord.messages import PLATFORM
 from bots.errors import BotStartupError
 from core.conversation import ConversationService
 
+#: Where the operator turns the Message Content intent on (`parley doctor` says it too).
+MESSAGE_CONTENT_FIX = (
+    "Enable it in the Discord Developer Portal (https://discord.com/developers/applications) "
+    "-> your application -> Bot -> Privileged Gateway Intents -> Message Content Intent, save, "
+    "and start Parley again."
+)
 MESSAGE_CONTENT_HELP = (
     "Discord refused the bot's connection: it needs the Message Content intent, which is off "
-    "for this application. Enable it in the Discord Developer Portal "
-    "(https://discord.com/developers/applications) -> your application -> Bot -> "
-    "Privileged Gateway Intents -> Message Content Intent, save, and start Parley again."
+    f"for this application. {MESSAGE_CONTENT_FIX}"
 )
 BAD_TOKEN_HELP = (
     "Discord rejected DISCORD_BOT_TOKEN. Copy the token again from the Developer Portal "

@@ -11,7 +11,7 @@ from discord.ext import commands
 
 from bots.config import Settings
 from bots.discord.access import is_allowed
-from bots.discord.messages import author_of, chat_of, is_for_bot, prompt_of
+from bots.discord.messages import author_of, chat_of, chat_title, is_for_bot, prompt_of
 from bots.discord.surface import DiscordSurface
 from bots.errors import MessageGone
 from bots.relay import relay
@@ -81,6 +81,7 @@ class ChatCog(commands.Cog):
                 text,
                 group=message.guild is not None,
                 platform_message_id=str(message.id),
+                chat_title=chat_title(message),
             )
         if surface.refused is not None:
             self._refused(message.channel, surface.refused.text)

@@ -22,6 +22,19 @@ def chat_of(channel: discord.abc.Snowflake) -> ChatRef:
     return ChatRef(PLATFORM, str(channel.id))
 
 
+def chat_title(message: discord.Message) -> str:
+    """The chat's name as people see it: "Server #channel", "Server #channel › thread", or in a
+    DM the other person's name (the author: the bot never answers itself)."""
+    channel = message.channel
+    if message.guild is None:
+        return message.author.display_name
+    if isinstance(channel, discord.Thread):
+        parent = channel.parent
+        where = f"#{parent.name}" if parent is not None else f"#{channel.parent_id}"
+        return f"{message.guild.name} {where} › {channel.name}"
+    return f"{message.guild.name} #{getattr(channel, 'name', channel.id)}"
+
+
 def author_of(user: discord.abc.User) -> Author:
     return Author(id=str(user.id), name=user.display_name)
 

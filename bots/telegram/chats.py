@@ -27,6 +27,12 @@ def chat_ref(message: Message) -> ChatRef:
     return ChatRef(PLATFORM, str(message.chat.id), str(thread) if thread else "")
 
 
+def chat_title(message: Message) -> str:
+    """The chat's name as Telegram shows it: a group's title, or in a private chat the other
+    person's name."""
+    return message.chat.full_name
+
+
 def author_of(message: Message) -> Author:
     """The person behind a message; an anonymous admin speaks as the group itself."""
     if message.sender_chat is not None:

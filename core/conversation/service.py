@@ -100,9 +100,12 @@ class ConversationService:
         *,
         group: bool = False,
         platform_message_id: str | None = None,
+        chat_title: str | None = None,
     ) -> Reply:
         """Queue an answer to `text`; the user message is stored at once, before the model runs.
 
+        `chat_title` is the chat's name as its platform shows it now (stored with the chat,
+        so `parley history list` can say which chat an id is).
         Raises ValueError for an empty text, which adapters should answer themselves.
         """
         if not text.strip():
@@ -112,7 +115,7 @@ class ConversationService:
         self._tails[chat] = reply
         self._observer.reply_queued(chat.platform)
         task = asyncio.create_task(
-            self._run(reply, previous, author, text, group, platform_message_id),
+            self._run(reply, previous, author, text, group, platform_message_id, chat_title),
             name=f"reply {chat.platform}:{chat.chat_id}:{chat.thread_id}",
         )
         reply.attach(task)
@@ -191,12 +194,13 @@ class ConversationService:
         text: str,
         group: bool,
         platform_message_id: str | None,
+        chat_title: str | None,
     ) -> None:
         chat = reply.chat
         turn_started: float | None = None
         try:
             user_message_id = await self._store_user_message(
-                reply, previous, author, text, platform_message_id
+                reply, previous, author, text, platform_message_id, chat_title
             )
             if user_message_id is None:
                 return
@@ -231,6 +235,7 @@ class ConversationService:
         author: Author,
         text: str,
         platform_message_id: str | None,
+        chat_title: str | None,
     ) -> int | None:
         """Store the message, after the one received before it; its id, or None on failure."""
         message_id: int | None = None
@@ -243,9 +248,12 @@ class ConversationService:
                 author_name=author.name,
                 text=text,
                 platform_message_id=platform_message_id,
+                chat_title=chat_title,
             )
         except StorageError as exc:
-            log.error("Could not store a message of %s: %s", reply.chat, exc)
+            log.error(
+                "Could not store a message of %s: %s", reply.chat, exc, extra={"chat": reply.chat}
+            )
             reply.end(ReplyState.ERROR, exc)
         finally:
             reply.settle_user_message(message_id)
@@ -294,7 +302,9 @@ class ConversationService:
                     state, outside_cancel = ReplyState.INTERRUPTED, True
             except Exception as exc:
                 state, error = ReplyState.ERROR, exc
-                log.warning("Reply in %s failed: %s", reply.chat, _reason(exc))
+                log.warning(
+                    "Reply in %s failed: %s", reply.chat, _reason(exc), extra={"chat": reply.chat}
+                )
                 for provider, kind in provider_failures(exc):
                     self._observer.provider_error(provider, kind)
         if reply.message_id is not None:

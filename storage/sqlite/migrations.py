@@ -106,6 +106,14 @@ async def m002_tokens_estimated(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m003_chat_titles(db: aiosqlite.Connection) -> None:
+    # The chat's name as its platform shows it (a group's title, a channel, the other person
+    # in a private chat), kept current as messages arrive: `parley history list` shows it next
+    # to the id, which alone names nothing an operator recognises.
+    await _run(db, ("ALTER TABLE chats ADD COLUMN title TEXT",))
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

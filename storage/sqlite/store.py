@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -28,11 +29,13 @@ from storage.base import (
     ChatConfig,
     ChatKey,
     ChatRecord,
+    ChatSummary,
     ConversationRecord,
     MessageStatus,
     ReplyOutcome,
     Role,
     StoredMessage,
+    StoreStatus,
     WriteObserver,
 )
 from storage.errors import (
@@ -59,7 +62,30 @@ _MESSAGE_COLUMNS = (
     "created_at, updated_at, platform_ids, tokens_estimated"
 )
 
-_CHAT_COLUMNS = "id, platform, chat_id, thread_id, model, system_prompt, created_at"
+_CHAT_COLUMNS = "id, platform, chat_id, thread_id, model, system_prompt, created_at, title"
+
+#: Titles remembered as written, so the hot path skips the no-op UPDATE; past this many chats
+#: the memory starts over (the cost is one UPDATE per chat, not a wrong title).
+TITLE_CACHE_SIZE = 10_000
+
+#: `parley history list`: per conversation, its count and newest message id come from
+#: `messages_by_turn` alone (rowid rides in every index), so only the chat's newest message row
+#: is read; chats are joined through `conversations_newest`. Times are kept to the millisecond,
+#: so ties go to the chat with the newest message.
+LIST_CHATS_QUERY = (
+    "WITH per_chat AS ("
+    " SELECT v.chat AS chat, count(*) AS conversations, max(v.created_at) AS started,"
+    " sum((SELECT count(*) FROM messages m WHERE m.conversation = v.id)) AS messages,"
+    " max((SELECT max(m.id) FROM messages m WHERE m.conversation = v.id)) AS newest"
+    " FROM conversations v GROUP BY v.chat)"
+    " SELECT c.platform, c.chat_id, c.thread_id, c.title,"
+    " coalesce(p.conversations, 0), coalesce(p.messages, 0),"
+    " coalesce((SELECT m.updated_at FROM messages m WHERE m.id = p.newest), p.started,"
+    " c.created_at) AS last_activity"
+    " FROM chats c LEFT JOIN per_chat p ON p.chat = c.id"
+    " WHERE ? IS NULL OR c.platform = ?"
+    " ORDER BY last_activity DESC, p.newest DESC, c.id DESC"
+)
 
 #: The hot read: one backwards range scan of `messages_by_turn` (a test checks the plan).
 CONTEXT_QUERY = (
@@ -176,6 +202,47 @@ def _prepare_folder(path: Path, must_exist: bool) -> str:
     return location
 
 
+def _writable(path: Path) -> tuple[Path, bool]:
+    """Raise unless this user could create or write the database file: the file if it is
+    there, else the nearest folder above it that exists (the first start creates the rest).
+    Returns the absolute path and whether the file exists."""
+    location = str(path.absolute())
+    if path.is_dir():
+        raise StorageUnavailableError(
+            f"Database path {location} is a folder. Point DATABASE_URL at a file inside it, "
+            "e.g. sqlite:///data/parley.db."
+        )
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    exists = path.exists()
+    if not os.access(folder, os.W_OK | os.X_OK) or (exists and not os.access(path, os.W_OK)):
+        raise StorageUnavailableError(
+            f"Database {location} cannot be written by this user ({folder} is not writable). "
+            "Point DATABASE_URL at a folder this user can write to, or fix its owner."
+        )
+    return path.absolute(), exists
+
+
+async def inspect_database(path: Path) -> StoreStatus:
+    """What `SQLiteStore.open` would find at `path`, learnt without creating or migrating it.
+
+    Raises the storage error `open` would raise: the path is a folder or cannot be written,
+    the file is no database or a foreign one, or its schema is newer than this Parley's.
+    """
+    absolute, exists = await asyncio.to_thread(_writable, path)
+    location = str(absolute)
+    if not exists:
+        return StoreStatus(location, exists=False, version=0, latest=LATEST_VERSION)
+    try:
+        async with aiosqlite.connect(f"{absolute.as_uri()}?mode=ro", uri=True) as db:
+            await SQLiteStore.check_before_writing(db, location)
+            version = await schema_version(db)
+    except sqlite3.Error as exc:
+        raise translate(exc, location) from exc
+    return StoreStatus(location, exists=True, version=version, latest=LATEST_VERSION)
+
+
 class SQLiteStore:
     """The SQLite backend of `storage.base.Store`. Build it with `await SQLiteStore.open(path)`."""
 
@@ -191,6 +258,7 @@ class SQLiteStore:
         self._reader = reader
         self._write_lock = asyncio.Lock()
         self._on_write = on_write
+        self._titles: dict[tuple[str, str, str], str] = {}
 
     @classmethod
     async def open(
@@ -213,7 +281,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise translate(exc, location) from exc
         try:
-            await cls._check_before_writing(writer, location)
+            await cls.check_before_writing(writer, location)
             await writer.execute("PRAGMA journal_mode = WAL")
             applied = await migrate(writer)
             if applied:
@@ -228,7 +296,9 @@ class SQLiteStore:
         return cls(location, writer, reader, on_write)
 
     @staticmethod
-    async def _check_before_writing(db: aiosqlite.Connection, location: str) -> None:
+    async def check_before_writing(db: aiosqlite.Connection, location: str) -> None:
+        """Refuse a database this Parley must not write: migrated by a newer one, or not
+        Parley's at all (a version of 0 with tables in it)."""
         version = await schema_version(db)
         if version > LATEST_VERSION:
             raise SchemaTooNewError(
@@ -385,17 +455,36 @@ class SQLiteStore:
         author_name: str,
         text: str,
         platform_message_id: str | None = None,
+        chat_title: str | None = None,
     ) -> int:
         ids = json.dumps([] if platform_message_id is None else [platform_message_id])
         values = (_utf8(author_id), _utf8(author_name), _utf8(text), ids, *_key(chat))
         # One statement into the chat's newest conversation: the hot path, one round trip.
         cursor = await self._write(_INSERT_USER_MESSAGE, values)
         if cursor.rowcount:
-            return _inserted_id(cursor.lastrowid)
-        async with self._transaction() as db:  # a chat's first message creates the chat
-            await self._ensure_chat(db, chat)
-            cursor = await db.execute(_INSERT_USER_MESSAGE, values)
-            return _inserted_id(cursor.lastrowid)
+            message_id = _inserted_id(cursor.lastrowid)
+        else:
+            async with self._transaction() as db:  # a chat's first message creates the chat
+                await self._ensure_chat(db, chat)
+                cursor = await db.execute(_INSERT_USER_MESSAGE, values)
+                message_id = _inserted_id(cursor.lastrowid)
+        if chat_title:
+            await self._keep_title(chat, chat_title)
+        return message_id
+
+    async def _keep_title(self, chat: ChatKey, title: str) -> None:
+        """Write the chat's title if it changed since this process last wrote it."""
+        key, title = _key(chat), _utf8(title)
+        if self._titles.get(key) == title:
+            return
+        await self._write(
+            "UPDATE chats SET title = ? WHERE platform = ? AND chat_id = ? AND thread_id = ?"
+            " AND title IS NOT ?",
+            (title, *key, title),
+        )
+        if len(self._titles) >= TITLE_CACHE_SIZE:
+            self._titles.clear()
+        self._titles[key] = title
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
         cursor = await self._write(
@@ -466,6 +555,11 @@ class SQLiteStore:
             (_utf8(chat_id), _utf8_or_none(platform), _utf8_or_none(platform)),
         )
         return [ChatRecord(*row) for row in rows]
+
+    async def list_chats(self, platform: str | None = None) -> list[ChatSummary]:
+        platform = _utf8_or_none(platform)
+        rows = await self._fetch(LIST_CHATS_QUERY, (platform, platform))
+        return [ChatSummary(*row) for row in rows]
 
     async def conversations(self, chat: int) -> list[ConversationRecord]:
         rows = await self._fetch(

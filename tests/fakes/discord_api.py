@@ -79,6 +79,10 @@ EVERYONE_PERMISSIONS = (
     VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | USE_APPLICATION_COMMANDS
     | SEND_MESSAGES_IN_THREADS
 )  # fmt: skip
+#: Application flags (`GET /oauth2/applications/@me`) saying the Message Content intent is on:
+#: the first for verified bots, the second for bots in under 100 servers.
+GATEWAY_MESSAGE_CONTENT = 1 << 18
+GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
 PRIVILEGED_INTENTS = {
     "guild_members": 1 << 1,
     "guild_presences": 1 << 8,
@@ -183,6 +187,8 @@ class FakeDiscord:
         self.token = token
         #: The Developer Portal's privileged-intent switches that are on.
         self.enabled_intents = set(enabled_intents)
+        #: The application's flags, if a test sets them; else `application_flags()` derives them.
+        self.flags: int | None = None
         self.calls: list[Call] = []
         self.messages: dict[int, Message] = {}
         self.interactions: dict[int, Interaction] = {}
@@ -566,9 +572,17 @@ class FakeDiscord:
                 "bot_require_code_grant": False,
                 "owner": self.users[OWNER_ID],
                 "verify_key": "0" * 64,
-                "flags": 1 << 19,  # GATEWAY_MESSAGE_CONTENT_LIMITED
+                "flags": self.application_flags(),
             }
         )
+
+    def application_flags(self) -> int:
+        """The flags `GET /oauth2/applications/@me` reports: `flags` if a test set it, else the
+        Message Content switch as Discord shows it for a bot in under 100 servers."""
+        if self.flags is not None:
+            return self.flags
+        on = "message_content" in self.enabled_intents
+        return GATEWAY_MESSAGE_CONTENT_LIMITED if on else 0
 
     async def _get_gateway(self, request: web.Request) -> web.Response:
         return _json_response({"url": self.gateway_url})

@@ -8,7 +8,7 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
 from bots.relay import relay
-from bots.telegram.chats import GROUP_TYPES, author_of, chat_ref, is_group
+from bots.telegram.chats import GROUP_TYPES, author_of, chat_ref, chat_title, is_group
 from bots.telegram.filters import AddressedToBot
 from bots.telegram.handlers.other import TEXT_ONLY
 from bots.telegram.surface import EditIntervals, TelegramSurface
@@ -35,6 +35,7 @@ async def answer(
         text,
         group=group,
         platform_message_id=str(message.message_id),
+        chat_title=chat_title(message),
     )
 
 
