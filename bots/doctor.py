@@ -154,13 +154,20 @@ async def check_telegram(settings: Settings, *, timeout: float) -> Finding:
     from aiogram.utils.token import TokenValidationError
 
     from bots.telegram import BAD_TOKEN_HELP
+    from bots.telegram.proxy import ProxyFailures, aiogram_proxy
 
     token = settings.telegram_bot_token
     assert token is not None
     host = _host(settings.telegram_api_base)
     api = TelegramAPIServer.from_base(settings.telegram_api_base)
+    session = AiohttpSession(api=api, timeout=timeout)
+    if settings.telegram_proxy is not None:  # the way the bot goes, so the answer is its answer
+        session = AiohttpSession(
+            api=api, timeout=timeout, proxy=aiogram_proxy(settings.telegram_proxy)
+        )
+        session.middleware(ProxyFailures(settings.telegram_proxy))
     try:
-        bot = Bot(token.get_secret_value(), session=AiohttpSession(api=api, timeout=timeout))
+        bot = Bot(token.get_secret_value(), session=session)
     except TokenValidationError:
         return Finding(
             Level.ERROR,
@@ -200,6 +207,7 @@ async def check_telegram(settings: Settings, *, timeout: float) -> Finding:
 async def check_discord(settings: Settings, *, timeout: float) -> Finding:
     """The bot's application info from DISCORD_API_BASE: the token, and the intent's flags."""
     from bots.discord import BAD_TOKEN_HELP, MESSAGE_CONTENT_FIX
+    from bots.discord.proxy import ProxiedConnector
 
     token = settings.discord_bot_token
     assert token is not None
@@ -210,9 +218,13 @@ async def check_discord(settings: Settings, *, timeout: float) -> Finding:
         "User-Agent": f"DiscordBot (parley, {parley_version()})",
     }
     url = settings.discord_api_base.rstrip("/") + "/oauth2/applications/@me"
+    proxy = settings.discord_proxy
     try:
         async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            aiohttp.ClientSession(
+                connector=None if proxy is None else ProxiedConnector(proxy),
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as http,
             http.get(url, headers=headers) as response,
         ):
             status, body = response.status, await response.read()

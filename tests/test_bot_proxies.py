@@ -37,6 +37,7 @@ from bots.config import Settings
 from bots.discord import DiscordBot
 from bots.discord.client import ParleyDiscordClient
 from bots.discord.endpoints import use_endpoints
+from bots.doctor import Level, check_discord, check_telegram
 from bots.logs import configure_logging
 from bots.proxy import ProxyURL
 from bots.telegram import EditIntervals, TelegramBot, bot_api_session
@@ -402,3 +403,42 @@ async def test_the_bots_ignore_the_providers_proxy_variables(tmp_path: Path, mon
         finally:
             await client.close()
         assert fake.calls[0].path == "/users/@me" and fake.calls[0].status == 200
+
+
+# -- parley doctor asks the platforms the way the bots go --------------------------------------
+
+
+async def test_doctor_checks_the_tokens_through_the_bots_proxies(
+    proxies: dict[str, ProxyProcess], tmp_path: Path
+) -> None:
+    proxy = proxies["socks5-with-password"]
+    mark = proxy.log_mark()
+    async with FakeTelegramAPI() as tg, FakeDiscord() as discord:
+        through = _settings(
+            tmp_path,
+            telegram_bot_token=tg.token,
+            telegram_api_base=tg.base_url,
+            telegram_proxy=proxy.url,
+            discord_bot_token=discord.token,
+            discord_api_base=discord.api_base,
+            discord_proxy=proxy.url,
+        )
+        telegram, discord_finding = await asyncio.gather(
+            check_telegram(through, timeout=WAIT), check_discord(through, timeout=WAIT)
+        )
+        assert (telegram.level, discord_finding.level) == (Level.OK, Level.OK)
+        await proxy.wait_for_log(tg.base_url.removeprefix("http://"), since=mark)
+        await proxy.wait_for_log(discord.api_base.removeprefix("http://").split("/")[0], mark)
+
+        unusable = _unusable(proxies, "socks5-down")
+        down = through.model_copy(
+            update={
+                "telegram_proxy": ProxyURL.model_validate(unusable),
+                "discord_proxy": ProxyURL.model_validate(unusable),
+            }
+        )
+        findings = await asyncio.gather(
+            check_telegram(down, timeout=WAIT), check_discord(down, timeout=WAIT)
+        )
+    for finding in findings:  # the platform is out of reach that way: a warning, no traceback
+        assert finding.level is Level.WARNING and "cannot reach" in finding.text
