@@ -9,10 +9,11 @@ Three parts, each with one job:
 from ..errors import IllegalMoveError
 from .chat import Author, ChatRef
 from .context import TRUNCATION_MARKER, build_context
-from .reply import Reply, ReplyState
+from .reply import SHUTDOWN_NOTE, Reply, ReplyState
 from .service import ConversationService
 
 __all__ = [
+    "SHUTDOWN_NOTE",
     "TRUNCATION_MARKER",
     "Author",
     "ChatRef",

@@ -1,0 +1,53 @@
+"""Stopping a bot with replies in flight: they get a grace period, then are cut short.
+
+Both bots stop the same way once they take no new messages (SIGTERM, Ctrl-C): each reply still
+streaming may finish within `SHUTDOWN_GRACE_SECONDS`; the handlers still running after it are
+cancelled, so the streaming engine shows each reply's text so far with the shutdown note
+(`core.conversation.SHUTDOWN_NOTE`) and the conversation service saves the row as
+'interrupted'. A second signal during the grace cancels this wait, which cuts the rest at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+
+from bots.startup import seconds
+from bots.streaming import CANCEL_GRACE
+
+log = logging.getLogger(__name__)
+
+#: Seconds the replies cut short get to show the note: the engine's own bound on stopping the
+#: model stream, then on its last edit, plus a margin.
+CUT_SHORT_TIMEOUT = 2 * CANCEL_GRACE + 1.0
+
+
+async def finish_in_flight(
+    platform: str, handlers: Collection[asyncio.Task[None]], grace: float
+) -> None:
+    """Wait up to `grace` seconds for `handlers`, then cancel those still running and wait for
+    them to show their note (bounded)."""
+    running = {task for task in handlers if not task.done()}
+    if not running:
+        return
+    log.info(
+        "%s: stopping; %d reply(ies) in flight get up to %s to finish",
+        platform,
+        len(running),
+        seconds(grace),
+    )
+    try:
+        if grace > 0:
+            await asyncio.wait(running, timeout=grace)
+    finally:
+        late = {task for task in running if not task.done()}
+        if late:
+            log.warning(
+                "%s: cutting short %d reply(ies) still running after SHUTDOWN_GRACE_SECONDS",
+                platform,
+                len(late),
+            )
+            for task in late:
+                task.cancel()
+            await asyncio.wait(late, timeout=CUT_SHORT_TIMEOUT)
