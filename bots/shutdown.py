@@ -4,7 +4,8 @@ Both bots stop the same way once they take no new messages (SIGTERM, Ctrl-C): ea
 streaming may finish within `SHUTDOWN_GRACE_SECONDS`; the handlers still running after it are
 cancelled, so the streaming engine shows each reply's text so far with the shutdown note
 (`core.conversation.SHUTDOWN_NOTE`) and the conversation service saves the row as
-'interrupted'. A second signal during the grace cancels this wait, which cuts the rest at once.
+'interrupted'. A second signal ends the grace at once (`Grace.end_now`, through each bot's
+`hurry()`); it does not skip the rest of the stop (the note, the confirmed offset).
 """
 
 from __future__ import annotations
@@ -23,11 +24,34 @@ log = logging.getLogger(__name__)
 CUT_SHORT_TIMEOUT = 2 * CANCEL_GRACE + 1.0
 
 
+class Grace:
+    """The time replies in flight get at a stop; `end_now()` (a second signal) cuts it short."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._over = asyncio.Event()
+
+    def end_now(self) -> None:
+        self._over.set()
+
+    async def wait(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Until every task is done, the grace has passed, or `end_now()`: whichever is first."""
+        over = asyncio.create_task(self._over.wait())
+        finished = asyncio.create_task(asyncio.wait(tasks))  # cancelling it leaves `tasks` be
+        try:
+            await asyncio.wait(
+                {over, finished}, timeout=self.seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            over.cancel()
+            finished.cancel()
+
+
 async def finish_in_flight(
-    platform: str, handlers: Collection[asyncio.Task[None]], grace: float
+    platform: str, handlers: Collection[asyncio.Task[None]], grace: Grace
 ) -> None:
-    """Wait up to `grace` seconds for `handlers`, then cancel those still running and wait for
-    them to show their note (bounded)."""
+    """Give `handlers` the grace, then cancel those still running and wait for them to show
+    their note (bounded)."""
     running = {task for task in handlers if not task.done()}
     if not running:
         return
@@ -35,19 +59,12 @@ async def finish_in_flight(
         "%s: stopping; %d reply(ies) in flight get up to %s to finish",
         platform,
         len(running),
-        seconds(grace),
+        seconds(grace.seconds),
     )
-    try:
-        if grace > 0:
-            await asyncio.wait(running, timeout=grace)
-    finally:
-        late = {task for task in running if not task.done()}
-        if late:
-            log.warning(
-                "%s: cutting short %d reply(ies) still running after SHUTDOWN_GRACE_SECONDS",
-                platform,
-                len(late),
-            )
-            for task in late:
-                task.cancel()
-            await asyncio.wait(late, timeout=CUT_SHORT_TIMEOUT)
+    await grace.wait(running)
+    late = {task for task in running if not task.done()}
+    if late:
+        log.warning("%s: cutting short %d reply(ies) still running", platform, len(late))
+        for task in late:
+            task.cancel()
+        await asyncio.wait(late, timeout=CUT_SHORT_TIMEOUT)

@@ -28,7 +28,7 @@ from bots.discord.client import ParleyDiscordClient
 from bots.discord.endpoints import use_endpoints
 from bots.discord.messages import PLATFORM
 from bots.errors import BotStartupError
-from bots.shutdown import finish_in_flight
+from bots.shutdown import Grace, finish_in_flight
 from bots.startup import (
     DEFAULT_BACKOFF,
     Backoff,
@@ -71,6 +71,7 @@ class DiscordBot:
         self._backoff = backoff
         self._link = Link("Discord", host_of(settings.discord_api_base))
         self._client: ParleyDiscordClient | None = None
+        self._grace = Grace(settings.shutdown_grace_seconds)
 
     platform = PLATFORM
 
@@ -79,6 +80,10 @@ class DiscordBot:
         """True from READY (the gateway confirmed the bot) while the gateway session is up: False
         from a disconnect until READY or RESUMED again."""
         return self._link.up
+
+    def hurry(self) -> None:
+        """Cut the shutdown grace short: the replies in flight stop now."""
+        self._grace.end_now()
 
     async def run(self) -> None:
         """Log in (retried while Discord cannot be reached), then serve until cancelled (or
@@ -127,7 +132,7 @@ class DiscordBot:
         chat = client.chat
         if chat is not None:
             chat.stop_taking()
-            await finish_in_flight("Discord", chat.in_flight, self.settings.shutdown_grace_seconds)
+            await finish_in_flight("Discord", chat.in_flight, self._grace)
         await client.close()
 
     async def _on_ready(self) -> None:

@@ -26,7 +26,7 @@ from aiogram.exceptions import TelegramAPIError
 
 from bots.config import Settings
 from bots.errors import BotStartupError
-from bots.shutdown import finish_in_flight
+from bots.shutdown import Grace, finish_in_flight
 from bots.startup import DEFAULT_BACKOFF, Backoff, Link, connect_with_retries, host_of
 from bots.telegram.chats import PLATFORM
 from bots.telegram.filters import FromPerson
@@ -69,6 +69,7 @@ class TelegramBot:
         self._polling_timeout = polling_timeout
         self._backoff = backoff
         self._link = Link("Telegram", host_of(settings.telegram_api_base))
+        self._grace = Grace(settings.shutdown_grace_seconds)
 
     platform = PLATFORM
 
@@ -77,6 +78,10 @@ class TelegramBot:
         """True from the moment Telegram confirmed the bot (getMe) until polling stops, except
         while getUpdates fails on the network or the server."""
         return self._link.up
+
+    def hurry(self) -> None:
+        """Cut the shutdown grace short: the replies in flight stop now."""
+        self._grace.end_now()
 
     async def run(self) -> None:
         """Confirm the bot (retried while Telegram cannot be reached), then poll until cancelled;
@@ -108,9 +113,7 @@ class TelegramBot:
         finally:
             self._link.closed()
             await poller.confirm()
-            await finish_in_flight(
-                "Telegram", poller.handlers, self._settings.shutdown_grace_seconds
-            )
+            await finish_in_flight("Telegram", poller.handlers, self._grace)
             await bot.session.close()
 
 
