@@ -147,6 +147,7 @@ class Link:
         """The platform confirmed the bot (getMe, READY): the first time, say who we run as."""
         if not self._confirmed:
             self._confirmed = True
+            self._down_since = None  # the tries before the start are no outage to report
             log.info("%s: running as @%s", self.platform, name)
         self.answered()
 
