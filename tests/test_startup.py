@@ -17,13 +17,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
+import discord.client
 import pytest
 from aiogram.exceptions import TelegramNetworkError, TelegramServerError
 from aiogram.methods import GetMe
 
 from bots.app import Bot
 from bots.config import Settings
-from bots.discord import DiscordBot
+from bots.discord import DiscordBot, reconnect
 from bots.discord.reconnect import RECONNECT_MESSAGE, ReconnectLines
 from bots.errors import BotStartupError
 from bots.startup import Backoff, Link, connect_with_retries, network_cause
@@ -162,6 +163,15 @@ def test_discord_reconnect_traceback_becomes_one_warning_line() -> None:
     assert record.levelno == logging.WARNING and record.exc_info is None
     other = logging.LogRecord("discord.client", logging.INFO, __file__, 1, "hello", (), None)
     assert ReconnectLines("gateway.example").filter(other) and other.getMessage() == "hello"
+
+
+def test_discord_reconnects_at_most_about_a_minute_apart() -> None:
+    reconnect.use_capped_backoff()
+    backoff = discord.client.ExponentialBackoff()
+    assert isinstance(backoff, reconnect.CappedBackoff)
+    waits = [backoff.delay() for _ in range(30)]
+    assert max(waits) <= 2**reconnect.RECONNECT_MAX_EXPONENT
+    assert max(waits[10:]) > 2**5  # still exponential: the ceiling is reached, with jitter
 
 
 # `connected` through an outage, each bot in this process against its fake.

@@ -89,6 +89,7 @@ class DiscordBot:
         """Log in (retried while Discord cannot be reached), then serve until cancelled (or
         until Discord refuses us for good); then stop as `bots.shutdown` says."""
         use_endpoints(self.settings.discord_api_base, self.settings.discord_gateway_url)
+        reconnect.use_capped_backoff()
         lines = reconnect.install(host_of(self.settings.discord_gateway_url))
         try:
             client = await connect_with_retries(

@@ -1,11 +1,19 @@
-"""discord.py's gateway reconnects, told in one log line each.
+"""discord.py's gateway reconnects: told in one log line each, and never more than ~a minute apart.
 
 discord.py reconnects by itself (`Client.connect(reconnect=True)`: RESUME first, a new session
-if Discord refuses it, with its own jittered exponential backoff), but it reports every try
-with `_log.exception("Attempting a reconnect in %.2fs")`: a traceback per try for what is only
-an outage. `ReconnectLines` rewrites that one record, on discord.py's own logger, into the line
-the start-up retries write (`bots.startup`): where, why in a few words, and when the next try
-comes; at WARNING, as an outage is no bug. Every other record passes unchanged.
+if Discord refuses it, with full-jitter exponential backoff), but two of its choices do not suit
+a bot run as a service:
+
+- It reports every try with `_log.exception("Attempting a reconnect in %.2fs")`: a traceback per
+  try for what is only an outage. `ReconnectLines` rewrites that one record, on discord.py's own
+  logger, into the line the start-up retries write (`bots.startup`): where, why in a few words,
+  and when the next try comes; at WARNING, as an outage is no bug. Other records pass unchanged.
+- Its wait grows to a random time below 2^10 s (up to 17 minutes) after ten failed tries, so a
+  bot could stay away that long after Discord came back. `use_capped_backoff` lowers that ceiling
+  to 2^6 s, like `bots.startup.MAX_DELAY`, keeping the jitter. discord.py builds its backoff in
+  `Client.connect` from the name `discord.client.ExponentialBackoff`, with no argument to pass
+  another, so this rebinds that name, process-wide, as `bots.discord.endpoints` sets the
+  addresses: one process runs one Discord bot.
 """
 
 from __future__ import annotations
@@ -13,12 +21,31 @@ from __future__ import annotations
 import logging
 
 import discord
+import discord.client
+from discord.backoff import ExponentialBackoff
 
 from bots.startup import network_cause, seconds
 
 #: The logger and the message (its format string, before arguments) of discord.py's reconnect.
 DISCORD_CLIENT_LOGGER = "discord.client"
 RECONNECT_MESSAGE = "Attempting a reconnect in %.2fs"
+#: The largest wait between two reconnects is below 2 ** this many seconds (discord.py: 10).
+RECONNECT_MAX_EXPONENT = 6
+
+
+class CappedBackoff(ExponentialBackoff[bool]):
+    """discord.py's reconnect backoff (a random wait below 1, 2, 4 ... s) capped at 64 s."""
+
+    def __init__(self, base: int = 1, *, integral: bool = False) -> None:
+        super().__init__(base, integral=integral)
+        self._max = RECONNECT_MAX_EXPONENT
+
+
+def use_capped_backoff() -> None:
+    """Make every later `Client.connect` reconnect with `CappedBackoff`."""
+    # mypy sees a class rebound (misc) to a subclass of another generic form (assignment):
+    # that is the point here, and `connect` only calls it with no argument.
+    discord.client.ExponentialBackoff = CappedBackoff  # type: ignore[misc, assignment]
 
 
 def gateway_cause(exc: BaseException) -> str:
