@@ -34,7 +34,7 @@ from core.client import AsyncClient
 from core.conversation import ConversationService
 from storage import open_store
 from tests.fakes.discord_api import FakeDiscord
-from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.fakes.telegram_api import ApiError, FakeTelegramAPI
 
 WAIT = 10.0
 FAST = Backoff(initial=0.05, cap=0.2)
@@ -275,3 +275,31 @@ async def test_discord_connected_follows_an_outage(tmp_path: Path, lines: LogLin
             await lines.wait("Discord: connected again")
             assert bot.connected and discord.resumed == 1
         assert not bot.connected
+
+
+async def test_an_address_that_is_no_bot_api_stops_with_its_fix(tmp_path: Path) -> None:
+    async with FakeTelegramAPI() as tg:
+        tg.inject_error("getMe", ApiError(404, "Not Found"))
+        settings = Settings(
+            _env_file=None,
+            telegram_bot_token=tg.token,
+            telegram_api_base=tg.base_url,
+            database_url=f"sqlite:///{tmp_path}/p.db",
+        )
+        service = ConversationService(None, None, settings)  # type: ignore[arg-type]  # unused
+        with pytest.raises(BotStartupError, match="TELEGRAM_API_BASE") as stopped:
+            await asyncio.wait_for(TelegramBot(settings, service, backoff=FAST).run(), WAIT)
+    assert tg.base_url in str(stopped.value)
+
+
+async def test_an_address_that_is_no_discord_api_stops_with_its_fix(tmp_path: Path) -> None:
+    async with FakeDiscord() as discord:
+        settings = Settings(
+            _env_file=None,
+            discord_bot_token=discord.token,
+            discord_api_base=discord.api_base.replace("/v10", "/v1"),
+            discord_gateway_url=discord.gateway_url,
+        )
+        service = ConversationService(None, None, settings)  # type: ignore[arg-type]  # unused
+        with pytest.raises(BotStartupError, match="DISCORD_API_BASE"):
+            await asyncio.wait_for(DiscordBot(settings, service, backoff=FAST).run(), WAIT)

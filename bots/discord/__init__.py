@@ -49,6 +49,10 @@ BAD_TOKEN_HELP = (
     "Discord rejected DISCORD_BOT_TOKEN. Copy the token again from the Developer Portal "
     "-> your application -> Bot -> Reset Token."
 )
+NOT_THE_API_HELP = (
+    "{base} answered the login with 404 Not Found: it is not Discord's API. Check "
+    "DISCORD_API_BASE (default https://discord.com/api/v10, the version path included)."
+)
 #: The gateway's close code for a token it refuses.
 AUTHENTICATION_FAILED = 4004
 
@@ -123,6 +127,9 @@ class DiscordBot:
             await client.close()
             if isinstance(exc, discord.LoginFailure):
                 raise BotStartupError(BAD_TOKEN_HELP) from None
+            if isinstance(exc, discord.NotFound):
+                base = self.settings.discord_api_base
+                raise BotStartupError(NOT_THE_API_HELP.format(base=base)) from None
             raise
         self._client = client
         return client

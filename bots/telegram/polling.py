@@ -25,6 +25,8 @@ from aiogram.exceptions import (
     ClientDecodeError,
     TelegramConflictError,
     TelegramNetworkError,
+    TelegramNotFound,
+    TelegramRetryAfter,
     TelegramServerError,
     TelegramUnauthorizedError,
 )
@@ -43,6 +45,10 @@ BAD_TOKEN_HELP = (
     "Telegram rejected TELEGRAM_BOT_TOKEN. Copy the token again from @BotFather "
     "(/mybots -> your bot -> API Token)."
 )
+NOT_THE_BOT_API_HELP = (
+    "{base} answered getMe with 404 Not Found: it is not a Telegram Bot API server. Check "
+    "TELEGRAM_API_BASE (default https://api.telegram.org, without /bot or a token)."
+)
 
 
 def telegram_cause(exc: BaseException) -> str | None:
@@ -51,8 +57,10 @@ def telegram_cause(exc: BaseException) -> str | None:
         return f"server error: {exc.message}"
     if isinstance(exc, TelegramConflictError):  # another instance polling, or a webhook set
         return f"conflict: {exc.message}"
+    if isinstance(exc, TelegramRetryAfter):  # still limited after RetryRequests waited
+        return f"flood control, retry after {exc.retry_after} s"
     if isinstance(exc, ClientDecodeError):  # a proxy or captive portal answered instead
-        return "the answer was not the Bot API's"
+        return "the answer was not the Bot API's; check TELEGRAM_API_BASE"
     if isinstance(exc, TelegramNetworkError):
         return network_cause(exc) or exc.message
     return None
@@ -61,13 +69,17 @@ def telegram_cause(exc: BaseException) -> str | None:
 async def confirm_bot(bot: Bot) -> User:
     """Ask Telegram who the bot is (getMe), and drop any webhook, which blocks long polling.
 
-    A rejected token is a `BotStartupError`; a network failure propagates for the caller's retry.
+    A rejected token, or an address that is no Bot API, is a `BotStartupError`; a network
+    failure propagates for the caller's retry.
     """
     try:
         me = await bot.me()
         await bot.delete_webhook()
     except TelegramUnauthorizedError:
         raise BotStartupError(BAD_TOKEN_HELP) from None
+    except TelegramNotFound:
+        base = bot.session.api.base.split("/bot{token}")[0]
+        raise BotStartupError(NOT_THE_BOT_API_HELP.format(base=base)) from None
     return me
 
 
