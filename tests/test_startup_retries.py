@@ -104,3 +104,16 @@ async def test_a_rejected_token_stops_at_once_with_its_fix(tmp_path: Path) -> No
     assert code == 1
     assert "@BotFather" in child.log and "retrying" not in child.log
     assert_no_traceback(child)
+
+
+async def test_a_stop_while_retrying_exits_at_once_with_0(tmp_path: Path) -> None:
+    tg = FakeTelegramAPI(port=free_port())
+    async with (
+        FakeLLMServer() as llm,
+        parley_run(telegram_env(tg, llm, tmp_path / "p.db")) as child,
+    ):
+        await child.wait_line("Telegram: cannot reach")
+        stopped_at = time.monotonic()
+        assert await child.stop() == 0
+        assert time.monotonic() - stopped_at < WAIT / 3  # not after the next retry, or later
+    assert_no_traceback(child)
