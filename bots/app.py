@@ -2,7 +2,9 @@
 
 The bots share one store, one conversation service (so a chat's order and `/stop` hold
 across them) and the core's one HTTP pool. Start-up problems that the operator must fix
-(no token, a refused intent, an unusable database) end the run with their own message.
+(no token, a refused intent, an unusable database) end the run with their own message; a
+platform that cannot be reached is retried (`bots.startup`), and a signal stops the bots
+gracefully (`_Stopper`, `bots.shutdown`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from bots.config import Settings
 from bots.doctor import preflight
 from bots.errors import BotStartupError
 from bots.monitoring import Monitoring
+from bots.startup import seconds
 from core.client import AsyncClient, client_for
 from core.conversation import ConversationService
 from core.providers.http import close_shared_client
@@ -46,6 +49,10 @@ class Bot(Protocol):
     @property
     def connected(self) -> bool:
         """True once the platform confirmed the bot, and while its connection is up."""
+        ...
+
+    def hurry(self) -> None:
+        """Cut the shutdown grace short (a second signal): the replies in flight stop now."""
         ...
 
     async def run(self) -> None:
@@ -79,13 +86,44 @@ def _warn_if_no_default_provider(client: AsyncClient) -> None:
         )
 
 
-def _stop_on_sigterm() -> None:
-    """Treat SIGTERM (systemd, docker stop) like Ctrl-C: cancel, let replies save, exit."""
-    task = asyncio.current_task()
-    if task is not None:
-        # Not possible outside the main thread or on Windows; Ctrl-C still works there.
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+class _Stopper:
+    """SIGTERM (systemd, docker stop) and SIGINT (Ctrl-C) stop the run, in two steps.
+
+    The first cancels the run: each bot takes no new message and gives its replies in flight
+    SHUTDOWN_GRACE_SECONDS (`bots.shutdown`), then the run ends and `parley` exits with 0. A
+    second signal ends that grace at once (`Bot.hurry`); the rest of the stop still happens.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self._grace = grace
+        self._run = asyncio.current_task()
+        self._bots: list[Bot] = []
+        self._stopping = False
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Not possible outside the main thread or on Windows; Ctrl-C still works there.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._received, sig)
+
+    def watch(self, bot: Bot) -> None:
+        self._bots.append(bot)
+
+    def _received(self, sig: signal.Signals) -> None:
+        if not self._stopping:
+            self._stopping = True
+            log.info(
+                "%s: stopping; replies in flight get up to %s (send it again to stop at once)",
+                sig.name,
+                seconds(self._grace),
+            )
+            if self._run is not None:
+                self._run.cancel()
+            return
+        log.warning("%s again: cutting the replies in flight short", sig.name)
+        for bot in self._bots:
+            bot.hurry()
 
 
 async def run_bots(settings: Settings) -> None:
@@ -95,7 +133,8 @@ async def run_bots(settings: Settings) -> None:
             "No bot token is set: put TELEGRAM_BOT_TOKEN and/or DISCORD_BOT_TOKEN in .env "
             "(see README, 'Platform set-up')."
         )
-    _stop_on_sigterm()
+    stopper = _Stopper(settings.shutdown_grace_seconds)
+    stopper.install()
     await preflight(settings)  # a rejected token or a missing intent stops here, with its fix
     tune_gc_for_streaming()
     monitoring = Monitoring(settings)
@@ -109,10 +148,12 @@ async def run_bots(settings: Settings) -> None:
         # Only the bots' own chats: a `parley chat` running beside us keeps its reply.
         for platform in PLATFORMS_OF_BOTS:
             await service.recover(platform)
-        log.info("Parley is running: %s", ", ".join(type(bot).__name__ for bot in bots))
+        # Each bot says "running as @name" once its platform has confirmed it.
+        log.info("Starting: %s", ", ".join(type(bot).__name__ for bot in bots))
         try:
             async with asyncio.TaskGroup() as group:
                 for bot in bots:
+                    stopper.watch(bot)
                     group.create_task(bot.run())
         except* Exception as failures:
             raise failures.exceptions[0] from None

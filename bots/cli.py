@@ -368,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
-    except asyncio.CancelledError:  # SIGTERM: `parley run` stopped cleanly
+    except asyncio.CancelledError:  # SIGTERM or Ctrl-C: `parley run` stopped cleanly
         return 0
 
 

@@ -97,6 +97,11 @@ class Settings(CoreSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
 
+    # Issue 9, graceful stop: on SIGTERM or Ctrl-C the bots take no new message, and the replies
+    # in flight get this many seconds to finish; those still running then end with the shutdown
+    # note, saved as 'interrupted'. 0 cuts them short at once.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
     @field_validator("telegram_allowed_ids", "discord_allowed_ids", "admin_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:

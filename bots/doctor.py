@@ -153,7 +153,7 @@ async def check_telegram(settings: Settings, *, timeout: float) -> Finding:
     )
     from aiogram.utils.token import TokenValidationError
 
-    from bots.telegram import BAD_TOKEN_HELP
+    from bots.telegram.polling import BAD_TOKEN_HELP
     from bots.telegram.proxy import ProxyFailures, aiogram_proxy
 
     token = settings.telegram_bot_token

@@ -25,6 +25,7 @@ from typing import Protocol
 from bots.errors import MessageGone, RateLimited
 from bots.splitting import Fence, fence_after, next_cut, reopening
 from core import errors
+from core.conversation import SHUTDOWN_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -311,16 +312,29 @@ class _Stream:
     async def _finish_cancelled(
         self, consume: asyncio.Task[None], deliver: asyncio.Task[None], deltas: AsyncIterable[str]
     ) -> None:
-        """Best effort, bounded: show what the reply had, stop the deltas. The delivery runs on in
-        its own task, so the cancellation of `run` does not interrupt a send half-way."""
+        """Best effort, bounded: show what the reply had, with the shutdown note; stop the deltas.
+        The delivery runs on in its own task, so the cancellation of `run` does not interrupt a
+        send half-way."""
         if not consume.done():
             await self._stop_consuming(consume, deltas)
-        self._close_with(self._text)
+        self._close_with(_with_shutdown_note(self._text))
         await asyncio.wait({deliver}, timeout=CANCEL_GRACE)
         if not deliver.done():
             deliver.cancel()
         elif not deliver.cancelled() and (crash := deliver.exception()) is not None:
             logger.error("reply delivery failed", exc_info=crash)
+
+
+def _with_shutdown_note(text: str) -> str:
+    """The text so far and, under it, the note that the bot's stop cut the reply short.
+
+    Only a stop of the bot cancels a reply's engine (`/stop` and a deleted message end the
+    deltas instead), so the note is never shown for those. A reply cut before its first text
+    still gets the note, so the user knows the question went unanswered.
+    """
+    if not text.strip():
+        return SHUTDOWN_NOTE
+    return text + _close_open_fence(text) + "\n\n" + SHUTDOWN_NOTE
 
 
 def _close_open_fence(text: str) -> str:

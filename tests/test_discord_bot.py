@@ -27,7 +27,7 @@ from bots.splitting import join_parts
 from bots.streaming import WARNING_PREFIX
 from core.chat_settings import MODEL_USAGE
 from core.client import AsyncClient
-from core.conversation import ChatRef, ConversationService
+from core.conversation import SHUTDOWN_NOTE, ChatRef, ConversationService
 from core.errors import MissingAuthError
 from storage import MessageStatus, Role, open_store
 from tests.fakes.discord_api import (
@@ -289,20 +289,24 @@ async def test_stop_command_ends_the_reply_in_flight(bot: Harness) -> None:
     assert "w29" not in history[-1].text
 
 
-async def test_cancelling_the_bot_stops_replies_and_disconnects(bot: Harness) -> None:
-    bot.llm.enqueue(Script(pieces=["so far ", *[f"w{i} " for i in range(30)]], delay=0.4))
-    await bot.fake.push_message(f"{MENTION} talk a lot")
-    await bot.fake.wait_for(lambda: bot.fake.bot_messages(GENERAL_ID))
+async def test_cancelling_the_bot_stops_replies_and_disconnects(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    async with _bot(tmp_path, fake, shutdown_grace_seconds=0) as bot:
+        bot.llm.enqueue(Script(pieces=["so far ", *[f"w{i} " for i in range(30)]], delay=0.4))
+        await bot.fake.push_message(f"{MENTION} talk a lot")
+        await bot.fake.wait_for(lambda: bot.fake.bot_messages(GENERAL_ID))
 
-    bot.task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(bot.task, WAIT)
+        bot.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(bot.task, WAIT)
 
-    assert bot.task.cancelled()
-    await bot.fake.wait_for(lambda: not bot.fake.connected)
-    reply = (await bot.service.history(ChatRef("discord", str(GENERAL_ID))))[-1]
-    assert reply.status is MessageStatus.INTERRUPTED and reply.text.startswith("so far ")
-    assert "w29" not in bot.fake.bot_messages(GENERAL_ID)[-1].content
+        assert bot.task.cancelled()
+        await bot.fake.wait_for(lambda: not bot.fake.connected)
+        reply = (await bot.service.history(ChatRef("discord", str(GENERAL_ID))))[-1]
+        assert reply.status is MessageStatus.INTERRUPTED and reply.text.startswith("so far ")
+        shown = bot.fake.bot_messages(GENERAL_ID)[-1].content
+        assert "w29" not in shown and shown.endswith(f"\n\n{SHUTDOWN_NOTE}")
 
 
 async def test_model_and_system_need_manage_server_or_admin_ids(bot: Harness) -> None:

@@ -30,6 +30,7 @@ from bots.streaming import (
     SystemClock,
 )
 from core import errors
+from core.conversation import SHUTDOWN_NOTE
 from tests.test_splitting import markdown_reply
 
 #: Loop iterations the fake clock lets pass before it decides the loop is idle.
@@ -505,11 +506,25 @@ async def test_cancellation_makes_a_final_edit_and_propagates(clock: FakeClock) 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, RUN_TIMEOUT)
     assert closed.is_set()
-    assert surface.final_texts() == ["Hello world"]
+    assert surface.final_texts() == [f"Hello world\n\n{SHUTDOWN_NOTE}"]
     assert_spacing(surface)
 
 
-async def test_cancellation_before_any_text_sends_nothing(clock: FakeClock) -> None:
+async def test_cancellation_closes_an_open_code_block_before_the_note(clock: FakeClock) -> None:
+    async def deltas() -> AsyncIterator[str]:
+        yield "```python\nprint(1)"
+        await clock.sleep(1000)
+
+    surface = RecordingSurface(clock)
+    task = asyncio.create_task(StreamingEngine(surface, clock=clock).run(deltas()))
+    await clock.sleep(1.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, RUN_TIMEOUT)
+    assert surface.final_texts() == [f"```python\nprint(1)\n```\n\n{SHUTDOWN_NOTE}"]
+
+
+async def test_cancellation_before_any_text_sends_the_note_alone(clock: FakeClock) -> None:
     async def deltas() -> AsyncIterator[str]:
         await clock.sleep(1000)
         yield "late"
@@ -520,7 +535,8 @@ async def test_cancellation_before_any_text_sends_nothing(clock: FakeClock) -> N
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, RUN_TIMEOUT)
-    assert surface.updates == []
+    # The question was taken and will not be answered: the user is told so.
+    assert surface.final_texts() == [SHUTDOWN_NOTE]
 
 
 async def test_cancellation_gives_up_on_a_hung_platform_within_the_grace(
@@ -560,7 +576,7 @@ async def test_cancelled_error_from_the_deltas_is_not_swallowed(clock: FakeClock
     surface = RecordingSurface(clock)
     with pytest.raises(asyncio.CancelledError):
         await run(StreamingEngine(surface, clock=clock), deltas())
-    assert surface.final_texts() == ["Hello"]
+    assert surface.final_texts() == [f"Hello\n\n{SHUTDOWN_NOTE}"]
 
 
 @pytest.mark.parametrize("on", ["send", "edit"])

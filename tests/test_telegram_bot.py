@@ -27,7 +27,7 @@ from bots.telegram.handlers import commands as command_texts
 from bots.telegram.handlers.other import TEXT_ONLY
 from bots.telegram.middlewares import REFUSAL
 from core import AsyncClient, chat_settings, errors
-from core.conversation import ConversationService
+from core.conversation import SHUTDOWN_NOTE, ConversationService
 from storage.factory import open_store
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.fakes.telegram_api import ApiError, Call, FakeChat, FakeTelegramAPI, StoredMessage, user
@@ -556,14 +556,15 @@ async def test_blocked_bot_stops_the_reply(h: Harness, clean_logs: Callable[[], 
 
 
 async def test_shutdown_is_clean(tmp_path: Path, clean_logs: Callable[[], None]) -> None:
-    async with running_bot(tmp_path) as h:
+    async with running_bot(tmp_path, shutdown_grace_seconds=0) as h:
         h.llm.enqueue(Script(pieces=["partial "], stall_after=1))
         chat = h.tg.private_chat(ALICE)
         request = await h.ask(chat, ALICE, "long")
         await h.reply_text(chat, request, "partial")
-    # The bot stopped mid-reply: the stream was abandoned and the message kept its text.
+    # The bot stopped mid-reply: the stream was abandoned and the message kept its text, with
+    # the note that says why it ends there.
     assert h.llm.active_streams == 0
-    assert replies(chat, request)[0].text == "partial"
+    assert replies(chat, request)[0].text == f"partial\n\n{SHUTDOWN_NOTE}"
     clean_logs()
 
 

@@ -12,7 +12,10 @@ Decisions worth knowing:
   call): model output saying @everyone or <@id> notifies nobody.
 - A channel where the bot may not write (403) is logged once and otherwise ignored.
 - Edited messages are ignored: the answer to the original stands.
-- At shutdown, replies still streaming are stopped; each keeps its text so far.
+- Start-up: login (REST) is retried while Discord cannot be reached (`bots.startup`); the gateway
+  then reconnects by itself (`bots.discord.reconnect` keeps its log to one line per try).
+- At shutdown, new messages get no answer; replies in flight get SHUTDOWN_GRACE_SECONDS to
+  finish, then are cut short with the shutdown note (`bots.shutdown`).
 """
 
 from __future__ import annotations
@@ -20,10 +23,20 @@ from __future__ import annotations
 import discord
 
 from bots.config import Settings
+from bots.discord import reconnect
 from bots.discord.client import ParleyDiscordClient
 from bots.discord.endpoints import use_endpoints
 from bots.discord.messages import PLATFORM
 from bots.errors import BotStartupError
+from bots.shutdown import Grace, finish_in_flight
+from bots.startup import (
+    DEFAULT_BACKOFF,
+    Backoff,
+    Link,
+    connect_with_retries,
+    host_of,
+    network_cause,
+)
 from core.conversation import ConversationService
 
 #: Where the operator turns the Message Content intent on (`parley doctor` says it too).
@@ -40,39 +53,110 @@ BAD_TOKEN_HELP = (
     "Discord rejected DISCORD_BOT_TOKEN. Copy the token again from the Developer Portal "
     "-> your application -> Bot -> Reset Token."
 )
+NOT_THE_API_HELP = (
+    "{base} answered the login with 404 Not Found: it is not Discord's API. Check "
+    "DISCORD_API_BASE (default https://discord.com/api/v10, the version path included)."
+)
+#: The gateway's close code for a token it refuses.
+AUTHENTICATION_FAILED = 4004
 
 
 class DiscordBot:
     """Owns one discord.py client for the life of `run()`."""
 
-    def __init__(self, settings: Settings, service: ConversationService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        service: ConversationService,
+        *,
+        backoff: Backoff = DEFAULT_BACKOFF,
+    ) -> None:
+        """`backoff` (the waits between login tries) exists for tests."""
         if settings.discord_bot_token is None:
             raise BotStartupError("DISCORD_BOT_TOKEN is not set.")
         self.settings = settings
         self.service = service
+        self._backoff = backoff
+        self._link = Link("Discord", host_of(settings.discord_api_base))
         self._client: ParleyDiscordClient | None = None
+        self._grace = Grace(settings.shutdown_grace_seconds)
 
     platform = PLATFORM
 
     @property
     def connected(self) -> bool:
-        """True while the gateway session is READY (discord.py clears it on a reconnect)."""
-        client = self._client
-        return client is not None and client.is_ready() and not client.is_closed()
+        """True from READY (the gateway confirmed the bot) while the gateway session is up: False
+        from a disconnect until READY or RESUMED again."""
+        return self._link.up
+
+    def hurry(self) -> None:
+        """Cut the shutdown grace short: the replies in flight stop now."""
+        self._grace.end_now()
 
     async def run(self) -> None:
-        """Connect and serve until cancelled (or until Discord refuses us for good)."""
+        """Log in (retried while Discord cannot be reached), then serve until cancelled (or
+        until Discord refuses us for good); then stop as `bots.shutdown` says."""
         use_endpoints(self.settings.discord_api_base, self.settings.discord_gateway_url)
+        reconnect.use_capped_backoff()
+        lines = reconnect.install(host_of(self.settings.discord_gateway_url))
+        try:
+            client = await connect_with_retries(
+                self._link, self._log_in, network_cause, self._backoff
+            )
+            try:
+                await client.connect()
+            except discord.PrivilegedIntentsRequired:
+                raise BotStartupError(MESSAGE_CONTENT_HELP) from None
+            except discord.ConnectionClosed as closed:
+                if closed.code == AUTHENTICATION_FAILED:
+                    raise BotStartupError(BAD_TOKEN_HELP) from None
+                raise
+            finally:
+                await self._stop(client)
+        finally:
+            reconnect.uninstall(lines)
+
+    async def _log_in(self) -> ParleyDiscordClient:
+        """A new client, logged in (the token checked, commands synced); closed again if that
+        fails, so a retry starts clean."""
         token = self.settings.discord_bot_token
         assert token is not None
-        client = self._client = ParleyDiscordClient(self.settings, self.service)
+        client = ParleyDiscordClient(self.settings, self.service)
+        client.add_listener(self._on_ready, "on_ready")
+        client.add_listener(self._on_resumed, "on_resumed")
+        client.add_listener(self._on_disconnect, "on_disconnect")
         try:
-            async with client:
-                await client.start(token.get_secret_value())
-        except discord.PrivilegedIntentsRequired:
-            raise BotStartupError(MESSAGE_CONTENT_HELP) from None
-        except discord.LoginFailure:
-            raise BotStartupError(BAD_TOKEN_HELP) from None
+            await client.login(token.get_secret_value())
+        except BaseException as exc:
+            await client.close()
+            if isinstance(exc, discord.LoginFailure):
+                raise BotStartupError(BAD_TOKEN_HELP) from None
+            if isinstance(exc, discord.NotFound):
+                base = self.settings.discord_api_base
+                raise BotStartupError(NOT_THE_API_HELP.format(base=base)) from None
+            raise
+        self._client = client
+        return client
+
+    async def _stop(self, client: ParleyDiscordClient) -> None:
+        """Take no new message, give the replies in flight their grace, then close."""
+        self._link.closed()
+        chat = client.chat
+        if chat is not None:
+            chat.stop_taking()
+            await finish_in_flight("Discord", chat.in_flight, self._grace)
+        await client.close()
+
+    async def _on_ready(self) -> None:
+        client = self._client
+        if client is not None and client.user is not None:
+            self._link.confirmed(client.user.name)
+
+    async def _on_resumed(self) -> None:
+        self._link.answered()
+
+    async def _on_disconnect(self) -> None:
+        self._link.lost()
 
 
 __all__ = ["DiscordBot"]

@@ -34,7 +34,18 @@ class ChatCog(commands.Cog):
         self.settings = settings
         self.service = service
         self._refused_channels: set[int] = set()
-        self._in_flight: set[asyncio.Task[object]] = set()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    @property
+    def in_flight(self) -> set[asyncio.Task[None]]:
+        """The handlers still answering a message, for the shutdown to wait for."""
+        return self._in_flight
+
+    def stop_taking(self) -> None:
+        """The bot is stopping: messages from now on get no answer (Discord has no queue to
+        leave them in, unlike Telegram's updates; the log names each one)."""
+        self._stopping = True
 
     async def cog_unload(self) -> None:
         """At shutdown, before the connection closes: stop the replies still streaming. The
@@ -61,6 +72,13 @@ class ChatCog(commands.Cog):
         allowed_ids = self.settings.discord_allowed_ids
         if not is_allowed(allowed_ids, message.author, message.channel, message.guild):
             log.debug("ignoring user %s: not in DISCORD_ALLOWED_IDS", message.author.id)
+            return
+        if self._stopping:
+            log.info(
+                "Discord: message %s in channel %s came while stopping; not answered",
+                message.id,
+                message.channel.id,
+            )
             return
         if not _may_send(message):
             self._refused(message.channel, "no Send Messages permission")

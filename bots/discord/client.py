@@ -46,9 +46,13 @@ class ParleyDiscordClient(commands.Bot):
         )
         self.settings = settings
         self.service = service
+        #: The listener answering messages, once `setup_hook` added it (the shutdown asks it
+        #: to take no more and waits for its replies in flight).
+        self.chat: ChatCog | None = None
 
     async def setup_hook(self) -> None:
-        await self.add_cog(ChatCog(self, self.settings, self.service))
+        self.chat = ChatCog(self, self.settings, self.service)
+        await self.add_cog(self.chat)
         await self.add_cog(SettingsCog(self.settings, self.service))
         synced = await self.tree.sync()
         log.info("synced slash commands: %s", ", ".join(f"/{c.name}" for c in synced))

@@ -2,8 +2,9 @@
 
 `TelegramBot(settings, service).run()` polls until cancelled. The pieces, one job each:
 `handlers/` (one Router per module), `filters` (when the bot listens), `middlewares` (access
-list, handler tracking), `requests` (retries on every Bot API call), `surface` (the streaming
-engine's view of a reply), `render` (Markdown to entities), `relay` (message in, reply out).
+list), `polling` (getUpdates through outages, and the offset confirmed at a stop), `requests`
+(retries on every Bot API call), `surface` (the streaming engine's view of a reply), `render`
+(Markdown to entities), `relay` (message in, reply out).
 
 Decisions:
 - Edited messages are ignored: the reply to the original stands, and answering again would
@@ -15,27 +16,23 @@ Decisions:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.exceptions import (
-    TelegramBadRequest,
-    TelegramNetworkError,
-    TelegramServerError,
-    TelegramUnauthorizedError,
-)
+from aiogram.exceptions import TelegramAPIError
 
 from bots.config import Settings
 from bots.errors import BotStartupError
+from bots.shutdown import Grace, finish_in_flight
+from bots.startup import DEFAULT_BACKOFF, Backoff, Link, connect_with_retries, host_of
 from bots.telegram.chats import PLATFORM
 from bots.telegram.filters import FromPerson
 from bots.telegram.handlers import commands, routers
-from bots.telegram.middlewares import AccessMiddleware, HandlerTasks
+from bots.telegram.middlewares import AccessMiddleware
+from bots.telegram.polling import Poller, confirm_bot, telegram_cause
 from bots.telegram.proxy import ProxyFailures, aiogram_proxy
 from bots.telegram.requests import RetryRequests
 from bots.telegram.surface import EditIntervals
@@ -47,13 +44,6 @@ log = logging.getLogger(__name__)
 TELEGRAM_PACE = EditIntervals()
 #: Seconds one getUpdates request waits for news on the server.
 POLLING_TIMEOUT = 30
-#: Seconds the replies in progress get to make their last edit when the bot stops.
-SHUTDOWN_GRACE = 5.0
-
-BAD_TOKEN_HELP = (
-    "Telegram rejected TELEGRAM_BOT_TOKEN. Copy the token again from @BotFather "
-    "(/mybots -> your bot -> API Token)."
-)
 
 __all__ = ["EditIntervals", "TelegramBot", "bot_api_session", "build_dispatcher"]
 
@@ -68,25 +58,35 @@ class TelegramBot:
         *,
         edit_intervals: EditIntervals = TELEGRAM_PACE,
         polling_timeout: int = POLLING_TIMEOUT,
+        backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
-        """`edit_intervals` exists for tests, which may not want to wait Telegram's real pace."""
+        """`edit_intervals` and `backoff` exist for tests, which may not want to wait Telegram's
+        real pace or a real outage's retries."""
         if settings.telegram_bot_token is None:
             raise BotStartupError("TELEGRAM_BOT_TOKEN is not set.")
         self._settings = settings
         self._service = service
         self._intervals = edit_intervals
         self._polling_timeout = polling_timeout
-        self._connected = False
+        self._backoff = backoff
+        self._link = Link("Telegram", host_of(settings.telegram_api_base))
+        self._grace = Grace(settings.shutdown_grace_seconds)
 
     platform = PLATFORM
 
     @property
     def connected(self) -> bool:
-        """True from the moment Telegram accepted the token until polling stops."""
-        return self._connected
+        """True from the moment Telegram confirmed the bot (getMe) until polling stops, except
+        while getUpdates fails on the network or the server."""
+        return self._link.up
+
+    def hurry(self) -> None:
+        """Cut the shutdown grace short: the replies in flight stop now."""
+        self._grace.end_now()
 
     async def run(self) -> None:
-        """Poll for updates until cancelled; then stop the replies in progress and close."""
+        """Confirm the bot (retried while Telegram cannot be reached), then poll until cancelled;
+        then stop as `bots.shutdown` says, the updates answered confirmed to Telegram."""
         token = self._settings.telegram_bot_token
         assert token is not None
         session = bot_api_session(self._settings, self._service.observer)
@@ -95,26 +95,25 @@ class TelegramBot:
             session=session,
             default=DefaultBotProperties(link_preview_is_disabled=True),
         )
-        tasks = HandlerTasks()
-        dispatcher = build_dispatcher(self._settings, self._service, self._intervals, tasks)
-        polling: asyncio.Task[None] | None = None
+        dispatcher = build_dispatcher(self._settings, self._service, self._intervals)
+        poller = Poller(
+            bot,
+            dispatcher,
+            self._link,
+            polling_timeout=self._polling_timeout,
+            backoff=self._backoff,
+        )
         try:
-            await _prepare(bot)
-            self._connected = True
-            polling = asyncio.create_task(
-                dispatcher.start_polling(
-                    bot,
-                    polling_timeout=self._polling_timeout,
-                    handle_signals=False,
-                    close_bot_session=False,
-                )
+            me = await connect_with_retries(
+                self._link, lambda: confirm_bot(bot), telegram_cause, self._backoff
             )
-            await asyncio.shield(polling)
+            self._link.confirmed(me.username or str(me.id))
+            await _fill_command_menu(bot)
+            await poller.run()
         finally:
-            self._connected = False
-            if polling is not None:
-                await _stop_polling(dispatcher, polling)
-            await tasks.cancel_all(SHUTDOWN_GRACE)
+            self._link.closed()
+            await poller.confirm()
+            await finish_in_flight("Telegram", poller.handlers, self._grace)
             await bot.session.close()
 
 
@@ -140,40 +139,21 @@ def build_dispatcher(
     settings: Settings,
     service: ConversationService,
     intervals: EditIntervals,
-    tasks: HandlerTasks,
 ) -> Dispatcher:
     """The dispatcher with its routers, filters and middlewares; handlers receive `service`,
     `settings` and `intervals` as arguments (aiogram passes Dispatcher keywords through)."""
     dispatcher = Dispatcher(
         disable_fsm=True, service=service, settings=settings, intervals=intervals
     )
-    dispatcher.update.outer_middleware(tasks)
     dispatcher.message.filter(FromPerson())
     dispatcher.message.middleware(AccessMiddleware(settings.telegram_allowed_ids))
     dispatcher.include_routers(*routers())
     return dispatcher
 
 
-async def _prepare(bot: Bot) -> None:
-    """Drop a webhook (Telegram refuses long polling while one is set) and fill the command
-    menu. Transient failures only cost a warning: polling retries the connection by itself. A
-    rejected token ends the start, as polling could never work."""
+async def _fill_command_menu(bot: Bot) -> None:
+    """The command menu is a convenience: failing to fill it costs a warning, not the start."""
     try:
-        await bot.delete_webhook()
         await bot.set_my_commands(list(commands.COMMANDS))
-    except TelegramUnauthorizedError:
-        raise BotStartupError(BAD_TOKEN_HELP) from None
-    except (TelegramNetworkError, TelegramServerError, TelegramBadRequest) as exc:
-        log.warning("Could not prepare the bot (webhook, command menu): %s", exc)
-
-
-async def _stop_polling(dispatcher: Dispatcher, polling: asyncio.Task[None]) -> None:
-    """Stop aiogram's polling the way it expects: its stop signal cancels its own polling task,
-    which cancelling `start_polling` from outside would leave running."""
-    if not polling.done():
-        try:
-            await dispatcher.stop_polling()
-        except RuntimeError:  # not started yet: nothing of its own to clean up
-            polling.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await polling
+    except TelegramAPIError as exc:
+        log.warning("Telegram: could not fill the command menu: %s", exc)

@@ -1,8 +1,7 @@
-"""Cross-cutting concerns of the dispatcher: who may use the bot, and which handlers are running."""
+"""Cross-cutting concerns of the dispatcher: who may use the bot."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -41,30 +40,3 @@ class AccessMiddleware(BaseMiddleware):
         if message.sender_chat is not None:
             ids.add(message.sender_chat.id)
         return not ids.isdisjoint(self._allowed)
-
-
-class HandlerTasks(BaseMiddleware):
-    """Keeps the tasks aiogram runs handlers in, so shutdown can stop them before the session
-    closes (aiogram's polling leaves them running, and they would reopen the session)."""
-
-    def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def __call__(self, handler: Handler, event: TelegramObject, data: dict[str, Any]) -> Any:
-        task = asyncio.current_task()
-        if task is None:
-            return await handler(event, data)
-        self._tasks.add(task)
-        try:
-            return await handler(event, data)
-        finally:
-            self._tasks.discard(task)
-
-    async def cancel_all(self, grace: float) -> None:
-        """Cancel every running handler and give them `grace` seconds to finish their replies
-        (the streaming engine makes a last edit with the text so far)."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=grace)

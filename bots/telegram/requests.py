@@ -7,7 +7,8 @@ Two methods are deliberately not waited here:
   and folds everything the model says meanwhile into one later edit, instead of replaying a
   stale edit after the wait.
 - `sendChatAction`: a typing indicator that comes late is worthless; the engine skips it.
-`getUpdates` is never retried here either: aiogram's polling loop has its own backoff.
+Nor are the calls whose caller retries them with its own backoff and log line: `getUpdates`
+(`bots.telegram.polling.Poller`), `getMe` and `deleteWebhook` (the start, `bots.startup`).
 Every 429, waited out here or not, is reported to the observer (the app's metrics).
 Network errors and 5xx answers are retried with backoff. A retried `sendMessage` whose first try
 did reach Telegram can post twice; a lost reply is worse than a rare duplicate.
@@ -25,7 +26,14 @@ from aiogram.client.session.middlewares.base import (
     NextRequestMiddlewareType,
 )
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
-from aiogram.methods import EditMessageText, GetUpdates, SendChatAction, TelegramMethod
+from aiogram.methods import (
+    DeleteWebhook,
+    EditMessageText,
+    GetMe,
+    GetUpdates,
+    SendChatAction,
+    TelegramMethod,
+)
 
 from bots.telegram.chats import PLATFORM
 from core.conversation import NO_OBSERVER, ConversationObserver
@@ -40,6 +48,8 @@ NETWORK_ATTEMPTS = 3
 NETWORK_BACKOFF = 0.5
 #: Methods whose 429 goes straight to the caller (see the module docstring).
 NO_WAIT_METHODS = (EditMessageText, SendChatAction)
+#: Methods whose network failures go straight to the caller, which retries them itself.
+CALLER_RETRIES = (GetUpdates, GetMe, DeleteWebhook)
 
 
 class RetryRequests(BaseRequestMiddleware):
@@ -68,7 +78,7 @@ class RetryRequests(BaseRequestMiddleware):
                 await asyncio.sleep(exc.retry_after)
             except (TelegramNetworkError, TelegramServerError) as exc:
                 failed += 1
-                if isinstance(method, GetUpdates) or failed >= NETWORK_ATTEMPTS:
+                if isinstance(method, CALLER_RETRIES) or failed >= NETWORK_ATTEMPTS:
                     raise
                 delay = NETWORK_BACKOFF * 2 ** (failed - 1)
                 log.warning("%s failed (%s); retrying in %.1f s", name, exc.message, delay)

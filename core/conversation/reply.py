@@ -38,6 +38,10 @@ from storage import MessageStatus
 from ..errors import IllegalMoveError
 from .chat import ChatRef
 
+#: The line a chat shows under a reply that a stop of the bot cut short (SIGTERM, Ctrl-C, a
+#: restart): the text above it is all there is, and the question can be asked again.
+SHUTDOWN_NOTE = "⏹ stopped: the bot is restarting or shutting down"
+
 
 class ReplyState(StrEnum):
     QUEUED = "queued"

@@ -182,8 +182,13 @@ class FakeDiscord:
     """One fake Discord with one guild; use as `async with FakeDiscord() as fake:`."""
 
     def __init__(
-        self, *, token: str = TOKEN, enabled_intents: Sequence[str] = ("message_content",)
+        self,
+        *,
+        token: str = TOKEN,
+        enabled_intents: Sequence[str] = ("message_content",),
+        port: int = 0,
     ) -> None:
+        """`port`: where to listen (0: any free port); `api_base` is known before it starts."""
         self.token = token
         #: The Developer Portal's privileged-intent switches that are on.
         self.enabled_intents = set(enabled_intents)
@@ -237,7 +242,7 @@ class FakeDiscord:
         self._rate_limits: list[list] = []  # [method, pattern, retry_after, remaining times]
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
-        self.port = 0
+        self.port = port
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -250,6 +255,11 @@ class FakeDiscord:
         return f"ws://127.0.0.1:{self.port}{GATEWAY_PATH}"
 
     async def __aenter__(self) -> FakeDiscord:
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        """Listen on `port` (a free one when 0), serving the REST API and the gateway."""
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get(GATEWAY_PATH, self._gateway)
         routes = [
@@ -277,16 +287,25 @@ class FakeDiscord:
             app.router.add_route(method, API_PREFIX + path, handler)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         for session in list(self._sessions):
             await session.ws.close(code=1001)
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def go_away(self) -> None:
+        """Discord becomes unreachable, as in an outage: gateway connections drop (1001, going
+        away) and the port closes. Sessions stay resumable and the guild's state is kept."""
+        await self.__aexit__()
+        self._runner = None
+
+    async def come_back(self) -> None:
+        """Serve again on the same port: a client's RESUME of its old session succeeds."""
+        await self.start()
 
     # ------------------------------------------------------------------ test controls
 

@@ -617,9 +617,11 @@ class FakeTelegramAPI:
         *,
         bot_username: str = BOT_USERNAME,
         edit_interval: float = 0.0,
+        port: int = 0,
     ) -> None:
         """`edit_interval`: flood control, the least seconds between two edits in one chat
-        (0 disables it); a faster edit gets a 429 with the remaining wait as `retry_after`."""
+        (0 disables it); a faster edit gets a 429 with the remaining wait as `retry_after`.
+        `port`: where to listen (0: any free port); `base_url` is known before `start()`."""
         self.token = token
         self.bot = user(BOT_ID, BOT_NAME, username=bot_username, is_bot=True)
         self.bot["can_join_groups"] = True
@@ -640,7 +642,8 @@ class FakeTelegramAPI:
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
-        self.base_url = ""
+        self.port = port
+        self.base_url = f"http://{HOST}:{port}" if port else ""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -649,10 +652,10 @@ class FakeTelegramAPI:
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, 0)
+        site = web.TCPSite(self._runner, HOST, self.port)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://{HOST}:{port}"
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://{HOST}:{self.port}"
         return self.base_url
 
     async def close(self) -> None:
@@ -661,6 +664,18 @@ class FakeTelegramAPI:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+    async def go_away(self) -> None:
+        """The server becomes unreachable, as in an outage: the port is closed and requests in
+        progress (a long poll) are cut. Everything Telegram keeps survives (`come_back`)."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def come_back(self) -> None:
+        """Serve again on the same port, with the chats and pending updates kept meanwhile:
+        updates sent during the outage (`message`) are delivered now, as on Telegram."""
+        await self.start()
 
     async def __aenter__(self) -> FakeTelegramAPI:
         await self.start()
