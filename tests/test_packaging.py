@@ -46,8 +46,8 @@ DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
 UNIT_FILE = PROJECT_ROOT / "deploy" / "parley.service"
 README = PROJECT_ROOT / "README.md"
-#: SHUTDOWN_GRACE_SECONDS' default (issue 9): every stop timeout must leave it room.
-SHUTDOWN_GRACE_DEFAULT = 10.0
+#: The stop timeouts must leave room for the replies' grace (SHUTDOWN_GRACE_SECONDS).
+SHUTDOWN_GRACE_DEFAULT = Settings.model_fields["shutdown_grace_seconds"].default
 #: Bound on one static tool run (hadolint, systemd-analyze, a health check command).
 TOOL_TIMEOUT = 30.0
 
