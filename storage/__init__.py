@@ -10,6 +10,7 @@ from storage.base import (
     Role,
     Store,
     StoredMessage,
+    UndeliveredReply,
 )
 from storage.errors import (
     DatabaseURLError,
@@ -39,5 +40,6 @@ __all__ = [
     "StorageUnavailableError",
     "Store",
     "StoredMessage",
+    "UndeliveredReply",
     "open_store",
 ]

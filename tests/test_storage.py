@@ -60,6 +60,7 @@ EXPECTED_COLUMNS = {
         "created_at",
         "updated_at",
         "tokens_estimated",  # m002
+        "delivery_pending",  # m003
     ],
 }
 EXPECTED_INDEXES = {
@@ -67,6 +68,7 @@ EXPECTED_INDEXES = {
     "conversations_newest",
     "messages_by_turn",
     "messages_streaming",
+    "messages_delivery_pending",
 }
 #: Text that breaks naive SQL building, quoting or JSON, used in every text field.
 NASTY = "'; DROP TABLE messages; -- \" \\ % _ ? :name $1 ` \x00 NULL ' OR '1'='1"
