@@ -24,7 +24,7 @@ from bots.discord.chat import EMPTY_MENTION, UNREADABLE
 from bots.discord.commands import ADMINS_ONLY
 from bots.errors import BotStartupError
 from bots.splitting import join_parts
-from bots.streaming import WARNING_PREFIX
+from bots.streaming import INTERRUPTED_NOTICE, WARNING_PREFIX
 from core.chat_settings import MODEL_USAGE
 from core.client import AsyncClient
 from core.conversation import ChatRef, ConversationService
@@ -302,7 +302,8 @@ async def test_cancelling_the_bot_stops_replies_and_disconnects(bot: Harness) ->
     await bot.fake.wait_for(lambda: not bot.fake.connected)
     reply = (await bot.service.history(ChatRef("discord", str(GENERAL_ID))))[-1]
     assert reply.status is MessageStatus.INTERRUPTED and reply.text.startswith("so far ")
-    assert "w29" not in bot.fake.bot_messages(GENERAL_ID)[-1].content
+    shown = bot.fake.bot_messages(GENERAL_ID)[-1].content
+    assert "w29" not in shown and shown.endswith("\n\n" + INTERRUPTED_NOTICE)
 
 
 async def test_model_and_system_need_manage_server_or_admin_ids(bot: Harness) -> None:

@@ -21,6 +21,7 @@ import pytest
 from bots.config import Settings
 from bots.errors import BotStartupError
 from bots.splitting import join_parts, utf16_length
+from bots.streaming import INTERRUPTED_NOTICE
 from bots.telegram import EditIntervals, TelegramBot
 from bots.telegram.handlers import chat as chat_texts
 from bots.telegram.handlers import commands as command_texts
@@ -561,9 +562,10 @@ async def test_shutdown_is_clean(tmp_path: Path, clean_logs: Callable[[], None])
         chat = h.tg.private_chat(ALICE)
         request = await h.ask(chat, ALICE, "long")
         await h.reply_text(chat, request, "partial")
-    # The bot stopped mid-reply: the stream was abandoned and the message kept its text.
+    # The bot stopped mid-reply: the stream was abandoned and the message kept its text,
+    # now marked as cut short.
     assert h.llm.active_streams == 0
-    assert replies(chat, request)[0].text == "partial"
+    assert replies(chat, request)[0].text == "partial\n\n" + INTERRUPTED_NOTICE
     clean_logs()
 
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 
 import discord
 from discord.ext import commands
 
 from bots.config import Settings
 from bots.discord.access import is_allowed
-from bots.discord.messages import author_of, chat_of, is_for_bot, prompt_of
+from bots.discord.messages import PLATFORM, author_of, chat_of, is_for_bot, prompt_of
 from bots.discord.surface import DiscordSurface
 from bots.errors import MessageGone
 from bots.relay import relay
+from bots.repair import repair_replies
 from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,14 @@ class ChatCog(commands.Cog):
         self.service = service
         self._refused_channels: set[int] = set()
         self._in_flight: set[asyncio.Task[object]] = set()
+
+    async def cog_load(self) -> None:
+        """Once logged in (the REST API works before the gateway connects): mark the replies a
+        previous run left cut off, in a task that shutdown stops like the replies."""
+        surface_for = partial(DiscordSurface.resuming, self.bot)
+        repair = asyncio.create_task(repair_replies(self.service, PLATFORM, surface_for))
+        self._in_flight.add(repair)
+        repair.add_done_callback(self._in_flight.discard)
 
     async def cog_unload(self) -> None:
         """At shutdown, before the connection closes: stop the replies still streaming. The
@@ -81,6 +91,7 @@ class ChatCog(commands.Cog):
                 text,
                 group=message.guild is not None,
                 platform_message_id=str(message.id),
+                delivery_timeout=self.settings.delivery_timeout_seconds,
             )
         if surface.refused is not None:
             self._refused(message.channel, surface.refused.text)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -32,12 +33,13 @@ from aiogram.exceptions import (
 
 from bots.config import Settings
 from bots.errors import BotStartupError
+from bots.repair import repair_replies
 from bots.telegram.chats import PLATFORM
 from bots.telegram.filters import FromPerson
 from bots.telegram.handlers import commands, routers
 from bots.telegram.middlewares import AccessMiddleware, HandlerTasks
 from bots.telegram.requests import RetryRequests
-from bots.telegram.surface import EditIntervals
+from bots.telegram.surface import EditIntervals, TelegramSurface
 from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,9 @@ class TelegramBot:
         try:
             await _prepare(bot)
             self._connected = True
+            tasks.start(
+                repair_replies(self._service, PLATFORM, partial(TelegramSurface.resuming, bot))
+            )
             polling = asyncio.create_task(
                 dispatcher.start_polling(
                     bot,

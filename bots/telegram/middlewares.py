@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from aiogram import BaseMiddleware
@@ -59,6 +59,12 @@ class HandlerTasks(BaseMiddleware):
             return await handler(event, data)
         finally:
             self._tasks.discard(task)
+
+    def start(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` (start-up repair, say) in a task that shutdown stops like a handler."""
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def cancel_all(self, grace: float) -> None:
         """Cancel every running handler and give them `grace` seconds to finish their replies

@@ -7,9 +7,12 @@ Two methods are deliberately not waited here:
   and folds everything the model says meanwhile into one later edit, instead of replaying a
   stale edit after the wait.
 - `sendChatAction`: a typing indicator that comes late is worthless; the engine skips it.
-`getUpdates` is never retried here either: aiogram's polling loop has its own backoff.
-Network errors and 5xx answers are retried with backoff. A retried `sendMessage` whose first try
-did reach Telegram can post twice; a lost reply is worse than a rare duplicate.
+`getUpdates` is never retried here either: aiogram's polling loop has its own backoff; nor is
+`editMessageText` on a network error or 5xx: the streaming engine retries it with its own
+backoff and the newest text, for as long as `DELIVERY_TIMEOUT_SECONDS` allows, one log line per
+failed try. Other network errors and 5xx answers are retried here with backoff. A retried
+`sendMessage` whose first try did reach Telegram can post twice; a lost reply is worse than a
+rare duplicate.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ NETWORK_ATTEMPTS = 3
 NETWORK_BACKOFF = 0.5
 #: Methods whose 429 goes straight to the caller (see the module docstring).
 NO_WAIT_METHODS = (EditMessageText, SendChatAction)
+#: Methods whose network errors and 5xx go straight to the caller (see the module docstring).
+NO_RETRY_METHODS = (GetUpdates, EditMessageText)
 
 
 class RetryRequests(BaseRequestMiddleware):
@@ -60,7 +65,7 @@ class RetryRequests(BaseRequestMiddleware):
                 await asyncio.sleep(exc.retry_after)
             except (TelegramNetworkError, TelegramServerError) as exc:
                 failed += 1
-                if isinstance(method, GetUpdates) or failed >= NETWORK_ATTEMPTS:
+                if isinstance(method, NO_RETRY_METHODS) or failed >= NETWORK_ATTEMPTS:
                     raise
                 delay = NETWORK_BACKOFF * 2 ** (failed - 1)
                 log.warning("%s failed (%s); retrying in %.1f s", name, exc.message, delay)
