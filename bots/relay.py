@@ -4,9 +4,11 @@ Platform-free on purpose (a `Surface` is all it knows of the chat): the Telegram
 adapters share it.
 
 What the database says about a reply's delivery, and when (`DeliveryRecord`):
-- each message's platform id is stored as soon as the message is sent, with the row marked
-  `delivery_pending` and the text checkpointed, so a crash leaves a row that names the messages
-  the user sees and holds at least their text;
+- the text so far is checkpointed before each send or edit, so the store is never behind the
+  screen; each message's platform id is stored as soon as the message is sent, with the row
+  marked `delivery_pending`: a crash leaves a row that names the messages the user sees and holds
+  at least their text. The extra writes are bounded by the platform's own edit rate (about one
+  per second per reply);
 - when delivery ends, the ids are stored again, pending only if nothing on screen shows how the
   reply ended (delivery gave up, or a stopping bot's last edit failed): the next start finds such
   a reply and marks it (`bots.repair`);
@@ -46,14 +48,20 @@ class DeliveryRecord:
         self._service = service
         self._reply = reply
 
+    async def showing(self) -> None:
+        await self._service.checkpoint(self._reply)  # logs a storage failure itself
+
     async def sent(self, handles: list[object]) -> None:
         """Ids sent before the row exists are stored with the next write, which holds them all."""
+        message_id = self._reply.message_id
+        if message_id is None:
+            return
         try:
-            await self._service.record_sent(self._reply, _ids(handles))
-        except StorageError as exc:
-            log.warning(
-                "Could not record the message ids of reply %s: %s", self._reply.message_id, exc
+            await self._service.record_platform_ids(
+                message_id, _ids(handles), delivery_pending=True
             )
+        except StorageError as exc:
+            log.warning("Could not record the message ids of reply %s: %s", message_id, exc)
 
     async def ended(self, result: StreamResult) -> None:
         message_id = self._reply.message_id

@@ -133,6 +133,10 @@ class StreamResult:
 class DeliveryListener(Protocol):
     """Hears how a reply's delivery goes, so the caller can record it as it happens."""
 
+    async def showing(self) -> None:
+        """A send or edit is about to put the reply's text so far on screen."""
+        ...
+
     async def sent(self, handles: list[object]) -> None:
         """A new message went out; `handles` are all of the reply's so far, in order."""
         ...
@@ -366,6 +370,8 @@ class _Stream:
         ends the stream, any other error is logged (one line) and backed off from."""
         message.last_call = self._clock.monotonic()
         action = "send" if message.handle is None else "edit"
+        if self._delivery.listener is not None:
+            await self._delivery.listener.showing()
         try:
             if message.handle is None:
                 message.handle = await self._surface.send(text, final=final)

@@ -110,6 +110,8 @@ class Reply:
         self.user_message_id: int | None = None
         self.model: str | None = None
         self.provider: str | None = None
+        #: How many characters of the text the store holds (its last checkpoint).
+        self.saved_length = 0
         #: Why the reply failed (state ERROR); re-raised to the consumer.
         self.error: BaseException | None = None
         self._state = ReplyState.QUEUED

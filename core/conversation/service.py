@@ -13,10 +13,11 @@ end. A process killed mid-reply leaves the row `streaming`; `recover()` at start
 `interrupted`, keeping the text of the last checkpoint. The reply's own states and the moves
 between them are in `reply.py`; this module decides when each move happens.
 
-Delivery is the adapter's (`bots.relay`), but recorded here as it happens: the platform ids of
-each message as soon as it is sent, with the row marked `delivery_pending` until the platform
-confirmed the reply's last text. What a crash left pending, `recover()` finds, and a bot takes
-with `take_undelivered()` once it is connected, to show the user the reply was cut off.
+Delivery is the adapter's (`bots.relay`), but recorded here as it happens: the text before each
+send or edit (`checkpoint`), the platform ids of each message as soon as it is sent, with the row
+marked `delivery_pending` until the platform confirmed the reply's last text. What a crash left
+pending, `recover()` finds, and a bot takes with `take_undelivered()` once it is connected, to
+show the user the reply was cut off.
 """
 
 from __future__ import annotations
@@ -184,17 +185,14 @@ class ConversationService:
             message_id, ids, delivery_pending=delivery_pending
         )
 
-    async def record_sent(self, reply: Reply, ids: list[str]) -> None:
-        """A message of `reply` went out (`ids`: all of its messages so far): store the ids at
-        once, pending delivery, and checkpoint the text, so that the row always holds at least
-        the start of every message the user sees (the next start shows the stored text). Before
-        the row exists this does nothing; the next call, or `record_delivery`, stores them all.
-        """
-        if reply.message_id is None:
+    async def checkpoint(self, reply: Reply) -> None:
+        """Save the streaming reply's text now, if it grew since the last save. An adapter calls
+        it before each send or edit, so the store is never behind what the user sees: the next
+        start, finding the reply cut off, shows the stored text (`bots.repair`)."""
+        if reply.message_id is None or reply.state is not ReplyState.STREAMING:
             return
-        if reply.state is ReplyState.STREAMING:
+        if len(reply.text) != reply.saved_length:
             await self._checkpoint(reply)
-        await self.record_platform_ids(reply.message_id, ids, delivery_pending=True)
 
     async def record_delivery(
         self, message_id: int, ids: list[str], *, whole: bool, pending: bool
@@ -345,10 +343,13 @@ class ConversationService:
 
     async def _checkpoint(self, reply: Reply) -> None:
         assert reply.message_id is not None
+        text = reply.text
         try:
-            await self._store.save_partial_reply(reply.message_id, reply.text)
+            await self._store.save_partial_reply(reply.message_id, text)
         except StorageError as exc:  # the final save tries again; the user still gets the text
             log.warning("Could not checkpoint reply %s: %s", reply.message_id, exc)
+        else:
+            reply.saved_length = max(reply.saved_length, len(text))
 
     async def _save_outcome(
         self,

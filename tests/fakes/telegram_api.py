@@ -637,6 +637,7 @@ class FakeTelegramAPI:
         self._poll_generation = 0
         self._injected: dict[str, list[ApiError]] = {}
         self._injected_parse: dict[str, int] = {}
+        self._outage: ApiError | None = None
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -856,6 +857,14 @@ class FakeTelegramAPI:
         key = method.lower()
         self._injected_parse[key] = self._injected_parse.get(key, 0) + count
 
+    def start_outage(self, code: int = 502, description: str = "Bad Gateway") -> None:
+        """Until `end_outage`, every call fails with `code`, as when the Bot API is down behind
+        its proxy (a long poll already waiting carries on)."""
+        self._outage = ApiError(code, description)
+
+    def end_outage(self) -> None:
+        self._outage = None
+
     # -- waiting ----------------------------------------------------------------------------
 
     async def wait_until(
@@ -923,6 +932,8 @@ class FakeTelegramAPI:
         return web.json_response({"ok": True, "result": result})
 
     def _check_injected(self, method: str, params: dict) -> None:
+        if self._outage is not None:
+            raise self._outage
         pending = self._injected.get(method)
         if pending:
             raise pending.pop(0)
