@@ -51,25 +51,26 @@ async def repair_replies(
     """
     marked = 0
     for reply in service.take_undelivered(platform):
-        ids = await _repair(reply, surface_for(reply))
-        if ids is None:
+        outcome = await _repair(reply, surface_for(reply))
+        if outcome is None:
             continue
+        ids, shown = outcome
         try:
             await service.record_platform_ids(reply.id, ids)
         except StorageError as exc:  # the next start repeats the same edit: no harm done
             log.warning("Could not record the repair of reply %s: %s", reply.id, exc)
-        marked += 1
+        marked += shown
     if marked:
         log.info("Marked %d reply(ies) a previous run left cut off as interrupted.", marked)
     return marked
 
 
-async def _repair(reply: UndeliveredReply, surface: Surface) -> list[str] | None:
-    """Show the notice under `reply`; the reply's platform ids afterwards, or None if it must
-    wait for the next start."""
+async def _repair(reply: UndeliveredReply, surface: Surface) -> tuple[list[str], bool] | None:
+    """Show the notice under `reply`. The reply's platform ids afterwards and whether the notice
+    is on screen (not if the message is gone); None if it must wait for the next start."""
     ids = list(reply.platform_message_ids)
     if not ids:
-        return ids
+        return ids, False
     length: Length = getattr(surface, "length", len)
     parts = _sent_parts(reply.text, surface.max_length, length)
     marked = with_interrupted_notice(parts[len(ids) - 1]) if len(parts) >= len(ids) else None
@@ -79,11 +80,11 @@ async def _repair(reply: UndeliveredReply, surface: Surface) -> list[str] | None
             if fits:
                 assert marked is not None
                 await surface.edit(int(ids[-1]), marked, final=True)
-                return ids
-            return [*ids, str(await surface.send(INTERRUPTED_NOTICE, final=True))]
+                return ids, True
+            return [*ids, str(await surface.send(INTERRUPTED_NOTICE, final=True))], True
         except MessageGone as exc:  # deleted, or the chat is closed to the bot: nothing to mark
             log.info("Reply %s is gone from %s (%s); not marked", reply.id, reply.platform, exc)
-            return ids
+            return ids, False
         except RateLimited as limit:
             await asyncio.sleep(limit.retry_after)
         except Exception as exc:
