@@ -20,12 +20,14 @@ from bots.streaming import INTERRUPTED_NOTICE
 from core import AsyncClient
 from core.conversation import ConversationService
 from storage import MessageStatus, ReplyOutcome, Store, UndeliveredReply, open_store
+from tests.fakes.llm_server import Script
 from tests.fakes.telegram_api import ApiError, FakeTelegramAPI
 from tests.fakes.telegram_api import user as telegram_user
 from tests.test_conversation import make_settings, rows
 from tests.test_conversation_fakes import ALICE, WAIT, Gate, ScriptedProvider, chat
 from tests.test_streaming import Call, RecordingSurface
 from tests.test_streaming import SystemClock as RealClock
+from tests.test_telegram_bot import running_bot
 from tests.test_telegram_units import make_bot
 
 NOTICE_END = "\n\n" + INTERRUPTED_NOTICE
@@ -271,3 +273,30 @@ async def test_edits_are_not_retried_by_the_request_middleware() -> None:
             await bot.edit_message_text("after", chat_id=chat_.id, message_id=sent.message_id)
         assert len(tg.calls_of("editMessageText", ok=None)) == 1
         await bot.session.close()
+
+
+# Telegram, in process: a reply waiting on the platform holds up nothing else.
+
+
+async def test_a_reply_retrying_its_final_text_holds_up_no_other_reply(tmp_path: Path) -> None:
+    """Chat A's edits fail: its first reply's final text waits, while chat B is answered and
+    A's next reply streams (the service's turn ends when the model does, not the delivery)."""
+    alice, bob = telegram_user(1001, "Alice"), telegram_user(1002, "Bob")
+    async with running_bot(tmp_path) as h:
+        h.llm.enqueue(
+            Script(pieces=["alpha ", "one"], delay=0.3),
+            Script(pieces=["bravo"]),
+            Script(pieces=["alpha two"]),
+        )
+        a, b = h.tg.private_chat(alice), h.tg.private_chat(bob)
+        h.tg.start_outage(methods=("editMessageText",), chat_id=a.id)
+        await h.tg.message(a, alice, "first")
+        first = await h.tg.wait_until(lambda: a.bot_messages(), WAIT)
+        await h.tg.wait_until(lambda: h.tg.calls_of("editMessageText", ok=False), WAIT)
+        await h.tg.message(b, bob, "meanwhile")
+        await h.tg.wait_until(lambda: [m.text for m in b.bot_messages()] == ["bravo"], WAIT)
+        await h.tg.message(a, alice, "second")
+        await h.tg.wait_until(lambda: len(a.bot_messages()) == 2, WAIT)
+        assert [m.text for m in a.bot_messages()] == ["alpha", "alpha two"]  # one still waiting
+        h.tg.end_outage()
+        await h.tg.wait_until(lambda: first[0].text == "alpha one", WAIT)
