@@ -18,9 +18,10 @@ failing for `delivery_timeout` seconds: then delivery gives up. Rate limits are 
 not count. Each failure is one log line; so is the success after failures, or giving up. Only
 this reply's own tasks wait meanwhile: other chats' replies run in their own.
 
-A stream cancelled from outside (the bot stopping) makes one bounded last edit that ends with
-`INTERRUPTED_NOTICE`. A `DeliveryListener` hears of each message as it is sent and of how the
-delivery ended, so the caller can record both as they happen (`bots.relay`).
+A stream cancelled from outside (the bot stopping) mid-reply makes one bounded last edit that
+ends with `INTERRUPTED_NOTICE`. A `DeliveryListener` hears before each send or edit, of each
+message as it is sent, and of how the delivery ended, so the caller can record it all as it
+happens (`bots.relay`).
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class StreamResult:
     gone: bool = False
     #: The platform confirmed each message's last text (a `gone` message never is).
     delivered: bool = False
-    #: Cancelled mid-reply: the last text carries `INTERRUPTED_NOTICE` (shown if `delivered`).
+    #: A cancellation (the bot stopping) cut the model's text short: the last text carries
+    #: `INTERRUPTED_NOTICE` (on screen if `delivered`).
     interrupted: bool = False
 
     @property
@@ -251,7 +253,7 @@ class _Stream:
             await asyncio.wait({consume, deliver}, return_when=asyncio.FIRST_COMPLETED)
             if consume.done() and consume.cancelled():
                 raise asyncio.CancelledError  # the deltas themselves were cancelled
-            if not consume.done():  # delivery stopped first: the message is gone
+            if not consume.done():  # delivery stopped first: the message is gone, or it gave up
                 await self._stop_consuming(consume, deltas)
             await asyncio.wait({deliver})
             deliver.result()  # a bug in delivery surfaces here rather than hiding
@@ -461,18 +463,19 @@ class _Stream:
     async def _finish_cancelled(
         self, consume: asyncio.Task[None], deliver: asyncio.Task[None], deltas: AsyncIterable[str]
     ) -> None:
-        """Best effort, bounded: show what the reply had, marked as interrupted, and stop the
-        deltas. The delivery runs on in its own task, so the cancellation of `run` does not
-        interrupt a send half-way."""
+        """Best effort, bounded: stop the deltas and show what the reply had. A reply the model
+        had not finished ends with the interrupted notice; a finished one only gets its final
+        text delivered (if that fails, the next start adds the notice, `bots.repair`). The
+        delivery runs on in its own task, so the cancellation of `run` does not interrupt a send
+        half-way."""
         if not consume.done():
             await self._stop_consuming(consume, deltas)
-        shown = self._final if self._final is not None else self._text
-        if not deliver.done() and shown.strip():
-            self._final = with_interrupted_notice(shown)
+        if self._final is None and self._text.strip() and not deliver.done():
+            self._final = with_interrupted_notice(self._text)
             self._interrupted = True
             self._changed.set()
         else:
-            self._close_with(shown)
+            self._close_with(self._text)
         await asyncio.wait({deliver}, timeout=CANCEL_GRACE)
         if not deliver.done():
             deliver.cancel()

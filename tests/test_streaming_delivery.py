@@ -221,6 +221,22 @@ async def test_a_cancelled_stream_whose_last_edit_fails_is_not_settled(
     assert surface.messages == ["Hello"]  # the notice never got through: the next start adds it
 
 
+async def test_a_stream_cancelled_after_the_model_finished_only_delivers_its_text(
+    vclock: FakeClock,
+) -> None:
+    surface = RecordingSurface(vclock)
+    surface.fail = outage(until=10.0, clock=vclock)  # the final edit (at 4 s) has to wait
+    listener = Listener()
+    engine = StreamingEngine(surface, clock=vclock, listener=listener)
+    task = asyncio.create_task(engine.run(paced(vclock, ["a", "b"], 2.0)))
+    await vclock.sleep(6.0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, RUN_TIMEOUT)
+    assert surface.final_texts() == ["ab"]  # the whole reply: nothing to call incomplete
+    assert listener.result is not None and listener.result.whole
+
+
 def test_backoff_doubles_to_its_cap_and_jitters_down_by_at_most_half() -> None:
     backoff = Backoff(first=1.0, cap=30.0)
     for failures, ceiling in [(1, 1.0), (2, 2.0), (5, 16.0), (6, 30.0), (1000, 30.0)]:

@@ -87,7 +87,8 @@ class ConversationService:
         self._undelivered: dict[str, list[UndeliveredReply]] = {}
 
     async def recover(self, platform: str | None = None) -> int:
-        """At start-up: replies a crash left 'streaming' become 'interrupted'; return how many.
+        """At start-up: replies a crash left 'streaming', or 'complete' but never delivered,
+        become 'interrupted'; return how many.
 
         `platform` limits it to one platform's chats (the console leaves the bots' alone). With
         a platform, the replies its users may see cut off are kept for `take_undelivered`.
@@ -95,7 +96,9 @@ class ConversationService:
         count = await self._store.interrupt_streaming(platform)
         if count:
             log.warning(
-                "Marked %d reply(ies) left streaming by a previous run as interrupted.", count
+                "Marked %d reply(ies) a previous run left unfinished or undelivered as "
+                "interrupted.",
+                count,
             )
         if platform is not None:
             self._undelivered[platform] = await self._store.undelivered_replies(platform)
