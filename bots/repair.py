@@ -12,10 +12,9 @@ not fit in that message, or the stored text does not reach it, the notice is sen
 it instead. Then the row is no longer pending, so no later start marks it again. The edit sets
 the message's whole text, so a crash between it and the write only repeats the same edit.
 
-What the message shows afterwards is the text the history kept: for a reply a crash cut, the
-last checkpoint, which may be a little behind what was on screen (a few seconds of text; never
-before the message's own start, as a checkpoint is written whenever a message is sent).
-Telegram cannot read a message back, so the stored text is the copy both platforms have.
+What the message shows afterwards is the text the history kept, never less than was on screen:
+the text is checkpointed before every send and edit (`bots.relay`). Telegram cannot read a
+message back, so the stored text is the copy both platforms have.
 """
 
 from __future__ import annotations
@@ -73,13 +72,14 @@ async def _repair(reply: UndeliveredReply, surface: Surface) -> tuple[list[str],
         return ids, False
     length: Length = getattr(surface, "length", len)
     parts = _sent_parts(reply.text, surface.max_length, length)
-    marked = with_interrupted_notice(parts[len(ids) - 1]) if len(parts) >= len(ids) else None
-    fits = marked is not None and length(marked) <= surface.max_length
+    # The last message's text with the notice, if the stored text reaches it and it fits.
+    edited = with_interrupted_notice(parts[len(ids) - 1]) if len(parts) >= len(ids) else None
+    if edited is not None and length(edited) > surface.max_length:
+        edited = None
     for attempt in range(1, REPAIR_ATTEMPTS + 1):
         try:
-            if fits:
-                assert marked is not None
-                await surface.edit(int(ids[-1]), marked, final=True)
+            if edited is not None:
+                await surface.edit(int(ids[-1]), edited, final=True)
                 return ids, True
             return [*ids, str(await surface.send(INTERRUPTED_NOTICE, final=True))], True
         except MessageGone as exc:  # deleted, or the chat is closed to the bot: nothing to mark
