@@ -102,6 +102,11 @@ class Settings(CoreSettings):
     # note, saved as 'interrupted'. 0 cuts them short at once.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
+    # Issue 9, replies that outlive an outage or a restart.
+    # Seconds the platform may keep failing a reply's sends and edits before its delivery gives
+    # up; until then its text is retried with capped backoff (1 s doubling to 30 s).
+    delivery_timeout_seconds: float = Field(default=600.0, gt=0)
+
     @field_validator("telegram_allowed_ids", "discord_allowed_ids", "admin_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:

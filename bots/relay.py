@@ -2,14 +2,27 @@
 
 Platform-free on purpose (a `Surface` is all it knows of the chat): the Telegram and Discord
 adapters share it.
+
+What the database says about a reply's delivery, and when (`DeliveryRecord`):
+- the text so far is checkpointed before each send or edit, so the store is never behind the
+  screen; each message's platform id is stored as soon as the message is sent, with the row
+  marked `delivery_pending`: a crash leaves a row that names the messages the user sees and holds
+  at least their text. The extra writes are bounded by the platform's own edit rate (about one
+  per second per reply);
+- when delivery ends, the ids are stored again, pending only if nothing on screen shows how the
+  reply ended (delivery gave up, or a stopping bot's last edit failed): the next start finds such
+  a reply and marks it (`bots.repair`);
+- a reply the user did not get whole (delivery gave up, the message was deleted, the bot stopped
+  mid-reply) is `interrupted`, even if the model finished it: the row's status says what the user
+  has, its text what the model said.
 """
 
 from __future__ import annotations
 
 import logging
 
-from bots.streaming import StreamingEngine, StreamResult, Surface
-from core.conversation import Author, ChatRef, ConversationService
+from bots.streaming import DELIVERY_TIMEOUT, StreamingEngine, StreamResult, Surface
+from core.conversation import Author, ChatRef, ConversationService, Reply
 from core.errors import describe
 from storage import StorageError
 
@@ -25,6 +38,43 @@ def describe_failure(exc: BaseException) -> str:
     return STORAGE_TROUBLE if isinstance(exc, StorageError) else describe(exc)
 
 
+class DeliveryRecord:
+    """The engine's `DeliveryListener` for one reply: writes its delivery to the database.
+
+    A storage failure costs only the record (logged), never the reply the user is reading.
+    """
+
+    def __init__(self, service: ConversationService, reply: Reply) -> None:
+        self._service = service
+        self._reply = reply
+
+    async def showing(self) -> None:
+        await self._service.checkpoint(self._reply)  # logs a storage failure itself
+
+    async def sent(self, handles: list[object]) -> None:
+        """Ids sent before the row exists are stored with the next write, which holds them all."""
+        message_id = self._reply.message_id
+        if message_id is None:
+            return
+        try:
+            await self._service.record_platform_ids(
+                message_id, _ids(handles), delivery_pending=True
+            )
+        except StorageError as exc:
+            log.warning("Could not record the message ids of reply %s: %s", message_id, exc)
+
+    async def ended(self, result: StreamResult) -> None:
+        message_id = self._reply.message_id
+        if message_id is None or not result.handles:
+            return  # no row, or nothing was ever sent: nothing to record
+        try:
+            await self._service.record_delivery(
+                message_id, _ids(result.handles), whole=result.whole, pending=not result.settled
+            )
+        except StorageError as exc:  # the user has the reply; only the record is lost
+            log.warning("Could not record the delivery of reply %s: %s", message_id, exc)
+
+
 async def relay(
     service: ConversationService,
     surface: Surface,
@@ -35,13 +85,15 @@ async def relay(
     group: bool,
     platform_message_id: str,
     chat_title: str | None = None,
+    delivery_timeout: float = DELIVERY_TIMEOUT,
 ) -> StreamResult:
-    """Answer `text` on `surface` and record which platform messages carry the reply;
+    """Answer `text` on `surface`, recording which platform messages carry the reply;
     `chat_title` is stored as the chat's name.
 
     Provider failures end up in the message as a short warning (the engine's job); a message
     deleted mid-stream stops the reply, which the engine reports to the service via `aclose`,
-    keeping the partial text as 'interrupted'.
+    keeping the partial text as 'interrupted'. `delivery_timeout`: how long the platform may
+    keep failing before delivery gives up (`DELIVERY_TIMEOUT_SECONDS`).
     """
     reply = service.reply(
         chat,
@@ -51,10 +103,14 @@ async def relay(
         platform_message_id=platform_message_id,
         chat_title=chat_title,
     )
-    result = await StreamingEngine(surface, describe_error=describe_failure).run(reply)
-    if reply.message_id is not None and result.handles:
-        try:
-            await service.record_platform_ids(reply.message_id, [str(h) for h in result.handles])
-        except StorageError as exc:  # the user has the reply; only the id mapping is lost
-            log.warning("Could not record the message ids of reply %s: %s", reply.message_id, exc)
-    return result
+    engine = StreamingEngine(
+        surface,
+        describe_error=describe_failure,
+        delivery_timeout=delivery_timeout,
+        listener=DeliveryRecord(service, reply),
+    )
+    return await engine.run(reply)
+
+
+def _ids(handles: list[object]) -> list[str]:
+    return [str(handle) for handle in handles]

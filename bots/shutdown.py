@@ -3,7 +3,7 @@
 Both bots stop the same way once they take no new messages (SIGTERM, Ctrl-C): each reply still
 streaming may finish within `SHUTDOWN_GRACE_SECONDS`; the handlers still running after it are
 cancelled, so the streaming engine shows each reply's text so far with the shutdown note
-(`core.conversation.SHUTDOWN_NOTE`) and the conversation service saves the row as
+(`core.conversation.INTERRUPTED_NOTE`) and the conversation service saves the row as
 'interrupted'. A second signal ends the grace at once (`Grace.end_now`, through each bot's
 `hurry()`); it does not skip the rest of the stop (the note, the confirmed offset).
 """

@@ -11,12 +11,24 @@ A reply longer than `max_length` is split exactly as `bots.splitting.split_messa
 whole text (see there for how the parts join back); a finished part gets a final edit and the
 reply continues in a new message. A part holding only whitespace is never sent (platforms reject
 such messages), so neither is a reply's trailing whitespace that overflows into a new part.
+
+A send or edit that fails is retried with capped, jittered exponential backoff (`Backoff`), the
+newest text each time, until it gets through, the message is gone, or the platform has kept
+failing for `delivery_timeout` seconds: then delivery gives up. Rate limits are waited out and do
+not count. Each failure is one log line; so is the success after failures, or giving up. Only
+this reply's own tasks wait meanwhile: other chats' replies run in their own.
+
+A stream cancelled from outside (the bot stopping) mid-reply makes one bounded last edit that
+ends with `INTERRUPTED_NOTE`. A `DeliveryListener` hears before each send or edit, of each
+message as it is sent, and of how the delivery ended, so the caller can record it all as it
+happens (`bots.relay`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
@@ -25,14 +37,15 @@ from typing import Protocol
 from bots.errors import MessageGone, RateLimited
 from bots.splitting import Fence, fence_after, next_cut, reopening
 from core import errors
-from core.conversation import SHUTDOWN_NOTE
+from core.conversation import INTERRUPTED_NOTE
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between typing indicators: Telegram's lasts 5 s, Discord's 10 s.
 TYPING_INTERVAL = 4.0
-#: Tries of a message's final text before it is given up (rate limits are waited out, not counted).
-FINAL_ATTEMPTS = 3
+#: Seconds the platform may keep failing a reply's sends and edits before delivery gives up
+#: (`DELIVERY_TIMEOUT_SECONDS` sets it for the bots).
+DELIVERY_TIMEOUT = 600.0
 #: Seconds a cancelled stream may spend on its last edit, and on stopping the deltas.
 CANCEL_GRACE = 5.0
 #: Floor under a surface's `min_edit_interval`, so a surface whose edits fail at once (or that
@@ -42,6 +55,10 @@ MIN_EDIT_INTERVAL = 0.1
 WARNING_PREFIX = "⚠️ "
 #: Shown when the model answered nothing visible, as a message cannot be empty.
 EMPTY_NOTICE = "(empty reply)"
+#: The line that ends a reply cut short on screen: by the bot stopping mid-reply (here), or by
+#: a crash or an outage (at the next start, `bots.repair`). The one text for every such case.
+#: Longest description of a failed call in the log line that reports it.
+FAILURE_LOG_CHARS = 200
 
 
 class Clock(Protocol):
@@ -98,6 +115,52 @@ class StreamResult:
     handles: list[object] = field(default_factory=list)
     error: BaseException | None = None
     gone: bool = False
+    #: The platform confirmed each message's last text (a `gone` message never is).
+    delivered: bool = False
+    #: A cancellation (the bot stopping) cut the model's text short: the last text carries
+    #: `INTERRUPTED_NOTE` (on screen if `delivered`).
+    interrupted: bool = False
+
+    @property
+    def whole(self) -> bool:
+        """The user has the whole reply as the model gave it."""
+        return self.delivered and not self.interrupted
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more can be shown: the last text is on screen, or the message is gone."""
+        return self.delivered or self.gone
+
+
+class DeliveryListener(Protocol):
+    """Hears how a reply's delivery goes, so the caller can record it as it happens."""
+
+    async def showing(self) -> None:
+        """A send or edit is about to put the reply's text so far on screen."""
+        ...
+
+    async def sent(self, handles: list[object]) -> None:
+        """A new message went out; `handles` are all of the reply's so far, in order."""
+        ...
+
+    async def ended(self, result: StreamResult) -> None:
+        """Delivery is over, however it ended (a cancellation included); called once."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Waits between tries of a failing send or edit: `first`, doubling per failure up to
+    `cap`, each shortened by a random share of up to half, so that the replies an outage
+    failed together do not all come back at the same instant."""
+
+    first: float = 1.0
+    cap: float = 30.0
+
+    def delay(self, failures: int) -> float:
+        """The wait after the `failures`-th failure in a row (1 for the first)."""
+        doubled: float = self.first * 2.0 ** min(failures - 1, 32)
+        return min(self.cap, doubled) * random.uniform(0.5, 1.0)
 
 
 class StreamingEngine:
@@ -109,18 +172,32 @@ class StreamingEngine:
         *,
         describe_error: Callable[[BaseException], str] = errors.describe,
         clock: Clock = SYSTEM_CLOCK,
+        delivery_timeout: float = DELIVERY_TIMEOUT,
+        backoff: Backoff | None = None,
+        listener: DeliveryListener | None = None,
     ) -> None:
         self._surface = surface
         self._describe_error = describe_error
         self._clock = clock
+        self._delivery = _Delivery(delivery_timeout, backoff or Backoff(), listener)
 
     async def run(self, deltas: AsyncIterable[str]) -> StreamResult:
-        """Stream `deltas` into messages until the final text is delivered.
+        """Stream `deltas` into messages until the final text is delivered, or delivery gave up.
 
         An Exception from `deltas` is shown as a warning line and returned as `.error`, never
         raised. Cancellation makes a bounded best-effort final edit, then propagates.
         """
-        return await _Stream(self._surface, self._describe_error, self._clock).run(deltas)
+        stream = _Stream(self._surface, self._describe_error, self._clock, self._delivery)
+        return await stream.run(deltas)
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """How hard a stream tries to deliver, and whom it tells."""
+
+    timeout: float
+    backoff: Backoff
+    listener: DeliveryListener | None
 
 
 @dataclass
@@ -133,18 +210,22 @@ class _Message:
     handle: object | None = None
     shown: str | None = None
     last_call: float | None = None
-    failures: int = 0
 
 
 class _Stream:
     """The state of one run: the text so far, shared by the consuming and delivering tasks."""
 
     def __init__(
-        self, surface: Surface, describe_error: Callable[[BaseException], str], clock: Clock
+        self,
+        surface: Surface,
+        describe_error: Callable[[BaseException], str],
+        clock: Clock,
+        delivery: _Delivery,
     ) -> None:
         self._surface = surface
         self._describe_error = describe_error
         self._clock = clock
+        self._delivery = delivery
         self._length: Callable[[str], int] = getattr(surface, "length", len)
         self._limit = surface.max_length
         self._renders_final: bool = getattr(surface, "renders_final", True)
@@ -153,6 +234,13 @@ class _Stream:
         self._final: str | None = None
         self._error: BaseException | None = None
         self._gone = False
+        self._gave_up = False
+        self._delivered = False
+        self._interrupted = False
+        #: Failed calls in a row, since when, and the earliest time of the next try.
+        self._failures = 0
+        self._failing_since: float | None = None
+        self._retry_at: float | None = None
         self._handles: list[object] = []
         self._changed = asyncio.Event()
         self._typing: asyncio.Task[None] | None = None
@@ -165,16 +253,38 @@ class _Stream:
             await asyncio.wait({consume, deliver}, return_when=asyncio.FIRST_COMPLETED)
             if consume.done() and consume.cancelled():
                 raise asyncio.CancelledError  # the deltas themselves were cancelled
-            if not consume.done():  # delivery stopped first: the message is gone
+            if not consume.done():  # delivery stopped first: the message is gone, or it gave up
                 await self._stop_consuming(consume, deltas)
             await asyncio.wait({deliver})
             deliver.result()  # a bug in delivery surfaces here rather than hiding
         except asyncio.CancelledError:
             await self._finish_cancelled(consume, deliver, deltas)
+            await self._report_end()
             raise
         finally:
             self._stop_typing()
-        return StreamResult(self._text, list(self._handles), self._error, self._gone)
+        return await self._report_end()
+
+    def _result(self) -> StreamResult:
+        return StreamResult(
+            self._text,
+            list(self._handles),
+            self._error,
+            self._gone,
+            self._delivered,
+            self._interrupted,
+        )
+
+    async def _report_end(self) -> StreamResult:
+        result = self._result()
+        if self._delivery.listener is not None:
+            await self._delivery.listener.ended(result)
+        return result
+
+    @property
+    def _stopped(self) -> bool:
+        """Delivery is over before its end: the message is gone, or the platform kept failing."""
+        return self._gone or self._gave_up
 
     async def _consume(self, deltas: AsyncIterable[str]) -> None:
         try:
@@ -210,23 +320,25 @@ class _Stream:
 
     async def _deliver(self) -> None:
         message = self._new_message(0, None)
-        while not self._gone:
+        while not self._stopped:
             self._changed.clear()
             finished = self._final is not None
             text = self._final if self._final is not None else self._text
             cut = next_cut(text, message.start, message.fence, self._limit, self._length)
             if cut is not None:
-                if text[message.start : cut.end].strip():
-                    await self._finish(message, cut.part)
+                if text[message.start : cut.end].strip() and not await self._finish(
+                    message, cut.part
+                ):
+                    continue  # not through yet: the part's text is fixed, so try it again
                 message = self._new_message(cut.end, cut.fence)
                 continue
             has_text = bool(text[message.start :].strip())
             current = message.prefix + text[message.start :]
             if finished:
-                if has_text:
-                    await self._finish(message, current)
-                return
-            if not has_text or current == message.shown:
+                if not has_text or await self._finish(message, current):
+                    self._delivered = not self._stopped
+                    return
+            elif not has_text or current == message.shown:
                 await self._changed.wait()
             elif (wait := self._wait_time(message)) > 0:
                 await self._clock.sleep(wait)
@@ -236,32 +348,32 @@ class _Stream:
     def _new_message(self, start: int, fence: Fence | None) -> _Message:
         return _Message(start, fence, reopening(fence, self._limit, self._length))
 
-    async def _finish(self, message: _Message, text: str) -> None:
-        """Deliver a message's final text: wait out its interval, retry a bounded number of times."""
-        message.failures = 0
+    async def _finish(self, message: _Message, text: str) -> bool:
+        """One step towards a message's final text: wait out its interval or backoff, or make
+        one try. True once it got through (or needs no call); the caller loops, re-reading the
+        text, which a cancellation may still extend with the interrupted notice."""
         if text == message.shown and not self._renders_final:
-            return
-        while not self._gone:
-            if message.failures >= FINAL_ATTEMPTS:
-                logger.error(
-                    "gave up on a reply message's final text after %d tries", FINAL_ATTEMPTS
-                )
-                return
-            if (wait := self._wait_time(message)) > 0:
-                await self._clock.sleep(wait)
-            elif await self._attempt(message, text, final=True):
-                return
+            return True
+        if (wait := self._wait_time(message)) > 0:
+            await self._clock.sleep(wait)
+            return False
+        return await self._attempt(message, text, final=True)
 
     def _wait_time(self, message: _Message) -> float:
-        if message.last_call is None:
-            return 0.0
-        return message.last_call + self._interval - self._clock.monotonic()
+        """Until the message's next call may start: its interval after its last call, and the
+        backoff after a failure."""
+        ready = -float("inf") if message.last_call is None else message.last_call + self._interval
+        if self._retry_at is not None:
+            ready = max(ready, self._retry_at)
+        return ready - self._clock.monotonic()
 
     async def _attempt(self, message: _Message, text: str, *, final: bool) -> bool:
         """One send or edit; True if it got through. A rate limit is waited out here, MessageGone
-        ends the stream, any other error is logged and counted."""
+        ends the stream, any other error is logged (one line) and backed off from."""
         message.last_call = self._clock.monotonic()
         action = "send" if message.handle is None else "edit"
+        if self._delivery.listener is not None:
+            await self._delivery.listener.showing()
         try:
             if message.handle is None:
                 message.handle = await self._surface.send(text, final=final)
@@ -277,12 +389,51 @@ class _Stream:
             logger.info("reply message gone on %s; streaming stops", action)
             self._gone = True
             return False
-        except Exception:
-            logger.warning("could not %s a reply message", action, exc_info=True)
-            message.failures += 1
+        except Exception as exc:
+            self._failed(action, exc, started=message.last_call)
             return False
         message.shown = text
+        self._succeeded(action)
+        if action == "send" and self._delivery.listener is not None:
+            await self._delivery.listener.sent(list(self._handles))
         return True
+
+    def _failed(self, action: str, exc: Exception, *, started: float) -> None:
+        """Count a failure and set when to try again, or give up once the platform has been
+        failing for the delivery timeout. The last try is made at the timeout itself."""
+        now = self._clock.monotonic()
+        if self._failing_since is None:
+            self._failing_since = started
+        self._failures += 1
+        deadline = self._failing_since + self._delivery.timeout
+        if now >= deadline:
+            logger.error(
+                "gave up delivering a reply after %d failed tries over %.0f s (%s); "
+                "the user may see it cut off",
+                self._failures,
+                now - self._failing_since,
+                _brief(exc),
+            )
+            self._gave_up = True
+            return
+        self._retry_at = min(now + self._delivery.backoff.delay(self._failures), deadline)
+        logger.warning(
+            "could not %s a reply message (%s); retrying in %.1f s",
+            action,
+            _brief(exc),
+            self._retry_at - now,
+        )
+
+    def _succeeded(self, action: str) -> None:
+        if self._failing_since is not None:
+            logger.info(
+                "%s of a reply message got through after %d failed tries over %.1f s",
+                action,
+                self._failures,
+                self._clock.monotonic() - self._failing_since,
+            )
+        self._failures = 0
+        self._failing_since = self._retry_at = None
 
     async def _keep_typing(self) -> None:
         while True:
@@ -312,12 +463,19 @@ class _Stream:
     async def _finish_cancelled(
         self, consume: asyncio.Task[None], deliver: asyncio.Task[None], deltas: AsyncIterable[str]
     ) -> None:
-        """Best effort, bounded: show what the reply had, with the shutdown note; stop the deltas.
-        The delivery runs on in its own task, so the cancellation of `run` does not interrupt a
-        send half-way."""
+        """Best effort, bounded: stop the deltas and show what the reply had. A reply the model
+        had not finished ends with the interrupted note (alone if no text came yet: the question
+        went unanswered); a finished one only gets its final text delivered (if that fails, the
+        next start adds the note, `bots.repair`). The delivery runs on in its own task, so the
+        cancellation of `run` does not interrupt a send half-way."""
         if not consume.done():
             await self._stop_consuming(consume, deltas)
-        self._close_with(_with_shutdown_note(self._text))
+        if self._final is None and not deliver.done():
+            self._final = with_interrupted_note(self._text)
+            self._interrupted = True
+            self._changed.set()
+        else:
+            self._close_with(self._text)
         await asyncio.wait({deliver}, timeout=CANCEL_GRACE)
         if not deliver.done():
             deliver.cancel()
@@ -325,16 +483,23 @@ class _Stream:
             logger.error("reply delivery failed", exc_info=crash)
 
 
-def _with_shutdown_note(text: str) -> str:
-    """The text so far and, under it, the note that the bot's stop cut the reply short.
+def _brief(exc: BaseException) -> str:
+    """An exception as one short log phrase: its type and message, no traceback."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = " ".join(text.split())
+    return text if len(text) <= FAILURE_LOG_CHARS else text[: FAILURE_LOG_CHARS - 1] + "…"
+
+
+def with_interrupted_note(text: str) -> str:
+    """`text` ending with `INTERRUPTED_NOTE`, after any code block it leaves open; the note
+    alone when there is no text.
 
     Only a stop of the bot cancels a reply's engine (`/stop` and a deleted message end the
-    deltas instead), so the note is never shown for those. A reply cut before its first text
-    still gets the note, so the user knows the question went unanswered.
+    deltas instead), so the note is never shown for those.
     """
     if not text.strip():
-        return SHUTDOWN_NOTE
-    return text + _close_open_fence(text) + "\n\n" + SHUTDOWN_NOTE
+        return INTERRUPTED_NOTE
+    return text + _close_open_fence(text) + "\n\n" + INTERRUPTED_NOTE
 
 
 def _close_open_fence(text: str) -> str:

@@ -12,6 +12,7 @@ from storage.base import (
     Store,
     StoredMessage,
     StoreStatus,
+    UndeliveredReply,
     WriteObserver,
 )
 from storage.errors import (
@@ -44,6 +45,7 @@ __all__ = [
     "Store",
     "StoreStatus",
     "StoredMessage",
+    "UndeliveredReply",
     "WriteObserver",
     "inspect_store",
     "open_store",

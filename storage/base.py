@@ -148,6 +148,20 @@ class ReplyOutcome:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class UndeliveredReply:
+    """A reply whose user may be looking at it cut off, with no sign of that on screen: what a
+    bot needs to show them, once it is connected (`bots.repair`). `text` is the reply as stored
+    (the last checkpoint, for one a crash cut); `platform_message_ids` are its messages."""
+
+    id: int
+    platform: str
+    chat_id: str
+    thread_id: str
+    text: str
+    platform_message_ids: tuple[str, ...]
+
+
 class Store(Protocol):
     """Per-chat history. Every method that changes state is one transaction.
 
@@ -205,16 +219,35 @@ class Store(Protocol):
 
     async def finish_reply(self, message_id: int, outcome: ReplyOutcome) -> None: ...
 
-    async def set_platform_message_ids(self, message_id: int, ids: Sequence[str]) -> None:
-        """Replace the platform messages that carry this message (idempotent)."""
+    async def set_platform_message_ids(
+        self, message_id: int, ids: Sequence[str], *, delivery_pending: bool = False
+    ) -> None:
+        """Replace the platform messages that carry this message (idempotent).
+
+        `delivery_pending`: the platform has not confirmed yet that the user sees the reply's
+        final text, or the line saying it was interrupted. A reply left so by a crash is found
+        by `undelivered_replies` at the next start.
+        """
+        ...
+
+    async def interrupt_reply(self, message_id: int) -> None:
+        """A reply the model finished but the user got only part of: `complete` becomes
+        `interrupted` (any other status stays)."""
         ...
 
     async def interrupt_streaming(self, platform: str | None = None) -> int:
         """Mark rows left `streaming` by a crash as `interrupted`; return how many.
 
-        `platform` limits it to that platform's chats, so `parley chat` starting up does not
-        touch the replies a running bot process is streaming right now.
+        So too a `complete` reply still `delivery_pending`: the process ended before its
+        text reached the user. `platform` limits it to that platform's chats, so `parley chat`
+        starting up does not touch the replies a running bot process is streaming right now.
         """
+        ...
+
+    async def undelivered_replies(self, platform: str) -> list[UndeliveredReply]:
+        """The platform's replies still `delivery_pending`, oldest first. Meant for start-up,
+        after `interrupt_streaming` and before the bot answers anything: later, it would
+        also list the replies being delivered right then."""
         ...
 
     # Reading.

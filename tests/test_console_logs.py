@@ -63,7 +63,7 @@ async def test_a_provider_error_is_shown_once_and_logs_stay_off_the_conversation
     assert (out + err).count(REFUSED) == 1 and (out + err).count(DETAIL) == 1
     assert REFUSED in out and "fine now" in out
     # stderr: the recovery warning, nothing below WARNING, nothing about the chat's reply.
-    assert "Marked 1 reply(ies) left streaming" in err
+    assert "Marked 1 reply(ies) a previous run left unfinished" in err
     for quiet in ("DEBUG", "INFO", "Migrated database", "Reply in"):
         assert quiet not in err
     for log_word in ("WARNING", "Marked 1", "core.conversation", "Traceback"):

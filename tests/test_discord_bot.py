@@ -27,7 +27,7 @@ from bots.splitting import join_parts
 from bots.streaming import WARNING_PREFIX
 from core.chat_settings import MODEL_USAGE
 from core.client import AsyncClient
-from core.conversation import SHUTDOWN_NOTE, ChatRef, ConversationService
+from core.conversation import INTERRUPTED_NOTE, ChatRef, ConversationService
 from core.errors import MissingAuthError
 from storage import MessageStatus, Role, open_store
 from tests.fakes.discord_api import (
@@ -306,7 +306,7 @@ async def test_cancelling_the_bot_stops_replies_and_disconnects(
         reply = (await bot.service.history(ChatRef("discord", str(GENERAL_ID))))[-1]
         assert reply.status is MessageStatus.INTERRUPTED and reply.text.startswith("so far ")
         shown = bot.fake.bot_messages(GENERAL_ID)[-1].content
-        assert "w29" not in shown and shown.endswith(f"\n\n{SHUTDOWN_NOTE}")
+        assert "w29" not in shown and shown.endswith(f"\n\n{INTERRUPTED_NOTE}")
 
 
 async def test_model_and_system_need_manage_server_or_admin_ids(bot: Harness) -> None:

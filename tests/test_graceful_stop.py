@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from core.conversation import SHUTDOWN_NOTE, ChatRef
+from core.conversation import INTERRUPTED_NOTE, ChatRef
 from storage import MessageStatus
 from tests.fakes.discord_api import GENERAL_ID, FakeDiscord
 from tests.fakes.llm_server import FakeLLMServer, Script
@@ -76,7 +76,7 @@ async def test_ctrl_c_cuts_a_long_reply_short_after_the_grace(tmp_path: Path) ->
             took = time.monotonic() - stopped_at
         (shown,) = replies_to(chat, request["message_id"])
         assert shown is not None and shown.startswith("so far ")
-        assert shown.endswith(f"\n\n{SHUTDOWN_NOTE}") and "w99" not in shown
+        assert shown.endswith(f"\n\n{INTERRUPTED_NOTE}") and "w99" not in shown
         status, text = await stored_reply(database, ChatRef("telegram", str(chat.id)))
         assert status is MessageStatus.INTERRUPTED and text.startswith("so far ")
         assert "w99" not in text
@@ -104,7 +104,7 @@ async def test_discord_stop_cuts_a_long_reply_short_after_the_grace(tmp_path: Pa
             await discord.wait_for(lambda: discord.bot_messages(GENERAL_ID), WAIT)
             assert await child.stop() == 0
         (shown,) = [m.content for m in discord.bot_messages(GENERAL_ID)]
-        assert shown.startswith("so far ") and shown.endswith(f"\n\n{SHUTDOWN_NOTE}")
+        assert shown.startswith("so far ") and shown.endswith(f"\n\n{INTERRUPTED_NOTE}")
         status, _ = await stored_reply(database, ChatRef("discord", str(GENERAL_ID)))
         assert status is MessageStatus.INTERRUPTED
         assert_no_traceback(child)
@@ -126,7 +126,7 @@ async def test_a_second_signal_ends_the_grace_at_once(tmp_path: Path) -> None:
             assert await child.stop(signal.SIGINT) == 0
             took = time.monotonic() - again_at
         (shown,) = replies_to(chat, request["message_id"])
-        assert shown is not None and shown.endswith(f"\n\n{SHUTDOWN_NOTE}")
+        assert shown is not None and shown.endswith(f"\n\n{INTERRUPTED_NOTE}")
         status, _ = await stored_reply(database, ChatRef("telegram", str(chat.id)))
         assert status is MessageStatus.INTERRUPTED
         assert took < 10, took  # not the 60 s grace

@@ -61,6 +61,7 @@ EXPECTED_COLUMNS = {
         "created_at",
         "updated_at",
         "tokens_estimated",  # m002
+        "delivery_pending",  # m003
     ],
 }
 EXPECTED_INDEXES = {
@@ -68,6 +69,7 @@ EXPECTED_INDEXES = {
     "conversations_newest",
     "messages_by_turn",
     "messages_streaming",
+    "messages_delivery_pending",
 }
 #: Text that breaks naive SQL building, quoting or JSON, used in every text field.
 NASTY = "'; DROP TABLE messages; -- \" \\ % _ ? :name $1 ` \x00 NULL ' OR '1'='1"
@@ -481,8 +483,8 @@ async def test_a_failing_step_leaves_the_database_at_the_previous_version(
 
 
 def test_migration_names_must_carry_their_number() -> None:
-    async def m005_out_of_order(db: Any) -> None: ...
+    async def m099_out_of_order(db: Any) -> None: ...
 
     with pytest.raises(RuntimeError, match=f"must be named m{LATEST_VERSION + 1:03d}_"):
-        migrations.migration(m005_out_of_order)
+        migrations.migration(m099_out_of_order)
     assert len(MIGRATIONS) == LATEST_VERSION

@@ -20,8 +20,8 @@ from bots import streaming
 from bots.errors import MessageGone, RateLimited
 from bots.splitting import fence_after, join_parts, split_message, utf16_length
 from bots.streaming import (
+    DELIVERY_TIMEOUT,
     EMPTY_NOTICE,
-    FINAL_ATTEMPTS,
     MIN_EDIT_INTERVAL,
     TYPING_INTERVAL,
     WARNING_PREFIX,
@@ -30,7 +30,7 @@ from bots.streaming import (
     SystemClock,
 )
 from core import errors
-from core.conversation import SHUTDOWN_NOTE
+from core.conversation import INTERRUPTED_NOTE
 from tests.test_splitting import markdown_reply
 
 #: Loop iterations the fake clock lets pass before it decides the loop is idle.
@@ -208,7 +208,7 @@ async def test_first_text_is_sent_as_soon_as_the_first_chunk_arrives(clock: Fake
     first = surface.updates[0]
     assert (first.op, first.text, first.final, first.at) == ("send", "Hello", False, 0.5)
     assert surface.final_texts() == ["Hello world"]
-    assert result == StreamResult("Hello world", [0], None, False)
+    assert result == StreamResult("Hello world", [0], None, False, delivered=True)
 
 
 async def test_typing_repeats_until_the_first_text(clock: FakeClock) -> None:
@@ -391,16 +391,22 @@ async def test_flaky_edits_are_retried_at_the_next_interval(clock: FakeClock) ->
     assert surface.final_texts() == ["".join(pieces)]
 
 
-async def test_final_edit_is_retried_a_bounded_number_of_times(clock: FakeClock) -> None:
+async def test_final_edit_is_retried_until_the_delivery_timeout_then_given_up(
+    clock: FakeClock,
+) -> None:
     def fail(call: Call) -> BaseException | None:
         return RuntimeError("edit broken") if call.final else None
 
     surface = RecordingSurface(clock, fail=fail)
     result = await run(StreamingEngine(surface, clock=clock), paced(clock, ["a", "b"], 2.0))
     finals = [call for call in surface.updates if call.final]
-    assert len(finals) == FINAL_ATTEMPTS
+    first, last = finals[0].at, finals[-1].at
+    assert last - first == pytest.approx(DELIVERY_TIMEOUT)  # the last try is at the timeout
+    # Backoff doubles from 1 s to a 30 s cap, each wait cut by up to half: 20 to ~45 tries.
+    assert DELIVERY_TIMEOUT / 30 <= len(finals) <= DELIVERY_TIMEOUT / 15 + 8
     assert_spacing(surface)
     assert result.error is None
+    assert not result.delivered and not result.gone
 
 
 async def test_final_edit_failing_twice_still_lands(clock: FakeClock) -> None:
@@ -470,7 +476,7 @@ async def test_edits_failing_at_once_with_no_interval_do_not_spin(clock: FakeClo
     await run(StreamingEngine(surface, clock=clock), paced(clock, pieces, 0.1))
     times = [call.at for call in surface.calls_of(0)]
     assert all(b - a >= MIN_EDIT_INTERVAL - EPSILON for a, b in itertools.pairwise(times))
-    assert sum(call.final for call in surface.updates) == FINAL_ATTEMPTS
+    assert len(times) <= DELIVERY_TIMEOUT / 15 + 12  # backed off, not one try per interval
 
 
 async def test_provider_error_inside_code_closes_the_block_before_the_warning(
@@ -506,7 +512,7 @@ async def test_cancellation_makes_a_final_edit_and_propagates(clock: FakeClock) 
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, RUN_TIMEOUT)
     assert closed.is_set()
-    assert surface.final_texts() == [f"Hello world\n\n{SHUTDOWN_NOTE}"]
+    assert surface.final_texts() == [f"Hello world\n\n{INTERRUPTED_NOTE}"]
     assert_spacing(surface)
 
 
@@ -521,7 +527,7 @@ async def test_cancellation_closes_an_open_code_block_before_the_note(clock: Fak
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, RUN_TIMEOUT)
-    assert surface.final_texts() == [f"```python\nprint(1)\n```\n\n{SHUTDOWN_NOTE}"]
+    assert surface.final_texts() == [f"```python\nprint(1)\n```\n\n{INTERRUPTED_NOTE}"]
 
 
 async def test_cancellation_before_any_text_sends_the_note_alone(clock: FakeClock) -> None:
@@ -536,7 +542,7 @@ async def test_cancellation_before_any_text_sends_the_note_alone(clock: FakeCloc
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, RUN_TIMEOUT)
     # The question was taken and will not be answered: the user is told so.
-    assert surface.final_texts() == [SHUTDOWN_NOTE]
+    assert surface.final_texts() == [INTERRUPTED_NOTE]
 
 
 async def test_cancellation_gives_up_on_a_hung_platform_within_the_grace(
@@ -576,7 +582,7 @@ async def test_cancelled_error_from_the_deltas_is_not_swallowed(clock: FakeClock
     surface = RecordingSurface(clock)
     with pytest.raises(asyncio.CancelledError):
         await run(StreamingEngine(surface, clock=clock), deltas())
-    assert surface.final_texts() == [f"Hello\n\n{SHUTDOWN_NOTE}"]
+    assert surface.final_texts() == [f"Hello\n\n{INTERRUPTED_NOTE}"]
 
 
 @pytest.mark.parametrize("on", ["send", "edit"])

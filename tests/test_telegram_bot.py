@@ -27,7 +27,7 @@ from bots.telegram.handlers import commands as command_texts
 from bots.telegram.handlers.other import TEXT_ONLY
 from bots.telegram.middlewares import REFUSAL
 from core import AsyncClient, chat_settings, errors
-from core.conversation import SHUTDOWN_NOTE, ConversationService
+from core.conversation import INTERRUPTED_NOTE, ConversationService
 from storage.factory import open_store
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.fakes.telegram_api import ApiError, Call, FakeChat, FakeTelegramAPI, StoredMessage, user
@@ -564,7 +564,7 @@ async def test_shutdown_is_clean(tmp_path: Path, clean_logs: Callable[[], None])
     # The bot stopped mid-reply: the stream was abandoned and the message kept its text, with
     # the note that says why it ends there.
     assert h.llm.active_streams == 0
-    assert replies(chat, request)[0].text == f"partial\n\n{SHUTDOWN_NOTE}"
+    assert replies(chat, request)[0].text == f"partial\n\n{INTERRUPTED_NOTE}"
     clean_logs()
 
 

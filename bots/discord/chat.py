@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
+from typing import Any
 
 import discord
 from discord.ext import commands
 
 from bots.config import Settings
 from bots.discord.access import is_allowed
-from bots.discord.messages import author_of, chat_of, chat_title, is_for_bot, prompt_of
+from bots.discord.messages import PLATFORM, author_of, chat_of, chat_title, is_for_bot, prompt_of
 from bots.discord.surface import DiscordSurface
 from bots.errors import MessageGone
 from bots.relay import relay
+from bots.repair import repair_replies
 from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)
@@ -34,11 +37,11 @@ class ChatCog(commands.Cog):
         self.settings = settings
         self.service = service
         self._refused_channels: set[int] = set()
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: set[asyncio.Task[Any]] = set()
         self._stopping = False
 
     @property
-    def in_flight(self) -> set[asyncio.Task[None]]:
+    def in_flight(self) -> set[asyncio.Task[Any]]:
         """The handlers still answering a message, for the shutdown to wait for."""
         return self._in_flight
 
@@ -46,6 +49,14 @@ class ChatCog(commands.Cog):
         """The bot is stopping: messages from now on get no answer (Discord has no queue to
         leave them in, unlike Telegram's updates; the log names each one)."""
         self._stopping = True
+
+    async def cog_load(self) -> None:
+        """Once logged in (the REST API works before the gateway connects): mark the replies a
+        previous run left cut off, in a task that shutdown stops like the replies."""
+        surface_for = partial(DiscordSurface.resuming, self.bot)
+        repair = asyncio.create_task(repair_replies(self.service, PLATFORM, surface_for))
+        self._in_flight.add(repair)
+        repair.add_done_callback(self._in_flight.discard)
 
     async def cog_unload(self) -> None:
         """At shutdown, before the connection closes: stop the replies still streaming. The
@@ -100,6 +111,7 @@ class ChatCog(commands.Cog):
                 group=message.guild is not None,
                 platform_message_id=str(message.id),
                 chat_title=chat_title(message),
+                delivery_timeout=self.settings.delivery_timeout_seconds,
             )
         if surface.refused is not None:
             self._refused(message.channel, surface.refused.text)

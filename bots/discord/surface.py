@@ -15,6 +15,7 @@ from typing import cast
 import discord
 
 from bots.errors import MessageGone
+from storage import UndeliveredReply
 
 MAX_LENGTH = 2000
 #: Discord allows 5 edits per 5 s per channel; one per second per message stays under it.
@@ -35,11 +36,20 @@ class DiscordSurface:
     #: Discord renders the Markdown of every edit, so the text already shown is final as is.
     renders_final = False
 
-    def __init__(self, question: discord.Message) -> None:
+    def __init__(self, question: discord.Message | discord.PartialMessage) -> None:
+        """`question`: the user's message, or (start-up repair, `bots.repair`) the bot's own
+        message the reply goes on from."""
         self._channel = question.channel
         # A question deleted meanwhile must not stop the answer: it still belongs there.
         self._reference = question.to_reference(fail_if_not_exists=False)
         self.refused: discord.Forbidden | None = None
+
+    @classmethod
+    def resuming(cls, client: discord.Client, reply: UndeliveredReply) -> DiscordSurface:
+        """The surface of a stored reply, taken up at its last message (`bots.repair`): in its
+        thread if it has one, else in its channel."""
+        channel = client.get_partial_messageable(int(reply.thread_id or reply.chat_id))
+        return cls(discord.PartialMessage(channel=channel, id=int(reply.platform_message_ids[-1])))
 
     async def send(self, text: str, *, final: bool) -> int:
         with self._gone_on_refusal():

@@ -17,6 +17,7 @@ Decisions:
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -26,6 +27,7 @@ from aiogram.exceptions import TelegramAPIError
 
 from bots.config import Settings
 from bots.errors import BotStartupError
+from bots.repair import repair_replies
 from bots.shutdown import Grace, finish_in_flight
 from bots.startup import DEFAULT_BACKOFF, Backoff, Link, connect_with_retries, host_of
 from bots.telegram.chats import PLATFORM
@@ -35,7 +37,7 @@ from bots.telegram.middlewares import AccessMiddleware
 from bots.telegram.polling import Poller, confirm_bot, telegram_cause
 from bots.telegram.proxy import ProxyFailures, aiogram_proxy
 from bots.telegram.requests import RetryRequests
-from bots.telegram.surface import EditIntervals
+from bots.telegram.surface import EditIntervals, TelegramSurface
 from core.conversation import NO_OBSERVER, ConversationObserver, ConversationService
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,10 @@ class TelegramBot:
             )
             self._link.confirmed(me.username or str(me.id))
             await _fill_command_menu(bot)
+            # Mark the replies a previous run left cut off; stopped at shutdown like a handler.
+            poller.start(
+                repair_replies(self._service, PLATFORM, partial(TelegramSurface.resuming, bot))
+            )
             await poller.run()
         finally:
             self._link.closed()

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import (
@@ -105,7 +107,7 @@ class Poller:
         #: The offset of the last `getUpdates` Telegram answered: it holds nothing below it.
         self._confirmed: int | None = None
         #: The handlers still running, for the shutdown to wait for.
-        self.handlers: set[asyncio.Task[None]] = set()
+        self.handlers: set[asyncio.Task[Any]] = set()
 
     async def run(self) -> None:
         """Poll until cancelled. A failure on the network or the server waits the backoff and polls
@@ -157,6 +159,12 @@ class Poller:
             )
             return
         self._confirmed = offset
+
+    def start(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` (the start-up repair) in a task the shutdown treats like a handler's."""
+        task = asyncio.create_task(work)
+        self.handlers.add(task)
+        task.add_done_callback(self.handlers.discard)
 
     def _hand_over(self, update: Update) -> None:
         task = asyncio.create_task(self._handle(update), name=f"telegram update {update.update_id}")

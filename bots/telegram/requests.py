@@ -8,10 +8,12 @@ Two methods are deliberately not waited here:
   stale edit after the wait.
 - `sendChatAction`: a typing indicator that comes late is worthless; the engine skips it.
 Nor are the calls whose caller retries them with its own backoff and log line: `getUpdates`
-(`bots.telegram.polling.Poller`), `getMe` and `deleteWebhook` (the start, `bots.startup`).
-Every 429, waited out here or not, is reported to the observer (the app's metrics).
-Network errors and 5xx answers are retried with backoff. A retried `sendMessage` whose first try
-did reach Telegram can post twice; a lost reply is worse than a rare duplicate.
+(`bots.telegram.polling.Poller`), `getMe` and `deleteWebhook` (the start, `bots.startup`), and
+`editMessageText` on a network error or 5xx: the streaming engine retries it with its own
+backoff and the newest text, for as long as `DELIVERY_TIMEOUT_SECONDS` allows, one log line per
+failed try. Every 429, waited out here or not, is reported to the observer (the app's metrics).
+Other network errors and 5xx answers are retried here with backoff. A retried `sendMessage`
+whose first try did reach Telegram can post twice; a lost reply is worse than a rare duplicate.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ NETWORK_ATTEMPTS = 3
 NETWORK_BACKOFF = 0.5
 #: Methods whose 429 goes straight to the caller (see the module docstring).
 NO_WAIT_METHODS = (EditMessageText, SendChatAction)
-#: Methods whose network failures go straight to the caller, which retries them itself.
-CALLER_RETRIES = (GetUpdates, GetMe, DeleteWebhook)
+#: Methods whose network failures and 5xx go straight to the caller, which retries them itself.
+CALLER_RETRIES = (GetUpdates, GetMe, DeleteWebhook, EditMessageText)
 
 
 class RetryRequests(BaseRequestMiddleware):

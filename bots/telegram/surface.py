@@ -28,6 +28,7 @@ from aiogram.types import Message, MessageEntity, ReplyParameters
 from bots.errors import MessageGone, RateLimited
 from bots.splitting import utf16_length
 from bots.telegram.render import MAX_LENGTH, render_markdown
+from storage import UndeliveredReply
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +71,51 @@ class EditIntervals:
 
 
 class TelegramSurface:
-    """Sends and edits one reply to one user message (in its chat and forum topic)."""
+    """Sends and edits one reply in one chat (and forum topic), each message replying to the
+    one before: the first to the user's message (`answering`), or to a message of the bot's
+    when a reply is taken up again (start-up repair, `bots.repair`)."""
 
     max_length = MAX_LENGTH
     length = staticmethod(_shown_length)
 
-    def __init__(self, bot: Bot, request: Message, *, min_edit_interval: float) -> None:
+    def __init__(
+        self,
+        bot: Bot,
+        chat_id: int,
+        *,
+        thread_id: int | None,
+        reply_to: int,
+        min_edit_interval: float,
+    ) -> None:
         self.min_edit_interval = min_edit_interval
         self._bot = bot
-        self._chat_id = request.chat.id
-        self._thread_id = request.message_thread_id if request.is_topic_message else None
-        self._reply_to = request.message_id
+        self._chat_id = chat_id
+        self._thread_id = thread_id
+        self._reply_to = reply_to
         #: What each message shows, if it has no formatting, as Telegram stored it (trimmed).
         self._plain: dict[int, str | None] = {}
+
+    @classmethod
+    def answering(cls, bot: Bot, request: Message, *, min_edit_interval: float) -> TelegramSurface:
+        """The surface of the answer to `request`, in its chat and forum topic."""
+        return cls(
+            bot,
+            request.chat.id,
+            thread_id=request.message_thread_id if request.is_topic_message else None,
+            reply_to=request.message_id,
+            min_edit_interval=min_edit_interval,
+        )
+
+    @classmethod
+    def resuming(cls, bot: Bot, reply: UndeliveredReply) -> TelegramSurface:
+        """The surface of a stored reply, taken up at its last message (`bots.repair`)."""
+        return cls(
+            bot,
+            int(reply.chat_id),
+            thread_id=int(reply.thread_id) if reply.thread_id else None,
+            reply_to=int(reply.platform_message_ids[-1]),
+            min_edit_interval=0.0,
+        )
 
     async def send(self, text: str, *, final: bool) -> int:
         """Post a message replying to the user's message, or to the reply's previous part."""

@@ -11,12 +11,12 @@ from ..errors import IllegalMoveError
 from .chat import Author, ChatRef
 from .context import TRUNCATION_MARKER, build_context
 from .observer import NO_OBSERVER, ConversationObserver, NoObserver
-from .reply import SHUTDOWN_NOTE, Reply, ReplyState
+from .reply import INTERRUPTED_NOTE, Reply, ReplyState
 from .service import ConversationService
 
 __all__ = [
+    "INTERRUPTED_NOTE",
     "NO_OBSERVER",
-    "SHUTDOWN_NOTE",
     "TRUNCATION_MARKER",
     "Author",
     "ChatRef",

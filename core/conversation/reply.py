@@ -38,9 +38,11 @@ from storage import MessageStatus
 from ..errors import IllegalMoveError
 from .chat import ChatRef
 
-#: The line a chat shows under a reply that a stop of the bot cut short (SIGTERM, Ctrl-C, a
-#: restart): the text above it is all there is, and the question can be asked again.
-SHUTDOWN_NOTE = "⏹ stopped: the bot is restarting or shutting down"
+#: The line a chat shows under a reply the user will never see finished: one a stop of the bot
+#: cut short (SIGTERM, Ctrl-C, a restart), and one a crash or a long outage left cut off on
+#: screen, marked at the next start. The text above it is all there is; the question can be
+#: asked again. One text for both, so a user learns one sign.
+INTERRUPTED_NOTE = "⏹ Interrupted: the bot stopped before this reply was complete."
 
 
 class ReplyState(StrEnum):
@@ -114,6 +116,8 @@ class Reply:
         self.user_message_id: int | None = None
         self.model: str | None = None
         self.provider: str | None = None
+        #: How many characters of the text the store holds (its last checkpoint).
+        self.saved_length = 0
         #: Why the reply failed (state ERROR); re-raised to the consumer.
         self.error: BaseException | None = None
         self._state = ReplyState.QUEUED

@@ -12,6 +12,12 @@ reply row when streaming starts, its text every `CHECKPOINT_SECONDS`, and its ou
 end. A process killed mid-reply leaves the row `streaming`; `recover()` at start-up marks it
 `interrupted`, keeping the text of the last checkpoint. The reply's own states and the moves
 between them are in `reply.py`; this module decides when each move happens.
+
+Delivery is the adapter's (`bots.relay`), but recorded here as it happens: the text before each
+send or edit (`checkpoint`), the platform ids of each message as soon as it is sent, with the row
+marked `delivery_pending` until the platform confirmed the reply's last text. What a crash left
+pending, `recover()` finds, and a bot takes with `take_undelivered()` once it is connected, to
+show the user the reply was cut off.
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ from typing import Any
 from core.chat_settings import parse_model, parse_system_prompt
 from core.client import AsyncClient
 from core.config import CoreSettings
-from storage import ChatConfig, ReplyOutcome, StorageError, Store, StoredMessage
+from storage import (
+    ChatConfig,
+    ReplyOutcome,
+    StorageError,
+    Store,
+    StoredMessage,
+    UndeliveredReply,
+)
 
 from .chat import Author, ChatRef
 from .context import load_context
@@ -74,6 +87,7 @@ class ConversationService:
         self._tails: dict[ChatRef, Reply] = {}
         self._active: dict[ChatRef, Reply] = {}
         self._running: dict[asyncio.Task[None], Reply] = {}
+        self._undelivered: dict[str, list[UndeliveredReply]] = {}
 
     @property
     def observer(self) -> ConversationObserver:
@@ -81,16 +95,27 @@ class ConversationService:
         return self._observer
 
     async def recover(self, platform: str | None = None) -> int:
-        """At start-up: replies a crash left 'streaming' become 'interrupted'; return how many.
+        """At start-up: replies a crash left 'streaming', or 'complete' but never delivered,
+        become 'interrupted'; return how many.
 
-        `platform` limits it to one platform's chats (the console leaves the bots' alone).
+        `platform` limits it to one platform's chats (the console leaves the bots' alone). With
+        a platform, the replies its users may see cut off are kept for `take_undelivered`.
         """
         count = await self._store.interrupt_streaming(platform)
         if count:
             log.warning(
-                "Marked %d reply(ies) left streaming by a previous run as interrupted.", count
+                "Marked %d reply(ies) a previous run left unfinished or undelivered as "
+                "interrupted.",
+                count,
             )
+        if platform is not None:
+            self._undelivered[platform] = await self._store.undelivered_replies(platform)
         return count
+
+    def take_undelivered(self, platform: str) -> list[UndeliveredReply]:
+        """The replies `recover()` found cut off on `platform`'s screens; each is handed out
+        once, so a bot that reconnects does not mark them again."""
+        return self._undelivered.pop(platform, [])
 
     def reply(
         self,
@@ -166,9 +191,34 @@ class ConversationService:
         await self._store.set_chat_system_prompt(chat, value)
         return value
 
-    async def record_platform_ids(self, message_id: int, ids: list[str]) -> None:
-        """The platform messages that carry a stored message (replaces earlier ones)."""
-        await self._store.set_platform_message_ids(message_id, ids)
+    async def record_platform_ids(
+        self, message_id: int, ids: list[str], *, delivery_pending: bool = False
+    ) -> None:
+        """The platform messages that carry a stored message (replaces earlier ones);
+        `delivery_pending` as in `Store.set_platform_message_ids`."""
+        await self._store.set_platform_message_ids(
+            message_id, ids, delivery_pending=delivery_pending
+        )
+
+    async def checkpoint(self, reply: Reply) -> None:
+        """Save the streaming reply's text now, if it grew since the last save. An adapter calls
+        it before each send or edit, so the store is never behind what the user sees: the next
+        start, finding the reply cut off, shows the stored text (`bots.repair`)."""
+        if reply.message_id is None or reply.state is not ReplyState.STREAMING:
+            return
+        if len(reply.text) != reply.saved_length:
+            await self._checkpoint(reply)
+
+    async def record_delivery(
+        self, message_id: int, ids: list[str], *, whole: bool, pending: bool
+    ) -> None:
+        """How delivering a reply ended. Not `whole`: the user got only part of it (delivery
+        gave up, the message was deleted, the bot stopped), so a 'complete' row becomes
+        'interrupted'. `pending`: nothing on screen says so yet; the next start's recover()
+        finds the reply."""
+        if not whole:
+            await self._store.interrupt_reply(message_id)
+        await self.record_platform_ids(message_id, ids, delivery_pending=pending)
 
     async def history(self, chat: ChatRef) -> list[StoredMessage]:
         """The messages of the chat's current conversation, in turn order."""
@@ -325,10 +375,13 @@ class ConversationService:
 
     async def _checkpoint(self, reply: Reply) -> None:
         assert reply.message_id is not None
+        text = reply.text
         try:
-            await self._store.save_partial_reply(reply.message_id, reply.text)
+            await self._store.save_partial_reply(reply.message_id, text)
         except StorageError as exc:  # the final save tries again; the user still gets the text
             log.warning("Could not checkpoint reply %s: %s", reply.message_id, exc)
+        else:
+            reply.saved_length = max(reply.saved_length, len(text))
 
     async def _save_outcome(
         self,

@@ -114,6 +114,22 @@ async def m003_chat_titles(db: aiosqlite.Connection) -> None:
     await _run(db, ("ALTER TABLE chats ADD COLUMN title TEXT",))
 
 
+@migration
+async def m004_delivery_pending(db: aiosqlite.Connection) -> None:
+    # 1 while the platform has not confirmed that the user sees a reply's final text (or the
+    # line saying it was interrupted): set when a reply's first message goes out, cleared when
+    # its last text got through. A row still at 1 at the next start was cut off on screen by a
+    # crash, a stop or an outage; that start marks it and shows the user so, once.
+    await _run(
+        db,
+        (
+            "ALTER TABLE messages ADD COLUMN delivery_pending INTEGER NOT NULL DEFAULT 0",
+            "CREATE INDEX messages_delivery_pending ON messages (delivery_pending)"
+            " WHERE delivery_pending = 1",
+        ),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

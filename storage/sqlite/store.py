@@ -36,6 +36,7 @@ from storage.base import (
     Role,
     StoredMessage,
     StoreStatus,
+    UndeliveredReply,
     WriteObserver,
 )
 from storage.errors import (
@@ -526,21 +527,44 @@ class SQLiteStore:
             ),
         )
 
-    async def set_platform_message_ids(self, message_id: int, ids: Sequence[str]) -> None:
+    async def set_platform_message_ids(
+        self, message_id: int, ids: Sequence[str], *, delivery_pending: bool = False
+    ) -> None:
         await self._write(
-            "UPDATE messages SET platform_ids = ? WHERE id = ?",
-            (json.dumps([str(value) for value in ids]), message_id),
+            "UPDATE messages SET platform_ids = ?, delivery_pending = ? WHERE id = ?",
+            (json.dumps([str(value) for value in ids]), delivery_pending, message_id),
+        )
+
+    async def interrupt_reply(self, message_id: int) -> None:
+        await self._write(
+            f"UPDATE messages SET status = 'interrupted', updated_at = {_NOW}"
+            " WHERE id = ? AND status = 'complete'",
+            (message_id,),
         )
 
     async def interrupt_streaming(self, platform: str | None = None) -> int:
         cursor = await self._write(
             f"UPDATE messages SET status = 'interrupted', updated_at = {_NOW}"
-            " WHERE status = 'streaming' AND (? IS NULL OR conversation IN"
+            " WHERE (status = 'streaming' OR (status = 'complete' AND delivery_pending = 1))"
+            " AND (? IS NULL OR conversation IN"
             " (SELECT v.id FROM conversations v JOIN chats c ON c.id = v.chat"
             " WHERE c.platform = ?))",
             (platform, platform),
         )
         return cursor.rowcount
+
+    async def undelivered_replies(self, platform: str) -> list[UndeliveredReply]:
+        rows = await self._fetch(
+            "SELECT m.id, c.platform, c.chat_id, c.thread_id, m.text, m.platform_ids"
+            " FROM messages m JOIN conversations v ON v.id = m.conversation"
+            " JOIN chats c ON c.id = v.chat"
+            " WHERE m.delivery_pending = 1 AND c.platform = ? ORDER BY m.id",
+            (_utf8(platform),),
+        )
+        return [
+            UndeliveredReply(id_, platform_, chat_id, thread_id, text, tuple(json.loads(ids)))
+            for id_, platform_, chat_id, thread_id, text, ids in rows
+        ]
 
     # Reading.
 

@@ -639,6 +639,7 @@ class FakeTelegramAPI:
         self._poll_generation = 0
         self._injected: dict[str, list[ApiError]] = {}
         self._injected_parse: dict[str, int] = {}
+        self._outage: tuple[ApiError, frozenset[str] | None, int | None] | None = None
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -886,6 +887,23 @@ class FakeTelegramAPI:
         key = method.lower()
         self._injected_parse[key] = self._injected_parse.get(key, 0) + count
 
+    def start_outage(
+        self,
+        code: int = 502,
+        description: str = "Bad Gateway",
+        *,
+        methods: tuple[str, ...] | None = None,
+        chat_id: int | None = None,
+    ) -> None:
+        """Until `end_outage`, every call fails with `code`, as when the Bot API is down behind
+        its proxy (a long poll already waiting carries on); or only calls of `methods`, or
+        only those about chat `chat_id`."""
+        names = None if methods is None else frozenset(m.lower() for m in methods)
+        self._outage = (ApiError(code, description), names, chat_id)
+
+    def end_outage(self) -> None:
+        self._outage = None
+
     # -- waiting ----------------------------------------------------------------------------
 
     async def wait_until(
@@ -953,6 +971,10 @@ class FakeTelegramAPI:
         return web.json_response({"ok": True, "result": result})
 
     def _check_injected(self, method: str, params: dict) -> None:
+        if self._outage is not None:
+            error, methods, chat_id = self._outage
+            if (methods is None or method in methods) and chat_id in (None, params.get("chat_id")):
+                raise error
         pending = self._injected.get(method)
         if pending:
             raise pending.pop(0)

@@ -7,6 +7,7 @@ from aiogram.enums import ChatType
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
+from bots.config import Settings
 from bots.relay import relay
 from bots.telegram.chats import GROUP_TYPES, author_of, chat_ref, chat_title, is_group
 from bots.telegram.filters import AddressedToBot
@@ -20,11 +21,16 @@ EMPTY_TEXT = "Send me a question as text."
 
 
 async def answer(
-    message: Message, text: str, bot: Bot, service: ConversationService, intervals: EditIntervals
+    message: Message,
+    text: str,
+    bot: Bot,
+    service: ConversationService,
+    intervals: EditIntervals,
+    settings: Settings,
 ) -> None:
     """Stream the model's answer to `text` as a reply to `message`."""
     group = is_group(message.chat)
-    surface = TelegramSurface(
+    surface = TelegramSurface.answering(
         bot, message, min_edit_interval=intervals.group if group else intervals.private
     )
     await relay(
@@ -36,6 +42,7 @@ async def answer(
         group=group,
         platform_message_id=str(message.message_id),
         chat_title=chat_title(message),
+        delivery_timeout=settings.delivery_timeout_seconds,
     )
 
 
@@ -54,6 +61,7 @@ async def ask(
     bot: Bot,
     service: ConversationService,
     intervals: EditIntervals,
+    settings: Settings,
 ) -> None:
     if message.text is None:  # a media caption: the model would guess at what it cannot see
         await message.reply(TEXT_ONLY)
@@ -62,17 +70,21 @@ async def ask(
     if not question:
         await message.reply(ASK_USAGE)
         return
-    await answer(message, question, bot, service, intervals)
+    await answer(message, question, bot, service, intervals, settings)
 
 
 async def private_text(
-    message: Message, bot: Bot, service: ConversationService, intervals: EditIntervals
+    message: Message,
+    bot: Bot,
+    service: ConversationService,
+    intervals: EditIntervals,
+    settings: Settings,
 ) -> None:
     text = message.text or ""
     if not text.strip():
         await message.reply(EMPTY_TEXT)
         return
-    await answer(message, text, bot, service, intervals)
+    await answer(message, text, bot, service, intervals, settings)
 
 
 async def group_text(
@@ -81,8 +93,9 @@ async def group_text(
     bot: Bot,
     service: ConversationService,
     intervals: EditIntervals,
+    settings: Settings,
 ) -> None:
     if not prompt:
         await message.reply(EMPTY_MENTION)
         return
-    await answer(message, prompt, bot, service, intervals)
+    await answer(message, prompt, bot, service, intervals, settings)
