@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 #: Streaming allocates several short-lived objects per chunk; at the default gen-0 threshold
 #: (700) the collector runs hundreds of times a second under load, each run a loop pause.
 GC_THRESHOLDS = (50_000, 20, 100)
-PLATFORMS_OF_BOTS = ("telegram", "discord")
 
 
 def tune_gc_for_streaming() -> None:
@@ -145,9 +144,10 @@ async def run_bots(settings: Settings) -> None:
     try:
         bots = build_bots(settings, service)
         await monitoring.start(bots, store)  # before the bots: 503 while they connect
-        # Only the bots' own chats: a `parley chat` running beside us keeps its reply.
-        for platform in PLATFORMS_OF_BOTS:
-            await service.recover(platform)
+        # Only the chats of the bots this process runs: a `parley chat` beside it, or another
+        # `parley run` serving the other platform from the same database, keeps its replies.
+        for bot in bots:
+            await service.recover(bot.platform)
         # Each bot says "running as @name" once its platform has confirmed it.
         log.info("Starting: %s", ", ".join(type(bot).__name__ for bot in bots))
         try:

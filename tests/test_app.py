@@ -102,3 +102,37 @@ async def test_parley_run_warns_at_start_when_the_default_provider_has_no_key(
                 await asyncio.wait_for(running, WAIT)
     warnings = [r.getMessage() for r in caplog.records if r.name == "bots.app"]
     assert any("OPENAI_API_KEY" in message for message in warnings)
+
+
+async def test_parley_run_recovers_only_the_platforms_it_serves(tmp_path, monkeypatch):
+    """A Telegram-only process leaves a Discord reply that another process is streaming."""
+    database = tmp_path / "parley.db"
+    store = await open_store(f"sqlite:///{database}")
+    streaming = {}
+    for platform in ("telegram", "discord"):
+        chat = ChatRef(platform, "1")
+        asked = await store.add_user_message(chat, author_id="1", author_name="A", text="hi")
+        streaming[platform] = await store.start_reply(asked, None)
+    await store.close()
+    async with FakeTelegramAPI() as tg:
+        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", tg.token)
+        monkeypatch.setenv("TELEGRAM_API_BASE", tg.base_url)
+        monkeypatch.setenv("DATABASE_URL", f"sqlite:///{database}")
+        running = asyncio.create_task(run_bots(Settings()))
+        try:
+            await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(running, WAIT)
+    store = await open_store(f"sqlite:///{database}")
+    try:
+        status = {}
+        for platform in ("telegram", "discord"):
+            (_, reply) = await store.conversation_messages(
+                await store.current_conversation(ChatRef(platform, "1"))  # type: ignore[arg-type]
+            )
+            status[platform] = reply.status
+    finally:
+        await store.close()
+    assert status == {"telegram": MessageStatus.INTERRUPTED, "discord": MessageStatus.STREAMING}
