@@ -49,7 +49,7 @@ EXPOSE 9108
 # names (200: every bot connected and the database answers; anything else exits 1).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; port = os.environ['METRICS_ADDR'].rpartition(':')[2]; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=3)"]
-# SIGTERM is Parley's graceful stop; give it more than SHUTDOWN_GRACE_SECONDS (docker stop
-# waits 10 s by default, so use --stop-timeout 30 or compose's stop_grace_period).
+# SIGTERM is Parley's graceful stop; give it more than SHUTDOWN_GRACE_SECONDS + 16 s (docker
+# stop waits 10 s by default, so use --stop-timeout 30 or compose's stop_grace_period).
 STOPSIGNAL SIGTERM
 CMD ["parley", "run"]

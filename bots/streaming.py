@@ -55,8 +55,6 @@ MIN_EDIT_INTERVAL = 0.1
 WARNING_PREFIX = "⚠️ "
 #: Shown when the model answered nothing visible, as a message cannot be empty.
 EMPTY_NOTICE = "(empty reply)"
-#: The line that ends a reply cut short on screen: by the bot stopping mid-reply (here), or by
-#: a crash or an outage (at the next start, `bots.repair`). The one text for every such case.
 #: Longest description of a failed call in the log line that reports it.
 FAILURE_LOG_CHARS = 200
 

@@ -34,6 +34,8 @@ import yaml
 from aiohttp import web
 
 from bots.config import Settings
+from bots.shutdown import CUT_SHORT_TIMEOUT
+from bots.telegram.polling import CONFIRM_TIMEOUT
 from core.conversation import ChatRef
 from core.providers.registry import ProviderRegistry
 from storage import MessageStatus, ReplyOutcome, open_store
@@ -46,8 +48,11 @@ DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
 UNIT_FILE = PROJECT_ROOT / "deploy" / "parley.service"
 README = PROJECT_ROOT / "README.md"
-#: The stop timeouts must leave room for the replies' grace (SHUTDOWN_GRACE_SECONDS).
-SHUTDOWN_GRACE_DEFAULT = Settings.model_fields["shutdown_grace_seconds"].default
+#: What a stop may take with the default grace: the replies' grace, confirming Telegram's
+#: updates, then the last edits of the replies cut short. Every stop timeout must exceed it.
+LONGEST_STOP = (
+    Settings.model_fields["shutdown_grace_seconds"].default + CONFIRM_TIMEOUT + CUT_SHORT_TIMEOUT
+)
 #: Bound on one static tool run (hadolint, systemd-analyze, a health check command).
 TOOL_TIMEOUT = 30.0
 
@@ -301,7 +306,7 @@ def test_compose_runs_parley_with_its_volume_and_an_optional_ollama() -> None:
     assert parley["restart"] == "unless-stopped"
     assert "profiles" not in parley, "a bare `docker compose up` must start Parley"
     assert "healthcheck" not in parley, "the image's own HEALTHCHECK applies"
-    assert _seconds(parley["stop_grace_period"]) > SHUTDOWN_GRACE_DEFAULT
+    assert _seconds(parley["stop_grace_period"]) > LONGEST_STOP
     metrics_port = _image_env(_stages()[-1])["METRICS_ADDR"].rpartition(":")[2]
     assert parley["ports"] == [f"127.0.0.1:{metrics_port}:{metrics_port}"]
 
@@ -409,7 +414,7 @@ def test_the_unit_runs_from_the_folder_that_holds_env_and_the_database() -> None
     assert service["User"] not in {"", "root", "0"}
     assert (service["Restart"], service["RestartSec"]) == ("on-failure", "5")
     assert service["KillSignal"] == "SIGTERM"
-    assert float(service["TimeoutStopSec"]) > SHUTDOWN_GRACE_DEFAULT
+    assert float(service["TimeoutStopSec"]) > LONGEST_STOP
     # The default DATABASE_URL is relative to the working directory; the sandbox must let
     # Parley write exactly there.
     default_url = Settings.model_fields["database_url"].default

@@ -42,7 +42,7 @@ from .chat import ChatRef
 #: cut short (SIGTERM, Ctrl-C, a restart), and one a crash or a long outage left cut off on
 #: screen, marked at the next start. The text above it is all there is; the question can be
 #: asked again. One text for both, so a user learns one sign.
-INTERRUPTED_NOTE = "⏹ Interrupted: the bot stopped before this reply was complete."
+INTERRUPTED_NOTE = "⏹ Interrupted: this reply was cut off before it was complete."
 
 
 class ReplyState(StrEnum):
