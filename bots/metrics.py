@@ -54,7 +54,8 @@ class Metrics:
         )
         self.duration = Histogram(
             "parley_reply_duration_seconds",
-            "Time a reply was in flight: from its turn in the chat until its outcome was stored.",
+            "Time a reply was in flight: from its turn in the chat until its outcome was stored "
+            "(after its delivery ended, for a bot's reply).",
             ["platform"],
             buckets=DURATION_BUCKETS,
             registry=registry,
@@ -74,7 +75,8 @@ class Metrics:
         )
         self.in_flight = Gauge(
             "parley_replies_in_flight",
-            "Replies whose turn came and whose outcome is not stored yet.",
+            "Replies whose turn came and whose outcome is not stored yet (a bot's reply until "
+            "its delivery ended).",
             ["platform"],
             registry=registry,
         )

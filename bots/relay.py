@@ -15,6 +15,9 @@ What the database says about a reply's delivery, and when (`DeliveryRecord`):
 - a reply the user did not get whole (delivery gave up, the message was deleted, the bot stopped
   mid-reply) is `interrupted`, even if the model finished it: the row's status says what the user
   has, its text what the model said.
+
+The service hears when delivery ended (`ConversationService.delivery_ended`), after the record is
+written: only then is a reply's outcome known, so only then does it count in the metrics.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ class DeliveryRecord:
     def __init__(self, service: ConversationService, reply: Reply) -> None:
         self._service = service
         self._reply = reply
+        #: The user got the whole reply; known once delivery ended (False until then).
+        self.whole = False
 
     async def showing(self) -> None:
         await self._service.checkpoint(self._reply)  # logs a storage failure itself
@@ -64,6 +69,7 @@ class DeliveryRecord:
             log.warning("Could not record the message ids of reply %s: %s", message_id, exc)
 
     async def ended(self, result: StreamResult) -> None:
+        self.whole = result.whole
         message_id = self._reply.message_id
         if message_id is None or not result.handles:
             return  # no row, or nothing was ever sent: nothing to record
@@ -102,14 +108,19 @@ async def relay(
         group=group,
         platform_message_id=platform_message_id,
         chat_title=chat_title,
+        delivery=True,
     )
+    record = DeliveryRecord(service, reply)
     engine = StreamingEngine(
         surface,
         describe_error=describe_failure,
         delivery_timeout=delivery_timeout,
-        listener=DeliveryRecord(service, reply),
+        listener=record,
     )
-    return await engine.run(reply)
+    try:
+        return await engine.run(reply)
+    finally:  # however delivery ended: cancelled, or even a bug in the engine
+        service.delivery_ended(reply, whole=record.whole)
 
 
 def _ids(handles: list[object]) -> list[str]:

@@ -107,6 +107,57 @@ async def test_a_reply_stopped_while_queued_finishes_without_having_started(stor
     assert [e[2] for e in finished if e[3] is not None] == [MessageStatus.COMPLETE]
 
 
+async def test_a_delivered_reply_finishes_once_its_delivery_ended_too(store: Store) -> None:
+    recorder = Recorder()
+    service = service_with(store, ScriptedProvider(), recorder)
+    reply = service.reply(chat(), ALICE, "hi", delivery=True)
+    assert await collect(reply) == "echo: hi"
+    await service.aclose()  # the model's part is over, the delivery is not
+    assert "finished" not in recorder.names()
+    service.delivery_ended(reply, whole=True)
+    service.delivery_ended(reply, whole=False)  # a second call changes nothing
+    assert recorder.names() == ["queued", "started", "first_token", "finished"]
+    assert recorder.events[-1][:3] == ("finished", "telegram", MessageStatus.COMPLETE)
+
+
+async def test_a_reply_its_delivery_gave_up_on_finishes_interrupted(store: Store) -> None:
+    """Delivery may end first (it gave up): the reply is reported when the model is done, as
+    the complete reply the user did not get whole, 'interrupted'."""
+    recorder = Recorder()
+    gate = Gate()
+    service = service_with(store, ScriptedProvider(gate), recorder)
+    reply = service.reply(chat(), ALICE, "hi", delivery=True)
+    await gate.sent_first.wait()
+    service.delivery_ended(reply, whole=False)
+    assert "finished" not in recorder.names()
+    gate.release.set()
+    assert await reply.wait() is MessageStatus.COMPLETE  # the model's part, as it ended
+    await service.aclose()
+    assert [e[:3] for e in recorder.events if e[0] == "finished"] == [
+        ("finished", "telegram", MessageStatus.INTERRUPTED)
+    ]
+
+
+async def test_a_delivered_reply_that_never_started_finishes_at_once(store: Store) -> None:
+    """It has no row: its delivery cannot change its outcome, nor keep it queued."""
+    recorder = Recorder()
+    gate = Gate()
+    service = service_with(store, ScriptedProvider(gate), recorder)
+    first = service.reply(chat(), ALICE, "one", delivery=True)
+    second = service.reply(chat(), ALICE, "two", delivery=True)
+    await gate.sent_first.wait()
+    second.stop()
+    assert await second.wait() == MessageStatus.INTERRUPTED
+    assert recorder.events[-1] == ("finished", "telegram", MessageStatus.INTERRUPTED, None)
+    service.delivery_ended(second, whole=False)
+    gate.release.set()
+    await first.wait()
+    service.delivery_ended(first, whole=True)
+    await service.aclose()
+    finished = [e[2] for e in recorder.events if e[0] == "finished"]
+    assert finished == [MessageStatus.INTERRUPTED, MessageStatus.COMPLETE]  # once each
+
+
 async def test_a_failed_reply_counts_its_provider_error(store: Store) -> None:
     recorder = Recorder()
     failing = ItemsProvider([ResponseStatusError("boom", 500)], name="Upstream")

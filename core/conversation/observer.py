@@ -14,6 +14,14 @@ turn comes (it may never come: stopped, cancelled or failed while it waited); at
 `reply_first_token`; and `reply_finished` once, always, with how long it was in flight (None
 if it never started). So queued = queued - started - finished(None), and in flight =
 started - finished(seconds) at any moment, with nothing left over.
+
+A reply ends when its outcome is final, and for a reply a bot delivers that is when its
+delivery ends, not when the model finishes: the platform may keep failing the last edit for
+minutes, and a reply the user did not get whole is stored 'interrupted' then
+(`ConversationService.record_delivery`). So such a reply (queued with `delivery=True`) stays in
+flight until both the model and the delivery are done (`ConversationService.delivery_ended`),
+and `reply_finished` carries the status stored after that. A reply nobody delivers (the console)
+ends with the model, and one that never started ends at once: it has no row to change.
 """
 
 from __future__ import annotations
@@ -45,8 +53,8 @@ class ConversationObserver(Protocol):
         ...
 
     def reply_finished(self, platform: str, outcome: MessageStatus, seconds: float | None) -> None:
-        """The reply ended with `outcome` (its stored status) after `seconds` in flight; None
-        when it ended while still queued."""
+        """The reply ended with `outcome` (its stored status, its delivery's end included)
+        after `seconds` in flight; None when it ended while still queued."""
         ...
 
     def provider_error(self, provider: str, kind: str) -> None:

@@ -18,6 +18,10 @@ send or edit (`checkpoint`), the platform ids of each message as soon as it is s
 marked `delivery_pending` until the platform confirmed the reply's last text. What a crash left
 pending, `recover()` finds, and a bot takes with `take_undelivered()` once it is connected, to
 show the user the reply was cut off.
+
+So a delivered reply's outcome is known only when its delivery ends, which may be long after the
+model finished (the platform failing, the last edit retried): the observer hears of its end then
+(`delivery_ended`), while the chat's next reply goes ahead as soon as the model is done.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from core.chat_settings import parse_model, parse_system_prompt
@@ -33,6 +38,7 @@ from core.client import AsyncClient
 from core.config import CoreSettings
 from storage import (
     ChatConfig,
+    MessageStatus,
     ReplyOutcome,
     StorageError,
     Store,
@@ -67,6 +73,16 @@ def _ms(start: float | None, end: float | None) -> int | None:
     return round((end - start) * 1000)
 
 
+@dataclass
+class _Delivery:
+    """A started reply a caller delivers: its end is reported once both parts are over."""
+
+    #: When its turn came, known once the model's part is over.
+    turn_started: float | None = None
+    #: Whether the user got it whole, known once the delivery is over.
+    whole: bool | None = None
+
+
 class ConversationService:
     """Answers chat messages with the core, keeping every chat's history in the store."""
 
@@ -88,6 +104,7 @@ class ConversationService:
         self._active: dict[ChatRef, Reply] = {}
         self._running: dict[asyncio.Task[None], Reply] = {}
         self._undelivered: dict[str, list[UndeliveredReply]] = {}
+        self._deliveries: dict[Reply, _Delivery] = {}
 
     @property
     def observer(self) -> ConversationObserver:
@@ -126,11 +143,14 @@ class ConversationService:
         group: bool = False,
         platform_message_id: str | None = None,
         chat_title: str | None = None,
+        delivery: bool = False,
     ) -> Reply:
         """Queue an answer to `text`; the user message is stored at once, before the model runs.
 
         `chat_title` is the chat's name as its platform shows it now (stored with the chat,
-        so `parley history list` can say which chat an id is).
+        so `parley history list` can say which chat an id is). `delivery`: the caller delivers
+        the reply and calls `delivery_ended` once when that is over; until then the reply is
+        still in flight for the observer.
         Raises ValueError for an empty text, which adapters should answer themselves.
         """
         if not text.strip():
@@ -138,6 +158,8 @@ class ConversationService:
         reply = Reply(chat)
         previous = self._tails.get(chat)
         self._tails[chat] = reply
+        if delivery:
+            self._deliveries[reply] = _Delivery()
         self._observer.reply_queued(chat.platform)
         task = asyncio.create_task(
             self._run(reply, previous, author, text, group, platform_message_id, chat_title),
@@ -220,6 +242,18 @@ class ConversationService:
             await self._store.interrupt_reply(message_id)
         await self.record_platform_ids(message_id, ids, delivery_pending=pending)
 
+    def delivery_ended(self, reply: Reply, *, whole: bool) -> None:
+        """The delivery of a reply queued with `delivery=True` is over, its record written
+        (`record_delivery`); `whole`: the user got the whole reply. A second call changes
+        nothing, so a caller may call it again from a `finally`."""
+        pending = self._deliveries.get(reply)
+        if pending is None or pending.whole is not None:
+            return
+        pending.whole = whole
+        if pending.turn_started is not None:  # the model's part is over too
+            del self._deliveries[reply]
+            self._report_end(reply, pending.turn_started, cut_in_delivery=not whole)
+
     async def history(self, chat: ChatRef) -> list[StoredMessage]:
         """The messages of the chat's current conversation, in turn order."""
         conversation = await self._store.current_conversation(chat)
@@ -268,8 +302,7 @@ class ConversationService:
         finally:
             if not reply.state.final:  # only when cancelled from outside
                 reply.end(ReplyState.INTERRUPTED)
-            in_flight = None if turn_started is None else time.monotonic() - turn_started
-            self._observer.reply_finished(chat.platform, reply.status, in_flight)
+            self._model_part_over(reply, turn_started)
             try:
                 if previous is not None:  # a turn never ends before the one queued before it
                     await previous.wait_turn_over()
@@ -277,6 +310,33 @@ class ConversationService:
                 reply.end_turn()
                 if self._tails.get(chat) is reply:
                     del self._tails[chat]
+
+    def _model_part_over(self, reply: Reply, turn_started: float | None) -> None:
+        """Report the reply's end, unless its delivery is still going on (`delivery_ended`
+        reports it then)."""
+        pending = self._deliveries.get(reply)
+        if pending is None or turn_started is None:
+            # Nobody delivers it; or it never had its turn, so it has no row and nothing its
+            # delivery does can change its outcome.
+            self._deliveries.pop(reply, None)
+            self._report_end(reply, turn_started)
+            return
+        pending.turn_started = turn_started
+        if pending.whole is not None:  # its delivery ended first
+            del self._deliveries[reply]
+            self._report_end(reply, turn_started, cut_in_delivery=not pending.whole)
+
+    def _report_end(
+        self, reply: Reply, turn_started: float | None, *, cut_in_delivery: bool = False
+    ) -> None:
+        """Tell the observer the reply's outcome as stored: a complete reply the user did not
+        get whole is 'interrupted', as `record_delivery` (or the next start's recover())
+        stores it."""
+        outcome = reply.status
+        if cut_in_delivery and outcome is MessageStatus.COMPLETE:
+            outcome = MessageStatus.INTERRUPTED
+        in_flight = None if turn_started is None else time.monotonic() - turn_started
+        self._observer.reply_finished(reply.chat.platform, outcome, in_flight)
 
     async def _store_user_message(
         self,
