@@ -5,7 +5,8 @@ the settings parse, the database can be written and its schema is one this Parle
 each bot token is accepted by its platform (Telegram's getMe; Discord's application info,
 whose flags say whether the Message Content intent is on), each configured provider answers
 a probe. An error is something that would stop the bots or every reply; a warning is
-something they survive (a platform out of reach, which the bots retry).
+something they survive (a platform out of reach, rate limited, or something else answering in
+its place but for a 404: the bots retry these, by the same rules, `bots.startup`).
 
 `parley run` runs the token checks at start (`preflight`), so a rejected token or a missing
 intent stops it with its fix before anything else starts.
@@ -16,12 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import ValidationError
@@ -31,6 +30,7 @@ from rich.markup import escape
 from bots.config import Settings, setting_problems
 from bots.errors import BotStartupError
 from bots.logs import configure_logging, settings_secrets
+from bots.startup import NotTheApi, host_of, network_cause
 from bots.version import parley_version
 from core.errors import ParleyError
 from core.health import check_providers
@@ -50,6 +50,14 @@ DOCTOR_TIMEOUT = 10.0
 PREFLIGHT_TIMEOUT = 5.0
 #: An error's own words are cut to this length in a finding.
 CAUSE_CHARS = 160
+
+TELEGRAM_API_BASE_FIX = (
+    "TELEGRAM_API_BASE must be a Bot API server (https://api.telegram.org or your own)."
+)
+DISCORD_API_BASE_FIX = (
+    "DISCORD_API_BASE must be Discord's API with its version "
+    "(https://discord.com/api/v10) or a compatible server."
+)
 
 #: Discord's application flags for the Message Content intent: the switch in the Developer
 #: Portal sets the `_LIMITED` one for bots in under 100 servers, the other once verified.
@@ -82,10 +90,6 @@ class Finding:
         return f"{self.subject}: {self.text}{stop} Fix: {self.fix}"
 
 
-def _host(url: str) -> str:
-    return urlsplit(url).netloc or url
-
-
 def _short(text: str) -> str:
     """Someone else's words on one line, cut to `CAUSE_CHARS`."""
     return " ".join(text.split())[:CAUSE_CHARS]
@@ -97,18 +101,8 @@ def _cause(exc: BaseException) -> str:
 
 
 def _network_cause(exc: BaseException) -> str:
-    """Why a request did not get through, in a few words: "Connection refused", "Name or
-    service not known", "no answer in time". The libraries wrap the socket's error (aiogram
-    in TelegramNetworkError, aiohttp in ClientConnectorError), so look down the chain."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, TimeoutError):
-            return "no answer in time"
-        if isinstance(seen, OSError) and seen.errno:
-            # Resolver errors are negative and only their own text names them.
-            return seen.strerror if seen.errno < 0 and seen.strerror else os.strerror(seen.errno)
-        seen = seen.__cause__ or seen.__context__
-    return _cause(exc)
+    """Why a request did not get through, in the retries' own words (`bots.startup`)."""
+    return network_cause(exc) or _cause(exc)
 
 
 # Settings.
@@ -140,25 +134,25 @@ def load_settings() -> tuple[Settings | None, list[Finding]]:
 
 
 async def check_telegram(settings: Settings, *, timeout: float) -> Finding:
-    """getMe with the bot's token at TELEGRAM_API_BASE, through aiogram like the bot itself."""
+    """getMe with the bot's token at TELEGRAM_API_BASE, through aiogram like the bot itself,
+    its failures sorted as the bot's start-up sorts them (`bots.telegram.polling.ask_who`)."""
     from aiogram import Bot
     from aiogram.client.session.aiohttp import AiohttpSession
     from aiogram.client.telegram import TelegramAPIServer
     from aiogram.exceptions import (
-        ClientDecodeError,
         TelegramAPIError,
         TelegramNetworkError,
+        TelegramRetryAfter,
         TelegramServerError,
-        TelegramUnauthorizedError,
     )
     from aiogram.utils.token import TokenValidationError
 
-    from bots.telegram.polling import BAD_TOKEN_HELP
+    from bots.telegram.polling import ask_who
     from bots.telegram.proxy import ProxyFailures, aiogram_proxy
 
     token = settings.telegram_bot_token
     assert token is not None
-    host = _host(settings.telegram_api_base)
+    host = host_of(settings.telegram_api_base)
     api = TelegramAPIServer.from_base(settings.telegram_api_base)
     session = AiohttpSession(api=api, timeout=timeout)
     if settings.telegram_proxy is not None:  # the way the bot goes, so the answer is its answer
@@ -176,9 +170,9 @@ async def check_telegram(settings: Settings, *, timeout: float) -> Finding:
             "Copy it again from @BotFather (/mybots -> your bot -> API Token).",
         )
     try:
-        me = await bot.get_me()
-    except TelegramUnauthorizedError:
-        return Finding(Level.ERROR, "telegram", BAD_TOKEN_HELP)
+        me = await ask_who(bot)
+    except BotStartupError as exc:  # the token
+        return Finding(Level.ERROR, "telegram", str(exc))
     except (TelegramNetworkError, TelegramServerError) as exc:
         return Finding(
             Level.WARNING,
@@ -186,18 +180,18 @@ async def check_telegram(settings: Settings, *, timeout: float) -> Finding:
             f"cannot reach {host} ({_network_cause(exc)}); `parley run` keeps retrying.",
             "Check the network, a firewall or proxy, and TELEGRAM_API_BASE.",
         )
-    except (TelegramAPIError, ClientDecodeError) as exc:
-        # Another error answer, or no Bot API answer at all: polling could never work there.
-        said = (
-            f"refused getMe: {_cause(exc)}"
-            if isinstance(exc, TelegramAPIError)
-            else ("does not answer like a Bot API server")
-        )
+    except TelegramRetryAfter as exc:  # flood control: asking again at once makes it longer
         return Finding(
-            Level.ERROR,
+            Level.WARNING,
             "telegram",
-            f"{host} {said}.",
-            "TELEGRAM_API_BASE must be a Bot API server (https://api.telegram.org or your own).",
+            f"{host} is rate limited for {exc.retry_after} s; `parley run` keeps retrying.",
+            "None needed; do not restart Parley in a loop meanwhile.",
+        )
+    except NotTheApi as answer:
+        return _not_the_api("telegram", host, answer, "a Bot API server", TELEGRAM_API_BASE_FIX)
+    except TelegramAPIError as exc:  # another error answer: polling could never work there
+        return Finding(
+            Level.ERROR, "telegram", f"{host} refused getMe: {_cause(exc)}.", TELEGRAM_API_BASE_FIX
         )
     finally:
         await bot.session.close()
@@ -211,7 +205,7 @@ async def check_discord(settings: Settings, *, timeout: float) -> Finding:
 
     token = settings.discord_bot_token
     assert token is not None
-    host = _host(settings.discord_api_base)
+    host = host_of(settings.discord_api_base)
     headers = {
         "Authorization": f"Bot {token.get_secret_value()}",
         # Discord asks every bot for this form: DiscordBot (name or URL, version).
@@ -227,7 +221,8 @@ async def check_discord(settings: Settings, *, timeout: float) -> Finding:
             ) as http,
             http.get(url, headers=headers) as response,
         ):
-            status, body = response.status, await response.read()
+            status, content_type = response.status, response.content_type
+            body = await response.read()
     except (aiohttp.ClientError, TimeoutError) as exc:
         return Finding(
             Level.WARNING,
@@ -244,15 +239,16 @@ async def check_discord(settings: Settings, *, timeout: float) -> Finding:
             f"{host} answered HTTP {status}; `parley run` keeps retrying.",
             "Wait, or check https://discordstatus.com.",
         )
-    application = _json_object(body) if status == 200 else None
+    application = _json_object(body)
     if application is None:
-        said = f"answered HTTP {status}" if status != 200 else "did not answer in JSON"
+        answer = NotTheApi(status, content_type)
+        return _not_the_api("discord", host, answer, "Discord's API", DISCORD_API_BASE_FIX)
+    if status != 200:  # the API's own refusal
         return Finding(
             Level.ERROR,
             "discord",
-            f"{host} {said} to the application info request.",
-            "DISCORD_API_BASE must be Discord's API with its version "
-            "(https://discord.com/api/v10) or a compatible server.",
+            f"{host} answered HTTP {status} to the application info request.",
+            DISCORD_API_BASE_FIX,
         )
     flags = application.get("flags")
     intent = GATEWAY_MESSAGE_CONTENT | GATEWAY_MESSAGE_CONTENT_LIMITED
@@ -268,6 +264,21 @@ async def check_discord(settings: Settings, *, timeout: float) -> Finding:
         Level.OK,
         "discord",
         f"token accepted by {host}: application {name}, Message Content intent on",
+    )
+
+
+def _not_the_api(subject: str, host: str, answer: NotTheApi, api: str, fix: str) -> Finding:
+    """An answer that is not `api`'s, by `NotTheApi`'s rule: a 404 is an error (the address
+    is wrong), anything else a warning (a captive portal or proxy, which passes)."""
+    said = f"{host} answered HTTP {answer.status} ({answer.content_type})"
+    if answer.wrong_address:
+        return Finding(Level.ERROR, subject, f"{said}: it does not answer like {api}.", fix)
+    return Finding(
+        Level.WARNING,
+        subject,
+        f"{said}, not like {api} (a captive portal or proxy in the way?); "
+        "`parley run` keeps retrying.",
+        f"Check the network and its proxy; if it lasts, {fix}",
     )
 
 

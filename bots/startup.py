@@ -21,6 +21,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -70,6 +71,32 @@ class Backoff:
 DEFAULT_BACKOFF = Backoff()
 
 
+class NotTheApi(Exception):
+    """Something answered at the platform's address, but not as its API (no API JSON).
+
+    The one rule for such an answer, at `parley doctor`, at `parley run`'s preflight and in the
+    bots' start-up: a 404 means nothing is at the API's path, so the configured address is
+    wrong and stays so (the operator must fix it); any other answer is most likely a captive
+    portal or a transparent proxy in the way, which passes, so it is retried like an outage,
+    the log saying what answered.
+    """
+
+    def __init__(self, status: int, content_type: str) -> None:
+        self.status = status
+        self.content_type = content_type or "no content type"
+        super().__init__(f"HTTP {status} ({self.content_type}) answered instead of the API")
+
+    @property
+    def wrong_address(self) -> bool:
+        """True when the answer says the address is wrong for good (404), not just now."""
+        return self.status == HTTPStatus.NOT_FOUND
+
+    @property
+    def cause(self) -> str:
+        """The answer in a few words, for a retry's log line."""
+        return f"{self}: a captive portal or proxy in the way?"
+
+
 def host_of(url: str) -> str:
     """The host (and port) of `url` as a log line names it, never its user or password."""
     return urlsplit(url).netloc.rpartition("@")[2] or url
@@ -92,8 +119,11 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 def network_cause(exc: BaseException) -> str | None:
     """A few words on why a platform could not be reached, or None when `exc` is not a network
-    failure (a bug, or a refusal the caller must handle itself)."""
+    failure (a bug, or a refusal the caller must handle itself). An answer that is not the
+    API's counts as the network's, unless it is a 404 (`NotTheApi`)."""
     for link in _chain(exc):
+        if isinstance(link, NotTheApi):
+            return None if link.wrong_address else link.cause
         if isinstance(link, socket.gaierror | aiohttp.ClientConnectorDNSError):
             return "name not resolved"
         if isinstance(link, ssl.SSLError | aiohttp.ClientSSLError):

@@ -144,7 +144,7 @@ async def test_a_rejected_discord_token_is_an_error_and_a_platform_out_of_reach_
     assert "Reset Token" in discord and "not-the-discord-token" not in finished.out
     [warning] = lines_of("warning", finished.out)
     assert warning.startswith(
-        f"warning telegram: cannot reach 127.0.0.1:{port} (Connection refused)"
+        f"warning telegram: cannot reach 127.0.0.1:{port} (connection refused)"
     )
     assert "TELEGRAM_API_BASE" in warning
 

@@ -36,7 +36,8 @@ async def test_telegram_unreachable_at_start_is_retried_until_it_answers(tmp_pat
         FakeLLMServer() as llm,
         parley_run(telegram_env(tg, llm, tmp_path / "p.db")) as child,
     ):
-        await child.wait_line(f"cannot reach 127.0.0.1:{port} (connection refused)", count=2)
+        # The retries' lines: preflight's warning uses the same words, under "telegram: ".
+        await child.wait_line(f"Telegram: cannot reach 127.0.0.1:{port} (connection refused)", 2)
         assert not child.matching("running as")
         # Someone wrote while the bot could not reach Telegram: Telegram keeps it.
         chat = tg.private_chat(ALICE)
@@ -66,7 +67,8 @@ async def test_discord_unreachable_at_start_is_retried_until_it_answers(tmp_path
         FakeLLMServer() as llm,
         parley_run(discord_env(discord, llm, tmp_path / "p.db")) as child,
     ):
-        await child.wait_line(f"cannot reach 127.0.0.1:{port} (connection refused)", count=2)
+        # The retries' lines: preflight's warning uses the same words, under "discord: ".
+        await child.wait_line(f"Discord: cannot reach 127.0.0.1:{port} (connection refused)", 2)
         assert not child.matching("running as")
         await discord.start()
         up = time.monotonic()

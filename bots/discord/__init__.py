@@ -12,8 +12,9 @@ Decisions worth knowing:
   call): model output saying @everyone or <@id> notifies nobody.
 - A channel where the bot may not write (403) is logged once and otherwise ignored.
 - Edited messages are ignored: the answer to the original stands.
-- Start-up: login (REST) is retried while Discord cannot be reached (`bots.startup`); the gateway
-  then reconnects by itself (`bots.discord.reconnect` keeps its log to one line per try).
+- Start-up: login (REST) is retried while Discord cannot be reached, or something else answers
+  in its place (`bots.startup`, `NotTheApi`); the gateway then reconnects by itself
+  (`bots.discord.reconnect` keeps its log to one line per try).
 - At shutdown, new messages get no answer; replies in flight get SHUTDOWN_GRACE_SECONDS to
   finish, then are cut short with the shutdown note (`bots.shutdown`).
 """
@@ -131,9 +132,13 @@ class DiscordBot:
             await client.close()
             if isinstance(exc, discord.LoginFailure):
                 raise BotStartupError(BAD_TOKEN_HELP) from None
-            if isinstance(exc, discord.NotFound):
+            answer = client.foreign_answer
+            if isinstance(exc, discord.NotFound) or (answer is not None and answer.wrong_address):
                 base = self.settings.discord_api_base
                 raise BotStartupError(NOT_THE_API_HELP.format(base=base)) from None
+            if answer is not None and isinstance(exc, Exception) and network_cause(exc) is None:
+                # Not the API's answer (a captive portal, a proxy): retried, by `NotTheApi`'s rule.
+                raise answer from exc
             raise
         self._client = client
         return client

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
+import aiohttp
 import discord
 from discord.ext import commands
 
@@ -13,6 +15,7 @@ from bots.discord.commands import SettingsCog
 from bots.discord.proxy import ProxiedConnector
 from bots.discord.ratelimits import count_rate_limits
 from bots.discord.surface import NO_PINGS
+from bots.startup import NotTheApi
 from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ class ParleyDiscordClient(commands.Bot):
         proxy = settings.discord_proxy
         if proxy is not None:
             log.info("Discord: connecting through the proxy %s", proxy.address)
+        trace = count_rate_limits(service.observer)
+        trace.on_request_end.append(self._saw_answer)
         super().__init__(
             command_prefix=[],  # none: see on_message
             intents=intents(),
@@ -42,13 +47,27 @@ class ParleyDiscordClient(commands.Bot):
             help_command=None,
             # REST and the gateway both: discord.py opens them on one session.
             connector=None if proxy is None else ProxiedConnector(proxy),
-            http_trace=count_rate_limits(service.observer),
+            http_trace=trace,
         )
         self.settings = settings
         self.service = service
         #: The listener answering messages, once `setup_hook` added it (the shutdown asks it
         #: to take no more and waits for its replies in flight).
         self.chat: ChatCog | None = None
+        #: The last answer that was not the API's JSON: when the login then fails, what
+        #: answered is the cause (discord.py takes a 200 in HTML for a user, and fails on it).
+        self.foreign_answer: NotTheApi | None = None
+
+    async def _saw_answer(
+        self,
+        session: aiohttp.ClientSession,
+        context: SimpleNamespace,
+        params: aiohttp.TraceRequestEndParams,
+    ) -> None:
+        response = params.response
+        answered = response.status >= 200 and response.status != 204  # not the gateway's 101
+        if answered and response.content_type != "application/json":
+            self.foreign_answer = NotTheApi(response.status, response.content_type)
 
     async def setup_hook(self) -> None:
         self.chat = ChatCog(self, self.settings, self.service)

@@ -22,7 +22,9 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+import aiohttp
 from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import (
     ClientDecodeError,
     TelegramConflictError,
@@ -32,11 +34,11 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.methods import GetUpdates
+from aiogram.methods import GetMe, GetUpdates
 from aiogram.types import Update, User
 
 from bots.errors import BotStartupError
-from bots.startup import Backoff, Link, network_cause
+from bots.startup import Backoff, Link, NotTheApi, network_cause
 
 log = logging.getLogger(__name__)
 
@@ -63,25 +65,54 @@ def telegram_cause(exc: BaseException) -> str | None:
         return f"flood control, retry after {exc.retry_after} s"
     if isinstance(exc, ClientDecodeError):  # a proxy or captive portal answered instead
         return "the answer was not the Bot API's; check TELEGRAM_API_BASE"
-    if isinstance(exc, TelegramNetworkError):
-        return network_cause(exc) or exc.message
+    if isinstance(exc, TelegramNetworkError | NotTheApi):
+        return network_cause(exc) or str(exc)
     return None
+
+
+async def ask_who(bot: Bot) -> User:
+    """getMe, its failures sorted as `parley doctor` and the start-up both read them: a rejected
+    token is a `BotStartupError`; an answer that is not the Bot API's, or its own 404, is
+    `NotTheApi` (see its rule); other failures are aiogram's."""
+    try:
+        return await bot.me()
+    except TelegramUnauthorizedError:
+        raise BotStartupError(BAD_TOKEN_HELP) from None
+    except TelegramNotFound:
+        raise NotTheApi(404, "application/json") from None
+    except ClientDecodeError as exc:
+        raise await what_answered(bot) from exc
+
+
+async def what_answered(bot: Bot) -> NotTheApi:
+    """What answered getMe instead of the Bot API, asked once more past aiogram, whose decode
+    error drops the HTTP status the rule needs (a 404 or anything else)."""
+    session = bot.session
+    assert isinstance(session, AiohttpSession)  # Parley's, with the proxy when one is set
+    http = await session.create_session()
+    url = session.api.api_url(token=bot.token, method="getMe")
+    try:
+        async with http.post(url, timeout=aiohttp.ClientTimeout(total=session.timeout)) as r:
+            return NotTheApi(r.status, r.content_type)
+    except (aiohttp.ClientError, TimeoutError) as exc:  # gone meanwhile: an outage after all
+        raise TelegramNetworkError(GetMe(), f"{type(exc).__name__}: {exc}") from exc
 
 
 async def confirm_bot(bot: Bot) -> User:
     """Ask Telegram who the bot is (getMe), and drop any webhook, which blocks long polling.
 
-    A rejected token, or an address that is no Bot API, is a `BotStartupError`; a network
-    failure propagates for the caller's retry.
+    A rejected token, or an address that is no Bot API (a 404), is a `BotStartupError`; a
+    network failure, or another answer that is not the Bot API's, propagates for the caller's
+    retry.
     """
     try:
-        me = await bot.me()
-        await bot.delete_webhook()
-    except TelegramUnauthorizedError:
-        raise BotStartupError(BAD_TOKEN_HELP) from None
-    except TelegramNotFound:
+        me = await ask_who(bot)
+    except NotTheApi as answer:
+        if not answer.wrong_address:
+            raise
         base = bot.session.api.base.split("/bot{token}")[0]
         raise BotStartupError(NOT_THE_BOT_API_HELP.format(base=base)) from None
+    await bot.delete_webhook()
     return me
 
 
