@@ -10,7 +10,7 @@ from pathlib import Path
 
 from core.conversation import INTERRUPTED_NOTE
 from tests.delivery_support import CHILD_WAIT, ParleyRun, reply_rows, wait_for_row
-from tests.fakes.discord_api import ALICE_ID, BOT_ID, GENERAL_ID, FakeDiscord
+from tests.fakes.discord_api import ALICE_ID, BOT_ID, GENERAL_ID, FakeDiscord, Message
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.fakes.telegram_api import FakeTelegramAPI, user
 
@@ -83,36 +83,72 @@ async def test_a_killed_reply_is_marked_at_the_next_start_exactly_once(tmp_path:
         assert not [line for run in (first, second, third) for line in run.matching("Traceback")]
 
 
+def discord_env(discord: FakeDiscord, llm: FakeLLMServer, database: Path) -> dict[str, str]:
+    return {
+        "DISCORD_BOT_TOKEN": discord.token,
+        "DISCORD_API_BASE": discord.api_base,
+        "DISCORD_GATEWAY_URL": discord.gateway_url,
+        "OPENAI_BASE_URL": llm.base_url,
+        "DEFAULT_MODEL": "fake-model",
+        "DATABASE_URL": f"sqlite:///{database}",
+    }
+
+
+async def kill_a_discord_reply(
+    discord: FakeDiscord, llm: FakeLLMServer, env: dict[str, str], database: Path
+) -> tuple[Message, str]:
+    """A run killed while its reply streams: the message, and the text it showed then."""
+    llm.enqueue(Script(pieces=WORDS, delay=0.1))
+    first = await ParleyRun.start(env)
+    await discord.wait_connected(CHILD_WAIT)
+    await discord.push_message(f"<@{BOT_ID}> tell me a long story", author=ALICE_ID)
+    message = await discord.wait_for(
+        lambda: next((m for m in discord.bot_messages(GENERAL_ID) if m.edits), None),
+        CHILD_WAIT,
+    )
+    await wait_for_row(database, lambda r: r.platform_ids == [str(message.id)])
+    await first.kill()
+    shown_at_kill = message.content
+    assert not shown_at_kill.endswith(INTERRUPTED_NOTE)
+    await discord.wait_for(lambda: not discord.connected, CHILD_WAIT)
+    return message, shown_at_kill
+
+
 async def test_a_killed_discord_reply_is_marked_at_the_next_start(tmp_path: Path) -> None:
     database = tmp_path / "parley.db"
     async with FakeDiscord() as discord, FakeLLMServer() as llm:
-        env = {
-            "DISCORD_BOT_TOKEN": discord.token,
-            "DISCORD_API_BASE": discord.api_base,
-            "DISCORD_GATEWAY_URL": discord.gateway_url,
-            "OPENAI_BASE_URL": llm.base_url,
-            "DEFAULT_MODEL": "fake-model",
-            "DATABASE_URL": f"sqlite:///{database}",
-        }
-        llm.enqueue(Script(pieces=WORDS, delay=0.1))
-        first = await ParleyRun.start(env)
-        await discord.wait_connected(CHILD_WAIT)
-        await discord.push_message(f"<@{BOT_ID}> tell me a long story", author=ALICE_ID)
-        message = await discord.wait_for(
-            lambda: next((m for m in discord.bot_messages(GENERAL_ID) if m.edits), None),
-            CHILD_WAIT,
-        )
-        await wait_for_row(database, lambda r: r.platform_ids == [str(message.id)])
-        await first.kill()
-        shown_at_kill = message.content
-        assert not shown_at_kill.endswith(INTERRUPTED_NOTE)
-        await discord.wait_for(lambda: not discord.connected, CHILD_WAIT)
+        env = discord_env(discord, llm, database)
+        message, shown_at_kill = await kill_a_discord_reply(discord, llm, env, database)
 
         second = await ParleyRun.start(env)
         await second.wait_log(r"Marked 1 reply\(ies\) a previous run left cut off")
         repaired = reply_rows(database)[-1]
         assert message.content == repaired.text + NOTICE_END
         assert repaired.text.startswith(shown_at_kill)
+        assert repaired.status == "interrupted" and not repaired.delivery_pending
+        assert await second.stop() == 0
+        assert not second.matching("Traceback")
+
+
+async def test_a_retried_discord_login_still_marks_the_killed_reply(tmp_path: Path) -> None:
+    """The first login's command sync fails (a 503): the client is closed and the login tried
+    again. The repair belongs to the run, not to that first client, so it is not lost."""
+    database = tmp_path / "parley.db"
+    async with FakeDiscord() as discord, FakeLLMServer() as llm:
+        env = discord_env(discord, llm, database)
+        message, _ = await kill_a_discord_reply(discord, llm, env, database)
+        discord.fail("PUT", r"/applications/\d+/commands", status=503)
+        # The repair's edit waits a second: time for a repair started by the first client to
+        # be stopped with it, as it was before the repair waited for READY.
+        discord.rate_limit("PATCH", r"/channels/\d+/messages/\d+", retry_after=1)
+
+        second = await ParleyRun.start(env)
+        await second.wait_log(r"Marked 1 reply\(ies\) a previous run left cut off")
+        assert second.matching(r"Discord: cannot reach .*server error 503.*; retrying in")
+        syncs = discord.calls_to("PUT", r"/applications/\d+/commands")
+        assert [call.status for call in syncs[-2:]] == [503, 200]
+        repaired = reply_rows(database)[-1]
+        assert message.content == repaired.text + NOTICE_END
         assert repaired.status == "interrupted" and not repaired.delivery_pending
         assert await second.stop() == 0
         assert not second.matching("Traceback")

@@ -14,12 +14,15 @@ Decisions worth knowing:
 - Edited messages are ignored: the answer to the original stands.
 - Start-up: login (REST) is retried while Discord cannot be reached, or something else answers
   in its place (`bots.startup`, `NotTheApi`); the gateway then reconnects by itself
-  (`bots.discord.reconnect` keeps its log to one line per try).
+  (`bots.discord.reconnect` keeps its log to one line per try). The replies a previous run left
+  cut off are marked from the run's first READY, as a reply in flight the shutdown waits for.
 - At shutdown, new messages get no answer; replies in flight get SHUTDOWN_GRACE_SECONDS to
   finish, then are cut short with the shutdown note (`bots.shutdown`).
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import discord
 
@@ -28,7 +31,9 @@ from bots.discord import reconnect
 from bots.discord.client import ParleyDiscordClient
 from bots.discord.endpoints import use_endpoints
 from bots.discord.messages import PLATFORM
+from bots.discord.surface import DiscordSurface
 from bots.errors import BotStartupError
+from bots.repair import repair_replies
 from bots.shutdown import Grace, finish_in_flight
 from bots.startup import (
     DEFAULT_BACKOFF,
@@ -81,6 +86,7 @@ class DiscordBot:
         self._link = Link("Discord", host_of(settings.discord_api_base))
         self._client: ParleyDiscordClient | None = None
         self._grace = Grace(settings.shutdown_grace_seconds)
+        self._repairing = False
 
     platform = PLATFORM
 
@@ -154,8 +160,15 @@ class DiscordBot:
 
     async def _on_ready(self) -> None:
         client = self._client
-        if client is not None and client.user is not None:
-            self._link.confirmed(client.user.name)
+        if client is None or client.user is None:
+            return
+        self._link.confirmed(client.user.name)
+        if not self._repairing and client.chat is not None:
+            # Once per run, on the client that connected: a login retried after its commands'
+            # sync failed would lose a repair started before (its client's cog stops it).
+            self._repairing = True
+            surface_for = partial(DiscordSurface.resuming, client)
+            client.chat.start(repair_replies(self.service, PLATFORM, surface_for))
 
     async def _on_resumed(self) -> None:
         self._link.answered()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from functools import partial
+from collections.abc import Coroutine
 from typing import Any
 
 import discord
@@ -13,11 +13,10 @@ from discord.ext import commands
 
 from bots.config import Settings
 from bots.discord.access import is_allowed
-from bots.discord.messages import PLATFORM, author_of, chat_of, chat_title, is_for_bot, prompt_of
+from bots.discord.messages import author_of, chat_of, chat_title, is_for_bot, prompt_of
 from bots.discord.surface import DiscordSurface
 from bots.errors import MessageGone
 from bots.relay import relay
-from bots.repair import repair_replies
 from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)
@@ -50,13 +49,11 @@ class ChatCog(commands.Cog):
         leave them in, unlike Telegram's updates; the log names each one)."""
         self._stopping = True
 
-    async def cog_load(self) -> None:
-        """Once logged in (the REST API works before the gateway connects): mark the replies a
-        previous run left cut off, in a task that shutdown stops like the replies."""
-        surface_for = partial(DiscordSurface.resuming, self.bot)
-        repair = asyncio.create_task(repair_replies(self.service, PLATFORM, surface_for))
-        self._in_flight.add(repair)
-        repair.add_done_callback(self._in_flight.discard)
+    def start(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` (the start-up repair) in a task the shutdown treats like a reply's."""
+        task = asyncio.create_task(work)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
 
     async def cog_unload(self) -> None:
         """At shutdown, before the connection closes: stop the replies still streaming. The

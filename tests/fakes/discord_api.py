@@ -21,7 +21,7 @@ Not emulated: real per-route rate-limit buckets (every 2xx says the bucket has r
 uploads, sharding, permissions beyond the one read-only channel.
 
 Tests drive it through `push_message`, `push_dm`, `push_interaction`, `delete_message`,
-`rate_limit`, `closed_dms` and `reconnect_clients` (op 7, then RESUME), and wait with `wait_for(predicate)` (an `asyncio.Condition`, woken by every
+`rate_limit`, `fail`, `closed_dms` and `reconnect_clients` (op 7, then RESUME), and wait with `wait_for(predicate)` (an `asyncio.Condition`, woken by every
 request and gateway event; never a sleep). Every request is kept in `calls` with a monotonic
 timestamp. Point discord.py at it with `api_base` and `gateway_url`.
 """
@@ -240,6 +240,7 @@ class FakeDiscord:
         self._resumable: dict[str, _Session] = {}  # by session id, from READY on
         self.resumed = 0  # successful RESUMEs
         self._rate_limits: list[list] = []  # [method, pattern, retry_after, remaining times]
+        self._failures: list[list] = []  # [method, pattern, status, remaining times]
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = port
@@ -337,6 +338,11 @@ class FakeDiscord:
     def rate_limit(self, method: str, pattern: str, *, retry_after: float, times: int = 1) -> None:
         """Answer the next `times` matching requests with a 429 (per-route, not global)."""
         self._rate_limits.append([method, pattern, retry_after, times])
+
+    def fail(self, method: str, pattern: str, *, status: int = 503, times: int = 1) -> None:
+        """Answer the next `times` matching requests with this server error (Discord's JSON
+        body), as Discord's edge does in an incident; discord.py raises a 503 at once."""
+        self._failures.append([method, pattern, status, times])
 
     async def delete_message(self, message_id: int) -> None:
         """Delete a message as a moderator would: later edits of it get 404 Unknown Message."""
@@ -510,6 +516,9 @@ class FakeDiscord:
                     0,
                     f"{request.match_info.http_exception.status}: Not Found",
                 )
+            failure = self._take_failure(call)
+            if failure is not None:
+                raise _Reject(failure, 0, f"{failure}: Service Unavailable")
             limited = self._take_rate_limit(call)
             if limited is not None:
                 response = self._too_many_requests(request, limited)
@@ -524,6 +533,14 @@ class FakeDiscord:
         call.status = response.status
         await self._notify()
         return response
+
+    def _take_failure(self, call: Call) -> int | None:
+        for entry in self._failures:
+            method, pattern, status, times = entry
+            if times > 0 and call.is_(method, pattern):
+                entry[3] -= 1
+                return status
+        return None
 
     def _take_rate_limit(self, call: Call) -> float | None:
         for entry in self._rate_limits:
