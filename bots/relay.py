@@ -71,11 +71,14 @@ class DeliveryRecord:
     async def ended(self, result: StreamResult) -> None:
         self.whole = result.whole
         message_id = self._reply.message_id
-        if message_id is None or not result.handles:
-            return  # no row, or nothing was ever sent: nothing to record
+        if message_id is None:
+            return  # no row: nothing to record
+        # Nothing ever sent: the user has none of it (so it is interrupted), but there is no
+        # message for the next start to mark either.
+        pending = bool(result.handles) and not result.settled
         try:
             await self._service.record_delivery(
-                message_id, _ids(result.handles), whole=result.whole, pending=not result.settled
+                message_id, _ids(result.handles), whole=result.whole, pending=pending
             )
         except StorageError as exc:  # the user has the reply; only the record is lost
             log.warning("Could not record the delivery of reply %s: %s", message_id, exc)

@@ -155,3 +155,34 @@ async def test_a_finished_reply_whose_last_edit_a_stop_cut_counts_as_interrupted
         await asyncio.wait_for(task, WAIT)
     assert (await rows(store))[-1].status is MessageStatus.INTERRUPTED
     assert (counted(metrics), in_flight(metrics)) == ({"interrupted": 1}, 0)
+
+
+async def test_a_finished_reply_never_sent_is_interrupted_in_store_and_metrics(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform fails every send until delivery gives up: the user has nothing of it."""
+    metrics = telegram_metrics()
+    client = AsyncClient(provider=ScriptedProvider())
+    service = ConversationService(store, client, make_settings(), observer=metrics)
+    replies = capture_replies(service, monkeypatch)
+    surface = FailingSendSurface(replies)
+    result = await asyncio.wait_for(start_relay(service, surface, delivery_timeout=0.05), WAIT)
+    assert result.handles == [] and not result.delivered
+    reply = (await rows(store))[-1]
+    assert (reply.status, reply.text) == (MessageStatus.INTERRUPTED, "echo: hi")
+    assert await store.undelivered_replies("telegram") == []  # no message to mark
+    assert (counted(metrics), in_flight(metrics)) == ({"interrupted": 1}, 0)
+
+
+class FailingSendSurface(RecordingSurface):
+    """Every send fails, once the model's part of the reply is over (so it ends complete)."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        super().__init__(RealClock(), min_edit_interval=0.01)
+        self.replies = replies
+
+    async def _record(self, call: Call) -> None:
+        await super()._record(call)
+        if call.op == "send":
+            await self.replies[0].wait()
+            raise ConnectionError("502")
