@@ -28,9 +28,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from bots.config import Settings, setting_problems
-from bots.errors import BotStartupError
+from bots.errors import BotStartupError, NotTheApi
 from bots.logs import configure_logging, settings_secrets
-from bots.startup import NotTheApi, host_of, network_cause
+from bots.startup import host_of, network_cause
 from bots.version import parley_version
 from core.errors import ParleyError
 from core.health import check_providers

@@ -21,13 +21,12 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from bots.errors import BotStartupError
+from bots.errors import BotStartupError, NotTheApi
 
 log = logging.getLogger(__name__)
 
@@ -69,32 +68,6 @@ class Backoff:
 
 
 DEFAULT_BACKOFF = Backoff()
-
-
-class NotTheApi(Exception):
-    """Something answered at the platform's address, but not as its API (no API JSON).
-
-    The one rule for such an answer, at `parley doctor`, at `parley run`'s preflight and in the
-    bots' start-up: a 404 means nothing is at the API's path, so the configured address is
-    wrong and stays so (the operator must fix it); any other answer is most likely a captive
-    portal or a transparent proxy in the way, which passes, so it is retried like an outage,
-    the log saying what answered.
-    """
-
-    def __init__(self, status: int, content_type: str) -> None:
-        self.status = status
-        self.content_type = content_type or "no content type"
-        super().__init__(f"HTTP {status} ({self.content_type}) answered instead of the API")
-
-    @property
-    def wrong_address(self) -> bool:
-        """True when the answer says the address is wrong for good (404), not just now."""
-        return self.status == HTTPStatus.NOT_FOUND
-
-    @property
-    def cause(self) -> str:
-        """The answer in a few words, for a retry's log line."""
-        return f"{self}: a captive portal or proxy in the way?"
 
 
 def host_of(url: str) -> str:

@@ -24,8 +24,8 @@ from aiohttp import web
 from bots.config import Settings
 from bots.discord import DiscordBot
 from bots.doctor import Level, check_discord, check_telegram, preflight
-from bots.errors import BotStartupError
-from bots.startup import NotTheApi, network_cause
+from bots.errors import BotStartupError, NotTheApi
+from bots.startup import network_cause
 from bots.telegram import TelegramBot
 from bots.telegram.polling import telegram_cause
 from core.conversation import ConversationService

@@ -15,7 +15,7 @@ from bots.discord.commands import SettingsCog
 from bots.discord.proxy import ProxiedConnector
 from bots.discord.ratelimits import count_rate_limits
 from bots.discord.surface import NO_PINGS
-from bots.startup import NotTheApi
+from bots.errors import NotTheApi
 from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)

@@ -37,8 +37,8 @@ from aiogram.exceptions import (
 from aiogram.methods import GetMe, GetUpdates
 from aiogram.types import Update, User
 
-from bots.errors import BotStartupError
-from bots.startup import Backoff, Link, NotTheApi, network_cause
+from bots.errors import BotStartupError, NotTheApi
+from bots.startup import Backoff, Link, network_cause
 
 log = logging.getLogger(__name__)
 
