@@ -20,12 +20,12 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from bots.backoff import Backoff
 from bots.errors import BotStartupError, NotTheApi
 
 log = logging.getLogger(__name__)
@@ -49,25 +49,8 @@ _ERRNO_CAUSES = {
 }
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Waits between tries: `initial`, doubled after each failure, never above `cap`.
-
-    No jitter: one process reconnects one bot per platform, so there is no herd to spread, and a
-    log that says "retrying in 4 s" then retries in 4 s is easier to follow.
-    """
-
-    initial: float = INITIAL_DELAY
-    cap: float = MAX_DELAY
-
-    def delays(self) -> Iterator[float]:
-        delay = min(self.initial, self.cap)
-        while True:
-            yield delay
-            delay = min(delay * 2, self.cap)
-
-
-DEFAULT_BACKOFF = Backoff()
+#: Reaching a platform: 1 s doubling to 60 s, no jitter (see `bots.backoff`).
+DEFAULT_BACKOFF = Backoff(first=INITIAL_DELAY, cap=MAX_DELAY)
 
 
 def host_of(url: str) -> str:

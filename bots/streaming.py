@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from bots.backoff import Backoff
 from bots.errors import MessageGone, RateLimited
 from bots.splitting import Fence, fence_after, next_cut, reopening
 from core import errors
@@ -57,6 +57,8 @@ WARNING_PREFIX = "⚠️ "
 EMPTY_NOTICE = "(empty reply)"
 #: Longest description of a failed call in the log line that reports it.
 FAILURE_LOG_CHARS = 200
+#: Waits between tries of a failing send or edit: 1 s doubling to 30 s, jittered.
+DELIVERY_BACKOFF = Backoff(first=1.0, cap=30.0, jitter=True)
 
 
 class Clock(Protocol):
@@ -146,21 +148,6 @@ class DeliveryListener(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Waits between tries of a failing send or edit: `first`, doubling per failure up to
-    `cap`, each shortened by a random share of up to half, so that the replies an outage
-    failed together do not all come back at the same instant."""
-
-    first: float = 1.0
-    cap: float = 30.0
-
-    def delay(self, failures: int) -> float:
-        """The wait after the `failures`-th failure in a row (1 for the first)."""
-        doubled: float = self.first * 2.0 ** min(failures - 1, 32)
-        return min(self.cap, doubled) * random.uniform(0.5, 1.0)
-
-
 class StreamingEngine:
     """Streams replies onto one surface; `run` may be called once per reply."""
 
@@ -177,7 +164,7 @@ class StreamingEngine:
         self._surface = surface
         self._describe_error = describe_error
         self._clock = clock
-        self._delivery = _Delivery(delivery_timeout, backoff or Backoff(), listener)
+        self._delivery = _Delivery(delivery_timeout, backoff or DELIVERY_BACKOFF, listener)
 
     async def run(self, deltas: AsyncIterable[str]) -> StreamResult:
         """Stream `deltas` into messages until the final text is delivered, or delivery gave up.

@@ -23,11 +23,12 @@ from aiogram.exceptions import TelegramNetworkError, TelegramServerError
 from aiogram.methods import GetMe
 
 from bots.app import Bot
+from bots.backoff import Backoff
 from bots.config import Settings
 from bots.discord import DiscordBot, reconnect
 from bots.discord.reconnect import RECONNECT_MESSAGE, ReconnectLines
 from bots.errors import BotStartupError
-from bots.startup import Backoff, Link, connect_with_retries, network_cause
+from bots.startup import Link, connect_with_retries, network_cause
 from bots.telegram import TelegramBot
 from bots.telegram.polling import telegram_cause
 from core.client import AsyncClient
@@ -37,7 +38,7 @@ from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.telegram_api import ApiError, FakeTelegramAPI
 
 WAIT = 10.0
-FAST = Backoff(initial=0.05, cap=0.2)
+FAST = Backoff(first=0.05, cap=0.2)
 
 
 def refused() -> aiohttp.ClientConnectorError:
@@ -59,7 +60,7 @@ class Status(Exception):
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:
-    delays = Backoff(initial=1, cap=60).delays()
+    delays = Backoff(first=1, cap=60).delays()
     assert [next(delays) for _ in range(9)] == [1, 2, 4, 8, 16, 32, 60, 60, 60]
 
 
@@ -303,3 +304,11 @@ async def test_an_address_that_is_no_discord_api_stops_with_its_fix(tmp_path: Pa
         service = ConversationService(None, None, settings)  # type: ignore[arg-type]  # unused
         with pytest.raises(BotStartupError, match="DISCORD_API_BASE"):
             await asyncio.wait_for(DiscordBot(settings, service, backoff=FAST).run(), WAIT)
+
+
+def test_one_backoff_rule_with_and_without_jitter() -> None:
+    plain = Backoff(first=1, cap=8)
+    assert [plain.delay(n) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
+    jittered = Backoff(first=1, cap=8, jitter=True)
+    for failures, full in enumerate([1, 2, 4, 8, 8], start=1):
+        assert full / 2 <= jittered.delay(failures) <= full

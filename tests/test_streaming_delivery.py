@@ -11,13 +11,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bots.backoff import Backoff
 from bots.errors import MessageGone, RateLimited
-from bots.streaming import (
-    Backoff,
-    StreamingEngine,
-    StreamResult,
-    with_interrupted_note,
-)
+from bots.streaming import StreamingEngine, StreamResult, with_interrupted_note
 from core.conversation import INTERRUPTED_NOTE
 from tests.test_streaming import EPSILON, RUN_TIMEOUT, Call, FakeClock, RecordingSurface, paced
 
@@ -87,7 +83,7 @@ async def test_an_outage_is_ridden_out_and_the_final_text_lands(
 async def test_retries_back_off_doubling_to_the_cap(vclock: FakeClock) -> None:
     surface = RecordingSurface(vclock, min_edit_interval=0.1)
     surface.fail = outage(until=10_000.0, clock=vclock)
-    backoff = Backoff(first=1.0, cap=8.0)
+    backoff = Backoff(first=1.0, cap=8.0, jitter=True)
     engine = StreamingEngine(surface, clock=vclock, backoff=backoff, delivery_timeout=200.0)
     result = await asyncio.wait_for(engine.run(paced(vclock, ["a", "b"], 2.0)), RUN_TIMEOUT)
     edits = [call.at for call in surface.updates if call.op == "edit"]
@@ -238,7 +234,7 @@ async def test_a_stream_cancelled_after_the_model_finished_only_delivers_its_tex
 
 
 def test_backoff_doubles_to_its_cap_and_jitters_down_by_at_most_half() -> None:
-    backoff = Backoff(first=1.0, cap=30.0)
+    backoff = Backoff(first=1.0, cap=30.0, jitter=True)
     for failures, ceiling in [(1, 1.0), (2, 2.0), (5, 16.0), (6, 30.0), (1000, 30.0)]:
         delays = [backoff.delay(failures) for _ in range(200)]
         assert all(ceiling / 2 <= delay <= ceiling for delay in delays)

@@ -26,6 +26,7 @@ from functools import partial
 
 import discord
 
+from bots.backoff import Backoff
 from bots.config import Settings
 from bots.discord import reconnect
 from bots.discord.client import ParleyDiscordClient
@@ -35,14 +36,7 @@ from bots.discord.surface import DiscordSurface
 from bots.errors import BotStartupError
 from bots.repair import repair_replies
 from bots.shutdown import Grace, finish_in_flight
-from bots.startup import (
-    DEFAULT_BACKOFF,
-    Backoff,
-    Link,
-    connect_with_retries,
-    host_of,
-    network_cause,
-)
+from bots.startup import DEFAULT_BACKOFF, Link, connect_with_retries, host_of, network_cause
 from core.conversation import ConversationService
 
 #: Where the operator turns the Message Content intent on (`parley doctor` says it too).

@@ -25,11 +25,12 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError
 
+from bots.backoff import Backoff
 from bots.config import Settings
 from bots.errors import BotStartupError
 from bots.repair import repair_replies
 from bots.shutdown import Grace, finish_in_flight
-from bots.startup import DEFAULT_BACKOFF, Backoff, Link, connect_with_retries, host_of
+from bots.startup import DEFAULT_BACKOFF, Link, connect_with_retries, host_of
 from bots.telegram.chats import PLATFORM
 from bots.telegram.filters import FromPerson
 from bots.telegram.handlers import commands, routers

@@ -37,8 +37,9 @@ from aiogram.exceptions import (
 from aiogram.methods import GetMe, GetUpdates
 from aiogram.types import Update, User
 
+from bots.backoff import Backoff
 from bots.errors import BotStartupError, NotTheApi
-from bots.startup import Backoff, Link, network_cause
+from bots.startup import Link, network_cause
 
 log = logging.getLogger(__name__)
 
