@@ -50,7 +50,11 @@ async def test_a_killed_reply_is_marked_at_the_next_start_exactly_once(tmp_path:
             CHILD_WAIT,
         )
         # The message's id is in the database while the reply is still streaming.
-        row = await wait_for_row(database, lambda r: r.platform_ids == [str(message.message_id)])
+        # Once the reply's first save is in (before it nothing is stored and the repair would
+        # send the note as a reply, tests/test_delivery_units.py), the stored text keeps up.
+        row = await wait_for_row(
+            database, lambda r: r.platform_ids == [str(message.message_id)] and bool(r.text)
+        )
         assert row.status == "streaming" and row.delivery_pending
         assert llm.active_streams == 1
 
@@ -58,7 +62,7 @@ async def test_a_killed_reply_is_marked_at_the_next_start_exactly_once(tmp_path:
         cut = reply_rows(database)[-1]
         shown_at_kill = message.text
         assert shown_at_kill is not None and not shown_at_kill.endswith(INTERRUPTED_NOTE)
-        assert cut.status == "streaming" and cut.text  # checkpointed when the message was sent
+        assert cut.status == "streaming" and cut.text  # saved before the edits since
 
         second = await start_telegram(tg, env)
         await second.wait_log(r"Marked 1 reply\(ies\) a previous run left cut off")
@@ -106,7 +110,7 @@ async def kill_a_discord_reply(
         lambda: next((m for m in discord.bot_messages(GENERAL_ID) if m.edits), None),
         CHILD_WAIT,
     )
-    await wait_for_row(database, lambda r: r.platform_ids == [str(message.id)])
+    await wait_for_row(database, lambda r: r.platform_ids == [str(message.id)] and bool(r.text))
     await first.kill()
     shown_at_kill = message.content
     assert not shown_at_kill.endswith(INTERRUPTED_NOTE)
