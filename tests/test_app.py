@@ -23,6 +23,22 @@ from tests.fakes.telegram_api import FakeTelegramAPI, user
 WAIT = 15.0
 
 
+async def run_telegram_only_until_polling(monkeypatch, database) -> None:
+    """`parley run` with only a Telegram token, configured through the environment, stopped
+    once it polls: everything start-up does has happened by then."""
+    async with FakeTelegramAPI() as tg:
+        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", tg.token)
+        monkeypatch.setenv("TELEGRAM_API_BASE", tg.base_url)
+        monkeypatch.setenv("DATABASE_URL", f"sqlite:///{database}")
+        running = asyncio.create_task(run_bots(Settings()))
+        try:
+            await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(running, WAIT)
+
+
 async def test_parley_run_serves_telegram_and_discord_at_once(tmp_path, monkeypatch):
     database = tmp_path / "parley.db"
     async with FakeTelegramAPI() as tg, FakeDiscord() as discord, FakeLLMServer() as llm:
@@ -89,17 +105,7 @@ async def test_parley_run_without_a_token_says_what_to_set():
 async def test_parley_run_warns_at_start_when_the_default_provider_has_no_key(
     tmp_path, monkeypatch, caplog
 ):
-    async with FakeTelegramAPI() as tg:
-        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", tg.token)
-        monkeypatch.setenv("TELEGRAM_API_BASE", tg.base_url)
-        monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'parley.db'}")
-        running = asyncio.create_task(run_bots(Settings()))
-        try:
-            await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
-        finally:
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(running, WAIT)
+    await run_telegram_only_until_polling(monkeypatch, tmp_path / "parley.db")
     warnings = [r.getMessage() for r in caplog.records if r.name == "bots.app"]
     assert any("OPENAI_API_KEY" in message for message in warnings)
 
@@ -114,17 +120,7 @@ async def test_parley_run_recovers_only_the_platforms_it_serves(tmp_path, monkey
         asked = await store.add_user_message(chat, author_id="1", author_name="A", text="hi")
         streaming[platform] = await store.start_reply(asked, None)
     await store.close()
-    async with FakeTelegramAPI() as tg:
-        monkeypatch.setenv("TELEGRAM_BOT_TOKEN", tg.token)
-        monkeypatch.setenv("TELEGRAM_API_BASE", tg.base_url)
-        monkeypatch.setenv("DATABASE_URL", f"sqlite:///{database}")
-        running = asyncio.create_task(run_bots(Settings()))
-        try:
-            await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
-        finally:
-            running.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(running, WAIT)
+    await run_telegram_only_until_polling(monkeypatch, database)
     store = await open_store(f"sqlite:///{database}")
     try:
         status = {}
