@@ -4,8 +4,10 @@ Platform-free on purpose (a `Surface` is all it knows of the chat): the Telegram
 adapters share it.
 
 What the database says about a reply's delivery, and when (`DeliveryRecord`):
-- the text so far is checkpointed before each send or edit, so the store is never behind the
-  screen; each message's platform id is stored as soon as the message is sent, with the row
+- the text so far is checkpointed before each send or edit once the reply has a stored text
+  (before its first save nothing is stored, which the repair treats as unknown: see
+  `ConversationService.checkpoint`), so the store is never behind the screen; each message's
+  platform id is stored as soon as the message is sent, with the row
   marked `delivery_pending`: a crash leaves a row that names the messages the user sees and holds
   at least their text. The extra writes are bounded by the platform's own edit rate (about one
   per second per reply);
