@@ -15,7 +15,8 @@ from core.conversation import INTERRUPTED_NOTE
 from tests.delivery_support import CHILD_WAIT, reply_rows, wait_for_row
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.fakes.telegram_api import FakeChat, FakeTelegramAPI, StoredMessage, user
-from tests.test_delivery_restart import start_telegram, telegram_env
+from tests.run_support import telegram_env
+from tests.test_delivery_restart import start_telegram
 
 ALICE = user(1001, "Alice")
 #: The issue's reply: 1,500 characters, streamed over 3 s.

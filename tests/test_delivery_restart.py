@@ -13,21 +13,12 @@ from tests.delivery_support import CHILD_WAIT, ParleyRun, reply_rows, wait_for_r
 from tests.fakes.discord_api import ALICE_ID, BOT_ID, GENERAL_ID, FakeDiscord, Message
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.fakes.telegram_api import FakeTelegramAPI, user
+from tests.run_support import discord_env, telegram_env
 
 ALICE = user(1001, "Alice")
 #: A long answer, a word every 0.1 s: still streaming when the test kills the bot.
 WORDS = [f"word{i:03d} " for i in range(300)]
 NOTICE_END = "\n\n" + INTERRUPTED_NOTE
-
-
-def telegram_env(tg: FakeTelegramAPI, llm: FakeLLMServer, database: Path) -> dict[str, str]:
-    return {
-        "TELEGRAM_BOT_TOKEN": tg.token,
-        "TELEGRAM_API_BASE": tg.base_url,
-        "OPENAI_BASE_URL": llm.base_url,
-        "DEFAULT_MODEL": "fake-model",
-        "DATABASE_URL": f"sqlite:///{database}",
-    }
 
 
 async def start_telegram(tg: FakeTelegramAPI, env: dict[str, str]) -> ParleyRun:
@@ -85,17 +76,6 @@ async def test_a_killed_reply_is_marked_at_the_next_start_exactly_once(tmp_path:
         assert len(notices) == 1
         assert not third.matching("Marked .* cut off")
         assert not [line for run in (first, second, third) for line in run.matching("Traceback")]
-
-
-def discord_env(discord: FakeDiscord, llm: FakeLLMServer, database: Path) -> dict[str, str]:
-    return {
-        "DISCORD_BOT_TOKEN": discord.token,
-        "DISCORD_API_BASE": discord.api_base,
-        "DISCORD_GATEWAY_URL": discord.gateway_url,
-        "OPENAI_BASE_URL": llm.base_url,
-        "DEFAULT_MODEL": "fake-model",
-        "DATABASE_URL": f"sqlite:///{database}",
-    }
 
 
 async def kill_a_discord_reply(

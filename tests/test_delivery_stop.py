@@ -9,7 +9,8 @@ from pathlib import Path
 from tests.delivery_support import CHILD_WAIT, reply_rows
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.test_delivery_restart import ALICE, NOTICE_END, WORDS, start_telegram, telegram_env
+from tests.run_support import telegram_env
+from tests.test_delivery_restart import ALICE, NOTICE_END, WORDS, start_telegram
 
 
 async def test_a_reply_stopped_by_sigterm_ends_with_the_interrupted_line(tmp_path: Path) -> None:
