@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from core.config import get_settings
+from tests.core_support import LogLines
 from tests.fakes.llm_server import FakeLLMServer
 
 #: Variables that would point tests at real services or change defaults behind their back.
@@ -47,3 +49,18 @@ async def server() -> AsyncIterator[FakeLLMServer]:
     """The local OpenAI/Anthropic-compatible server most tests talk to, on 127.0.0.1."""
     async with FakeLLMServer() as fake:
         yield fake
+
+
+@pytest.fixture
+def lines() -> Iterator[LogLines]:
+    """Every log record's text from the test, at INFO and up, to wait on."""
+    handler = LogLines()
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)

@@ -8,6 +8,7 @@ for the sync APIs, which block the thread that calls them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterable
@@ -124,3 +125,26 @@ class ThreadedServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(PROMPT)
         self.loop.close()
+
+
+#: How long a test waits for a log line the code under test should write promptly.
+LOG_WAIT = 10.0
+
+
+class LogLines(logging.Handler):
+    """Wakes a test when a record holding some text is logged (the bot logs as its state moves)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+        self._changed.set()
+
+    async def wait(self, text: str, count: int = 1) -> None:
+        async with asyncio.timeout(LOG_WAIT):
+            while sum(text in m for m in self.messages) < count:
+                self._changed.clear()
+                await self._changed.wait()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -29,9 +29,10 @@ from bots.startup import network_cause
 from bots.telegram import TelegramBot
 from bots.telegram.polling import telegram_cause
 from core.conversation import ConversationService
+from tests.core_support import LogLines
 from tests.fakes.discord_api import API_PREFIX, FakeDiscord
 from tests.fakes.telegram_api import BOT_USERNAME, FakeTelegramAPI
-from tests.test_startup import FAST, WAIT, LogLines, running
+from tests.test_startup import FAST, WAIT, running
 
 PAGE = "<html><title>Sign in to the guest Wi-Fi</title></html>"
 SAYS_PORTAL = "HTTP 200 (text/html) answered instead of the API"
@@ -78,20 +79,6 @@ async def portal(status: int = 200) -> AsyncIterator[Portal]:
         yield server
     finally:
         await server.stop()
-
-
-@pytest.fixture
-def lines() -> Iterator[LogLines]:
-    handler = LogLines()
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
 
 
 def settings_for(tmp_path: Path, **values: str) -> Settings:

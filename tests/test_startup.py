@@ -13,7 +13,7 @@ import errno
 import logging
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -34,6 +34,7 @@ from bots.telegram.polling import telegram_cause
 from core.client import AsyncClient
 from core.conversation import ConversationService
 from storage import open_store
+from tests.core_support import LogLines
 from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.telegram_api import ApiError, FakeTelegramAPI
 
@@ -194,39 +195,6 @@ async def running(
             await asyncio.wait_for(task, WAIT)
         await service.aclose()
         await store.close()
-
-
-class LogLines(logging.Handler):
-    """Wakes a test when a record holding some text is logged (the bot logs as its state moves)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.messages: list[str] = []
-        self._changed = asyncio.Event()
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(record.getMessage())
-        self._changed.set()
-
-    async def wait(self, text: str, count: int = 1) -> None:
-        async with asyncio.timeout(WAIT):
-            while sum(text in m for m in self.messages) < count:
-                self._changed.clear()
-                await self._changed.wait()
-
-
-@pytest.fixture
-def lines() -> Iterator[LogLines]:
-    handler = LogLines()
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
 
 
 async def test_telegram_connected_follows_an_outage(tmp_path: Path, lines: LogLines) -> None:
