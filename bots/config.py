@@ -47,7 +47,7 @@ class Settings(CoreSettings):
     discord_gateway_url: str = "wss://gateway.discord.gg"
     discord_allowed_ids: IdList = Field(default_factory=list)
 
-    # Issue 9, proxies: the bots' own connections (Bot API, REST, gateway) go through these,
+    # Proxies: the bots' own connections (Bot API, REST, gateway) go through these,
     # http:// or socks5:// (see `bots.proxy`). The providers follow HTTPS_PROXY, ALL_PROXY and
     # NO_PROXY instead, like most HTTP tools.
     telegram_proxy: ProxySetting = None
@@ -63,7 +63,7 @@ class Settings(CoreSettings):
     # from the logging module.
     log_level: str = "INFO"
 
-    # Issue 9, health and metrics.
+    # Health and metrics.
     # host:port of the HTTP endpoint serving /healthz and Prometheus /metrics; unset: none.
     # `[::1]:9108` for IPv6; port 0 takes a free port (the log names it).
     metrics_addr: str | None = None
@@ -97,12 +97,12 @@ class Settings(CoreSettings):
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
 
-    # Issue 9, graceful stop: on SIGTERM or Ctrl-C the bots take no new message, and the replies
+    # Graceful stop: on SIGTERM or Ctrl-C the bots take no new message, and the replies
     # in flight get this many seconds to finish; those still running then end with the shutdown
     # note, saved as 'interrupted'. 0 cuts them short at once.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
-    # Issue 9, replies that outlive an outage or a restart.
+    # Replies through a platform outage.
     # Seconds the platform may keep failing a reply's sends and edits before its delivery gives
     # up; until then its text is retried with capped backoff (1 s doubling to 30 s).
     delivery_timeout_seconds: float = Field(default=600.0, gt=0)
