@@ -1,9 +1,10 @@
 """Conversations: a chat's message in, the model's streamed reply out, all of it in the store.
 
-Three parts, each with one job:
+Its parts, each with one job:
 - `context`: what the model is sent (the system prompt and the newest history that fits);
 - `reply`: one answer's life as a state machine, and the deltas its consumer reads;
-- `service`: the per-chat queue that drives each reply through its life and saves every step;
+- `service`: the per-person queues that drive each reply through its life and save every step;
+- `reset`: what a reset did to the replies in flight, and the answer that says so;
 - `observer`: what the service tells whoever watches it (the app's metrics).
 """
 
@@ -12,6 +13,7 @@ from .chat import Author, ChatRef
 from .context import TRUNCATION_MARKER, build_context
 from .observer import NO_OBSERVER, ConversationObserver, NoObserver
 from .reply import INTERRUPTED_NOTE, Reply, ReplyState
+from .reset import ResetReport, describe_reset
 from .service import ConversationService
 
 __all__ = [
@@ -26,5 +28,7 @@ __all__ = [
     "NoObserver",
     "Reply",
     "ReplyState",
+    "ResetReport",
     "build_context",
+    "describe_reset",
 ]

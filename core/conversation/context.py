@@ -7,7 +7,7 @@ window: older messages are dropped first, whole, and the message being answered 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from core.config import CoreSettings
 from storage import Role, Store, StoredMessage
@@ -73,16 +73,30 @@ def build_context(
 
 
 async def load_context(
-    store: Store, settings: CoreSettings, chat: ChatRef, user_message_id: int, *, group: bool
+    store: Store,
+    settings: CoreSettings,
+    chat: ChatRef,
+    user_message_id: int,
+    *,
+    group: bool,
+    leave_out: Collection[int] = (),
 ) -> tuple[list[dict[str, str]], str]:
-    """The messages answering stored user message `user_message_id`, and the model to ask."""
+    """The messages answering stored user message `user_message_id`, and the model to ask.
+
+    The replies to the user messages in `leave_out` are not sent: in a group they are other
+    people's replies that were still being written when this question arrived, so the history
+    is as the asker saw it, whether or not they have finished since.
+    """
     config = await store.chat_config(chat)
-    history = await store.context_messages(user_message_id, settings.context_max_messages)
+    limit = settings.context_max_messages
+    history = await store.context_messages(user_message_id, limit + len(leave_out))
+    if leave_out:
+        history = [message for message in history if message.reply_to not in leave_out][-limit:]
     messages = build_context(
         config.system_prompt or settings.system_prompt,
         history,
         group=group,
-        max_messages=settings.context_max_messages,
+        max_messages=limit,
         max_chars=settings.context_max_chars,
     )
     return messages, config.model or settings.default_model

@@ -9,7 +9,7 @@
       └──▶ INTERRUPTED   the task running it was cancelled while it waited
 
 QUEUED lasts from the moment an adapter hands the message over until the reply's turn: its user
-message is being stored, then it waits for the chat's previous reply. STREAMING lasts from its
+message is being stored, then it waits for its author's previous reply in the chat. STREAMING lasts from its
 turn until its outcome is stored: loading the context, reading the model, saving. Only while the
 model is being read (`stoppable()`) does a stop cut it; the final save is never cut, or the row
 would stay 'streaming'. The four ends are final and the move to one is made after the save, so
@@ -36,7 +36,7 @@ from types import MappingProxyType
 from storage import MessageStatus
 
 from ..errors import IllegalMoveError
-from .chat import ChatRef
+from .chat import Author, ChatRef
 
 #: The line a chat shows under a reply the user will never see finished: one a stop of the bot
 #: cut short (SIGTERM, Ctrl-C, a restart), and one a crash or a long outage left cut off on
@@ -108,8 +108,11 @@ class Reply:
     task being cancelled) stops the reply and keeps its partial text as 'interrupted'.
     """
 
-    def __init__(self, chat: ChatRef) -> None:
+    def __init__(self, chat: ChatRef, author: Author, *, queued_behind_own: bool = False) -> None:
         self.chat = chat
+        #: Whose question it answers: one person's replies in a chat take turns.
+        self.author = author
+        self._queued_behind_own = queued_behind_own
         #: DB id of the assistant row, set once streaming starts.
         self.message_id: int | None = None
         #: DB id of the user message this answers, set once it is stored.
@@ -128,7 +131,6 @@ class Reply:
         #: True while the model is being read: then, and only then, a stop cancels the task.
         self._stoppable = False
         self._stop_asked = asyncio.Event()
-        self._user_message_settled = asyncio.Event()
         self._ended = asyncio.Event()
         self._turn_over = asyncio.Event()
 
@@ -147,6 +149,12 @@ class Reply:
     def text(self) -> str:
         """The text so far."""
         return "".join(self._parts)
+
+    @property
+    def queued_behind_own(self) -> bool:
+        """When it arrived, its author's previous reply in the chat was still in flight, so
+        it waits for that one's turn: a delivery shows it as queued rather than silent."""
+        return self._queued_behind_own
 
     def __aiter__(self) -> AsyncIterator[str]:
         if self._iterated:
@@ -187,17 +195,12 @@ class Reply:
         self._task = task
 
     def settle_user_message(self, message_id: int | None) -> None:
-        """Its user message is stored (`message_id`) or never will be (None): the chat's next
-        message may store its own now, and a reset may open a new conversation."""
+        """Its user message is stored (`message_id`) or never will be (None)."""
         self.user_message_id = message_id
-        self._user_message_settled.set()
-
-    async def wait_user_message(self) -> None:
-        """Until `settle_user_message` was called."""
-        await self._user_message_settled.wait()
 
     async def wait_turn(self, previous: Reply) -> None:
-        """Until `previous`, the chat's reply before this one, is over, or a stop is asked."""
+        """Until `previous`, its author's reply in the chat before this one, is over, or a
+        stop is asked."""
         await _first_of(previous._turn_over, self._stop_asked)
 
     def begin(self) -> bool:

@@ -1,11 +1,20 @@
 """The conversation service every bot uses: history in, streamed reply out, everything saved.
 
-Why it owns the per-chat queue: a chat's messages must be answered in arrival order, one at a
-time (each reply becomes context for the next), while different chats run concurrently. So
-`reply()` registers the message synchronously, in the order the adapter received it, and a
-background task per message does the work: store the user message at once, wait for the
-chat's previous reply to finish, then stream. The consumer only reads deltas; a slow or
-vanished consumer never holds the chat up.
+Why it owns the queues: one person's messages in a chat must be answered in the order they
+wrote them, one at a time (each reply becomes context for their next), while different people,
+in one chat or in many, are answered concurrently: in a group nobody waits for another's answer.
+So `reply()` registers the message synchronously, in the order the adapter received it, and a
+background task per message does the work: store the user message as soon as the chat's
+previous arrival is stored (history keeps the order of arrival), wait for its author's previous
+reply in the chat to finish, then stream. The consumer only reads deltas; a slow or vanished
+consumer never holds the chat up.
+
+A reply's context is the history as it stood when its question arrived: other people's replies
+then in flight (queued or streaming) are left out even once they finish, so concurrent answers
+never see each other's half-written text, and a question is answered as its asker saw the
+chat. A reset takes its place in the same order of arrival: the messages before it end the old
+conversation, those after it wait for the new one, even while the reset waits for the replies
+in flight (it stops the caller's own, lets other people's finish: `reset.ResetReport`).
 
 Every state change is written as it happens: the user message before the model is called, the
 reply row when streaming starts, its text every `CHECKPOINT_SECONDS`, and its outcome at the
@@ -21,7 +30,7 @@ show the user the reply was cut off.
 
 So a delivered reply's outcome is known only when its delivery ends, which may be long after the
 model finished (the platform failing, the last edit retried): the observer hears of its end then
-(`delivery_ended`), while the chat's next reply goes ahead as soon as the model is done.
+(`delivery_ended`), while the person's next reply goes ahead as soon as the model is done.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ from .chat import Author, ChatRef
 from .context import load_context
 from .observer import NO_OBSERVER, ConversationObserver, provider_failures
 from .reply import Reply, ReplyState
+from .reset import ResetReport, names_of
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +81,20 @@ def _ms(start: float | None, end: float | None) -> int | None:
     if start is None or end is None:
         return None
     return round((end - start) * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class _Place:
+    """Where a reply stood in its chat when its message arrived."""
+
+    #: Set once the chat's arrival before it (a message or a reset) is in the store.
+    stored_before: asyncio.Event | None
+    #: Set once its own message is in the store, or never will be.
+    stored: asyncio.Event
+    #: Its author's previous reply in the chat, whose turn it waits for.
+    previous: Reply | None
+    #: Other people's replies in flight at its arrival: they are left out of its context.
+    others: tuple[Reply, ...]
 
 
 @dataclass
@@ -100,8 +124,12 @@ class ConversationService:
         self._settings = settings
         self._checkpoint_seconds = checkpoint_seconds
         self._observer = observer
-        self._tails: dict[ChatRef, Reply] = {}
-        self._active: dict[ChatRef, Reply] = {}
+        #: Each chat's newest arrival (a message or a reset), set once it is in the store.
+        self._arrivals: dict[ChatRef, asyncio.Event] = {}
+        #: Each person's newest reply in a chat, until its turn is over.
+        self._tails: dict[tuple[ChatRef, str], Reply] = {}
+        #: Each chat's replies whose turn is not over, in arrival order (a dict as ordered set).
+        self._in_flight: dict[ChatRef, dict[Reply, None]] = {}
         self._running: dict[asyncio.Task[None], Reply] = {}
         self._undelivered: dict[str, list[UndeliveredReply]] = {}
         self._deliveries: dict[Reply, _Delivery] = {}
@@ -155,14 +183,21 @@ class ConversationService:
         """
         if not text.strip():
             raise ValueError("Cannot answer an empty message.")
-        reply = Reply(chat)
-        previous = self._tails.get(chat)
-        self._tails[chat] = reply
+        own = (chat, author.id)
+        previous = self._tails.get(own)
+        reply = Reply(chat, author, queued_behind_own=previous is not None)
+        self._tails[own] = reply
+        in_flight = self._in_flight.setdefault(chat, {})
+        others = tuple(other for other in in_flight if other.author.id != author.id)
+        in_flight[reply] = None
+        stored = asyncio.Event()
+        place = _Place(self._arrivals.get(chat), stored, previous, others)
+        self._arrivals[chat] = stored
         if delivery:
             self._deliveries[reply] = _Delivery()
         self._observer.reply_queued(chat.platform)
         task = asyncio.create_task(
-            self._run(reply, previous, author, text, group, platform_message_id, chat_title),
+            self._run(reply, place, text, group, platform_message_id, chat_title),
             name=f"reply {chat.platform}:{chat.chat_id}:{chat.thread_id}",
         )
         reply.attach(task)
@@ -170,24 +205,52 @@ class ConversationService:
         task.add_done_callback(self._running.pop)
         return reply
 
-    async def stop(self, chat: ChatRef) -> bool:
-        """Cancel the chat's reply in flight, keeping its partial text; True if there was one."""
-        reply = self._active.get(chat)
-        if reply is None or not reply.stop():
-            return False
-        await reply.wait()
-        return True
+    async def stop(self, chat: ChatRef, author_id: str | None = None) -> int:
+        """Cut the replies being written in the chat to `author_id`'s questions (None: to
+        everyone's), keeping their partial text; return how many, once each is saved.
 
-    async def reset(self, chat: ChatRef) -> None:
+        Queued replies are left alone: the person's next question goes ahead.
+        """
+        stopped = [
+            reply
+            for reply in self._in_flight.get(chat, ())
+            if (author_id is None or reply.author.id == author_id)
+            and reply.state is ReplyState.STREAMING
+            and reply.stop()
+        ]
+        await asyncio.gather(*(reply.wait() for reply in stopped))
+        return len(stopped)
+
+    async def reset(self, chat: ChatRef, author_id: str | None = None) -> ResetReport:
         """Start a new conversation; the old one stays in the history.
 
-        Messages received before the reset belong to the old one, even those whose task has
-        not stored them yet: wait for the newest to be stored first.
+        The replies in flight to `author_id`'s questions (None: to everyone's), streaming or
+        queued, are stopped; other people's are waited for, so they finish in the old
+        conversation. Messages received before the reset belong to the old one, even those
+        whose task has not stored them yet; those received after it, to the new one, even while
+        it waits.
         """
-        newest = self._tails.get(chat)
-        if newest is not None:
-            await newest.wait_user_message()
-        await self._store.new_conversation(chat)
+        stored_before = self._arrivals.get(chat)
+        opened = asyncio.Event()
+        self._arrivals[chat] = opened
+        met = [reply for reply in self._in_flight.get(chat, ()) if not reply.state.final]
+        for reply in met:
+            if author_id is None or reply.author.id == author_id:
+                reply.stop()
+        try:
+            if stored_before is not None:
+                await stored_before.wait()
+            await asyncio.gather(*(reply.wait() for reply in met))
+            await self._store.new_conversation(chat)
+        finally:
+            self._arrived(chat, opened)
+        # Named by how each ended: one that finished before the stop reached it was waited for.
+        stopped = [reply for reply in met if reply.state is ReplyState.STOPPED]
+        waited_for = [reply for reply in met if reply.state is not ReplyState.STOPPED]
+        return ResetReport(
+            stopped=names_of(reply.author for reply in stopped),
+            waited_for=names_of(reply.author for reply in waited_for),
+        )
 
     async def chat_config(self, chat: ChatRef) -> ChatConfig:
         """The chat's own settings; `None` in a field means the operator's default applies."""
@@ -279,18 +342,17 @@ class ConversationService:
     async def _run(
         self,
         reply: Reply,
-        previous: Reply | None,
-        author: Author,
+        place: _Place,
         text: str,
         group: bool,
         platform_message_id: str | None,
         chat_title: str | None,
     ) -> None:
-        chat = reply.chat
+        previous = place.previous
         turn_started: float | None = None
         try:
             user_message_id = await self._store_user_message(
-                reply, previous, author, text, platform_message_id, chat_title
+                reply, place, text, platform_message_id, chat_title
             )
             if user_message_id is None:
                 return
@@ -299,12 +361,12 @@ class ConversationService:
             if not reply.begin():  # stopped while it waited
                 return
             turn_started = time.monotonic()
-            self._observer.reply_started(chat.platform)
-            self._active[chat] = reply
-            try:
-                await self._stream(reply, user_message_id, group)
-            finally:
-                del self._active[chat]
+            self._observer.reply_started(reply.chat.platform)
+            # Stored before this one's message, so their ids are known by now.
+            leave_out = {
+                other.user_message_id for other in place.others if other.user_message_id is not None
+            }
+            await self._stream(reply, user_message_id, group, leave_out)
         finally:
             if not reply.state.final:  # only when cancelled from outside
                 reply.end(ReplyState.INTERRUPTED)
@@ -314,8 +376,23 @@ class ConversationService:
                     await previous.wait_turn_over()
             finally:
                 reply.end_turn()
-                if self._tails.get(chat) is reply:
-                    del self._tails[chat]
+                self._turn_over(reply)
+
+    def _turn_over(self, reply: Reply) -> None:
+        """Forget a reply whose turn is over, so no chat or person leaves an entry behind."""
+        own = (reply.chat, reply.author.id)
+        if self._tails.get(own) is reply:
+            del self._tails[own]
+        in_flight = self._in_flight[reply.chat]
+        del in_flight[reply]
+        if not in_flight:
+            del self._in_flight[reply.chat]
+
+    def _arrived(self, chat: ChatRef, stored: asyncio.Event) -> None:
+        """An arrival is in the store (or never will be): the chat's next one may follow."""
+        stored.set()
+        if self._arrivals.get(chat) is stored:
+            del self._arrivals[chat]
 
     def _model_part_over(self, reply: Reply, turn_started: float | None) -> None:
         """Report the reply's end, unless its delivery is still going on (`delivery_ended`
@@ -347,21 +424,21 @@ class ConversationService:
     async def _store_user_message(
         self,
         reply: Reply,
-        previous: Reply | None,
-        author: Author,
+        place: _Place,
         text: str,
         platform_message_id: str | None,
         chat_title: str | None,
     ) -> int | None:
-        """Store the message, after the one received before it; its id, or None on failure."""
+        """Store the message, after what the chat received before it (a message, a reset); its
+        id, or None on failure."""
         message_id: int | None = None
         try:
-            if previous is not None:
-                await previous.wait_user_message()
+            if place.stored_before is not None:
+                await place.stored_before.wait()
             message_id = await self._store.add_user_message(
                 reply.chat,
-                author_id=author.id,
-                author_name=author.name,
+                author_id=reply.author.id,
+                author_name=reply.author.name,
                 text=text,
                 platform_message_id=platform_message_id,
                 chat_title=chat_title,
@@ -373,9 +450,12 @@ class ConversationService:
             reply.end(ReplyState.ERROR, exc)
         finally:
             reply.settle_user_message(message_id)
+            self._arrived(reply.chat, place.stored)
         return message_id
 
-    async def _stream(self, reply: Reply, user_message_id: int, group: bool) -> None:
+    async def _stream(
+        self, reply: Reply, user_message_id: int, group: bool, leave_out: set[int]
+    ) -> None:
         state = ReplyState.DONE
         error: BaseException | None = None
         usage: Any = None
@@ -384,7 +464,12 @@ class ConversationService:
         with reply.stoppable():
             try:
                 messages, reply.model = await load_context(
-                    self._store, self._settings, reply.chat, user_message_id, group=group
+                    self._store,
+                    self._settings,
+                    reply.chat,
+                    user_message_id,
+                    group=group,
+                    leave_out=leave_out,
                 )
                 await self._open_row(reply, user_message_id)
                 started = last_save = time.monotonic()
