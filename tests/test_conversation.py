@@ -20,6 +20,7 @@ from core.conversation import (
     TRUNCATION_MARKER,
     Author,
     ConversationService,
+    ResetReport,
     build_context,
 )
 from core.errors import InvalidSettingError, RateLimitError, ResponseStatusError
@@ -265,7 +266,7 @@ async def test_reset_starts_a_fresh_context_and_keeps_the_old_conversation(store
     assert [m.text for m in await service.history(chat())] == ["after", "echo: after"]
 
 
-async def test_a_chat_answers_in_order_while_other_chats_run(store: Store) -> None:
+async def test_a_person_is_answered_in_order_while_other_chats_run(store: Store) -> None:
     gate = Gate()
 
     async def first_waits(model: str, messages: list[dict[str, Any]]) -> Any:
@@ -276,12 +277,12 @@ async def test_a_chat_answers_in_order_while_other_chats_run(store: Store) -> No
     provider = ScriptedProvider(first_waits)
     service = make_service(store, provider)
     first = service.reply(chat(), ALICE, "first")
-    second = service.reply(chat(), BOB, "second")
+    second = service.reply(chat(), ALICE, "second")
     elsewhere = service.reply(chat("2"), ALICE, "elsewhere")
     await asyncio.wait_for(gate.sent_first.wait(), WAIT)
     # Another chat is answered while this chat's first reply is still streaming...
     assert await asyncio.wait_for(collect(elsewhere), WAIT) == "echo: elsewhere"
-    # ...but this chat's second message has not reached the model: it waits its turn.
+    # ...but Alice's second message has not reached the model: it waits its turn.
     assert [call.messages[-1]["content"] for call in provider.calls] == ["first", "elsewhere"]
     stored_users = [m.text for m in await rows(store) if m.role is Role.USER]
     assert stored_users == ["first", "second"]  # both stored at once
@@ -338,7 +339,7 @@ async def test_stop_keeps_the_partial_text_as_interrupted(store: Store) -> None:
 
     consumer = asyncio.create_task(consume())
     await asyncio.wait_for(gate.sent_first.wait(), WAIT)
-    assert await asyncio.wait_for(service.stop(chat()), WAIT)
+    assert await asyncio.wait_for(service.stop(chat()), WAIT) == 1
     await asyncio.wait_for(consumer, WAIT)
     assert deltas == ["partial "]
     assert (reply.status, reply.text) == ("interrupted", "partial ")
@@ -585,7 +586,9 @@ async def test_a_message_received_before_a_reset_stays_in_the_old_conversation(
     await collect(service.reply(chat(), ALICE, "first"))
     old = await store.current_conversation(chat())
     reply = service.reply(chat(), ALICE, "sent before /reset")
-    await service.reset(chat())  # handled before the message's task got to run
+    # Bob's reset, handled before Alice's message's task got to run, lets her reply finish.
+    report = await service.reset(chat(), BOB.id)
+    assert report == ResetReport(stopped=(), waited_for=("Alice",))
     await asyncio.wait_for(collect(reply), WAIT)
     assert old is not None
     assert [m.text for m in await store.conversation_messages(old)][2:] == [

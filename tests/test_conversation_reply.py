@@ -11,7 +11,7 @@ import pytest
 from core.conversation import IllegalMoveError, Reply, ReplyState
 from core.conversation.reply import MOVES
 from storage import MessageStatus
-from tests.test_conversation_fakes import WAIT, chat
+from tests.test_conversation_fakes import ALICE, WAIT, chat
 
 Q, S = ReplyState.QUEUED, ReplyState.STREAMING
 DONE, ERROR = ReplyState.DONE, ReplyState.ERROR
@@ -33,7 +33,7 @@ PAIRS = list(itertools.product(ReplyState, repeat=2))
 
 def reach(state: ReplyState) -> Reply:
     """A reply brought to `state` the way the service brings one there."""
-    reply = Reply(chat())
+    reply = Reply(chat(), ALICE)
     if state is S or state is DONE:
         assert reply.begin()
     if state is DONE:

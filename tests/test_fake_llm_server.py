@@ -287,6 +287,26 @@ async def test_stall_after_keeps_quiet_until_the_client_leaves(server) -> None:
     assert server.active_streams == 0
 
 
+async def test_hold_after_sends_part_then_waits_for_the_release(server, http) -> None:
+    script = Script(pieces=["a", "b", "c"], hold_after=2)
+    server.enqueue(script)
+    received: list[str] = []
+    async with http.stream(
+        "POST", f"{server.base_url}/chat/completions", json=chat(stream=True)
+    ) as response:
+        lines = response.aiter_lines()
+        while len(received) < 2:
+            line = await asyncio.wait_for(anext(lines), PROMPT)
+            if line.startswith("data: "):
+                received.append(json.loads(line[6:])["choices"][0]["delta"]["content"])
+        assert server.active_streams == 1  # held, not finished
+        script.release.set()
+        rest = [line async for line in lines if line.startswith("data: ")]
+    assert received == ["a", "b"]
+    assert json.loads(rest[0][6:])["choices"][0]["delta"]["content"] == "c"
+    assert rest[-1] == "data: [DONE]"
+
+
 async def test_close_ends_a_stalled_stream_promptly(http) -> None:
     server = FakeLLMServer()
     await server.start()

@@ -79,6 +79,10 @@ class Script:
     cut_after: int | None = None
     malformed_after: int | None = None
     stall_after: int | None = None
+    #: After this many pieces, flush and wait for `release` to be set, then go on: a test holds
+    #: one reply mid-stream for as long as it needs (concurrency), never for a guessed time.
+    hold_after: int | None = None
+    release: asyncio.Event = field(default_factory=asyncio.Event)
     #: The exact body. A list is written segment by segment (`delay` apart when > 0), so one SSE
     #: event can arrive split across TCP reads. It is sent as `text/event-stream` unless
     #: `headers` gives another `Content-Type`: a real server's exact JSON answer, for one. It is
@@ -118,10 +122,15 @@ class _Pause:
     """Marker in an event plan: flush what is pending, then wait the script's `delay`."""
 
 
+class _Hold:
+    """Marker in an event plan: flush what is pending, then wait for the script's `release`."""
+
+
 _CUT = _Cut()
 _STALL = _Stall()
 _PAUSE = _Pause()
-_PlanItem = bytes | _Cut | _Stall | _Pause
+_HOLD = _Hold()
+_PlanItem = bytes | _Cut | _Stall | _Pause | _Hold
 
 
 @functools.lru_cache(maxsize=4096)
@@ -213,16 +222,18 @@ class _Reply:
     def plan(
         self, piece_events: list[bytes], malformed: bytes, tail: list[bytes]
     ) -> list[_PlanItem]:
-        """Events in order, with the malformed event and the pause/cut/stall markers in place."""
+        """Events in order, with the malformed event and the pause/hold/cut/stall markers in
+        place."""
         script = self.script
-        if script.delay <= 0 and {script.malformed_after, script.cut_after, script.stall_after} == {
-            None
-        }:
+        markers = {script.malformed_after, script.cut_after, script.stall_after, script.hold_after}
+        if script.delay <= 0 and markers == {None}:
             return [*piece_events, *tail]
         items: list[_PlanItem] = []
         for index in range(len(piece_events) + 1):
             if script.malformed_after == index:
                 items.append(malformed)
+            if script.hold_after == index:
+                items.append(_HOLD)
             if script.cut_after == index:
                 return [*items, _CUT]
             if script.stall_after == index:
@@ -705,6 +716,8 @@ async def _write_plan(
             await _cut(request)
         elif item is _STALL:
             await _hang_until_client_leaves()
+        elif item is _HOLD:
+            await script.release.wait()
     if batch:
         await response.write(b"".join(batch))
     await response.write_eof()
