@@ -31,7 +31,7 @@ from bots.config import Settings
 from bots.logs import configure_logging, log_to_file
 from core import chat_settings
 from core.client import client_for
-from core.conversation import Author, ChatRef, ConversationService, Reply
+from core.conversation import Author, ChatRef, ConversationService, Reply, describe_reset
 from core.errors import ParleyError, describe
 from core.text import LINE_FEED_AND_TAB, without_controls
 from storage import MessageStatus, Role, StorageError, StoredMessage, open_store
@@ -176,8 +176,7 @@ class ConsoleChat:
         if name == "/help":
             self._console.print(HELP, markup=False, highlight=False)
         elif name == "/reset":
-            await self._service.reset(self.chat)
-            self._console.print("New conversation started; the old one is kept.")
+            self._say(describe_reset(await self._service.reset(self.chat)))
         elif name == "/model":
             await self._configure(chat_settings.MODEL, argument)
         elif name == "/system":

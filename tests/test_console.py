@@ -79,7 +79,7 @@ async def test_history_and_settings_survive_a_restart(
     server.enqueue(Script(pieces=["first answer"]), Script(pieces=["second answer"]))
     await session(settings, "/model fake-model-mini", "first question")
     out = await session(settings, "/history", "second question", "/reset", "/history")
-    history, after_reset = out.split("New conversation started")
+    history, after_reset = out.split("Started a new conversation")
     assert "first question" in history and "first answer" in history
     assert "No messages in this conversation yet." in after_reset
     second = server.requests[1].json

@@ -27,7 +27,7 @@ from bots.telegram.handlers import commands as command_texts
 from bots.telegram.handlers.other import TEXT_ONLY
 from bots.telegram.middlewares import REFUSAL
 from core import AsyncClient, chat_settings, errors
-from core.conversation import INTERRUPTED_NOTE, ConversationService
+from core.conversation import INTERRUPTED_NOTE, ConversationService, ResetReport, describe_reset
 from storage.factory import open_store
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.fakes.telegram_api import ApiError, Call, FakeChat, FakeTelegramAPI, StoredMessage, user
@@ -290,7 +290,7 @@ async def test_history_is_carried_and_reset(h: Harness, clean_logs: Callable[[],
     ]
     assert sent[0]["role"] == "system"
     reset = await h.ask(chat, ALICE, "/reset")
-    await h.reply_text(chat, reset, command_texts.RESET_DONE)
+    await h.reply_text(chat, reset, describe_reset(ResetReport()))
     third = await h.ask(chat, ALICE, "fresh start")
     await h.reply_text(chat, third, "echo: fresh start")
     assert [m["content"] for m in h.llm.requests[-1].json["messages"][1:]] == ["fresh start"]
@@ -403,29 +403,29 @@ async def test_stop_mid_stream(h: Harness, clean_logs: Callable[[], None]) -> No
     request = await h.ask(chat, ALICE, "talk")
     await h.reply_text(chat, request, "first words")
     stop = await h.ask(chat, ALICE, "/stop")
-    await h.reply_text(chat, stop, command_texts.STOPPED)
+    await h.reply_text(chat, stop, "Stopped.")
     await h.llm.wait_until_no_active_streams()
     assert replies(chat, request)[0].text == "first words"
     again = await h.ask(chat, ALICE, "/stop")
-    await h.reply_text(chat, again, command_texts.NOTHING_TO_STOP)
+    await h.reply_text(chat, again, "Nothing to stop.")
     next_one = await h.ask(chat, ALICE, "still there?")
     await h.reply_text(chat, next_one, "echo: still there?")
     clean_logs()
 
 
 async def test_two_users_in_one_group_at_once(h: Harness, clean_logs: Callable[[], None]) -> None:
+    alice_script = Script(pieces=["Alice's ", "answer"], hold_after=1)
+    h.llm.enqueue(alice_script)
     group = h.tg.group()
-    a, b = await asyncio.gather(
-        h.ask(group, ALICE, f"{h.mention} question from Alice"),
-        h.ask(group, BOB, f"{h.mention} question from Bob"),
-    )
-    await asyncio.gather(
-        h.reply_text(group, a, "echo: [Alice] question from Alice"),
-        h.reply_text(group, b, "echo: [Bob] question from Bob"),
-    )
-    # One reply at a time: the second request saw the first exchange.
+    a = await h.ask(group, ALICE, f"{h.mention} question from Alice")
+    await h.reply_text(group, a, "Alice's")
+    # Bob is answered while Alice's reply is held mid-stream, and his context leaves it out.
+    b = await h.ask(group, BOB, f"{h.mention} question from Bob")
+    await h.reply_text(group, b, "echo: [Bob] question from Bob")
+    alice_script.release.set()
+    await h.reply_text(group, a, "Alice's answer")
     contents = [m["content"] for m in h.llm.requests[1].json["messages"][1:]]
-    assert len(contents) == 3
+    assert contents == ["[Alice] question from Alice", "[Bob] question from Bob"]
     clean_logs()
 
 

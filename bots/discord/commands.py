@@ -13,7 +13,7 @@ from bots.discord.access import is_allowed, may_change_settings
 from bots.discord.messages import chat_of
 from bots.discord.surface import MAX_LENGTH, NO_PINGS
 from core import chat_settings
-from core.conversation import ChatRef, ConversationService
+from core.conversation import ChatRef, ConversationService, describe_reset, describe_stop
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +69,15 @@ class SettingsCog(commands.Cog):
 
     @app_commands.command(name="reset", description="Start a new conversation here")
     async def reset(self, interaction: discord.Interaction) -> None:
-        await self.service.reset(_chat(interaction))
-        await _say(
-            interaction, "Started a new conversation. Earlier messages are kept but no longer used."
-        )
+        report = await self.service.reset(_chat(interaction), self._whose_replies(interaction))
+        await _say(interaction, describe_reset(report))
 
     @app_commands.command(name="stop", description="Stop the reply being written here")
     async def stop(self, interaction: discord.Interaction) -> None:
-        stopped = await self.service.stop(_chat(interaction))
+        whose = self._whose_replies(interaction)
+        stopped = await self.service.stop(_chat(interaction), whose)
         await _say(
-            interaction, "Stopped." if stopped else "Nothing to stop.", ephemeral=not stopped
+            interaction, describe_stop(stopped, own_only=whose is not None), ephemeral=not stopped
         )
 
     @app_commands.command(name="model", description="Show or set the model used here")
@@ -90,6 +89,14 @@ class SettingsCog(commands.Cog):
     @app_commands.describe(prompt="The new system prompt, or 'default' for the operator's")
     async def system(self, interaction: discord.Interaction, prompt: str | None = None) -> None:
         await self._configure(chat_settings.SYSTEM_PROMPT, interaction, prompt)
+
+    def _whose_replies(self, interaction: discord.Interaction) -> str | None:
+        """The author whose replies /stop and /reset act on: in a server, the caller's own (the
+        id `messages.author_of` files them by); everyone's (None) for a DM and for those who may
+        change the channel's settings."""
+        if may_change_settings(interaction, self.settings.admin_ids):
+            return None
+        return str(interaction.user.id)
 
     async def _configure(
         self, setting: chat_settings.Setting, interaction: discord.Interaction, argument: str | None

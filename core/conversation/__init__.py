@@ -13,7 +13,7 @@ from .chat import Author, ChatRef
 from .context import TRUNCATION_MARKER, build_context
 from .observer import NO_OBSERVER, ConversationObserver, NoObserver
 from .reply import INTERRUPTED_NOTE, Reply, ReplyState
-from .reset import ResetReport, describe_reset
+from .reset import ResetReport, describe_reset, describe_stop
 from .service import ConversationService
 
 __all__ = [
@@ -31,4 +31,5 @@ __all__ = [
     "ResetReport",
     "build_context",
     "describe_reset",
+    "describe_stop",
 ]

@@ -1,8 +1,9 @@
-"""What a reset did to the replies in flight, and the one answer every surface gives for it.
+"""What /reset and /stop did to the replies in flight, in the words every surface answers with.
 
 A reset in a group may meet several people's replies: the caller's own are stopped, the others'
 are let finish in the old conversation first. The person who asked should learn which, in one
-short message, the same on Telegram, Discord and the console.
+short message, the same on Telegram, Discord and the console; and a group member whose /stop
+found nothing should learn it was about their own replies only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from .chat import Author
 
 RESET_DONE = "Started a new conversation. Earlier messages are kept but no longer used."
+NOTHING_TO_STOP = "Nothing to stop."
+NONE_OF_YOURS = "You have no reply being written."
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +51,10 @@ def describe_reset(report: ResetReport) -> str:
     if report.waited_for:
         text += f" Waited for {_replies_to(report.waited_for)} to finish first."
     return text
+
+
+def describe_stop(count: int, *, own_only: bool) -> str:
+    """The answer to /stop that cut `count` replies; `own_only`: only the caller's were asked."""
+    if count == 0:
+        return NONE_OF_YOURS if own_only else NOTHING_TO_STOP
+    return "Stopped." if count == 1 else f"Stopped {count} replies."

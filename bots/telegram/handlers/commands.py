@@ -12,10 +12,10 @@ from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import BotCommand, Message
 
 from bots.config import Settings
-from bots.telegram.chats import chat_ref, is_anonymous_admin, is_group
+from bots.telegram.chats import author_of, chat_ref, is_anonymous_admin, is_group
 from bots.telegram.filters import UnknownCommand
 from core import chat_settings
-from core.conversation import ConversationService
+from core.conversation import ConversationService, describe_reset, describe_stop
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,6 @@ HELP = (
     "In groups only admins may change the model or the system prompt."
 )
 START = "Hello! " + HELP
-RESET_DONE = "Started a new conversation."
-STOPPED = "Stopped."
-NOTHING_TO_STOP = "Nothing to stop."
 ADMINS_ONLY = "Only group admins can change this."
 UNKNOWN = "I don't know that command. /help lists what I can do."
 
@@ -70,14 +67,28 @@ async def help_(message: Message) -> None:
     await message.reply(HELP)
 
 
-async def reset(message: Message, service: ConversationService) -> None:
-    await service.reset(chat_ref(message))
-    await message.reply(RESET_DONE)
+async def reset(
+    message: Message, bot: Bot, service: ConversationService, settings: Settings
+) -> None:
+    whose = await _whose_replies(message, bot, settings)
+    await message.reply(describe_reset(await service.reset(chat_ref(message), whose)))
 
 
-async def stop(message: Message, service: ConversationService) -> None:
-    stopped = await service.stop(chat_ref(message))
-    await message.reply(STOPPED if stopped else NOTHING_TO_STOP)
+async def stop(
+    message: Message, bot: Bot, service: ConversationService, settings: Settings
+) -> None:
+    whose = await _whose_replies(message, bot, settings)
+    stopped = await service.stop(chat_ref(message), whose)
+    await message.reply(describe_stop(stopped, own_only=whose is not None))
+
+
+async def _whose_replies(message: Message, bot: Bot, settings: Settings) -> str | None:
+    """The author whose replies /stop and /reset act on: in a group, the caller's own, as
+    others are waiting for theirs; everyone's (None) for those `may_configure` lets decide
+    for the chat."""
+    if await may_configure(message, bot, settings):
+        return None
+    return author_of(message).id
 
 
 #: A /model or /system handler; aiogram fills in each parameter by its name.
