@@ -27,7 +27,13 @@ from bots.splitting import join_parts
 from bots.streaming import WARNING_PREFIX
 from core.chat_settings import MODEL_USAGE
 from core.client import AsyncClient
-from core.conversation import INTERRUPTED_NOTE, ChatRef, ConversationService
+from core.conversation import (
+    INTERRUPTED_NOTE,
+    ChatRef,
+    ConversationService,
+    ResetReport,
+    describe_reset,
+)
 from core.errors import MissingAuthError
 from storage import MessageStatus, Role, open_store
 from tests.fakes.discord_api import (
@@ -456,3 +462,53 @@ async def test_missing_message_content_intent_stops_start_up() -> None:
 async def test_a_rejected_token_stops_start_up(fake: FakeDiscord) -> None:
     message = await _start_up_failure(fake, "not-the-token")
     assert "DISCORD_BOT_TOKEN" in message and "not-the-token" not in message
+
+
+def held(*pieces: str) -> Script:
+    """A reply that shows its first piece, then waits for `release`."""
+    return Script(pieces=list(pieces), hold_after=1)
+
+
+async def test_stop_and_reset_in_a_channel_act_on_the_callers_replies(
+    bot: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resetting = asyncio.Event()
+    reset_replies = bot.service.reset
+
+    async def reset_seen(*args: Any) -> Any:
+        resetting.set()  # the reset takes stock of the replies in flight before it yields
+        return await reset_replies(*args)
+
+    monkeypatch.setattr(bot.service, "reset", reset_seen)
+
+    def showing(text: str) -> Callable[[], bool]:
+        return lambda: any(m.content.startswith(text) for m in bot.fake.bot_messages(GENERAL_ID))
+
+    alice_script = held("Alice's ", "answer")
+    bot.llm.enqueue(alice_script, held("Bob's ", "answer"))
+    await bot.fake.push_message(f"{MENTION} a1", author=ALICE_ID)
+    await bot.fake.wait_for(showing("Alice's"), WAIT)
+    await bot.fake.push_message(f"{MENTION} b1")
+    await bot.fake.wait_for(showing("Bob's"), WAIT)
+
+    stop = await bot.fake.push_interaction("stop")  # Bob, a member: his own reply
+    assert await bot.fake.wait_answered(stop) == "Stopped."
+    await bot.llm.wait_for_active_streams(1, WAIT)  # Bob's closed, Alice's goes on
+    again = await bot.fake.push_interaction("stop")
+    assert await bot.fake.wait_answered(again) == "You have no reply being written."
+    assert again.callback is not None and again.callback["data"]["flags"] & 64  # ephemeral
+
+    reset = await bot.fake.push_interaction("reset")  # Bob's: waits for Alice's reply
+    await asyncio.wait_for(resetting.wait(), WAIT)
+    alice_script.release.set()
+    await bot.fake.wait_for(showing("Alice's answer"), WAIT)
+    assert await bot.fake.wait_answered(reset) == describe_reset(ResetReport(waited_for=("Alice",)))
+
+    bot.llm.enqueue(held("Alice again ", "answer"), held("Bob again ", "answer"))
+    await bot.fake.push_message(f"{MENTION} a2", author=ALICE_ID)
+    await bot.fake.wait_for(showing("Alice again"), WAIT)
+    await bot.fake.push_message(f"{MENTION} b2")
+    await bot.fake.wait_for(showing("Bob again"), WAIT)
+    stop = await bot.fake.push_interaction("stop", user=ALICE_ID)  # Manage Server: everyone's
+    assert await bot.fake.wait_answered(stop) == "Stopped 2 replies."
+    await bot.llm.wait_until_no_active_streams(WAIT)

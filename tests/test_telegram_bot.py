@@ -669,3 +669,47 @@ async def test_a_rejected_token_stops_start_up_with_what_to_do(tmp_path: Path) -
         finally:
             await service.aclose()
             await store.close()
+
+
+def held(*pieces: str) -> Script:
+    """A reply that shows its first piece, then waits for `release`."""
+    return Script(pieces=list(pieces), hold_after=1)
+
+
+async def test_stop_and_reset_in_a_group_act_on_the_callers_replies(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with running_bot(tmp_path) as h:
+        group = h.tg.supergroup()
+        h.tg.set_admins(group, [CAROL["id"]])
+        alice_script = held("Alice's ", "answer")
+        h.llm.enqueue(alice_script, held("Bob's ", "answer"), held("Bob again ", "answer"))
+        alice = await h.ask(group, ALICE, f"{h.mention} a1")
+        await h.reply_text(group, alice, "Alice's")
+        bob = await h.ask(group, BOB, f"{h.mention} b1")
+        await h.reply_text(group, bob, "Bob's")
+
+        stop = await h.ask(group, BOB, "/stop")  # a member's /stop: their own reply
+        await h.reply_text(group, stop, "Stopped.")
+        again = await h.ask(group, BOB, "/stop")
+        await h.reply_text(group, again, "You have no reply being written.")
+        await h.llm.wait_for_active_streams(1, WAIT)  # Bob's closed; Alice's goes on
+
+        bob_again = await h.ask(group, BOB, f"{h.mention} b2")
+        await h.reply_text(group, bob_again, "Bob again")
+        reset = await h.ask(group, BOB, "/reset")  # stops Bob's, waits for Alice's
+        await h.llm.wait_for_active_streams(1, WAIT)
+        alice_script.release.set()
+        await h.reply_text(group, alice, "Alice's answer")
+        report = ResetReport(stopped=("Bob",), waited_for=("Alice",))
+        await h.reply_text(group, reset, describe_reset(report))
+
+        h.llm.enqueue(held("Alice's second ", "answer"), held("Bob's second ", "answer"))
+        alice = await h.ask(group, ALICE, f"{h.mention} a2")
+        await h.reply_text(group, alice, "Alice's second")
+        bob = await h.ask(group, BOB, f"{h.mention} b3")
+        await h.reply_text(group, bob, "Bob's second")
+        stop = await h.ask(group, CAROL, "/stop")  # an admin's: everyone's
+        await h.reply_text(group, stop, "Stopped 2 replies.")
+        await h.llm.wait_until_no_active_streams(WAIT)
+    clean_logs()

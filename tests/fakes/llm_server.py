@@ -329,7 +329,12 @@ class FakeLLMServer:
         timeout: float = WAIT_TIMEOUT,
     ) -> None:
         """Wait until every completion request has finished or been abandoned by its client."""
-        await self._wait(lambda: self.active_streams == 0, timeout)
+        await self.wait_for_active_streams(0, timeout)
+
+    async def wait_for_active_streams(self, count: int, timeout: float = WAIT_TIMEOUT) -> None:
+        """Wait until exactly `count` completion requests are in flight: a test that holds
+        several sees one of them end (finished, or abandoned by a stopped reply)."""
+        await self._wait(lambda: self.active_streams == count, timeout)
 
     async def _wait(self, predicate: Callable[[], bool], within: float) -> None:
         if predicate():
