@@ -38,7 +38,7 @@ HELP = (
     "/reset: start a new conversation\n"
     "/model [NAME]: show or change the model (default: the operator's)\n"
     "/system [TEXT]: show or change the system prompt\n"
-    "/stop: stop the reply being written\n"
+    "/stop: stop your reply being written (group admins: every reply)\n"
     "In groups only admins may change the model or the system prompt."
 )
 START = "Hello! " + HELP
