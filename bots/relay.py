@@ -18,16 +18,22 @@ What the database says about a reply's delivery, and when (`DeliveryRecord`):
   mid-reply) is `interrupted`, even if the model finished it: the row's status says what the user
   has, its text what the model said.
 
+A reply that waits for the same person's earlier one shows `QUEUED_NOTE` until its turn comes
+(other people's questions are answered meanwhile: the service queues per person); one stopped
+before it said anything (`/reset` stops the asker's queued questions) ends with `NOT_ANSWERED`.
+
 The service hears when delivery ended (`ConversationService.delivery_ended`), after the record is
 written: only then is a reply's outcome known, so only then does it count in the metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from bots.streaming import DELIVERY_TIMEOUT, StreamingEngine, StreamResult, Surface
-from core.conversation import Author, ChatRef, ConversationService, Reply
+from core.conversation import Author, ChatRef, ConversationService, Reply, ReplyState
 from core.errors import describe
 from storage import StorageError
 
@@ -36,6 +42,10 @@ log = logging.getLogger(__name__)
 
 #: What a chat user is told when the history could not be saved; the log has the details.
 STORAGE_TROUBLE = "I could not save this conversation. Please tell the bot's operator."
+#: Shown while a question waits for the answer to the asker's previous one.
+QUEUED_NOTE = "⏳ Queued: I will answer this after your previous question."
+#: The last text of a reply stopped before it said anything.
+NOT_ANSWERED = "⏹ Stopped before I answered this."
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -122,10 +132,21 @@ async def relay(
         delivery_timeout=delivery_timeout,
         listener=record,
     )
+    placeholder = QUEUED_NOTE if reply.queued_behind_own else None
     try:
-        return await engine.run(reply)
+        return await engine.run(_shown(reply), placeholder=placeholder)
     finally:  # however delivery ended: cancelled, or even a bug in the engine
         service.delivery_ended(reply, whole=record.whole)
+
+
+async def _shown(reply: Reply) -> AsyncIterator[str]:
+    """The reply's deltas, and `NOT_ANSWERED` if it was stopped before saying anything (a
+    message cannot be empty, and "(empty reply)" would blame the model)."""
+    async with contextlib.aclosing(aiter(reply)) as deltas:
+        async for delta in deltas:
+            yield delta
+    if reply.state is ReplyState.STOPPED and not reply.text:
+        yield NOT_ANSWERED
 
 
 def _ids(handles: list[object]) -> list[str]:

@@ -4,8 +4,10 @@ It is llmcord's streaming loop as a class that knows only a `Surface` (send, edi
 Two tasks share the reply text: one consumes the deltas and only appends, so a slow platform
 never slows the model stream; the other delivers, one call at a time, always with the newest
 text, so every delta that arrives while a call is in flight or waiting is folded into the next
-edit. Each message keeps its own clock (llmcord has one global clock): its next edit starts no
-sooner than `min_edit_interval` after its last send or edit started.
+edit. Every send and edit waits for its turn in the chat's `WriteBudget` (`bots.write_budget`),
+which every reply streaming into that chat shares: one reply alone is paced as the platform
+allows, several take turns (first texts first, then the longest waiting), never meeting a 429.
+A reply queued behind its asker's earlier one may show a `placeholder` until its text comes.
 
 A reply longer than `max_length` is split exactly as `bots.splitting.split_message` splits the
 whole text (see there for how the parts join back); a finished part gets a final edit and the
@@ -14,8 +16,8 @@ such messages), so neither is a reply's trailing whitespace that overflows into 
 
 A send or edit that fails is retried with capped, jittered exponential backoff (`Backoff`), the
 newest text each time, until it gets through, the message is gone, or the platform has kept
-failing for `delivery_timeout` seconds: then delivery gives up. Rate limits are waited out and do
-not count. Each failure is one log line; so is the success after failures, or giving up. Only
+failing for `delivery_timeout` seconds: then delivery gives up. A rate limit holds the whole
+chat's budget for its `retry_after` and does not count as a failure. Each failure is one log line; so is the success after failures, or giving up. Only
 this reply's own tasks wait meanwhile: other chats' replies run in their own.
 
 A stream cancelled from outside (the bot stopping) mid-reply makes one bounded last edit that
@@ -28,14 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from bots.backoff import Backoff
+from bots.clock import SYSTEM_CLOCK, Clock
 from bots.errors import MessageGone, RateLimited
 from bots.splitting import Fence, fence_after, next_cut, reopening
+from bots.write_budget import Claim, Urgency, WriteBudget
 from core import errors
 from core.conversation import INTERRUPTED_NOTE
 
@@ -48,9 +51,6 @@ TYPING_INTERVAL = 4.0
 DELIVERY_TIMEOUT = 600.0
 #: Seconds a cancelled stream may spend on its last edit, and on stopping the deltas.
 CANCEL_GRACE = 5.0
-#: Floor under a surface's `min_edit_interval`, so a surface whose edits fail at once (or that
-#: allows any rate) cannot make the engine retry in a tight loop.
-MIN_EDIT_INTERVAL = 0.1
 #: Starts the line that tells the user the model failed.
 WARNING_PREFIX = "⚠️ "
 #: Shown when the model answered nothing visible, as a message cannot be empty.
@@ -59,27 +59,6 @@ EMPTY_NOTICE = "(empty reply)"
 FAILURE_LOG_CHARS = 200
 #: Waits between tries of a failing send or edit: 1 s doubling to 30 s, jittered.
 DELIVERY_BACKOFF = Backoff(first=1.0, cap=30.0, jitter=True)
-
-
-class Clock(Protocol):
-    """Time as the engine sees it; tests pass a virtual clock."""
-
-    def monotonic(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class SystemClock:
-    """The real clock: `time.monotonic` and `asyncio.sleep`."""
-
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-SYSTEM_CLOCK = SystemClock()
 
 
 class Surface(Protocol):
@@ -94,7 +73,8 @@ class Surface(Protocol):
     """
 
     max_length: int
-    min_edit_interval: float
+    #: The chat's writes, shared with every other reply streaming into the same chat.
+    budget: WriteBudget
 
     async def send(self, text: str, *, final: bool) -> object:
         """Post a new message and return its handle: the first send replies to the user's
@@ -166,13 +146,19 @@ class StreamingEngine:
         self._clock = clock
         self._delivery = _Delivery(delivery_timeout, backoff or DELIVERY_BACKOFF, listener)
 
-    async def run(self, deltas: AsyncIterable[str]) -> StreamResult:
+    async def run(
+        self, deltas: AsyncIterable[str], *, placeholder: str | None = None
+    ) -> StreamResult:
         """Stream `deltas` into messages until the final text is delivered, or delivery gave up.
 
-        An Exception from `deltas` is shown as a warning line and returned as `.error`, never
-        raised. Cancellation makes a bounded best-effort final edit, then propagates.
+        `placeholder` is shown at once, until the first text replaces it (a reply that waits its
+        turn says so). An Exception from `deltas` is shown as a warning line and returned as
+        `.error`, never raised. Cancellation makes a bounded best-effort final edit, then
+        propagates.
         """
-        stream = _Stream(self._surface, self._describe_error, self._clock, self._delivery)
+        stream = _Stream(
+            self._surface, self._describe_error, self._clock, self._delivery, placeholder
+        )
         return await stream.run(deltas)
 
 
@@ -194,7 +180,6 @@ class _Message:
     prefix: str
     handle: object | None = None
     shown: str | None = None
-    last_call: float | None = None
 
 
 class _Stream:
@@ -206,6 +191,7 @@ class _Stream:
         describe_error: Callable[[BaseException], str],
         clock: Clock,
         delivery: _Delivery,
+        placeholder: str | None,
     ) -> None:
         self._surface = surface
         self._describe_error = describe_error
@@ -214,7 +200,15 @@ class _Stream:
         self._length: Callable[[str], int] = getattr(surface, "length", len)
         self._limit = surface.max_length
         self._renders_final: bool = getattr(surface, "renders_final", True)
-        self._interval = max(surface.min_edit_interval, MIN_EDIT_INTERVAL)
+        self._budget = surface.budget
+        self._placeholder = placeholder
+        #: The write holding (or waiting for) a turn in the chat's budget, if any.
+        self._claim: Claim | None = None
+        #: Since when this reply has been waiting for its next write: the budget serves the
+        #: longest-waiting first.
+        self._idle_since = clock.monotonic()
+        #: Some of the model's text (not just the placeholder) is on screen.
+        self._text_shown = False
         self._text = ""
         self._final: str | None = None
         self._error: BaseException | None = None
@@ -248,6 +242,7 @@ class _Stream:
             raise
         finally:
             self._stop_typing()
+            self._release_turn(wrote=False)
         return await self._report_end()
 
     def _result(self) -> StreamResult:
@@ -300,8 +295,14 @@ class _Stream:
 
     def _close_with(self, final_text: str) -> None:
         if self._final is None:
-            self._final = final_text
-            self._changed.set()
+            self._set_final(final_text)
+
+    def _set_final(self, final_text: str) -> None:
+        """The reply's last text is known: a write waiting its turn now carries it."""
+        self._final = final_text
+        self._changed.set()
+        if self._claim is not None:
+            self._claim.raise_to(Urgency.FINAL)
 
     async def _deliver(self) -> None:
         message = self._new_message(0, None)
@@ -311,8 +312,8 @@ class _Stream:
             text = self._final if self._final is not None else self._text
             cut = next_cut(text, message.start, message.fence, self._limit, self._length)
             if cut is not None:
-                if text[message.start : cut.end].strip() and not await self._finish(
-                    message, cut.part
+                if text[message.start : cut.end].strip() and not await self._write(
+                    message, cut.part, final=True
                 ):
                     continue  # not through yet: the part's text is fixed, so try it again
                 message = self._new_message(cut.end, cut.fence)
@@ -320,42 +321,67 @@ class _Stream:
             has_text = bool(text[message.start :].strip())
             current = message.prefix + text[message.start :]
             if finished:
-                if not has_text or await self._finish(message, current):
+                if not has_text or await self._write(message, current, final=True):
                     self._delivered = not self._stopped
                     return
-            elif not has_text or current == message.shown:
-                await self._changed.wait()
-            elif (wait := self._wait_time(message)) > 0:
-                await self._clock.sleep(wait)
+            elif has_text and current != message.shown:
+                await self._write(message, current, final=False)
+            elif self._placeholder is not None and not self._handles and not has_text:
+                await self._write(message, self._placeholder, final=False, placeholder=True)
             else:
-                await self._attempt(message, current, final=False)
+                self._release_turn(wrote=False)  # nothing to show after all
+                await self._changed.wait()
 
     def _new_message(self, start: int, fence: Fence | None) -> _Message:
         return _Message(start, fence, reopening(fence, self._limit, self._length))
 
-    async def _finish(self, message: _Message, text: str) -> bool:
-        """One step towards a message's final text: wait out its interval or backoff, or make
-        one try. True once it got through (or needs no call); the caller loops, re-reading the
-        text, which a cancellation may still extend with the interrupted notice."""
-        if text == message.shown and not self._renders_final:
+    async def _write(
+        self, message: _Message, text: str, *, final: bool, placeholder: bool = False
+    ) -> bool:
+        """One step towards showing `text`: wait out a backoff, or wait for a turn in the chat's
+        budget, or make one try. True once it got through (or needs no call). After any wait
+        the caller loops, re-reading the text, which grew meanwhile (or became final, or a
+        cancellation extended it with the interrupted notice): the turn is kept for that."""
+        if final and text == message.shown and not self._renders_final:
             return True
-        if (wait := self._wait_time(message)) > 0:
-            await self._clock.sleep(wait)
+        if self._claim is None:
+            if (wait := self._backoff_left()) > 0:
+                await self._clock.sleep(wait)
+                return False
+            await self._take_turn(self._urgency(final))
             return False
-        return await self._attempt(message, text, final=True)
+        return await self._attempt(message, text, final=final, placeholder=placeholder)
 
-    def _wait_time(self, message: _Message) -> float:
-        """Until the message's next call may start: its interval after its last call, and the
-        backoff after a failure."""
-        ready = -float("inf") if message.last_call is None else message.last_call + self._interval
-        if self._retry_at is not None:
-            ready = max(ready, self._retry_at)
-        return ready - self._clock.monotonic()
+    def _urgency(self, final: bool) -> Urgency:
+        if not self._text_shown:
+            return Urgency.FIRST
+        return Urgency.FINAL if final else Urgency.ROUTINE
 
-    async def _attempt(self, message: _Message, text: str, *, final: bool) -> bool:
-        """One send or edit; True if it got through. A rate limit is waited out here, MessageGone
-        ends the stream, any other error is logged (one line) and backed off from."""
-        message.last_call = self._clock.monotonic()
+    async def _take_turn(self, urgency: Urgency) -> None:
+        claim = self._claim = self._budget.claim(urgency, since=self._idle_since)
+        if self._final is not None:
+            claim.raise_to(Urgency.FINAL)
+        await claim.wait()
+
+    def _release_turn(self, *, wrote: bool) -> None:
+        if self._claim is not None:
+            self._claim.release(wrote=wrote)
+            self._claim = None
+            self._idle_since = self._clock.monotonic()
+
+    def _backoff_left(self) -> float:
+        """Seconds until the next try after a failure (0 if none failed)."""
+        if self._retry_at is None:
+            return 0.0
+        return self._retry_at - self._clock.monotonic()
+
+    async def _attempt(
+        self, message: _Message, text: str, *, final: bool, placeholder: bool = False
+    ) -> bool:
+        """One send or edit in the turn the reply holds; True if it got through. A rate limit
+        holds the chat's budget, MessageGone ends the stream, any other error is logged (one
+        line) and backed off from."""
+        started = self._clock.monotonic()
         action = "send" if message.handle is None else "edit"
         if self._delivery.listener is not None:
             await self._delivery.listener.showing()
@@ -367,17 +393,20 @@ class _Stream:
             else:
                 await self._surface.edit(message.handle, text, final=final)
         except RateLimited as limit:
-            logger.info("rate limited on %s; waiting %.1f s", action, limit.retry_after)
-            await self._clock.sleep(limit.retry_after)
+            logger.info("rate limited on %s; the chat waits %.1f s", action, limit.retry_after)
+            self._budget.hold(limit.retry_after)
             return False
         except MessageGone:
             logger.info("reply message gone on %s; streaming stops", action)
             self._gone = True
             return False
         except Exception as exc:
-            self._failed(action, exc, started=message.last_call)
+            self._failed(action, exc, started=started)
             return False
+        finally:
+            self._release_turn(wrote=True)
         message.shown = text
+        self._text_shown = self._text_shown or not placeholder
         self._succeeded(action)
         if action == "send" and self._delivery.listener is not None:
             await self._delivery.listener.sent(list(self._handles))
@@ -456,9 +485,8 @@ class _Stream:
         if not consume.done():
             await self._stop_consuming(consume, deltas)
         if self._final is None and not deliver.done():
-            self._final = with_interrupted_note(self._text)
             self._interrupted = True
-            self._changed.set()
+            self._set_final(with_interrupted_note(self._text))
         else:
             self._close_with(self._text)
         await asyncio.wait({deliver}, timeout=CANCEL_GRACE)

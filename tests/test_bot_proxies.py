@@ -40,9 +40,10 @@ from bots.discord.endpoints import use_endpoints
 from bots.doctor import Level, check_discord, check_telegram
 from bots.logs import configure_logging
 from bots.proxy import ProxyURL
-from bots.telegram import EditIntervals, TelegramBot, bot_api_session
+from bots.telegram import TelegramBot, TelegramLimits, bot_api_session
 from bots.telegram import requests as telegram_requests
 from bots.telegram.proxy import aiogram_proxy
+from bots.write_budget import WriteLimits
 from core import AsyncClient
 from core.conversation import NO_OBSERVER, ConversationService
 from storage import open_store
@@ -58,7 +59,7 @@ USERNAME = "parley"
 #: Long enough to be redacted (`core.redact.MIN_SECRET_LENGTH`), and found nowhere else.
 PASSWORD = "pr0xy-s3cret-7d1f"
 KINDS = ["http", "http-with-password", "socks5", "socks5-with-password"]
-FAST = EditIntervals(private=0.1, group=0.3)
+FAST = TelegramLimits(private=WriteLimits(1, 0.1), group=WriteLimits(20, 6.0, reserve=5))
 ALICE = user(1001, "Alice")
 ANSWER = ["Hello ", "through ", "the proxy"]
 
@@ -94,7 +95,7 @@ def _settings(tmp_path: Path, **fields: Any) -> Settings:
 
 
 def _telegram_bot(settings: Settings, service: ConversationService) -> TelegramBot:
-    return TelegramBot(settings, service, edit_intervals=FAST)
+    return TelegramBot(settings, service, write_limits=FAST)
 
 
 @contextlib.asynccontextmanager

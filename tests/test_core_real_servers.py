@@ -17,6 +17,7 @@ import pytest
 
 from bots.config import Settings
 from bots.relay import relay
+from bots.write_budget import WriteBudget, WriteLimits
 from core import AsyncClient, errors
 from core.conversation import ConversationService
 from core.providers import Anthropic, OpenAICompatible
@@ -170,10 +171,10 @@ class _Surface:
     """A chat that keeps the last text of each message, as a user would read it."""
 
     max_length = 4096
-    min_edit_interval = 0.0
 
     def __init__(self) -> None:
         self.messages: list[str] = []
+        self.budget = WriteBudget(WriteLimits(1, 0.001))
 
     async def send(self, text: str, *, final: bool) -> object:
         self.messages.append(text)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bots import streaming
+from bots.clock import SystemClock as RealClock
 from bots.metrics import Metrics
 from bots.relay import relay
 from core import AsyncClient
@@ -22,7 +23,6 @@ from tests.test_conversation import make_settings, rows
 from tests.test_conversation_fakes import ALICE, WAIT, Gate, ScriptedProvider, chat
 from tests.test_delivery_units import SpySurface
 from tests.test_streaming import Call, RecordingSurface
-from tests.test_streaming import SystemClock as RealClock
 
 
 @pytest.fixture

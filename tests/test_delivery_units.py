@@ -12,6 +12,7 @@ import pytest
 from aiogram.exceptions import TelegramServerError
 
 from bots import repair
+from bots.clock import SystemClock as RealClock
 from bots.errors import MessageGone
 from bots.relay import relay
 from bots.repair import repair_replies
@@ -25,7 +26,6 @@ from tests.fakes.telegram_api import user as telegram_user
 from tests.test_conversation import make_settings, rows
 from tests.test_conversation_fakes import ALICE, WAIT, Gate, ScriptedProvider, chat
 from tests.test_streaming import Call, RecordingSurface
-from tests.test_streaming import SystemClock as RealClock
 from tests.test_telegram_bot import running_bot
 from tests.test_telegram_units import make_bot
 

@@ -32,7 +32,7 @@ from bots.discord import reconnect
 from bots.discord.client import ParleyDiscordClient
 from bots.discord.endpoints import use_endpoints
 from bots.discord.messages import PLATFORM
-from bots.discord.surface import DiscordSurface
+from bots.discord.surface import DiscordBudgets, DiscordSurface
 from bots.errors import BotStartupError
 from bots.repair import repair_replies
 from bots.shutdown import Grace, finish_in_flight
@@ -81,6 +81,7 @@ class DiscordBot:
         self._client: ParleyDiscordClient | None = None
         self._grace = Grace(settings.shutdown_grace_seconds)
         self._repairing = False
+        self._budgets = DiscordBudgets()
 
     platform = PLATFORM
 
@@ -122,7 +123,7 @@ class DiscordBot:
         fails, so a retry starts clean."""
         token = self.settings.discord_bot_token
         assert token is not None
-        client = ParleyDiscordClient(self.settings, self.service)
+        client = ParleyDiscordClient(self.settings, self.service, self._budgets)
         client.add_listener(self._on_ready, "on_ready")
         client.add_listener(self._on_resumed, "on_resumed")
         client.add_listener(self._on_disconnect, "on_disconnect")
@@ -161,7 +162,7 @@ class DiscordBot:
             # Once per run, on the client that connected: a login retried after its commands'
             # sync failed would lose a repair started before (its client's cog stops it).
             self._repairing = True
-            surface_for = partial(DiscordSurface.resuming, client)
+            surface_for = partial(DiscordSurface.resuming, client, self._budgets)
             client.chat.start(repair_replies(self.service, PLATFORM, surface_for))
 
     async def _on_resumed(self) -> None:

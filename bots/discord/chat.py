@@ -14,7 +14,7 @@ from discord.ext import commands
 from bots.config import Settings
 from bots.discord.access import is_allowed
 from bots.discord.messages import author_of, chat_of, chat_title, is_for_bot, prompt_of
-from bots.discord.surface import DiscordSurface
+from bots.discord.surface import DiscordBudgets, DiscordSurface
 from bots.errors import MessageGone
 from bots.relay import relay
 from core.conversation import ConversationService
@@ -31,10 +31,17 @@ EMPTY_MENTION = "Yes? Mention me together with your question."
 class ChatCog(commands.Cog):
     """Mentions, DMs and replies to the bot go to the conversation service, then stream back."""
 
-    def __init__(self, bot: commands.Bot, settings: Settings, service: ConversationService) -> None:
+    def __init__(
+        self,
+        bot: commands.Bot,
+        settings: Settings,
+        service: ConversationService,
+        budgets: DiscordBudgets,
+    ) -> None:
         self.bot = bot
         self.settings = settings
         self.service = service
+        self.budgets = budgets
         self._refused_channels: set[int] = set()
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -92,7 +99,7 @@ class ChatCog(commands.Cog):
             self._refused(message.channel, "no Send Messages permission")
             return
         text = prompt_of(message, me)
-        surface = DiscordSurface(message)
+        surface = DiscordSurface(message, self.budgets)
         if not text:
             hint = UNREADABLE if message.attachments or message.stickers else EMPTY_MENTION
             with contextlib.suppress(MessageGone):

@@ -14,7 +14,7 @@ from bots.discord.chat import ChatCog
 from bots.discord.commands import SettingsCog
 from bots.discord.proxy import ProxiedConnector
 from bots.discord.ratelimits import count_rate_limits
-from bots.discord.surface import NO_PINGS
+from bots.discord.surface import NO_PINGS, DiscordBudgets
 from bots.errors import NotTheApi
 from core.conversation import ConversationService
 
@@ -32,9 +32,15 @@ def intents() -> discord.Intents:
 class ParleyDiscordClient(commands.Bot):
     """A `commands.Bot` for its cogs and app-command tree; Parley has no prefix commands."""
 
-    def __init__(self, settings: Settings, service: ConversationService) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        service: ConversationService,
+        budgets: DiscordBudgets | None = None,
+    ) -> None:
         """Build inside the event loop: the proxy's connector, when DISCORD_PROXY is set, binds
-        to the running loop."""
+        to the running loop. `budgets`: the channels' write budgets, kept by the bot across
+        clients (a new login must not forget the writes of the last seconds)."""
         proxy = settings.discord_proxy
         if proxy is not None:
             log.info("Discord: connecting through the proxy %s", proxy.address)
@@ -51,6 +57,7 @@ class ParleyDiscordClient(commands.Bot):
         )
         self.settings = settings
         self.service = service
+        self.budgets = budgets or DiscordBudgets()
         #: The listener answering messages, once `setup_hook` added it (the shutdown asks it
         #: to take no more and waits for its replies in flight).
         self.chat: ChatCog | None = None
@@ -70,7 +77,7 @@ class ParleyDiscordClient(commands.Bot):
             self.foreign_answer = NotTheApi(response.status, response.content_type)
 
     async def setup_hook(self) -> None:
-        self.chat = ChatCog(self, self.settings, self.service)
+        self.chat = ChatCog(self, self.settings, self.service, self.budgets)
         await self.add_cog(self.chat)
         await self.add_cog(SettingsCog(self.settings, self.service))
         synced = await self.tree.sync()

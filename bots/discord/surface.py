@@ -15,13 +15,28 @@ from typing import cast
 import discord
 
 from bots.errors import MessageGone
+from bots.write_budget import ChatBudgets, WriteBudget, WriteLimits
 from storage import UndeliveredReply
 
 MAX_LENGTH = 2000
-#: Discord allows 5 edits per 5 s per channel; one per second per message stays under it.
-MIN_EDIT_INTERVAL = 1.0
+#: Discord's rate-limit bucket for a channel's messages: 5 writes per 5 s (sends and edits
+#: together). Ordinary edits leave one of them to first and final texts.
+CHANNEL_LIMITS = WriteLimits(5, 5.0, reserve=1)
 #: Every message Parley sends: model output saying @everyone, <@id> or <@&id> pings no one.
 NO_PINGS = discord.AllowedMentions.none()
+
+
+class DiscordBudgets:
+    """Every channel's write budget (a thread is a channel of its own, with its own bucket),
+    shared by the replies streaming into it. discord.py also waits for the real buckets; this
+    keeps the engine from asking more of them than they give, and spreads the turns fairly."""
+
+    def __init__(self, limits: WriteLimits = CHANNEL_LIMITS) -> None:
+        self._limits = limits
+        self._budgets: ChatBudgets[int] = ChatBudgets()
+
+    def of(self, channel_id: int) -> WriteBudget:
+        return self._budgets.get(channel_id, self._limits)
 
 
 class DiscordSurface:
@@ -32,24 +47,29 @@ class DiscordSurface:
     """
 
     max_length = MAX_LENGTH
-    min_edit_interval = MIN_EDIT_INTERVAL
     #: Discord renders the Markdown of every edit, so the text already shown is final as is.
     renders_final = False
 
-    def __init__(self, question: discord.Message | discord.PartialMessage) -> None:
+    def __init__(
+        self, question: discord.Message | discord.PartialMessage, budgets: DiscordBudgets
+    ) -> None:
         """`question`: the user's message, or (start-up repair, `bots.repair`) the bot's own
         message the reply goes on from."""
+        self.budget = budgets.of(question.channel.id)
         self._channel = question.channel
         # A question deleted meanwhile must not stop the answer: it still belongs there.
         self._reference = question.to_reference(fail_if_not_exists=False)
         self.refused: discord.Forbidden | None = None
 
     @classmethod
-    def resuming(cls, client: discord.Client, reply: UndeliveredReply) -> DiscordSurface:
+    def resuming(
+        cls, client: discord.Client, budgets: DiscordBudgets, reply: UndeliveredReply
+    ) -> DiscordSurface:
         """The surface of a stored reply, taken up at its last message (`bots.repair`): in its
         thread if it has one, else in its channel."""
         channel = client.get_partial_messageable(int(reply.thread_id or reply.chat_id))
-        return cls(discord.PartialMessage(channel=channel, id=int(reply.platform_message_ids[-1])))
+        message = discord.PartialMessage(channel=channel, id=int(reply.platform_message_ids[-1]))
+        return cls(message, budgets)
 
     async def send(self, text: str, *, final: bool) -> int:
         with self._gone_on_refusal():

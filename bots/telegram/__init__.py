@@ -38,17 +38,17 @@ from bots.telegram.middlewares import AccessMiddleware
 from bots.telegram.polling import Poller, confirm_bot, telegram_cause
 from bots.telegram.proxy import ProxyFailures, aiogram_proxy
 from bots.telegram.requests import RetryRequests
-from bots.telegram.surface import EditIntervals, TelegramSurface
+from bots.telegram.surface import TelegramBudgets, TelegramLimits, TelegramSurface
 from core.conversation import NO_OBSERVER, ConversationObserver, ConversationService
 
 log = logging.getLogger(__name__)
 
-#: Telegram's own pace for editing a message.
-TELEGRAM_PACE = EditIntervals()
+#: The writes Telegram allows a chat.
+TELEGRAM_LIMITS = TelegramLimits()
 #: Seconds one getUpdates request waits for news on the server.
 POLLING_TIMEOUT = 30
 
-__all__ = ["EditIntervals", "TelegramBot", "bot_api_session", "build_dispatcher"]
+__all__ = ["TelegramBot", "TelegramLimits", "bot_api_session", "build_dispatcher"]
 
 
 class TelegramBot:
@@ -59,17 +59,17 @@ class TelegramBot:
         settings: Settings,
         service: ConversationService,
         *,
-        edit_intervals: EditIntervals = TELEGRAM_PACE,
+        write_limits: TelegramLimits = TELEGRAM_LIMITS,
         polling_timeout: int = POLLING_TIMEOUT,
         backoff: Backoff = DEFAULT_BACKOFF,
     ) -> None:
-        """`edit_intervals` and `backoff` exist for tests, which may not want to wait Telegram's
+        """`write_limits` and `backoff` exist for tests, which may not want to wait Telegram's
         real pace or a real outage's retries."""
         if settings.telegram_bot_token is None:
             raise BotStartupError("TELEGRAM_BOT_TOKEN is not set.")
         self._settings = settings
         self._service = service
-        self._intervals = edit_intervals
+        self._budgets = TelegramBudgets(write_limits)
         self._polling_timeout = polling_timeout
         self._backoff = backoff
         self._link = Link("Telegram", host_of(settings.telegram_api_base))
@@ -98,7 +98,7 @@ class TelegramBot:
             session=session,
             default=DefaultBotProperties(link_preview_is_disabled=True),
         )
-        dispatcher = build_dispatcher(self._settings, self._service, self._intervals)
+        dispatcher = build_dispatcher(self._settings, self._service, self._budgets)
         poller = Poller(
             bot,
             dispatcher,
@@ -114,7 +114,9 @@ class TelegramBot:
             await _fill_command_menu(bot)
             # Mark the replies a previous run left cut off; stopped at shutdown like a handler.
             poller.start(
-                repair_replies(self._service, PLATFORM, partial(TelegramSurface.resuming, bot))
+                repair_replies(
+                    self._service, PLATFORM, partial(TelegramSurface.resuming, bot, self._budgets)
+                )
             )
             await poller.run()
         finally:
@@ -145,13 +147,11 @@ def bot_api_session(
 def build_dispatcher(
     settings: Settings,
     service: ConversationService,
-    intervals: EditIntervals,
+    budgets: TelegramBudgets,
 ) -> Dispatcher:
     """The dispatcher with its routers, filters and middlewares; handlers receive `service`,
-    `settings` and `intervals` as arguments (aiogram passes Dispatcher keywords through)."""
-    dispatcher = Dispatcher(
-        disable_fsm=True, service=service, settings=settings, intervals=intervals
-    )
+    `settings` and `budgets` as arguments (aiogram passes Dispatcher keywords through)."""
+    dispatcher = Dispatcher(disable_fsm=True, service=service, settings=settings, budgets=budgets)
     dispatcher.message.filter(FromPerson())
     dispatcher.message.middleware(AccessMiddleware(settings.telegram_allowed_ids))
     dispatcher.include_routers(*routers())

@@ -28,6 +28,7 @@ from aiogram.types import Message, MessageEntity, ReplyParameters
 from bots.errors import MessageGone, RateLimited
 from bots.splitting import utf16_length
 from bots.telegram.render import MAX_LENGTH, render_markdown
+from bots.write_budget import ChatBudgets, WriteBudget, WriteLimits
 from storage import UndeliveredReply
 
 log = logging.getLogger(__name__)
@@ -61,13 +62,34 @@ def _shown_length(text: str) -> int:
     return utf16_length(defuse_mentions(text))
 
 
-@dataclass(frozen=True, slots=True)
-class EditIntervals:
-    """Least seconds between two edits of one message. Telegram allows about one message update
-    per second in a private chat and twenty per minute in a group."""
+#: About one write a second to a private chat.
+PRIVATE_LIMITS = WriteLimits(1, 1.0)
+#: Twenty writes a minute to a group; ordinary edits leave five of each minute to first and
+#: final texts, so five people asking at once all see an answer begin.
+GROUP_LIMITS = WriteLimits(20, 60.0, reserve=5)
 
-    private: float = 1.0
-    group: float = 3.0
+
+@dataclass(frozen=True, slots=True)
+class TelegramLimits:
+    """The writes (sends and edits together) Telegram allows one chat."""
+
+    private: WriteLimits = PRIVATE_LIMITS
+    group: WriteLimits = GROUP_LIMITS
+
+
+class TelegramBudgets:
+    """Every chat's write budget, shared by the replies streaming into it (forum topics share
+    their group's: Telegram counts per chat)."""
+
+    def __init__(self, limits: TelegramLimits) -> None:
+        self._limits = limits
+        self._budgets: ChatBudgets[int] = ChatBudgets()
+
+    def of(self, chat_id: int) -> WriteBudget:
+        """Group and channel ids are negative, private chats' (a user's id) positive."""
+        return self._budgets.get(
+            chat_id, self._limits.group if chat_id < 0 else self._limits.private
+        )
 
 
 class TelegramSurface:
@@ -85,9 +107,9 @@ class TelegramSurface:
         *,
         thread_id: int | None,
         reply_to: int,
-        min_edit_interval: float,
+        budget: WriteBudget,
     ) -> None:
-        self.min_edit_interval = min_edit_interval
+        self.budget = budget
         self._bot = bot
         self._chat_id = chat_id
         self._thread_id = thread_id
@@ -96,25 +118,28 @@ class TelegramSurface:
         self._plain: dict[int, str | None] = {}
 
     @classmethod
-    def answering(cls, bot: Bot, request: Message, *, min_edit_interval: float) -> TelegramSurface:
+    def answering(cls, bot: Bot, request: Message, budgets: TelegramBudgets) -> TelegramSurface:
         """The surface of the answer to `request`, in its chat and forum topic."""
         return cls(
             bot,
             request.chat.id,
             thread_id=request.message_thread_id if request.is_topic_message else None,
             reply_to=request.message_id,
-            min_edit_interval=min_edit_interval,
+            budget=budgets.of(request.chat.id),
         )
 
     @classmethod
-    def resuming(cls, bot: Bot, reply: UndeliveredReply) -> TelegramSurface:
+    def resuming(
+        cls, bot: Bot, budgets: TelegramBudgets, reply: UndeliveredReply
+    ) -> TelegramSurface:
         """The surface of a stored reply, taken up at its last message (`bots.repair`)."""
+        chat_id = int(reply.chat_id)
         return cls(
             bot,
-            int(reply.chat_id),
+            chat_id,
             thread_id=int(reply.thread_id) if reply.thread_id else None,
             reply_to=int(reply.platform_message_ids[-1]),
-            min_edit_interval=0.0,
+            budget=budgets.of(chat_id),
         )
 
     async def send(self, text: str, *, final: bool) -> int:

@@ -162,13 +162,14 @@ def _word_count(messages: list[Any], system: Any = None) -> int:
     return sum(len(text.split()) for text in texts)
 
 
-def _echo_script(messages: list[Any]) -> Script:
-    """The reply when nothing is queued: the last user message echoed back, word by word."""
+def _echo_script(messages: list[Any], delay: float = 0.0) -> Script:
+    """The reply when nothing is queued: the last user message echoed back, word by word,
+    `delay` seconds apart."""
     last = ""
     for message in messages:
         if isinstance(message, dict) and message.get("role") == "user":
             last = _content_text(message.get("content"))
-    return Script(pieces=_WORD_PIECES.findall(ECHO_PREFIX + last))
+    return Script(pieces=_WORD_PIECES.findall(ECHO_PREFIX + last), delay=delay)
 
 
 def _max_tokens(body: dict, *names: str) -> int | None:
@@ -257,11 +258,14 @@ class FakeLLMServer:
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """`default_script` answers every request when the queue is empty (benchmarks);
+        without one, each request is answered by echoing its question, `echo_delay` seconds
+        between words (tests of concurrent replies tell them apart by it).
         `ssl_context` serves HTTPS with its certificate (the proxy and CA tests)."""
         self.require_key = require_key
         self.ssl_context = ssl_context
         self.models = models
         self.default_script = default_script
+        self.echo_delay = 0.0
         self.requests: list[RecordedRequest] = []
         self.active_streams = 0
         self.base_url = ""
@@ -369,7 +373,7 @@ class FakeLLMServer:
     def _next_script(self, messages: list[Any]) -> Script:
         if self._queue:
             return self._queue.popleft()
-        return self.default_script or _echo_script(messages)
+        return self.default_script or _echo_script(messages, self.echo_delay)
 
     @contextlib.contextmanager
     def _in_flight(self) -> Iterator[None]:

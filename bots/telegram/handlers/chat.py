@@ -12,7 +12,7 @@ from bots.relay import relay
 from bots.telegram.chats import GROUP_TYPES, author_of, chat_ref, chat_title, is_group
 from bots.telegram.filters import AddressedToBot
 from bots.telegram.handlers.other import TEXT_ONLY
-from bots.telegram.surface import EditIntervals, TelegramSurface
+from bots.telegram.surface import TelegramBudgets, TelegramSurface
 from core.conversation import ConversationService
 
 ASK_USAGE = "Usage: /ask QUESTION"
@@ -25,21 +25,17 @@ async def answer(
     text: str,
     bot: Bot,
     service: ConversationService,
-    intervals: EditIntervals,
+    budgets: TelegramBudgets,
     settings: Settings,
 ) -> None:
     """Stream the model's answer to `text` as a reply to `message`."""
-    group = is_group(message.chat)
-    surface = TelegramSurface.answering(
-        bot, message, min_edit_interval=intervals.group if group else intervals.private
-    )
     await relay(
         service,
-        surface,
+        TelegramSurface.answering(bot, message, budgets),
         chat_ref(message),
         author_of(message),
         text,
-        group=group,
+        group=is_group(message.chat),
         platform_message_id=str(message.message_id),
         chat_title=chat_title(message),
         delivery_timeout=settings.delivery_timeout_seconds,
@@ -60,7 +56,7 @@ async def ask(
     command: CommandObject,
     bot: Bot,
     service: ConversationService,
-    intervals: EditIntervals,
+    budgets: TelegramBudgets,
     settings: Settings,
 ) -> None:
     if message.text is None:  # a media caption: the model would guess at what it cannot see
@@ -70,21 +66,21 @@ async def ask(
     if not question:
         await message.reply(ASK_USAGE)
         return
-    await answer(message, question, bot, service, intervals, settings)
+    await answer(message, question, bot, service, budgets, settings)
 
 
 async def private_text(
     message: Message,
     bot: Bot,
     service: ConversationService,
-    intervals: EditIntervals,
+    budgets: TelegramBudgets,
     settings: Settings,
 ) -> None:
     text = message.text or ""
     if not text.strip():
         await message.reply(EMPTY_TEXT)
         return
-    await answer(message, text, bot, service, intervals, settings)
+    await answer(message, text, bot, service, budgets, settings)
 
 
 async def group_text(
@@ -92,10 +88,10 @@ async def group_text(
     prompt: str,
     bot: Bot,
     service: ConversationService,
-    intervals: EditIntervals,
+    budgets: TelegramBudgets,
     settings: Settings,
 ) -> None:
     if not prompt:
         await message.reply(EMPTY_MENTION)
         return
-    await answer(message, prompt, bot, service, intervals, settings)
+    await answer(message, prompt, bot, service, budgets, settings)
