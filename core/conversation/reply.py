@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -156,13 +156,13 @@ class Reply:
         it waits for that one's turn: a delivery shows it as queued rather than silent."""
         return self._queued_behind_own
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncGenerator[str, None]:
         if self._iterated:
             raise RuntimeError("A Reply can be iterated only once.")
         self._iterated = True
         return self._deltas_until_end()
 
-    async def _deltas_until_end(self) -> AsyncIterator[str]:
+    async def _deltas_until_end(self) -> AsyncGenerator[str, None]:
         # A fresh generator, not referenced by the Reply: when the consumer breaks out, it is
         # collected at once and the event loop's async-generator hook runs its `finally`.
         finished = False
