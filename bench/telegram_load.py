@@ -135,9 +135,8 @@ async def serve_group(people: int, expected: str) -> None:
             root: dict[int, int] = {}
             chains: dict[int, list[Any]] = {q: [] for q in asked}
             for message in group.bot_messages():
-                owner = (
-                    message.reply_to if message.reply_to in asked else root.get(message.reply_to)
-                )
+                target = message.reply_to or 0
+                owner = target if target in asked else root.get(target)
                 if owner is not None:
                     root[message.message_id] = owner
                     chains[owner].append(message)
@@ -154,7 +153,7 @@ async def serve_group(people: int, expected: str) -> None:
             for c in tg.calls
             if c.method == "sendMessage" and c.ok and c.done
         }
-        replies = []
+        replies: list[dict[str, Any]] = []
         for i, (question_id, chain) in enumerate(answers().items()):
             final = [at for m in chain for text, _, at in m.history if text == expected]
             replies.append(
@@ -171,7 +170,7 @@ async def serve_group(people: int, expected: str) -> None:
         result = {
             "started": started,
             "finished": finished,
-            "complete": sum(r["complete"] for r in replies),
+            "complete": sum(bool(r["complete"]) for r in replies),
             "replies": replies,
             "peak_writes": tg.max_writes_in_window(group.id, FLOOD_WINDOW),
             "writes": len(tg.writes(group.id)),
@@ -303,7 +302,10 @@ def report(args: argparse.Namespace, result: dict) -> list[str]:
 def report_group(args: argparse.Namespace, result: dict) -> list[str]:
     """The group figures as lines (a markdown table per reply) and as one JSON summary."""
     first_tokens = result["first_token"]
-    rows, from_question, from_token, finals = [], [], [], []
+    rows: list[str] = []
+    from_question: list[float] = []
+    from_token: list[float] = []
+    finals: list[float] = []
     for reply in result["replies"]:
         token = first_tokens.get(reply["question"])
         first, final = reply["first_send"], reply["final"]
