@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,14 @@ from typing import Any
 
 import psutil
 
-from bench.common import REPO_ROOT, fake_server, machine_report, percentile
+from bench.common import (
+    REPO_ROOT,
+    TimedClient,
+    fake_server,
+    group_figures,
+    machine_report,
+    percentile,
+)
 
 DEFAULT_CHATS = 200
 DEFAULT_PIECES = 80
@@ -59,7 +65,6 @@ RUN_TIMEOUT = 180.0
 #: Bot API methods the bot calls once at start-up, not per reply.
 STARTUP_METHODS = frozenset({"getMe", "deleteWebhook", "setMyCommands", "getUpdates"})
 FIRST_USER_ID = 10_000
-QUESTION = re.compile(r"question \d+")
 
 
 # -- the fake Bot API process -----------------------------------------------------------------
@@ -189,33 +194,6 @@ async def serve_group(people: int, expected: str) -> None:
 # -- the bot process (this one) ---------------------------------------------------------------
 
 
-class TimedClient:
-    """The core client, noting when each chat's first token reaches the bot.
-
-    The key is the question ("question N") in the last user message of each request (in a
-    group it carries the asker's "[Name] " prefix).
-    """
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.first_token: dict[str, float] = {}
-        self.chat = self
-        self.completions = self
-
-    def create(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
-        stream = self._client.chat.completions.create(messages, **kwargs)
-        found = QUESTION.search(messages[-1]["content"])
-        key = found.group(0) if found else messages[-1]["content"]
-
-        async def timed() -> Any:
-            async for chunk in stream:
-                if key not in self.first_token and chunk.choices and chunk.choices[0].delta.content:
-                    self.first_token[key] = time.monotonic()
-                yield chunk
-
-        return timed()
-
-
 async def run_bot(args: argparse.Namespace, llm_url: str, child: subprocess.Popen[str]) -> dict:
     from bots.config import Settings
     from bots.telegram import TelegramBot
@@ -301,31 +279,12 @@ def report(args: argparse.Namespace, result: dict) -> list[str]:
 
 def report_group(args: argparse.Namespace, result: dict) -> list[str]:
     """The group figures as lines (a markdown table per reply) and as one JSON summary."""
-    first_tokens = result["first_token"]
-    rows: list[str] = []
-    from_question: list[float] = []
-    from_token: list[float] = []
-    finals: list[float] = []
-    for reply in result["replies"]:
-        token = first_tokens.get(reply["question"])
-        first, final = reply["first_send"], reply["final"]
-        queued = None if first is None else first - reply["asked"]
-        streamed = None if first is None or token is None else first - token
-        done = None if final is None else final - reply["asked"]
-        for values, value in ((from_question, queued), (from_token, streamed), (finals, done)):
-            if value is not None:
-                values.append(value)
-        rows.append(
-            f"| {reply['question']} | {_seconds(queued)} | {_seconds(streamed)} | "
-            f"{_seconds(done)} | {reply['edits']} | {'yes' if reply['complete'] else 'NO'} |"
-        )
+    figures = group_figures(result["replies"], result["first_token"])
     summary = {
         "people": args.people,
         "answer_chars": len(args.piece * args.pieces),
         "complete": result["complete"],
-        "first_visible_from_question_s": _spread(from_question),
-        "first_visible_from_first_token_s": _spread(from_token),
-        "final_text_from_question_s": _spread(finals),
+        **figures.summary(),
         "edits_per_reply": [r["edits"] for r in result["replies"]],
         "peak_writes_per_60s": result["peak_writes"],
         "writes": result["writes"],
@@ -339,46 +298,17 @@ def report_group(args: argparse.Namespace, result: dict) -> list[str]:
         "apart; the fake enforces 20 writes per 60 s per group (429 with retry_after); the bot "
         "at Telegram's real pace",
         f"replies complete: {result['complete']}/{args.people} in {summary['run_s']:.1f} s",
-        f"first visible text, from the question queued: {_describe(from_question)}",
-        f"first visible text, from the model's first token: {_describe(from_token)}",
-        f"final text accepted, from the question queued: {_describe(finals)}",
+        *figures.lines(),
         f"writes to the group: {result['writes']}, peak {result['peak_writes']} in any 60 s; "
         f"429s answered: {result['refusals']}",
         f"failed Bot API calls: {dict(result['failed_calls']) or 'none'}",
         "",
-        "| reply | first visible (from question) | first visible (from first token) "
-        "| final text (from question) | edits | complete |",
-        "|---|---|---|---|---|---|",
-        *rows,
+        *figures.table(),
         "",
         "json: " + json.dumps(summary),
         f"bot CPU: {result['cpu']:.2f} s total",
     ]
     return lines + machine_report()
-
-
-def _seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f} s"
-
-
-def _spread(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {
-        "p50": round(percentile(values, 0.5), 3),
-        "p95": round(percentile(values, 0.95), 3),
-        "max": round(max(values), 3),
-    }
-
-
-def _describe(values: list[float]) -> str:
-    spread = _spread(values)
-    if spread is None:
-        return "none"
-    return (
-        f"p50 {spread['p50']:.2f} s, p95 {spread['p95']:.2f} s, max {spread['max']:.2f} s "
-        f"(n={len(values)})"
-    )
 
 
 def main(argv: list[str] | None = None) -> None:
