@@ -187,13 +187,29 @@ async def test_channel_bucket_headers_let_discord_py_wait_instead_of_429() -> No
             for n in range(6):  # edits spend the same bucket
                 await sent[0].edit(content=f"edit {n}")
         assert [fake.messages[m.id].content for m in sent[1:]] == [f"m{n}" for n in range(1, 6)]
-        assert fake.messages[sent[0].id].content == "edit 5"
+        first = fake.messages[sent[0].id]
+        assert first.content == "edit 5" and len(first.edit_times) == 6
+        assert first.created_at <= first.edit_times[0] <= first.edit_times[-1]
         # What really happens: discord.py reads the headers and waits; no 429 is served.
         assert fake.rate_limit_refusals(GENERAL_ID) == 0
         writes = fake.writes(GENERAL_ID)
         assert len(writes) == 12
         assert fake.max_writes_in_window(GENERAL_ID, per) == limit
         assert writes[limit] - writes[0] >= per
+
+
+async def test_an_added_member_can_write() -> None:
+    carol = 1_000_000_000_000_001_000
+    async with FakeDiscord() as fake:
+        fake.add_member(carol, "Carol")
+        assert str(carol) in {m["user"]["id"] for m in fake._guild_payload()["members"]}
+        client = _Client()
+        async with _running(fake, client):
+            await fake.wait_connected()
+            await fake.push_message("hi from Carol", author=carol)
+            message = await _next_from(client, carol)
+            assert isinstance(message.author, discord.Member)
+            assert message.author.display_name == "Carol"
 
 
 async def test_channel_bucket_state_and_429_over_raw_http() -> None:

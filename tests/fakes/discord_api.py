@@ -168,6 +168,9 @@ class Message:
     pings: Pings = Pings()
     edits: list[str] = field(default_factory=list)  # every content set by PATCH, in order
     interaction_id: int | None = None
+    #: time.monotonic() when the fake stored the message, then when it applied each edit.
+    created_at: float = field(default_factory=time.monotonic)
+    edit_times: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -403,6 +406,12 @@ class FakeDiscord:
         """Ask every client to reconnect (op 7 RECONNECT), as Discord does before maintenance."""
         for session in list(self._sessions):
             await self._send(session, {"op": 7, "d": None})
+
+    def add_member(self, user_id: int, name: str) -> None:
+        """A person joins the guild (no roles); call it before the client connects, so the
+        guild the client receives lists them."""
+        self.users[user_id] = _user(user_id, name.lower(), global_name=name)
+        self.member_roles[user_id] = []
 
     def dm_channel_id(self, user_id: int) -> int:
         """The id of the DM channel between the bot and `user_id` (created on first use)."""
@@ -890,6 +899,7 @@ class FakeDiscord:
                 raise _Reject(400, 50006, "Cannot send an empty message")
             message.content = content
             message.edits.append(content)
+            message.edit_times.append(time.monotonic())
         if "allowed_mentions" in body:
             message.allowed_mentions = body["allowed_mentions"]
         replied = self.messages.get(message.reference_id) if message.reference_id else None
