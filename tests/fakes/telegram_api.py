@@ -567,7 +567,7 @@ class FloodLimits:
         return self.private_writes, self.private_window
 
 
-def is_counted_write(method: str) -> bool:
+def _is_counted_write(method: str) -> bool:
     """A method that puts or changes a message in a chat (send*, edit*). A chat action
     (typing...) is not a message and does not count toward Telegram's message limits."""
     name = method.lower()
@@ -1036,7 +1036,7 @@ class FakeTelegramAPI:
             self._check_injected(method.lower(), params)
             result = await handler(params)
         except ApiError as exc:
-            if exc.code == 429 and is_counted_write(method):
+            if exc.code == 429 and _is_counted_write(method):
                 self._note_refusal(params)
             call.ok, call.error, call.done = False, exc.description, True
             await self._notify()
