@@ -1,5 +1,5 @@
 """Helpers shared by the benchmarks: the fake server process, the machine report, a network
-guard and percentiles.
+guard, percentiles, and the timing of the group workloads (first token, per-reply figures).
 
 The fake LLM server always runs in its own process: a benchmark that shares its event loop
 with the server measures the server as much as the client.
@@ -11,14 +11,17 @@ import importlib.metadata
 import math
 import os
 import platform
+import re
 import selectors
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -30,6 +33,8 @@ SERVER_STOP_TIMEOUT = 5.0
 #: Packages whose versions decide the figures.
 REPORTED_PACKAGES = ("httpx", "httpcore", "openai", "httpx2", "g4f", "aiohttp", "psutil")
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: What every benchmark question contains: the key its reply is followed by.
+QUESTION = re.compile(r"question \d+")
 
 
 @dataclass(frozen=True)
@@ -183,3 +188,112 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[rank]
+
+
+class TimedClient:
+    """The core client, noting when each question's first token reaches the bot.
+
+    The key is the question ("question N") in the last user message of each request (in a
+    group it carries the asker's "[Name] " prefix).
+    """
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.first_token: dict[str, float] = {}
+        self.chat = self
+        self.completions = self
+
+    def create(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+        stream = self._client.chat.completions.create(messages, **kwargs)
+        found = QUESTION.search(messages[-1]["content"])
+        key = found.group(0) if found else messages[-1]["content"]
+
+        async def timed() -> Any:
+            async for chunk in stream:
+                if key not in self.first_token and chunk.choices and chunk.choices[0].delta.content:
+                    self.first_token[key] = time.monotonic()
+                yield chunk
+
+        return timed()
+
+
+@dataclass
+class GroupFigures:
+    """Per-reply timings of a group workload, in seconds: first visible text counted from the
+    question being queued and from the model's first token, and the final text accepted."""
+
+    rows: list[str] = field(default_factory=list)
+    from_question: list[float] = field(default_factory=list)
+    from_token: list[float] = field(default_factory=list)
+    finals: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, dict[str, float] | None]:
+        return {
+            "first_visible_from_question_s": spread(self.from_question),
+            "first_visible_from_first_token_s": spread(self.from_token),
+            "final_text_from_question_s": spread(self.finals),
+        }
+
+    def lines(self) -> list[str]:
+        return [
+            f"first visible text, from the question queued: {describe(self.from_question)}",
+            f"first visible text, from the model's first token: {describe(self.from_token)}",
+            f"final text accepted, from the question queued: {describe(self.finals)}",
+        ]
+
+    def table(self) -> list[str]:
+        return [
+            "| reply | first visible (from question) | first visible (from first token) "
+            "| final text (from question) | edits | complete |",
+            "|---|---|---|---|---|---|",
+            *self.rows,
+        ]
+
+
+def group_figures(replies: list[dict[str, Any]], first_tokens: dict[str, float]) -> GroupFigures:
+    """`replies`: per question (`question`), when it was queued (`asked`), when the fake took
+    the reply's first message (`first_send`) and its full text (`final`), `edits`, `complete`;
+    all on the machine's monotonic clock, which the bot's `first_tokens` share."""
+    figures = GroupFigures()
+    for reply in replies:
+        token = first_tokens.get(reply["question"])
+        first, final = reply["first_send"], reply["final"]
+        queued = None if first is None else first - reply["asked"]
+        streamed = None if first is None or token is None else first - token
+        done = None if final is None else final - reply["asked"]
+        for values, value in (
+            (figures.from_question, queued),
+            (figures.from_token, streamed),
+            (figures.finals, done),
+        ):
+            if value is not None:
+                values.append(value)
+        figures.rows.append(
+            f"| {reply['question']} | {_seconds(queued)} | {_seconds(streamed)} | "
+            f"{_seconds(done)} | {reply['edits']} | {'yes' if reply['complete'] else 'NO'} |"
+        )
+    return figures
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "p50": round(percentile(values, 0.5), 3),
+        "p95": round(percentile(values, 0.95), 3),
+        "max": round(max(values), 3),
+    }
+
+
+def describe(values: list[float]) -> str:
+    figures = spread(values)
+    if figures is None:
+        return "none"
+    return (
+        f"p50 {figures['p50']:.2f} s, p95 {figures['p95']:.2f} s, max {figures['max']:.2f} s "
+        f"(n={len(values)})"
+    )

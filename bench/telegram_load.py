@@ -1,4 +1,4 @@
-"""Load on the Telegram bot: many private chats asking at once, every reply streamed.
+"""Load on the Telegram bot: many private chats, or five people in one group, asking at once.
 
 Three processes, so each figure belongs to the bot alone: the fake LLM server
 (`tests.fakes.llm_server`, streaming `--pieces` pieces `--delay` apart), the fake Bot API
@@ -12,7 +12,15 @@ the bot to the reply's first visible text (the fake's arrival time of the first 
 both processes read the same system-wide monotonic clock); CPU seconds of the bot process per
 reply; and the machine.
 
-Run from the repository root: `python -m bench.telegram_load [--chats 200]`.
+`--group`: `--people` (5) people in one supergroup each @mention the bot at the same moment,
+1,500-character answers streamed over about 4.3 s, the fake enforcing Telegram's flood limits
+(20 writes a minute per group, sends and edits together, 429 with `retry_after` beyond). Per
+reply: first visible text counted from the question being queued and from the model's first
+token, the time until the full answer was accepted, edits; for the chat: the peak writes in any
+60 s and the 429s answered.
+
+Run from the repository root: `python -m bench.telegram_load [--chats 200]` or
+`python -m bench.telegram_load --group`.
 """
 
 from __future__ import annotations
@@ -31,12 +39,27 @@ from typing import Any
 
 import psutil
 
-from bench.common import REPO_ROOT, fake_server, machine_report, percentile
+from bench.common import (
+    REPO_ROOT,
+    TimedClient,
+    fake_server,
+    group_figures,
+    machine_report,
+    percentile,
+)
 
 DEFAULT_CHATS = 200
 DEFAULT_PIECES = 80
 DEFAULT_PIECE = "tok "
 DEFAULT_DELAY = 0.025
+#: The group workload: 150 pieces of 10 characters 29 ms apart, 1,500 characters in 4.3 s.
+GROUP_PEOPLE = 5
+GROUP_PIECES = 150
+GROUP_PIECE = "word word "
+GROUP_DELAY = 0.029
+GROUP_CHAT_ID = -1001000000042
+#: Telegram's window for the group limit, over which the peak writes are counted.
+FLOOD_WINDOW = 60.0
 #: Seconds the whole load may take before the run is declared failed.
 RUN_TIMEOUT = 180.0
 #: Bot API methods the bot calls once at start-up, not per reply.
@@ -90,32 +113,85 @@ async def serve_telegram(chats: int, expected: str) -> None:
         await asyncio.to_thread(sys.stdin.readline)  # stay up until the bot has stopped
 
 
+async def serve_group(people: int, expected: str) -> None:
+    """Child mode of `--group`: as `serve_telegram`, with every question in one supergroup
+    under Telegram's flood limits; the result follows each reply by the question it answers."""
+    from tests.fakes.telegram_api import BOT_USERNAME, FakeTelegramAPI, FloodLimits, user
+
+    async with FakeTelegramAPI(flood_limits=FloodLimits()) as tg:
+        print(f"READY {tg.base_url} {tg.token}", flush=True)
+        await tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
+        print("POLLING", flush=True)
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if line.strip() != "GO":
+            return
+        group = tg.supergroup(GROUP_CHAT_ID, "Bench group")
+        asked: dict[int, float] = {}  # question message id -> when it was queued
+        started = time.monotonic()
+        for i in range(people):
+            person = user(FIRST_USER_ID + i, f"User {i}")
+            asked_at = time.monotonic()
+            question = await tg.message(group, person, f"@{BOT_USERNAME} question {i}")
+            asked[question["message_id"]] = asked_at
+
+        def answers() -> dict[int, list[Any]]:
+            """The bot's messages per question: the first replies to it, a continuation to
+            the bot's message before it."""
+            root: dict[int, int] = {}
+            chains: dict[int, list[Any]] = {q: [] for q in asked}
+            for message in group.bot_messages():
+                target = message.reply_to or 0
+                owner = target if target in asked else root.get(target)
+                if owner is not None:
+                    root[message.message_id] = owner
+                    chains[owner].append(message)
+            return chains
+
+        def complete(chain: list[Any]) -> bool:
+            return any(m.text == expected for m in chain)
+
+        with contextlib.suppress(TimeoutError):
+            await tg.wait_until(lambda: all(map(complete, answers().values())), RUN_TIMEOUT)
+        finished = time.monotonic()
+        sent_at = {
+            c.result["message_id"]: c.at
+            for c in tg.calls
+            if c.method == "sendMessage" and c.ok and c.done
+        }
+        replies: list[dict[str, Any]] = []
+        for i, (question_id, chain) in enumerate(answers().items()):
+            final = [at for m in chain for text, _, at in m.history if text == expected]
+            replies.append(
+                {
+                    "question": f"question {i}",
+                    "asked": asked[question_id],
+                    "first_send": min((sent_at[m.message_id] for m in chain), default=None),
+                    "final": min(final, default=None),
+                    "messages": len(chain),
+                    "edits": sum(len(m.history) - 1 for m in chain),
+                    "complete": complete(chain),
+                }
+            )
+        result = {
+            "started": started,
+            "finished": finished,
+            "complete": sum(bool(r["complete"]) for r in replies),
+            "replies": replies,
+            "peak_writes": tg.max_writes_in_window(group.id, FLOOD_WINDOW),
+            "writes": len(tg.writes(group.id)),
+            "refusals": tg.flood_refusals(group.id),
+            "calls": Counter(c.method for c in tg.calls if c.method not in STARTUP_METHODS),
+            "failed_calls": Counter(
+                f"{c.method}: {c.error}"
+                for c in tg.calls
+                if c.done and not c.ok and c.method != "getUpdates"
+            ),
+        }
+        print("RESULT " + json.dumps(result), flush=True)
+        await asyncio.to_thread(sys.stdin.readline)  # stay up until the bot has stopped
+
+
 # -- the bot process (this one) ---------------------------------------------------------------
-
-
-class TimedClient:
-    """The core client, noting when each chat's first token reaches the bot.
-
-    The key is the question ("question N"), the last user message of each request.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self._client = client
-        self.first_token: dict[str, float] = {}
-        self.chat = self
-        self.completions = self
-
-    def create(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
-        stream = self._client.chat.completions.create(messages, **kwargs)
-        key = messages[-1]["content"]
-
-        async def timed() -> Any:
-            async for chunk in stream:
-                if key not in self.first_token and chunk.choices and chunk.choices[0].delta.content:
-                    self.first_token[key] = time.monotonic()
-                yield chunk
-
-        return timed()
 
 
 async def run_bot(args: argparse.Namespace, llm_url: str, child: subprocess.Popen[str]) -> dict:
@@ -201,17 +277,66 @@ def report(args: argparse.Namespace, result: dict) -> list[str]:
     return lines + machine_report()
 
 
+def report_group(args: argparse.Namespace, result: dict) -> list[str]:
+    """The group figures as lines (a markdown table per reply) and as one JSON summary."""
+    figures = group_figures(result["replies"], result["first_token"])
+    summary = {
+        "people": args.people,
+        "answer_chars": len(args.piece * args.pieces),
+        "complete": result["complete"],
+        **figures.summary(),
+        "edits_per_reply": [r["edits"] for r in result["replies"]],
+        "peak_writes_per_60s": result["peak_writes"],
+        "writes": result["writes"],
+        "answered_429": result["refusals"],
+        "run_s": round(result["finished"] - result["started"], 2),
+        "bot_cpu_s": round(result["cpu"], 2),
+    }
+    lines = [
+        f"telegram_load --group: {args.people} people in one supergroup at once; each answer "
+        f"{summary['answer_chars']} characters in {args.pieces} pieces {args.delay * 1000:g} ms "
+        "apart; the fake enforces 20 writes per 60 s per group (429 with retry_after); the bot "
+        "at Telegram's real pace",
+        f"replies complete: {result['complete']}/{args.people} in {summary['run_s']:.1f} s",
+        *figures.lines(),
+        f"writes to the group: {result['writes']}, peak {result['peak_writes']} in any 60 s; "
+        f"429s answered: {result['refusals']}",
+        f"failed Bot API calls: {dict(result['failed_calls']) or 'none'}",
+        "",
+        *figures.table(),
+        "",
+        "json: " + json.dumps(summary),
+        f"bot CPU: {result['cpu']:.2f} s total",
+    ]
+    return lines + machine_report()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--chats", type=int, default=DEFAULT_CHATS)
-    parser.add_argument("--pieces", type=int, default=DEFAULT_PIECES)
-    parser.add_argument("--piece", default=DEFAULT_PIECE)
-    parser.add_argument("--delay", type=float, default=DEFAULT_DELAY)
+    parser.add_argument(
+        "--group", action="store_true", help="five people in one group, under flood limits"
+    )
+    parser.add_argument("--people", type=int, default=GROUP_PEOPLE, help="with --group")
+    parser.add_argument("--pieces", type=int)
+    parser.add_argument("--piece")
+    parser.add_argument("--delay", type=float)
     parser.add_argument("--serve-telegram", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    defaults = (
+        (GROUP_PIECES, GROUP_PIECE, GROUP_DELAY)
+        if args.group
+        else (DEFAULT_PIECES, DEFAULT_PIECE, DEFAULT_DELAY)
+    )
+    for name, default in zip(("pieces", "piece", "delay"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     expected = (args.piece * args.pieces).strip()
     if args.serve_telegram:
-        asyncio.run(serve_telegram(args.chats, expected))
+        if args.group:
+            asyncio.run(serve_group(args.people, expected))
+        else:
+            asyncio.run(serve_telegram(args.chats, expected))
         return
     child_command = [
         sys.executable,
@@ -220,10 +345,13 @@ def main(argv: list[str] | None = None) -> None:
         "--serve-telegram",
         "--chats",
         str(args.chats),
+        "--people",
+        str(args.people),
         "--pieces",
         str(args.pieces),
         "--piece",
         args.piece,
+        *(["--group"] if args.group else []),
     ]
     with fake_server(args.pieces, args.piece, args.delay) as llm_url:
         child = subprocess.Popen(
@@ -237,6 +365,11 @@ def main(argv: list[str] | None = None) -> None:
             if child.poll() is None:
                 child.kill()
                 child.wait()
+    if args.group:
+        print("\n".join(report_group(args, result)))
+        if result["complete"] != args.people:
+            sys.exit(1)
+        return
     print("\n".join(report(args, result)))
     if result["complete"] != args.chats:
         sys.exit(1)

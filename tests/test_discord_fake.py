@@ -22,6 +22,7 @@ from tests.fakes.discord_api import (
     BOT_ID,
     GENERAL_ID,
     GUILD_ID,
+    RANDOM_ID,
     READONLY_ID,
     THREAD_ID,
     FakeDiscord,
@@ -171,6 +172,84 @@ async def test_429_is_waited_out_by_discord_py(fake: FakeDiscord, client: _Clien
     assert (limited.status, accepted.status) == (429, 200)
     assert accepted.at - limited.at >= 0.3
     assert fake.messages[message.id].content == "second"
+    assert fake.rate_limit_refusals(GENERAL_ID) == 1 and len(fake.writes(GENERAL_ID)) == 2
+
+
+async def test_channel_bucket_headers_let_discord_py_wait_instead_of_429() -> None:
+    limit, per = 5, 1.0  # Discord's 5 per 5 s, on a shorter clock
+    async with FakeDiscord(channel_bucket=(limit, per)) as fake:
+        client = _Client()
+        async with _running(fake, client):
+            await fake.wait_connected()
+            channel = client.get_channel(GENERAL_ID)
+            assert isinstance(channel, discord.TextChannel)
+            sent = await asyncio.gather(*(channel.send(f"m{n}") for n in range(6)))
+            for n in range(6):  # edits spend the same bucket
+                await sent[0].edit(content=f"edit {n}")
+        assert [fake.messages[m.id].content for m in sent[1:]] == [f"m{n}" for n in range(1, 6)]
+        first = fake.messages[sent[0].id]
+        assert first.content == "edit 5" and len(first.edit_times) == 6
+        assert first.created_at <= first.edit_times[0] <= first.edit_times[-1]
+        # What really happens: discord.py reads the headers and waits; no 429 is served.
+        assert fake.rate_limit_refusals(GENERAL_ID) == 0
+        writes = fake.writes(GENERAL_ID)
+        assert len(writes) == 12
+        assert fake.max_writes_in_window(GENERAL_ID, per) == limit
+        assert writes[limit] - writes[0] >= per
+
+
+async def test_an_added_member_can_write() -> None:
+    carol = 1_000_000_000_000_001_000
+    async with FakeDiscord() as fake:
+        fake.add_member(carol, "Carol")
+        assert str(carol) in {m["user"]["id"] for m in fake._guild_payload()["members"]}
+        client = _Client()
+        async with _running(fake, client):
+            await fake.wait_connected()
+            await fake.push_message("hi from Carol", author=carol)
+            message = await _next_from(client, carol)
+            assert isinstance(message.author, discord.Member)
+            assert message.author.display_name == "Carol"
+
+
+async def test_channel_bucket_state_and_429_over_raw_http() -> None:
+    async with FakeDiscord(channel_bucket=(5, 5.0)) as fake:
+        url = f"{fake.api_base}/channels/{GENERAL_ID}/messages"
+        headers = {"Authorization": f"Bot {fake.token}"}
+        remaining, buckets = [], set()
+        async with aiohttp.ClientSession(headers=headers) as http:
+            for n in range(5):
+                async with http.post(url, json={"content": f"m{n}"}) as response:
+                    assert response.status == 200
+                    remaining.append(int(response.headers["X-RateLimit-Remaining"]))
+                    buckets.add(response.headers["X-RateLimit-Bucket"])
+                    assert 4.9 < float(response.headers["X-RateLimit-Reset-After"]) <= 5.0
+                    message_id = (await response.json())["id"]
+            async with http.patch(f"{url}/{message_id}", json={"content": "late"}) as response:
+                assert response.status == 429
+                assert response.headers["Content-Type"] == "application/json"
+                assert response.headers["X-RateLimit-Remaining"] == "0"
+                buckets.add(response.headers["X-RateLimit-Bucket"])
+                body = await response.json()
+                assert 0 < body["retry_after"] <= 5.0 and body["global"] is False
+            async with http.post(
+                f"{fake.api_base}/channels/{RANDOM_ID}/messages", json={"content": "x"}
+            ) as response:  # the bucket is per channel
+                assert response.headers["X-RateLimit-Remaining"] == "4"
+        assert remaining == [4, 3, 2, 1, 0]
+        assert len(buckets) == 1  # sends and edits share one bucket
+        assert fake.messages[int(message_id)].content == "m4"  # refused: not applied
+        assert len(fake.writes(GENERAL_ID)) == 5 and fake.rate_limit_refusals(GENERAL_ID) == 1
+
+
+async def test_without_a_channel_bucket_writes_are_recorded_not_limited(
+    fake: FakeDiscord, client: _Client
+) -> None:
+    channel = client.get_channel(GENERAL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    await asyncio.gather(*(channel.send(f"m{n}") for n in range(8)))
+    assert fake.max_writes_in_window(GENERAL_ID, 5.0) == 8
+    assert fake.rate_limit_refusals(GENERAL_ID) == 0
 
 
 async def test_allowed_mentions_decide_who_is_pinged(fake: FakeDiscord, client: _Client) -> None:

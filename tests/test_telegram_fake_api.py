@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -26,6 +27,7 @@ from tests.fakes.telegram_api import (
     TEXT_EMPTY,
     TEXT_TOO_LONG,
     FakeTelegramAPI,
+    FloodLimits,
     parse_html,
     parse_markdown_v2,
     user,
@@ -227,6 +229,73 @@ async def test_flood_control(tg: FakeTelegramAPI, bot: Bot) -> None:
         await bot.edit_message_text("c", chat_id=chat.id, message_id=sent.message_id)
     assert 1 <= info.value.retry_after <= 60
     assert [c.ok for c in tg.calls_of("editMessageText", ok=None)] == [False, False, True, False]
+
+
+async def test_group_flood_limit_counts_sends_and_edits_together() -> None:
+    async with FakeTelegramAPI(flood_limits=FloodLimits()) as tg:
+        flooded = Bot(
+            tg.token, session=AiohttpSession(api=TelegramAPIServer.from_base(tg.base_url))
+        )
+        group = tg.supergroup()
+        sent = await flooded.send_message(group.id, "0")
+        for n in range(1, 20):
+            await flooded.edit_message_text(str(n), chat_id=group.id, message_id=sent.message_id)
+        assert await flooded.send_chat_action(group.id, "typing")  # not a message: not counted
+        with pytest.raises(TelegramRetryAfter) as info:
+            await flooded.send_message(group.id, "21st")
+        first, refused = tg.writes(group.id)[0], group.refusals[0]
+        assert first + 60 - refused <= info.value.retry_after <= 60
+        answered = tg.calls_of("sendMessage", ok=False)[-1].error
+        assert answered == f"Too Many Requests: retry after {info.value.retry_after}"
+        with pytest.raises(TelegramRetryAfter):
+            await flooded.edit_message_text("late", chat_id=group.id, message_id=sent.message_id)
+        assert group.messages[sent.message_id].text == "19"  # refused writes change nothing
+        assert len(tg.writes(group.id)) == 20
+        assert tg.flood_refusals(group.id) == 2
+        assert tg.max_writes_in_window(group.id, 60) == 20
+        other = tg.group(-1002)  # the budget is per chat
+        assert (await flooded.send_message(other.id, "elsewhere")).text == "elsewhere"
+        await flooded.session.close()
+
+
+async def test_private_flood_limit_and_refusals_not_counted() -> None:
+    limits = FloodLimits(private_window=0.3)
+    async with FakeTelegramAPI(flood_limits=limits) as tg:
+        bot = Bot(tg.token, session=AiohttpSession(api=TelegramAPIServer.from_base(tg.base_url)))
+        chat = tg.private_chat(ALICE)
+        sent = await bot.send_message(chat.id, "a")
+        with pytest.raises(TelegramRetryAfter) as info:
+            await bot.edit_message_text("b", chat_id=chat.id, message_id=sent.message_id)
+        assert info.value.retry_after == 1  # whole seconds, at least one
+        assert (len(tg.writes(chat.id)), tg.flood_refusals(chat.id)) == (1, 1)
+        # The window counts from the last accepted write, not from the refused one.
+        await asyncio.sleep(limits.private_window - (time.monotonic() - tg.writes(chat.id)[0]))
+        await bot.edit_message_text("b", chat_id=chat.id, message_id=sent.message_id)
+        writes = tg.writes(chat.id)
+        assert len(writes) == 2 and writes[1] - writes[0] >= limits.private_window
+        assert tg.max_writes_in_window(chat.id, limits.private_window) == 1
+        await bot.session.close()
+
+
+async def test_without_flood_limits_every_write_passes_and_is_recorded(
+    tg: FakeTelegramAPI, bot: Bot
+) -> None:
+    group = tg.group()
+    for n in range(25):
+        await bot.send_message(group.id, f"m{n}")
+    assert len(tg.writes(group.id)) == 25
+    assert tg.flood_refusals(group.id) == 0
+    assert tg.max_writes_in_window(group.id, 60) == 25
+    assert tg.writes(-999) == [] and tg.max_writes_in_window(-999, 60) == 0
+
+
+def test_max_writes_in_window_is_a_sliding_window() -> None:
+    tg = FakeTelegramAPI()
+    group = tg.group()
+    group.writes = [0.0, 0.5, 59.9, 60.5, 119.9]
+    assert tg.max_writes_in_window(group.id, 60) == 3  # 0.5, 59.9, 60.5
+    group.writes = [0.0, 60.0]
+    assert tg.max_writes_in_window(group.id, 60) == 1  # exactly a window apart
 
 
 async def test_members_commands_and_actions(tg: FakeTelegramAPI, bot: Bot) -> None:

@@ -17,7 +17,13 @@ library runs over real HTTP and a real WebSocket. The fake keeps Discord's rules
   without the MESSAGE_CONTENT intent, guild messages arrive with empty content, as on Discord;
 - who a message pings follows `allowed_mentions` as Discord applies it (`Message.pings`).
 
-Not emulated: real per-route rate-limit buckets (every 2xx says the bucket has room), file
+- opt-in `channel_bucket=(limit, seconds)`: sending and editing messages in one channel share
+  one rate-limit bucket (Discord's is 5 per 5 s), a sliding window whose state every answer's
+  X-RateLimit-* headers report, so discord.py waits before it would go over; a request over
+  the limit gets 429 and is not counted. `writes`, `rate_limit_refusals` and
+  `max_writes_in_window` tell a test or benchmark how fast the bot wrote to a channel.
+
+Not emulated: the other routes' buckets (every other 2xx says its bucket has room), file
 uploads, sharding, permissions beyond the one read-only channel.
 
 Tests drive it through `push_message`, `push_dm`, `push_interaction`, `delete_message`,
@@ -29,6 +35,7 @@ timestamp. Point discord.py at it with `api_base` and `gateway_url`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
 import hashlib
 import itertools
@@ -90,6 +97,15 @@ PRIVILEGED_INTENTS = {
 }
 
 _DISCORD_EPOCH_MS = 1_420_070_400_000
+#: The routes that share a channel's message bucket: creating and editing messages.
+_MESSAGE_WRITES = frozenset(
+    {
+        ("POST", API_PREFIX + "/channels/{channel_id}/messages"),
+        ("PATCH", API_PREFIX + "/channels/{channel_id}/messages/{message_id}"),
+    }
+)
+#: The bucket hash both routes report, so discord.py knows they share one limit.
+_MESSAGE_BUCKET = hashlib.md5(b"channel message writes").hexdigest()[:16]
 _MENTION = re.compile(r"<@(!?|&)(\d+)>")
 _COMMAND_NAME = re.compile(r"^[-_\w]{1,32}$")
 
@@ -152,6 +168,9 @@ class Message:
     pings: Pings = Pings()
     edits: list[str] = field(default_factory=list)  # every content set by PATCH, in order
     interaction_id: int | None = None
+    #: time.monotonic() when the fake stored the message, then when it applied each edit.
+    created_at: float = field(default_factory=time.monotonic)
+    edit_times: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -186,10 +205,18 @@ class FakeDiscord:
         *,
         token: str = TOKEN,
         enabled_intents: Sequence[str] = ("message_content",),
+        channel_bucket: tuple[int, float] | None = None,
         port: int = 0,
     ) -> None:
-        """`port`: where to listen (0: any free port); `api_base` is known before it starts."""
+        """`channel_bucket`: (requests, seconds) that creating and editing messages in one
+        channel may spend together, as Discord's per-channel bucket (None: unlimited).
+        `port`: where to listen (0: any free port); `api_base` is known before it starts."""
         self.token = token
+        self.channel_bucket = channel_bucket
+        #: Per channel, monotonic times of the message writes the bucket let through.
+        self._writes: dict[int, list[float]] = {}
+        #: Per channel, how many message writes were answered 429 (bucket or `rate_limit`).
+        self._refusals: dict[int, int] = {}
         #: The Developer Portal's privileged-intent switches that are on.
         self.enabled_intents = set(enabled_intents)
         #: The application's flags, if a test sets them; else `application_flags()` derives them.
@@ -335,6 +362,23 @@ class FakeDiscord:
             if m.author_id == BOT_ID and channel_id in (None, m.channel_id)
         ]
 
+    def writes(self, channel_id: int) -> list[float]:
+        """Monotonic times of the message creates and edits let through in this channel."""
+        return list(self._writes.get(channel_id, []))
+
+    def rate_limit_refusals(self, channel_id: int) -> int:
+        """How many message creates and edits in this channel were answered 429."""
+        return self._refusals.get(channel_id, 0)
+
+    def max_writes_in_window(self, channel_id: int, window: float) -> int:
+        """The most message writes in this channel within any `window` seconds (two writes
+        exactly `window` apart are not in the same window, as for the bucket)."""
+        times = self.writes(channel_id)
+        return max(
+            (bisect.bisect_left(times, start + window) - i for i, start in enumerate(times)),
+            default=0,
+        )
+
     def rate_limit(self, method: str, pattern: str, *, retry_after: float, times: int = 1) -> None:
         """Answer the next `times` matching requests with a 429 (per-route, not global)."""
         self._rate_limits.append([method, pattern, retry_after, times])
@@ -362,6 +406,12 @@ class FakeDiscord:
         """Ask every client to reconnect (op 7 RECONNECT), as Discord does before maintenance."""
         for session in list(self._sessions):
             await self._send(session, {"op": 7, "d": None})
+
+    def add_member(self, user_id: int, name: str) -> None:
+        """A person joins the guild (no roles); call it before the client connects, so the
+        guild the client receives lists them."""
+        self.users[user_id] = _user(user_id, name.lower(), global_name=name)
+        self.member_roles[user_id] = []
 
     def dm_channel_id(self, user_id: int) -> int:
         """The id of the DM channel between the bot and `user_id` (created on first use)."""
@@ -519,12 +569,22 @@ class FakeDiscord:
             failure = self._take_failure(call)
             if failure is not None:
                 raise _Reject(failure, 0, f"{failure}: Service Unavailable")
+            channel_id = _written_channel(request)
             limited = self._take_rate_limit(call)
+            if limited is None and channel_id is not None:
+                limited = self._admit_write(channel_id, call.at)
             if limited is not None:
                 response = self._too_many_requests(request, limited)
+                if channel_id is not None:
+                    self._refusals[channel_id] = self._refusals.get(channel_id, 0) + 1
+                    if self.channel_bucket is not None:
+                        self._add_channel_headers(response, channel_id, call.at)
             else:
                 response = await handler(request)
-                self._add_bucket_headers(request, response, remaining=1)
+                if channel_id is not None and self.channel_bucket is not None:
+                    self._add_channel_headers(response, channel_id, call.at)
+                else:
+                    self._add_bucket_headers(request, response, remaining=1)
         except _Reject as exc:
             body = {"message": exc.message, "code": exc.code}
             if exc.errors:
@@ -533,6 +593,38 @@ class FakeDiscord:
         call.status = response.status
         await self._notify()
         return response
+
+    def _admit_write(self, channel_id: int, now: float) -> float | None:
+        """Count a message write in its channel's bucket; or, when the bucket is full, the
+        seconds until its oldest write leaves the window (the 429's `retry_after`)."""
+        writes = self._writes.setdefault(channel_id, [])
+        if self.channel_bucket is not None:
+            limit, per = self.channel_bucket
+            if len(writes) >= limit and now - writes[-limit] < per:
+                return writes[-limit] + per - now
+        writes.append(now)
+        return None
+
+    def _add_channel_headers(
+        self, response: web.StreamResponse, channel_id: int, now: float
+    ) -> None:
+        """The channel bucket's real state: requests left in the window, and the seconds until
+        the bucket is full again (its newest write leaves the window). discord.py takes the
+        whole limit as available after that time, which is then true."""
+        assert self.channel_bucket is not None
+        limit, per = self.channel_bucket
+        recent = [t for t in self._writes.get(channel_id, []) if now - t < per]
+        reset_after = recent[-1] + per - now if recent else 0.0
+        response.headers.update(
+            {
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Remaining": str(max(limit - len(recent), 0)),
+                "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+                "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+                "X-RateLimit-Bucket": _MESSAGE_BUCKET,
+                "Via": "1.1 google",
+            }
+        )
 
     def _take_failure(self, call: Call) -> int | None:
         for entry in self._failures:
@@ -807,6 +899,7 @@ class FakeDiscord:
                 raise _Reject(400, 50006, "Cannot send an empty message")
             message.content = content
             message.edits.append(content)
+            message.edit_times.append(time.monotonic())
         if "allowed_mentions" in body:
             message.allowed_mentions = body["allowed_mentions"]
         replied = self.messages.get(message.reference_id) if message.reference_id else None
@@ -1096,6 +1189,15 @@ def _json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(
         body=json.dumps(data).encode(), status=status, content_type="application/json"
     )
+
+
+def _written_channel(request: web.Request) -> int | None:
+    """The channel a message create or edit goes to; None for every other request."""
+    resource = request.match_info.route.resource
+    template = resource.canonical if resource is not None else None
+    if (request.method, template) not in _MESSAGE_WRITES:
+        return None
+    return int(request.match_info["channel_id"])
 
 
 def _s(value: int | None) -> str | None:

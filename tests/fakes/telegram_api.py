@@ -3,7 +3,10 @@
 It speaks `/bot{token}/{method}` over real HTTP on 127.0.0.1 so a real aiogram `Bot` (pointed at
 it with `TelegramAPIServer.from_base`) runs unchanged: form, multipart and JSON bodies, real long
 polling, and the limits and error texts of the real server (text length in UTF-16 code units,
-"message is not modified", entity parsing errors, flood control with `retry_after`).
+"message is not modified", entity parsing errors, flood control with `retry_after`). Opt-in
+`FloodLimits` apply Telegram's per-chat message limits to sends and edits together, and every
+chat keeps the times of the writes it accepted and of the 429s it answered (`writes`,
+`flood_refusals`, `max_writes_in_window`), so a test or benchmark can check a bot's pace.
 
 Tests drive it from the user's side (`message`, `edited_message`, `channel_post`), inject
 failures (`inject_429`, `inject_parse_failure`, `delete_message`) and wait on what the bot did
@@ -14,6 +17,7 @@ chat's messages keep their edit history.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import html
 import itertools
@@ -540,6 +544,36 @@ def _auto_entities(text: str) -> list[dict]:
 # State.
 
 
+@dataclass(frozen=True)
+class FloodLimits:
+    """Telegram's documented per-chat limits on the bot's messages: about 20 a minute in a group
+    and one a second in a private chat. Sends and edits count together, as they do on Telegram;
+    a write over the limit gets 429 with `retry_after` and is not counted."""
+
+    group_writes: int = 20
+    group_window: float = 60.0
+    private_writes: int = 1
+    private_window: float = 1.0
+
+    def __post_init__(self) -> None:
+        if min(self.group_writes, self.private_writes) < 1:
+            raise ValueError("a flood limit allows at least one write per window")
+
+    def for_chat(self, chat_id: int) -> tuple[int, float]:
+        """(writes, window in seconds) for a chat: groups, supergroups and channels have
+        negative ids on Telegram, people positive ones."""
+        if chat_id < 0:
+            return self.group_writes, self.group_window
+        return self.private_writes, self.private_window
+
+
+def _is_counted_write(method: str) -> bool:
+    """A method that puts or changes a message in a chat (send*, edit*). A chat action
+    (typing...) is not a message and does not count toward Telegram's message limits."""
+    name = method.lower()
+    return name.startswith(("send", "edit")) and name != "sendchataction"
+
+
 @dataclass
 class Call:
     """One request the bot made, with what the fake answered."""
@@ -583,6 +617,10 @@ class FakeChat:
     messages: dict[int, StoredMessage] = field(default_factory=dict)
     next_message_id: int = 1
     last_edit_at: float = -math.inf
+    #: Monotonic times at which the fake accepted a send or edit in this chat, in order.
+    writes: list[float] = field(default_factory=list)
+    #: Monotonic times at which a send or edit in this chat was answered 429, whatever the cause.
+    refusals: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         out: dict[str, Any] = {"id": self.id, "type": self.type}
@@ -617,10 +655,12 @@ class FakeTelegramAPI:
         *,
         bot_username: str = BOT_USERNAME,
         edit_interval: float = 0.0,
+        flood_limits: FloodLimits | None = None,
         port: int = 0,
     ) -> None:
         """`edit_interval`: flood control, the least seconds between two edits in one chat
         (0 disables it); a faster edit gets a 429 with the remaining wait as `retry_after`.
+        `flood_limits`: Telegram's per-chat limits on sends and edits together (None: none).
         `port`: where to listen (0: any free port); `base_url` is known before `start()`."""
         self.token = token
         self.bot = user(BOT_ID, BOT_NAME, username=bot_username, is_bot=True)
@@ -628,6 +668,7 @@ class FakeTelegramAPI:
         self.bot["can_read_all_group_messages"] = False
         self.bot["supports_inline_queries"] = False
         self.edit_interval = edit_interval
+        self.flood_limits = flood_limits
         self.calls: list[Call] = []
         self.chats: dict[int, FakeChat] = {}
         self.commands: list[dict] = []
@@ -904,6 +945,38 @@ class FakeTelegramAPI:
     def end_outage(self) -> None:
         self._outage = None
 
+    # -- the bot's pace ---------------------------------------------------------------------
+
+    def writes(self, chat_id: int) -> list[float]:
+        """Monotonic times of the sends and edits the fake accepted in this chat."""
+        chat = self.chats.get(chat_id)
+        return list(chat.writes) if chat else []
+
+    def flood_refusals(self, chat_id: int) -> int:
+        """How many sends and edits in this chat were answered 429 (flood limits,
+        `edit_interval` or `inject_429`)."""
+        chat = self.chats.get(chat_id)
+        return len(chat.refusals) if chat else 0
+
+    def max_writes_in_window(self, chat_id: int, window: float) -> int:
+        """The most accepted writes in this chat within any `window` seconds (two writes exactly
+        `window` apart are not in the same window, as for the flood limits)."""
+        times = self.writes(chat_id)
+        return max(
+            (bisect.bisect_left(times, start + window) - i for i, start in enumerate(times)),
+            default=0,
+        )
+
+    def _admit_write(self, chat: FakeChat) -> None:
+        """Count a send or edit that is about to succeed, or refuse it with 429 when the chat's
+        flood limit is reached; `retry_after` is the whole seconds until the window has room."""
+        now = time.monotonic()
+        if self.flood_limits is not None:
+            limit, window = self.flood_limits.for_chat(chat.id)
+            if len(chat.writes) >= limit and now - chat.writes[-limit] < window:
+                raise too_many_requests(max(1, math.ceil(chat.writes[-limit] + window - now)))
+        chat.writes.append(now)
+
     # -- waiting ----------------------------------------------------------------------------
 
     async def wait_until(
@@ -963,6 +1036,8 @@ class FakeTelegramAPI:
             self._check_injected(method.lower(), params)
             result = await handler(params)
         except ApiError as exc:
+            if exc.code == 429 and _is_counted_write(method):
+                self._note_refusal(params)
             call.ok, call.error, call.done = False, exc.description, True
             await self._notify()
             return web.json_response(exc.body(), status=exc.code)
@@ -985,11 +1060,19 @@ class FakeTelegramAPI:
                 PARSE_ERROR + "Can't find end of the entity starting at byte offset 0"
             )
 
-    def _get_chat(self, params: dict) -> FakeChat:
+    def _note_refusal(self, params: dict) -> None:
+        chat = self._find_chat(params)
+        if chat is not None:
+            chat.refusals.append(time.monotonic())
+
+    def _find_chat(self, params: dict) -> FakeChat | None:
         chat_id = params.get("chat_id")
         if isinstance(chat_id, str) and re.fullmatch(r"-?\d+", chat_id):
             chat_id = int(chat_id)
-        chat = self.chats.get(chat_id)  # type: ignore[arg-type]
+        return self.chats.get(chat_id)  # type: ignore[arg-type]
+
+    def _get_chat(self, params: dict) -> FakeChat:
+        chat = self._find_chat(params)
         if chat is None:
             raise bad_request(CHAT_NOT_FOUND)
         return chat
@@ -1073,6 +1156,7 @@ class FakeTelegramAPI:
             if not chat.is_forum:
                 raise bad_request("Bad Request: message thread not found")
             extra = {"message_thread_id": thread_id, "is_topic_message": True}
+        self._admit_write(chat)
         stored = self._store(chat, self.bot, text, entities=entities, extra=extra)
         stored.thread_id = thread_id
         if reply_to is not None:
@@ -1094,6 +1178,7 @@ class FakeTelegramAPI:
         wait = chat.last_edit_at + self.edit_interval - now
         if self.edit_interval > 0 and wait > 0:
             raise too_many_requests(max(1, math.ceil(wait)))
+        self._admit_write(chat)
         chat.last_edit_at = now
         stored.text, stored.entities = text, entities
         stored.history.append((text, entities, now))
