@@ -26,6 +26,7 @@ from bots.discord.surface import CHANNEL_LIMITS
 from bots.errors import BotStartupError
 from bots.splitting import join_parts
 from bots.streaming import WARNING_PREFIX
+from bots.write_budget import WriteLimits
 from core.chat_settings import MODEL_USAGE
 from core.client import AsyncClient
 from core.conversation import (
@@ -82,7 +83,13 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def _bot(tmp_path: Path, fake: FakeDiscord, **overrides: Any) -> AsyncIterator[Harness]:
+async def _bot(
+    tmp_path: Path,
+    fake: FakeDiscord,
+    *,
+    channel_limits: WriteLimits = CHANNEL_LIMITS,
+    **overrides: Any,
+) -> AsyncIterator[Harness]:
     async with FakeLLMServer() as llm:
         settings = Settings(
             _env_file=None,
@@ -95,7 +102,9 @@ async def _bot(tmp_path: Path, fake: FakeDiscord, **overrides: Any) -> AsyncIter
         )
         store = await open_store(settings.database_url)
         service = ConversationService(store, AsyncClient(base_url=llm.base_url), settings)
-        task = asyncio.create_task(DiscordBot(settings, service).run())
+        task = asyncio.create_task(
+            DiscordBot(settings, service, channel_limits=channel_limits).run()
+        )
         try:
             connected = asyncio.create_task(fake.wait_connected())
             await asyncio.wait({task, connected}, return_when=asyncio.FIRST_COMPLETED)

@@ -31,7 +31,15 @@ from core import AsyncClient, chat_settings, errors
 from core.conversation import INTERRUPTED_NOTE, ConversationService, ResetReport, describe_reset
 from storage.factory import open_store
 from tests.fakes.llm_server import FakeLLMServer, Script
-from tests.fakes.telegram_api import ApiError, Call, FakeChat, FakeTelegramAPI, StoredMessage, user
+from tests.fakes.telegram_api import (
+    ApiError,
+    Call,
+    FakeChat,
+    FakeTelegramAPI,
+    FloodLimits,
+    StoredMessage,
+    user,
+)
 
 ALICE = user(1001, "Alice", username="alice")
 BOB = user(1002, "Bob")
@@ -86,9 +94,14 @@ def answer_parts(chat: FakeChat, request: dict) -> list[StoredMessage]:
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    tmp_path: Path, *, limits: TelegramLimits = FAST, **fields: object
+    tmp_path: Path,
+    *,
+    limits: TelegramLimits = FAST,
+    flood_limits: FloodLimits | None = None,
+    **fields: object,
 ) -> AsyncIterator[Harness]:
-    async with FakeTelegramAPI() as tg, FakeLLMServer() as llm:
+    """The bot at `limits` against a fake Bot API refusing writes over `flood_limits`."""
+    async with FakeTelegramAPI(flood_limits=flood_limits) as tg, FakeLLMServer() as llm:
         settings = Settings(
             _env_file=None,
             telegram_bot_token=tg.token,

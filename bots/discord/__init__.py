@@ -32,11 +32,12 @@ from bots.discord import reconnect
 from bots.discord.client import ParleyDiscordClient
 from bots.discord.endpoints import use_endpoints
 from bots.discord.messages import PLATFORM
-from bots.discord.surface import DiscordBudgets, DiscordSurface
+from bots.discord.surface import CHANNEL_LIMITS, DiscordBudgets, DiscordSurface
 from bots.errors import BotStartupError
 from bots.repair import repair_replies
 from bots.shutdown import Grace, finish_in_flight
 from bots.startup import DEFAULT_BACKOFF, Link, connect_with_retries, host_of, network_cause
+from bots.write_budget import WriteLimits
 from core.conversation import ConversationService
 
 #: Where the operator turns the Message Content intent on (`parley doctor` says it too).
@@ -70,8 +71,10 @@ class DiscordBot:
         service: ConversationService,
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
+        channel_limits: WriteLimits = CHANNEL_LIMITS,
     ) -> None:
-        """`backoff` (the waits between login tries) exists for tests."""
+        """`backoff` (the waits between login tries) and `channel_limits` (each channel's
+        writes) exist for tests, which may not want to wait Discord's real pace."""
         if settings.discord_bot_token is None:
             raise BotStartupError("DISCORD_BOT_TOKEN is not set.")
         self.settings = settings
@@ -81,7 +84,7 @@ class DiscordBot:
         self._client: ParleyDiscordClient | None = None
         self._grace = Grace(settings.shutdown_grace_seconds)
         self._repairing = False
-        self._budgets = DiscordBudgets()
+        self._budgets = DiscordBudgets(channel_limits)
 
     platform = PLATFORM
 

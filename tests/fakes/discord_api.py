@@ -18,8 +18,9 @@ library runs over real HTTP and a real WebSocket. The fake keeps Discord's rules
 - who a message pings follows `allowed_mentions` as Discord applies it (`Message.pings`).
 
 - opt-in `channel_bucket=(limit, seconds)`: sending and editing messages in one channel share
-  one rate-limit bucket (Discord's is 5 per 5 s), a sliding window whose state every answer's
-  X-RateLimit-* headers report, so discord.py waits before it would go over; a request over
+  one rate-limit bucket (Discord's is 5 per 5 s). As Discord's, it is a fixed window: it opens
+  with the first write after the last one closed and refills `seconds` later. Every answer's
+  X-RateLimit-* headers report its state, so discord.py waits before it would go over; a request over
   the limit gets 429 and is not counted. `writes`, `rate_limit_refusals` and
   `max_writes_in_window` tell a test or benchmark how fast the bot wrote to a channel.
 
@@ -215,6 +216,8 @@ class FakeDiscord:
         self.channel_bucket = channel_bucket
         #: Per channel, monotonic times of the message writes the bucket let through.
         self._writes: dict[int, list[float]] = {}
+        #: Per channel, the bucket's open window: when it opened and the writes it let through.
+        self._windows: dict[int, tuple[float, int]] = {}
         #: Per channel, how many message writes were answered 429 (bucket or `rate_limit`).
         self._refusals: dict[int, int] = {}
         #: The Developer Portal's privileged-intent switches that are on.
@@ -596,29 +599,37 @@ class FakeDiscord:
 
     def _admit_write(self, channel_id: int, now: float) -> float | None:
         """Count a message write in its channel's bucket; or, when the bucket is full, the
-        seconds until its oldest write leaves the window (the 429's `retry_after`)."""
-        writes = self._writes.setdefault(channel_id, [])
+        seconds until it refills (the 429's `retry_after`)."""
         if self.channel_bucket is not None:
             limit, per = self.channel_bucket
-            if len(writes) >= limit and now - writes[-limit] < per:
-                return writes[-limit] + per - now
-        writes.append(now)
+            opened, used = self._window(channel_id, now)
+            if used >= limit:
+                return opened + per - now
+            self._windows[channel_id] = (opened, used + 1)
+        self._writes.setdefault(channel_id, []).append(now)
         return None
+
+    def _window(self, channel_id: int, now: float) -> tuple[float, int]:
+        """The channel bucket's window at `now`: a closed one gives way to a fresh one."""
+        assert self.channel_bucket is not None
+        opened, used = self._windows.get(channel_id, (now, 0))
+        if now - opened >= self.channel_bucket[1]:
+            return now, 0
+        return opened, used
 
     def _add_channel_headers(
         self, response: web.StreamResponse, channel_id: int, now: float
     ) -> None:
-        """The channel bucket's real state: requests left in the window, and the seconds until
-        the bucket is full again (its newest write leaves the window). discord.py takes the
-        whole limit as available after that time, which is then true."""
+        """The channel bucket's real state: requests left in its window, and the seconds until
+        it refills (discord.py takes the whole limit as available then, which is true)."""
         assert self.channel_bucket is not None
         limit, per = self.channel_bucket
-        recent = [t for t in self._writes.get(channel_id, []) if now - t < per]
-        reset_after = recent[-1] + per - now if recent else 0.0
+        opened, used = self._window(channel_id, now)
+        reset_after = opened + per - now if used else 0.0
         response.headers.update(
             {
                 "X-RateLimit-Limit": str(limit),
-                "X-RateLimit-Remaining": str(max(limit - len(recent), 0)),
+                "X-RateLimit-Remaining": str(max(limit - used, 0)),
                 "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
                 "X-RateLimit-Reset-After": f"{reset_after:.3f}",
                 "X-RateLimit-Bucket": _MESSAGE_BUCKET,
