@@ -68,7 +68,10 @@ class Surface(Protocol):
     counts UTF-16 code units: `bots.splitting.utf16_length`); without it, `len` is used.
     `final=True` marks the last text a message will ever get: the adapter may render formatting.
     A surface with `renders_final = False` (Discord renders Markdown itself) is spared a final
-    edit that would repeat the text already shown.
+    edit that would repeat the text already shown. One whose calls may return well after the
+    platform answered them (discord.py sleeps after a call that used up its bucket) says when
+    that was in `answered_at` (monotonic seconds, None if no answer came), so the chat's
+    budget counts the write from then.
     "Message is not modified" answers are the surface's to swallow.
     """
 
@@ -363,9 +366,9 @@ class _Stream:
             claim.raise_to(Urgency.FINAL)
         await claim.wait()
 
-    def _release_turn(self, *, wrote: bool) -> None:
+    def _release_turn(self, *, wrote: bool, landed: float | None = None) -> None:
         if self._claim is not None:
-            self._claim.release(wrote=wrote)
+            self._claim.release(wrote=wrote, landed=landed)
             self._claim = None
             self._idle_since = self._clock.monotonic()
 
@@ -404,7 +407,7 @@ class _Stream:
             self._failed(action, exc, started=started)
             return False
         finally:
-            self._release_turn(wrote=True)
+            self._release_turn(wrote=True, landed=getattr(self._surface, "answered_at", None))
         message.shown = text
         self._text_shown = self._text_shown or not placeholder
         self._succeeded(action)

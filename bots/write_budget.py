@@ -6,9 +6,11 @@ message, five replies streaming into one group make five times the writes and me
 send and edit to a chat draws on the chat's `WriteBudget`, however many replies share it.
 
 The budget is a sliding window: at most `limit` writes in any `window` seconds. A write counts
-from when it *finished*: a platform (or discord.py, waiting for its rate-limit bucket) may hold a
-call back, and the next write must not follow 2 ms after it went through. The server counts each
-call when it arrives, which is never later than when it finished, so this count is the stricter.
+from when it *landed*: when the platform answered it, which is when the call returned unless the
+caller knows better (discord.py returns from a call that used up its bucket only once the bucket
+refills). A platform client may hold a call back before sending it (discord.py waiting for its
+bucket), and the next write must not follow 2 ms after it went through. The server counts each
+call when it arrives, never later than its answer, so this count is the stricter.
 
 Who writes next when several replies wait (`Urgency`): the first text of a reply (someone waits
 to see their question was heard), then whichever has waited longest, a message's final text or
@@ -23,7 +25,7 @@ until its `retry_after` has passed (`hold`).
 from __future__ import annotations
 
 import asyncio
-import collections
+import bisect
 import enum
 import itertools
 from collections.abc import Hashable
@@ -101,14 +103,15 @@ class Claim:
             self.release(wrote=False)
             raise
 
-    def release(self, *, wrote: bool) -> None:
-        """The write is over (`wrote`: a call reached the platform, so it counts), or it was
-        never made. Only the first call counts; later ones do nothing."""
+    def release(self, *, wrote: bool, landed: float | None = None) -> None:
+        """The write is over (`wrote`: a call reached the platform, so it counts, from `landed`
+        if the caller knows when the platform answered it, else from now), or it was never
+        made. Only the first call counts; later ones do nothing."""
         if self._released:
             return
         self._released = True
         if self._granted.done():
-            self._budget._ended_write(wrote)
+            self._budget._ended_write(wrote, landed)
         else:
             self._granted.cancel()
             self._budget._withdraw(self)
@@ -120,8 +123,8 @@ class WriteBudget:
     def __init__(self, limits: WriteLimits, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.limits = limits
         self._clock = clock
-        #: When each write of the last window finished, oldest first.
-        self._ended: collections.deque[float] = collections.deque()
+        #: When each write of the last window landed, oldest first.
+        self._ended: list[float] = []
         self._in_flight = 0
         self._held_until = -float("inf")
         self._waiting: list[Claim] = []
@@ -159,10 +162,11 @@ class WriteBudget:
             self._waiting.remove(claim)
             self._dispatch()
 
-    def _ended_write(self, wrote: bool) -> None:
+    def _ended_write(self, wrote: bool, landed: float | None) -> None:
         self._in_flight -= 1
         if wrote:
-            self._ended.append(self._clock.monotonic())
+            now = self._clock.monotonic()
+            bisect.insort(self._ended, now if landed is None else min(landed, now))
         self._dispatch()
 
     # Deciding.
@@ -205,8 +209,8 @@ class WriteBudget:
         return delay
 
     def _forget_old(self, now: float) -> None:
-        while self._ended and self._ended[0] + self.limits.window <= now:
-            self._ended.popleft()
+        expired = bisect.bisect_right(self._ended, now - self.limits.window)
+        del self._ended[:expired]
 
     def _wake_in(self, delay: float) -> None:
         if self._timer is not None:

@@ -66,6 +66,18 @@ async def test_ordinary_edits_are_paced_from_the_end_of_the_last_write(clock: Fa
     assert await write(budget, clock, Urgency.ROUTINE) == pytest.approx(3.0 + GROUP.pace)
 
 
+async def test_a_write_counts_from_when_it_landed_if_the_call_returned_later(
+    clock: FakeClock,
+) -> None:
+    """discord.py returns from a call that used up its bucket only once the bucket refills."""
+    budget = WriteBudget(WriteLimits(1, 5.0), clock=clock)
+    claim = budget.claim(Urgency.FIRST)
+    await claim.wait()
+    await clock.sleep(5.0)  # the client slept on the way out
+    claim.release(wrote=True, landed=0.1)
+    assert await write(budget, clock, Urgency.FIRST) == pytest.approx(5.1)
+
+
 async def test_ordinary_edits_leave_the_reserve_to_first_and_final_texts(clock: FakeClock) -> None:
     budget = WriteBudget(WriteLimits(4, 10.0, reserve=2), clock=clock)
     routine = [await write(budget, clock, Urgency.ROUTINE) for _ in range(3)]

@@ -14,6 +14,7 @@ from typing import cast
 
 import discord
 
+from bots.discord.ratelimits import noting_answers
 from bots.errors import MessageGone
 from bots.write_budget import ChatBudgets, WriteBudget, WriteLimits
 from storage import UndeliveredReply
@@ -56,6 +57,8 @@ class DiscordSurface:
         """`question`: the user's message, or (start-up repair, `bots.repair`) the bot's own
         message the reply goes on from."""
         self.budget = budgets.of(question.channel.id)
+        #: When Discord answered the last send or edit (see `bots.streaming.Surface`).
+        self.answered_at: float | None = None
         self._channel = question.channel
         # A question deleted meanwhile must not stop the answer: it still belongs there.
         self._reference = question.to_reference(fail_if_not_exists=False)
@@ -91,8 +94,14 @@ class DiscordSurface:
 
     @contextlib.contextmanager
     def _gone_on_refusal(self) -> Iterator[None]:
+        """Around one call: maps a refusal to `MessageGone`, and notes when Discord answered."""
+        self.answered_at = None
         try:
-            yield
+            with noting_answers() as answers:
+                try:
+                    yield
+                finally:
+                    self.answered_at = answers[-1] if answers else None
         except discord.Forbidden as exc:
             self.refused = exc
             raise MessageGone(str(exc)) from exc
