@@ -16,6 +16,7 @@ from bots.discord.surface import CHANNEL_LIMITS
 from bots.relay import QUEUED_NOTE
 from bots.telegram import TelegramLimits
 from bots.write_budget import WriteLimits
+from core.conversation import ResetReport, describe_reset
 from tests.fakes.discord_api import ALICE_ID, BOB_ID, GENERAL_ID, FakeDiscord
 from tests.fakes.llm_server import ECHO_PREFIX
 from tests.fakes.telegram_api import FakeChat, FloodLimits, StoredMessage, user
@@ -115,6 +116,31 @@ async def test_one_persons_quick_messages_are_answered_in_order_and_show_they_wa
         assert contexts[2][1] == {"role": "assistant", "content": expected[0]}
         assert contexts[2][3] == {"role": "assistant", "content": expected[1]}
         assert h.tg.flood_refusals(chat.id) == 0
+
+
+async def test_a_question_right_after_a_members_reset_is_the_new_conversations_first(
+    tmp_path: Path,
+) -> None:
+    """The reset's admin check asks Telegram first; the question must not overtake it."""
+    async with running_bot(tmp_path, limits=LIMITS) as h:
+        group = h.tg.supergroup()
+        h.tg.set_admins(group, [])
+        old = await h.ask(group, ALICE, f"{h.mention} old topic")
+        await h.reply_text(group, old, echo("Alice", "old topic"))
+        answer_check = h.tg.hold("getChatMember")
+        reset = await h.ask(group, ALICE, "/reset")
+        await h.tg.wait_until(lambda: [c for c in h.tg.calls if c.method == "getChatMember"], WAIT)
+        typing_before = len(h.tg.calls_of("sendChatAction"))
+        question = await h.ask(group, ALICE, f"{h.mention} new topic")
+        # The question is in the service's hands (its reply shows "typing") while the reset
+        # still waits for Telegram to say whether Alice is an admin.
+        await h.tg.wait_until(lambda: len(h.tg.calls_of("sendChatAction")) > typing_before, WAIT)
+        answer_check.set()
+        await h.reply_text(group, question, echo("Alice", "new topic"))
+        await h.reply_text(group, reset, describe_reset(ResetReport()))
+        assert h.llm.requests[-1].json["messages"][1:] == [
+            {"role": "user", "content": "[Alice] new topic"}
+        ]
 
 
 async def test_a_429_storm_holds_the_whole_group_and_every_reply_completes(

@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,7 +223,9 @@ class ConversationService:
         await asyncio.gather(*(reply.wait() for reply in stopped))
         return len(stopped)
 
-    async def reset(self, chat: ChatRef, author_id: str | None = None) -> ResetReport:
+    async def reset(
+        self, chat: ChatRef, author_id: str | Awaitable[str | None] | None = None
+    ) -> ResetReport:
         """Start a new conversation; the old one stays in the history.
 
         The replies in flight to `author_id`'s questions (None: to everyone's), streaming or
@@ -229,15 +233,21 @@ class ConversationService:
         conversation. Messages received before the reset belong to the old one, even those
         whose task has not stored them yet; those received after it, to the new one, even while
         it waits.
+
+        `author_id` may be an awaitable (whether the caller may reset everyone's replies can
+        take a question to the platform): the reset takes its place in the chat's order of
+        arrival first, before anything is awaited, so a message sent right after the reset is
+        never taken for one sent before it.
         """
         stored_before = self._arrivals.get(chat)
         opened = asyncio.Event()
         self._arrivals[chat] = opened
         met = [reply for reply in self._in_flight.get(chat, ()) if not reply.state.final]
-        for reply in met:
-            if author_id is None or reply.author.id == author_id:
-                reply.stop()
         try:
+            whose = await author_id if inspect.isawaitable(author_id) else author_id
+            for reply in met:
+                if whose is None or reply.author.id == whose:
+                    reply.stop()
             if stored_before is not None:
                 await stored_before.wait()
             await asyncio.gather(*(reply.wait() for reply in met))

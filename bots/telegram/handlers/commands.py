@@ -70,8 +70,10 @@ async def help_(message: Message) -> None:
 async def reset(
     message: Message, bot: Bot, service: ConversationService, settings: Settings
 ) -> None:
-    whose = await _whose_replies(message, bot, settings)
-    await message.reply(describe_reset(await service.reset(chat_ref(message), whose)))
+    # The admin check is passed, not awaited: the reset takes its place among the chat's
+    # messages before that question goes to Telegram.
+    report = await service.reset(chat_ref(message), _whose_replies(message, bot, settings))
+    await message.reply(describe_reset(report))
 
 
 async def stop(
