@@ -514,6 +514,9 @@ async def test_stop_and_reset_in_a_channel_act_on_the_callers_replies(
 
     reset = await bot.fake.push_interaction("reset")  # Bob's: waits for Alice's reply
     await asyncio.wait_for(resetting.wait(), WAIT)
+    # Acknowledged while it waits: Discord forgets a command not answered within 3 s.
+    await bot.fake.wait_for(lambda: reset.callback, WAIT)
+    assert reset.callback is not None and reset.callback["type"] == 5  # "thinking…"
     alice_script.release.set()
     await bot.fake.wait_for(showing("Alice's answer"), WAIT)
     assert await bot.fake.wait_answered(reset) == describe_reset(ResetReport(waited_for=("Alice",)))

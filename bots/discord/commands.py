@@ -38,6 +38,12 @@ async def _say(interaction: discord.Interaction, text: str, *, ephemeral: bool =
     )
 
 
+async def _acknowledged(interaction: discord.Interaction, whose: str | None) -> str | None:
+    """`whose`, once Discord knows an answer to `interaction` is coming."""
+    await interaction.response.defer()
+    return whose
+
+
 class SettingsCog(commands.Cog):
     """Chat settings. Changes are visible to the channel, since they change everyone's chat."""
 
@@ -69,8 +75,12 @@ class SettingsCog(commands.Cog):
 
     @app_commands.command(name="reset", description="Start a new conversation here")
     async def reset(self, interaction: discord.Interaction) -> None:
-        report = await self.service.reset(_chat(interaction), self._whose_replies(interaction))
-        await _say(interaction, describe_reset(report))
+        # Waiting for other people's replies may outlast the 3 s Discord gives a command to
+        # answer: acknowledge first, but only once the reset has its place in the channel's
+        # order (the service awaits this after taking it), then answer in a follow-up.
+        whose = self._whose_replies(interaction)
+        report = await self.service.reset(_chat(interaction), _acknowledged(interaction, whose))
+        await interaction.followup.send(_clip(describe_reset(report)), allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="stop", description="Stop the reply being written here")
     async def stop(self, interaction: discord.Interaction) -> None:

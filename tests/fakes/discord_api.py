@@ -15,7 +15,9 @@ library runs over real HTTP and a real WebSocket. The fake keeps Discord's rules
   switch is off), READY, GUILD_CREATE, heartbeat ACK, RESUME; transport compression
   `zlib-stream` when the client asks for it (discord.py does unless zstandard is installed);
   without the MESSAGE_CONTENT intent, guild messages arrive with empty content, as on Discord;
-- who a message pings follows `allowed_mentions` as Discord applies it (`Message.pings`).
+- who a message pings follows `allowed_mentions` as Discord applies it (`Message.pings`);
+- an interaction answered (or deferred) more than 3 s after it was sent is unknown (404, 10062),
+  as Discord forgets it; follow-ups after a deferral are accepted later.
 
 - opt-in `channel_bucket=(limit, seconds)`: sending and editing messages in one channel share
   one rate-limit bucket (Discord's is 5 per 5 s). As Discord's, it is a fixed window: it opens
@@ -58,6 +60,8 @@ GATEWAY_PATH = "/gateway"
 TOKEN = "fake-discord-token"
 DEFAULT_TIMEOUT = 10.0
 MAX_CONTENT = 2000
+#: Seconds a bot has to answer (or defer) an interaction; later, Discord has forgotten it.
+INTERACTION_DEADLINE = 3.0
 HEARTBEAT_INTERVAL_MS = 41_250
 
 # Fixed ids of the fixture guild; snowflakes made at run time are larger.
@@ -186,6 +190,8 @@ class Interaction:
     callback: dict | None = None
     response_message_id: int | None = None
     followups: list[int] = field(default_factory=list)
+    #: time.monotonic() when the interaction was sent to the bot.
+    created_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -531,8 +537,9 @@ class FakeDiscord:
 
         def answer() -> str | None:
             ids = [interaction.response_message_id, *interaction.followups]
+            # A deferred answer's own message stays empty ("thinking…"); its follow-ups speak.
             texts = [self.messages[i].content for i in ids if i in self.messages]
-            return "\n".join(texts) if texts and any(texts) else None
+            return "\n".join(text for text in texts if text) or None
 
         return await self.wait_for(answer, within)
 
@@ -840,6 +847,8 @@ class FakeDiscord:
     async def _callback(self, request: web.Request) -> web.Response:
         interaction = self.interactions.get(int(request.match_info["interaction_id"]))
         if interaction is None or interaction.token != request.match_info["token"]:
+            raise _Reject(404, 10062, "Unknown interaction")
+        if time.monotonic() - interaction.created_at > INTERACTION_DEADLINE:
             raise _Reject(404, 10062, "Unknown interaction")
         if interaction.callback is not None:
             raise _Reject(400, 40060, "Interaction has already been acknowledged.")
