@@ -228,6 +228,10 @@ class _Stream:
         self._typing: asyncio.Task[None] | None = None
 
     async def run(self, deltas: AsyncIterable[str]) -> StreamResult:
+        with self._budget.in_use():
+            return await self._run(deltas)
+
+    async def _run(self, deltas: AsyncIterable[str]) -> StreamResult:
         consume = asyncio.create_task(self._consume(deltas))
         deliver = asyncio.create_task(self._deliver())
         self._typing = asyncio.create_task(self._keep_typing())
@@ -392,7 +396,6 @@ class _Stream:
             if message.handle is None:
                 message.handle = await self._surface.send(text, final=final)
                 self._handles.append(message.handle)
-                self._stop_typing()
             else:
                 await self._surface.edit(message.handle, text, final=final)
         except RateLimited as limit:
@@ -409,7 +412,9 @@ class _Stream:
         finally:
             self._release_turn(wrote=True, landed=getattr(self._surface, "answered_at", None))
         message.shown = text
-        self._text_shown = self._text_shown or not placeholder
+        if not placeholder:  # a queued reply's asker sees it "typing" under the placeholder
+            self._text_shown = True
+            self._stop_typing()
         self._succeeded(action)
         if action == "send" and self._delivery.listener is not None:
             await self._delivery.listener.sent(list(self._handles))

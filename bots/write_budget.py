@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import enum
 import itertools
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -128,6 +129,8 @@ class WriteBudget:
         self._in_flight = 0
         self._held_until = -float("inf")
         self._waiting: list[Claim] = []
+        #: Replies streaming into the chat now (`in_use`), idle between writes or not.
+        self._users = 0
         self._order = itertools.count()
         self._timer: asyncio.Task[None] | None = None
 
@@ -141,11 +144,22 @@ class WriteBudget:
         self._held_until = max(self._held_until, self._clock.monotonic() + seconds)
         self._dispatch()
 
+    @contextlib.contextmanager
+    def in_use(self) -> Iterator[None]:
+        """Around a reply's whole delivery: the budget is not idle meanwhile, even while the
+        reply waits for its first text, so `ChatBudgets` never replaces it under the reply."""
+        self._users += 1
+        try:
+            yield
+        finally:
+            self._users -= 1
+
     @property
     def idle(self) -> bool:
-        """Nothing waits or is in flight, and no past write still counts."""
+        """No reply uses it, and no past write still counts."""
         self._forget_old(self._clock.monotonic())
-        return not (self._waiting or self._in_flight or self._ended) and not self._held
+        busy = self._users or self._waiting or self._in_flight or self._ended
+        return not busy and not self._held
 
     @property
     def _held(self) -> bool:
@@ -226,8 +240,8 @@ class WriteBudget:
 
 
 class ChatBudgets(Generic[K]):
-    """The write budgets of one platform's chats, each made on first use and kept while any
-    write of its last window still counts."""
+    """The write budgets of one platform's chats, each made on first use and kept while a reply
+    uses it or any write of its last window still counts."""
 
     def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self._clock = clock

@@ -146,8 +146,11 @@ async def test_idle_budgets_are_dropped_and_busy_ones_kept(clock: FakeClock) -> 
     budgets: ChatBudgets[int] = ChatBudgets(clock)
     busy = budgets.get(-1, GROUP)
     await write(busy, clock, Urgency.FIRST)
-    idle = [budgets.get(chat, GROUP) for chat in range(PRUNE_ABOVE + 1)]
-    budgets.get(10_000, GROUP)  # over the bound: the idle ones go
+    thinking = budgets.get(-2, GROUP)  # a reply waiting for the model's first words
+    with thinking.in_use():
+        idle = [budgets.get(chat, GROUP) for chat in range(PRUNE_ABOVE + 1)]
+        budgets.get(10_000, GROUP)  # over the bound: the idle ones go
+        assert budgets.get(-2, GROUP) is thinking
     assert budgets.get(-1, GROUP) is busy
     assert budgets.get(0, GROUP) is not idle[0]
 
@@ -246,6 +249,9 @@ async def test_a_placeholder_shows_at_once_and_the_answer_replaces_it(clock: Fak
     )
     ops = [(call.op, call.text, call.at) for call in surface.updates]
     assert ops[0] == ("send", "⏳ Queued", 0.0)
+    # "typing…" under the placeholder while the reply waits, not after its text came
+    typing = [call.at for call in surface.calls if call.op == "typing"]
+    assert max(typing) == pytest.approx(28.0)
     assert ops[1][:2] == ("edit", "Here") and ops[1][2] == pytest.approx(30.0)
     assert surface.final_texts() == ["Here it is."]
     assert result.handles == [0]
