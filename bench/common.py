@@ -1,5 +1,6 @@
 """Helpers shared by the benchmarks: the fake server process, the machine report, a network
-guard, percentiles, and the timing of the group workloads (first token, per-reply figures).
+guard, percentiles, driving a bot against a fake platform in a child process, and the timing
+of the group workloads (first token, per-reply figures).
 
 The fake LLM server always runs in its own process: a benchmark that shares its event loop
 with the server measures the server as much as the client.
@@ -7,7 +8,10 @@ with the server measures the server as much as the client.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -16,8 +20,9 @@ import selectors
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -215,6 +220,102 @@ class TimedClient:
                 yield chunk
 
         return timed()
+
+
+def run_with_fake_platform(
+    command: list[str],
+    llm_url: str,
+    *,
+    settings_from: Callable[[list[str]], dict[str, Any]],
+    bot_for: Callable[[Any, Any], Any],
+    ready: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """Start the fake platform `command` (a benchmark in its child mode) and `drive_bot`
+    against it; the child is stopped however that ends."""
+    child = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        return asyncio.run(
+            drive_bot(
+                child,
+                llm_url,
+                settings_from=settings_from,
+                bot_for=bot_for,
+                ready=ready,
+                timeout=timeout,
+            )
+        )
+    finally:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(10)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+async def drive_bot(
+    child: subprocess.Popen[str],
+    llm_url: str,
+    *,
+    settings_from: Callable[[list[str]], dict[str, Any]],
+    bot_for: Callable[[Any, Any], Any],
+    ready: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """Run a bot against the fake platform `child` (which prints `READY <fields>`, then `ready`
+    once the bot is connected, then `RESULT <json>` after `GO`) and return that result, with
+    the bot process's CPU seconds (`cpu`) and each question's first-token time (`first_token`).
+
+    `settings_from` turns the READY fields into settings fields; `bot_for(settings, service)`
+    builds the bot, whose `run()` serves until cancelled.
+    """
+    from bots.config import Settings
+    from core import AsyncClient
+    from core.conversation import ConversationService
+    from storage.factory import open_store
+
+    assert child.stdout is not None and child.stdin is not None
+    fields = (await asyncio.to_thread(child.stdout.readline)).split()
+    if not fields or fields[0] != "READY":
+        raise RuntimeError(f"the fake platform did not start: {fields!r}")
+    with tempfile.TemporaryDirectory() as folder:
+        settings = Settings(
+            _env_file=None,
+            openai_base_url=llm_url,
+            default_model="fake-model",
+            database_url=f"sqlite:///{Path(folder) / 'bench.db'}",
+            **settings_from(fields[1:]),
+        )
+        store = await open_store(settings.database_url)
+        client = TimedClient(AsyncClient(base_url=llm_url))
+        service = ConversationService(store, client, settings)  # type: ignore[arg-type]
+        bot = asyncio.create_task(bot_for(settings, service).run())
+        try:
+            line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30)
+            if line.strip() != ready:
+                raise RuntimeError(f"the bot did not get ready: {line!r}")
+            process = psutil.Process()
+            cpu_before = sum(process.cpu_times()[:2])
+            child.stdin.write("GO\n")
+            child.stdin.flush()
+            line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), timeout + 30)
+            cpu = sum(process.cpu_times()[:2]) - cpu_before
+        finally:
+            bot.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await bot
+            await service.aclose()
+            await store.close()
+            child.stdin.write("\n")
+            child.stdin.flush()
+    if not line.startswith("RESULT "):
+        raise RuntimeError(f"the fake platform gave no result: {line!r}")
+    result: dict[str, Any] = json.loads(line.split(" ", 1)[1])
+    result["cpu"] = cpu
+    result["first_token"] = client.first_token
+    return result
 
 
 @dataclass

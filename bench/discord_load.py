@@ -21,16 +21,16 @@ import argparse
 import asyncio
 import contextlib
 import json
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-import psutil
-
-from bench.common import REPO_ROOT, TimedClient, fake_server, group_figures, machine_report
+from bench.common import (
+    fake_server,
+    group_figures,
+    machine_report,
+    run_with_fake_platform,
+)
 
 PEOPLE = 5
 PIECES = 150
@@ -129,58 +129,21 @@ def _times_showing(message: Any, text: str) -> list[float]:
 # -- the bot process (this one) ---------------------------------------------------------------
 
 
-async def run_bot(llm_url: str, child: subprocess.Popen[str]) -> dict:
-    from bots.config import Settings
+def run_bot(llm_url: str, child_command: list[str]) -> dict:
     from bots.discord import DiscordBot
-    from core import AsyncClient
-    from core.conversation import ConversationService
-    from storage.factory import open_store
 
-    assert child.stdout is not None and child.stdin is not None
-    ready = (await asyncio.to_thread(child.stdout.readline)).split()
-    if not ready or ready[0] != "READY":
-        raise RuntimeError(f"the fake Discord did not start: {ready!r}")
-    api_base, gateway_url, token = ready[1], ready[2], ready[3]
-    with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(
-            _env_file=None,
-            discord_bot_token=token,
-            discord_api_base=api_base,
-            discord_gateway_url=gateway_url,
-            openai_base_url=llm_url,
-            default_model="fake-model",
-            database_url=f"sqlite:///{Path(folder) / 'bench.db'}",
-        )
-        store = await open_store(settings.database_url)
-        client = TimedClient(AsyncClient(base_url=llm_url))
-        service = ConversationService(store, client, settings)  # type: ignore[arg-type]
-        bot = asyncio.create_task(DiscordBot(settings, service).run())
-        try:
-            connected = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), 30)
-            if connected.strip() != "CONNECTED":
-                raise RuntimeError(f"the bot did not connect: {connected!r}")
-            process = psutil.Process()
-            cpu_before = sum(process.cpu_times()[:2])
-            child.stdin.write("GO\n")
-            child.stdin.flush()
-            line = await asyncio.wait_for(
-                asyncio.to_thread(child.stdout.readline), RUN_TIMEOUT + 30
-            )
-            cpu = sum(process.cpu_times()[:2]) - cpu_before
-        finally:
-            bot.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await bot
-            await service.aclose()
-            await store.close()
-            child.stdin.write("\n")
-            child.stdin.flush()
-    if not line.startswith("RESULT "):
-        raise RuntimeError(f"the fake Discord gave no result: {line!r}")
-    result = json.loads(line.split(" ", 1)[1])
-    result["cpu"] = cpu
-    result["first_token"] = client.first_token
-    return result
+    return run_with_fake_platform(
+        child_command,
+        llm_url,
+        settings_from=lambda fields: {
+            "discord_api_base": fields[0],
+            "discord_gateway_url": fields[1],
+            "discord_bot_token": fields[2],
+        },
+        bot_for=DiscordBot,
+        ready="CONNECTED",
+        timeout=RUN_TIMEOUT,
+    )
 
 
 def report(args: argparse.Namespace, result: dict) -> list[str]:
@@ -242,17 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         args.piece,
     ]
     with fake_server(args.pieces, args.piece, args.delay) as llm_url:
-        child = subprocess.Popen(
-            child_command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        try:
-            result = asyncio.run(run_bot(llm_url, child))
-        finally:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(10)
-            if child.poll() is None:
-                child.kill()
-                child.wait()
+        result = run_bot(llm_url, child_command)
     print("\n".join(report(args, result)))
     if result["complete"] != args.people:
         sys.exit(1)
