@@ -20,6 +20,7 @@ from bots.config import Settings
 from bots.doctor import preflight
 from bots.errors import BotStartupError
 from bots.monitoring import Monitoring
+from bots.platform_observer import NO_PLATFORM_OBSERVER, PlatformObserver
 from bots.startup import seconds
 from core.client import AsyncClient, client_for
 from core.conversation import ConversationService
@@ -59,17 +60,21 @@ class Bot(Protocol):
         ...
 
 
-def build_bots(settings: Settings, service: ConversationService) -> list[Bot]:
+def build_bots(
+    settings: Settings,
+    service: ConversationService,
+    platform_observer: PlatformObserver = NO_PLATFORM_OBSERVER,
+) -> list[Bot]:
     """One bot per platform with a token; the platform libraries load only when used."""
     bots: list[Bot] = []
     if settings.telegram_bot_token is not None:
         from bots.telegram import TelegramBot
 
-        bots.append(TelegramBot(settings, service))
+        bots.append(TelegramBot(settings, service, platform_observer=platform_observer))
     if settings.discord_bot_token is not None:
         from bots.discord import DiscordBot
 
-        bots.append(DiscordBot(settings, service))
+        bots.append(DiscordBot(settings, service, platform_observer=platform_observer))
     return bots
 
 
@@ -142,7 +147,7 @@ async def run_bots(settings: Settings) -> None:
     _warn_if_no_default_provider(client)
     service = ConversationService(store, client, settings, observer=monitoring.observer)
     try:
-        bots = build_bots(settings, service)
+        bots = build_bots(settings, service, monitoring.platform_observer)
         await monitoring.start(bots, store)  # before the bots: 503 while they connect
         # Only the chats of the bots this process runs: a `parley chat` beside it, or another
         # `parley run` serving the other platform from the same database, keeps its replies.

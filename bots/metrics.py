@@ -1,8 +1,8 @@
 """Parley's Prometheus metrics: the conversation service's events and the store's writes, counted.
 
-`Metrics` is the `ConversationObserver` `parley run` hands the conversation service (and, through
-`service.observer`, the adapters, which report their platform's 429s), and its `db_write` is the
-store's write timer. The names follow Prometheus' conventions: a `parley_` prefix, base units
+`Metrics` is the `ConversationObserver` `parley run` hands the conversation service and the
+`PlatformObserver` it hands each bot (which report their platform's 429s), and its `db_write` is
+the store's write timer. The names follow Prometheus' conventions: a `parley_` prefix, base units
 (seconds), `_total` on counters.
 
 Every metric lives in the instance's own `CollectorRegistry`, not prometheus_client's global

@@ -25,6 +25,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from bots.config import Settings
 from bots.errors import BotStartupError
 from bots.metrics import Metrics
+from bots.platform_observer import NO_PLATFORM_OBSERVER, PlatformObserver
 from core.conversation import NO_OBSERVER, ConversationObserver
 from storage import StorageError, Store, WriteObserver
 
@@ -105,6 +106,11 @@ class Monitoring:
     def observer(self) -> ConversationObserver:
         """What the conversation service reports to (nothing, when off)."""
         return self.metrics if self.metrics is not None else NO_OBSERVER
+
+    @property
+    def platform_observer(self) -> PlatformObserver:
+        """What the bots report their platform's 429s to (nothing, when off)."""
+        return self.metrics if self.metrics is not None else NO_PLATFORM_OBSERVER
 
     @property
     def on_write(self) -> WriteObserver | None:

@@ -54,9 +54,6 @@ class Recorder:
     def provider_error(self, provider: str, kind: str) -> None:
         self.events.append(("provider_error", provider, kind))
 
-    def platform_rate_limited(self, platform: str) -> None:
-        self.events.append(("rate_limited", platform))
-
     def names(self) -> list[str]:
         return [event[0] for event in self.events]
 

@@ -34,6 +34,7 @@ from bots.discord.endpoints import use_endpoints
 from bots.discord.messages import PLATFORM
 from bots.discord.surface import CHANNEL_LIMITS, DiscordBudgets, DiscordSurface
 from bots.errors import BotStartupError
+from bots.platform_observer import NO_PLATFORM_OBSERVER, PlatformObserver
 from bots.repair import repair_replies
 from bots.shutdown import Grace, finish_in_flight
 from bots.startup import DEFAULT_BACKOFF, Link, connect_with_retries, host_of, network_cause
@@ -72,9 +73,11 @@ class DiscordBot:
         *,
         backoff: Backoff = DEFAULT_BACKOFF,
         channel_limits: WriteLimits = CHANNEL_LIMITS,
+        platform_observer: PlatformObserver = NO_PLATFORM_OBSERVER,
     ) -> None:
-        """`backoff` (the waits between login tries) and `channel_limits` (each channel's
-        writes) exist for tests, which may not want to wait Discord's real pace."""
+        """`platform_observer` hears of Discord's 429s (the metrics). `backoff` (the waits
+        between login tries) and `channel_limits` (each channel's writes) exist for tests,
+        which may not want to wait Discord's real pace."""
         if settings.discord_bot_token is None:
             raise BotStartupError("DISCORD_BOT_TOKEN is not set.")
         self.settings = settings
@@ -85,6 +88,7 @@ class DiscordBot:
         self._grace = Grace(settings.shutdown_grace_seconds)
         self._repairing = False
         self._budgets = DiscordBudgets(channel_limits)
+        self._platform_observer = platform_observer
 
     platform = PLATFORM
 
@@ -126,7 +130,9 @@ class DiscordBot:
         fails, so a retry starts clean."""
         token = self.settings.discord_bot_token
         assert token is not None
-        client = ParleyDiscordClient(self.settings, self.service, self._budgets)
+        client = ParleyDiscordClient(
+            self.settings, self.service, self._budgets, self._platform_observer
+        )
         client.add_listener(self._on_ready, "on_ready")
         client.add_listener(self._on_resumed, "on_resumed")
         client.add_listener(self._on_disconnect, "on_disconnect")

@@ -16,6 +16,7 @@ from bots.discord.proxy import ProxiedConnector
 from bots.discord.ratelimits import count_rate_limits
 from bots.discord.surface import NO_PINGS, DiscordBudgets
 from bots.errors import NotTheApi
+from bots.platform_observer import NO_PLATFORM_OBSERVER, PlatformObserver
 from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class ParleyDiscordClient(commands.Bot):
         settings: Settings,
         service: ConversationService,
         budgets: DiscordBudgets | None = None,
+        platform_observer: PlatformObserver = NO_PLATFORM_OBSERVER,
     ) -> None:
         """Build inside the event loop: the proxy's connector, when DISCORD_PROXY is set, binds
         to the running loop. `budgets`: the channels' write budgets, kept by the bot across
@@ -44,7 +46,7 @@ class ParleyDiscordClient(commands.Bot):
         proxy = settings.discord_proxy
         if proxy is not None:
             log.info("Discord: connecting through the proxy %s", proxy.address)
-        trace = count_rate_limits(service.observer)
+        trace = count_rate_limits(platform_observer)
         trace.on_request_end.append(self._saw_answer)
         super().__init__(
             command_prefix=[],  # none: see on_message

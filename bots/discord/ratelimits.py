@@ -23,7 +23,7 @@ from types import SimpleNamespace
 import aiohttp
 
 from bots.discord.messages import PLATFORM
-from core.conversation import ConversationObserver
+from bots.platform_observer import PlatformObserver
 
 TOO_MANY_REQUESTS = 429
 
@@ -42,7 +42,7 @@ def noting_answers() -> Iterator[list[float]]:
         _ANSWERS.reset(token)
 
 
-def count_rate_limits(observer: ConversationObserver) -> aiohttp.TraceConfig:
+def count_rate_limits(observer: PlatformObserver) -> aiohttp.TraceConfig:
     """A trace config telling `observer` of each 429 answer the session receives, and noting
     every answer's time for `noting_answers`."""
 

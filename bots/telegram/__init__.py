@@ -28,6 +28,7 @@ from aiogram.exceptions import TelegramAPIError
 from bots.backoff import Backoff
 from bots.config import Settings
 from bots.errors import BotStartupError
+from bots.platform_observer import NO_PLATFORM_OBSERVER, PlatformObserver
 from bots.repair import repair_replies
 from bots.shutdown import Grace, finish_in_flight
 from bots.startup import DEFAULT_BACKOFF, Link, connect_with_retries, host_of
@@ -39,7 +40,7 @@ from bots.telegram.polling import Poller, confirm_bot, telegram_cause
 from bots.telegram.proxy import ProxyFailures, aiogram_proxy
 from bots.telegram.requests import RetryRequests
 from bots.telegram.surface import TelegramBudgets, TelegramLimits, TelegramSurface
-from core.conversation import NO_OBSERVER, ConversationObserver, ConversationService
+from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,10 @@ class TelegramBot:
         write_limits: TelegramLimits = TELEGRAM_LIMITS,
         polling_timeout: int = POLLING_TIMEOUT,
         backoff: Backoff = DEFAULT_BACKOFF,
+        platform_observer: PlatformObserver = NO_PLATFORM_OBSERVER,
     ) -> None:
-        """`write_limits` and `backoff` exist for tests, which may not want to wait Telegram's
+        """`platform_observer` hears of Telegram's 429s (the metrics). `write_limits` and
+        `backoff` exist for tests, which may not want to wait Telegram's
         real pace or a real outage's retries."""
         if settings.telegram_bot_token is None:
             raise BotStartupError("TELEGRAM_BOT_TOKEN is not set.")
@@ -72,6 +75,7 @@ class TelegramBot:
         self._budgets = TelegramBudgets(write_limits)
         self._polling_timeout = polling_timeout
         self._backoff = backoff
+        self._platform_observer = platform_observer
         self._link = Link("Telegram", host_of(settings.telegram_api_base))
         self._grace = Grace(settings.shutdown_grace_seconds)
 
@@ -92,7 +96,7 @@ class TelegramBot:
         then stop as `bots.shutdown` says, the updates answered confirmed to Telegram."""
         token = self._settings.telegram_bot_token
         assert token is not None
-        session = bot_api_session(self._settings, self._service.observer)
+        session = bot_api_session(self._settings, self._platform_observer)
         bot = Bot(
             token.get_secret_value(),
             session=session,
@@ -127,7 +131,7 @@ class TelegramBot:
 
 
 def bot_api_session(
-    settings: Settings, observer: ConversationObserver = NO_OBSERVER
+    settings: Settings, observer: PlatformObserver = NO_PLATFORM_OBSERVER
 ) -> AiohttpSession:
     """The session for every Bot API call: retries (429s reported to `observer`), and
     TELEGRAM_PROXY when it is set."""

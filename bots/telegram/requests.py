@@ -37,8 +37,8 @@ from aiogram.methods import (
     TelegramMethod,
 )
 
+from bots.platform_observer import NO_PLATFORM_OBSERVER, PlatformObserver
 from bots.telegram.chats import PLATFORM
-from core.conversation import NO_OBSERVER, ConversationObserver
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ CALLER_RETRIES = (GetUpdates, GetMe, DeleteWebhook, EditMessageText)
 class RetryRequests(BaseRequestMiddleware):
     """Wait out 429s and retry transient failures; every other error goes to the caller."""
 
-    def __init__(self, observer: ConversationObserver = NO_OBSERVER) -> None:
+    def __init__(self, observer: PlatformObserver = NO_PLATFORM_OBSERVER) -> None:
         self._observer = observer
 
     async def __call__(

@@ -5,10 +5,6 @@ knows (a reply queued, its turn come, its first text, its end; a provider failin
 turns them into whatever it exports (`bots.metrics` makes Prometheus metrics of them). Every
 method is synchronous and must return at once: it runs on the reply's own path.
 
-The adapters report the one thing only they see, a platform's 429s, to the same observer: the
-service hands it out (`ConversationService.observer`), since every adapter already holds the
-service, and one object then sees all of a reply's life.
-
 Life of one reply, as the observer sees it: `reply_queued` once; then `reply_started` when its
 turn comes (it may never come: stopped, cancelled or failed while it waited); at most one
 `reply_first_token`; and `reply_finished` once, always, with how long it was in flight (None
@@ -38,7 +34,8 @@ UNKNOWN_PROVIDER = "unknown"
 
 
 class ConversationObserver(Protocol):
-    """Receives the events of replies (from the service) and platforms (from the adapters)."""
+    """Receives the events of replies, from the conversation service. (A platform's 429s are
+    the adapters' to report: `bots.platform_observer`.)"""
 
     def reply_queued(self, platform: str) -> None:
         """A message was handed over; its reply waits for its turn in the chat."""
@@ -61,10 +58,6 @@ class ConversationObserver(Protocol):
         """A provider failed a reply; `kind` is `core.errors.error_kind` of its error."""
         ...
 
-    def platform_rate_limited(self, platform: str) -> None:
-        """The platform answered 429 (reported by the adapters, whatever they do about it)."""
-        ...
-
 
 class NoObserver:
     """The default: nothing is watching, and every event costs one empty call."""
@@ -82,9 +75,6 @@ class NoObserver:
         pass
 
     def provider_error(self, provider: str, kind: str) -> None:
-        pass
-
-    def platform_rate_limited(self, platform: str) -> None:
         pass
 
 
