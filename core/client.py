@@ -9,14 +9,16 @@ async app), where `asyncio.run` would refuse.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Generator, Iterator
 from typing import Any, Generic, Literal, TypeVar, overload
 
 import httpx
 
-from . import errors
+from . import errors, image_api
 from .config import CoreSettings
+from .content import CHARS_PER_TOKEN, attach_images, content_chars, g4f_images
 from .models import Model, model_name
 from .providers.base import provider_name
 from .providers.fallback import IterListProvider
@@ -27,14 +29,12 @@ from .types import (
     ChatCompletion,
     ChatCompletionChunk,
     FinishReason,
+    ImagesResponse,
     ProviderInfo,
     ResponseId,
     Usage,
     new_completion_id,
 )
-
-#: Rough characters per token, for the usage estimate of providers that report none.
-CHARS_PER_TOKEN = 4
 
 _T = TypeVar("_T")
 _ChatT = TypeVar("_ChatT")
@@ -60,7 +60,7 @@ def _normalize_messages(messages: Any) -> list[dict[str, Any]]:
 
 def _estimate_usage(messages: list[dict[str, Any]], completion_chars: int) -> Usage:
     """A guess for an answer whose server reported no usage, marked as one."""
-    prompt_chars = sum(len(str(m.get("content") or "")) for m in messages)
+    prompt_chars = sum(content_chars(m.get("content")) for m in messages)
     return Usage(
         -(-prompt_chars // CHARS_PER_TOKEN),
         -(-completion_chars // CHARS_PER_TOKEN),
@@ -82,7 +82,11 @@ class _Request:
         stream: bool,
         kwargs: dict[str, Any],
     ) -> None:
-        self.messages = _normalize_messages(messages)
+        # g4f's image arguments become image parts of the last user message.
+        images = g4f_images(
+            kwargs.pop("image", None), kwargs.pop("image_name", None), kwargs.pop("images", None)
+        )
+        self.messages = attach_images(_normalize_messages(messages), images)
         registry = owner.registry
         # The default model comes from the settings routing follows: the registry's own.
         self.model = model_name(model, registry.settings if registry is not None else None)
@@ -297,6 +301,15 @@ class _ClientBase(Generic[_ChatT]):
     def _make_chat(self) -> _ChatT:
         raise NotImplementedError
 
+    def sees_images(self, model: str | Model = "") -> bool:
+        """Whether `model` (`""`: the default) takes images through this client: the bots ask
+        before sending a photo, and tell the user to pick a vision model when it cannot.
+        See `ProviderRegistry.sees_images` for the order of the rules."""
+        registry = self.registry or current_registry()
+        name = model_name(model, registry.settings)
+        provider = resolve_provider(self.provider, registry) if self.provider else None
+        return registry.sees_images(name, provider)
+
 
 class AsyncCompletions:
     def __init__(self, client: AsyncClient) -> None:
@@ -371,11 +384,38 @@ class _AsyncChat:
         self.completions = AsyncCompletions(client)
 
 
+class AsyncImages:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def generate(
+        self,
+        prompt: str,
+        model: str | Model | None = None,
+        provider: Any = None,
+        response_format: image_api.ResponseFormat | None = None,
+        n: int = 1,
+        size: str | None = None,
+        **kwargs: Any,
+    ) -> ImagesResponse:
+        """Draw `n` images of `prompt` (see `core.image_api`); other keyword arguments
+        (`quality`, `style`, `timeout`, ...) go to the provider."""
+        kwargs.update(n=n, size=size)
+        return await image_api.generate(
+            self._client, prompt, model, provider, response_format, kwargs
+        )
+
+
 class AsyncClient(_ClientBase[_AsyncChat]):
-    """g4f's `AsyncClient`: `await client.chat.completions.create(...)`."""
+    """g4f's `AsyncClient`: `await client.chat.completions.create(...)`,
+    `await client.images.generate(...)`."""
 
     def _make_chat(self) -> _AsyncChat:
         return _AsyncChat(self)
+
+    @functools.cached_property
+    def images(self) -> AsyncImages:
+        return AsyncImages(self)
 
 
 class _BackgroundLoop:
@@ -487,11 +527,36 @@ class _Chat:
         self.completions = Completions(client)
 
 
+class Images:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def generate(
+        self,
+        prompt: str,
+        model: str | Model | None = None,
+        provider: Any = None,
+        response_format: image_api.ResponseFormat | None = None,
+        n: int = 1,
+        size: str | None = None,
+        **kwargs: Any,
+    ) -> ImagesResponse:
+        """`AsyncImages.generate`, run on the sync clients' background loop."""
+        kwargs.update(n=n, size=size)
+        return _background.run(
+            image_api.generate(self._client, prompt, model, provider, response_format, kwargs)
+        )
+
+
 class Client(_ClientBase[_Chat]):
     """g4f's sync `Client`; usable with or without a running event loop in this thread."""
 
     def _make_chat(self) -> _Chat:
         return _Chat(self)
+
+    @functools.cached_property
+    def images(self) -> Images:
+        return Images(self)
 
 
 def client_for(

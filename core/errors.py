@@ -18,6 +18,7 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
   + RateLimitError                carries `retry_after`
   + ResponseStatusError           carries `status_code`
     - EmptyResponseError          every provider tried finished without any text
+    - ContentPolicyError          the model refused the prompt (an image model, mostly)
   + ProviderConnectionError       unreachable, or the connection broke mid-answer
   + TimeoutError                  also the builtin `TimeoutError`
   + RetryProviderError            every provider of a fallback list failed; carries `errors`
@@ -106,6 +107,15 @@ class EmptyResponseError(ResponseStatusError):
     user_hint = "The model returned an empty answer. Please try again."
 
 
+class ContentPolicyError(ResponseStatusError):
+    """The provider refused the prompt under its content policy (OpenAI's 400 with code
+    `content_policy_violation`); retrying the same prompt cannot help, rewording may."""
+
+    user_hint = (
+        "The model refused this prompt under its content policy. Try wording it differently."
+    )
+
+
 class ProviderConnectionError(ParleyError):
     """The provider's server could not be reached, or the connection broke mid-answer."""
 
@@ -170,6 +180,7 @@ def describe(exc: BaseException) -> str:
 
 __all__ = [
     "ConfigurationError",
+    "ContentPolicyError",
     "EmptyResponseError",
     "IllegalMoveError",
     "InvalidRequestError",

@@ -205,6 +205,34 @@ class ChatCompletionChunk(_Dumpable):
         self.usage = usage
 
 
+class Image(_Dumpable):
+    """One generated image, as OpenAI's (and g4f's) `Image`: a URL or the base64 data."""
+
+    __slots__ = ("b64_json", "revised_prompt", "url")
+
+    def __init__(
+        self,
+        url: str | None = None,
+        b64_json: str | None = None,
+        revised_prompt: str | None = None,
+    ) -> None:
+        self.url = url
+        self.b64_json = b64_json
+        self.revised_prompt = revised_prompt
+
+
+class ImagesResponse(_Dumpable):
+    """What `client.images.generate(...)` returns: `data[i].url` or `data[i].b64_json`."""
+
+    __slots__ = ("created", "data", "model", "provider")
+
+    def __init__(self, data: list[Image], *, created: int, model: str, provider: str) -> None:
+        self.data = data
+        self.created = created
+        self.model = model
+        self.provider = provider
+
+
 def new_completion_id() -> tuple[str, int]:
     """A fresh `chatcmpl-…` id and creation time, made once per answer."""
     return f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .. import errors
+from ..content import anthropic_content, content_text
 from ..redact import Redactor
 from ..types import FinishReason, Usage
 from .base import Messages, StreamItem
@@ -22,10 +23,13 @@ _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "len
 
 
 def split_system(messages: Messages) -> tuple[str | None, Messages]:
-    """Anthropic takes the system prompt apart and wants user/assistant turns only."""
-    system = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
+    """Anthropic takes the system prompt apart and wants user/assistant turns only.
+
+    A turn's OpenAI-style parts become Anthropic's blocks (`core.content.anthropic_content`);
+    a system prompt given as parts keeps its text."""
+    system = [content_text(m.get("content")) for m in messages if m.get("role") == "system"]
     turns = [
-        {"role": m["role"], "content": m.get("content") or ""}
+        {"role": m["role"], "content": anthropic_content(m.get("content"))}
         for m in messages
         if m.get("role") in ("user", "assistant")
     ]

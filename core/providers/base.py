@@ -40,6 +40,9 @@ class BaseProvider:
     needs_auth: bool = False
     default_model: str | None = None
     models: Sequence[str] = ()
+    #: Whether the models routed to this provider take images; None leaves it to the model
+    #: presets (`core.models.VISION_PRESETS`). Set by the providers file's `vision = ...`.
+    vision: bool | None = None
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from .. import errors
-from ..types import ProviderInfo
+from ..types import ImagesResponse, ProviderInfo
 from .base import BaseProvider, Messages, StreamItem, provider_name
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,36 @@ class IterListProvider(BaseProvider):
                 empty[name] = None
                 log.info("%s attempt %d returned nothing", name, attempt + 1)
         raise _combined(failures, list(empty))
+
+    async def generate_images(self, prompt: str, model: str, **kwargs: Any) -> ImagesResponse:
+        """The first member's images that draws them; a refused prompt is not tried elsewhere
+        (every provider would be asked the same thing), any other failure moves on."""
+        failures: dict[str, BaseException] = {}
+        candidates = [
+            p
+            for p in self._candidates(kwargs.get("ignore_working", False))
+            if hasattr(p, "generate_images")
+        ]
+        if not candidates:
+            raise errors.RetryNoProviderError(
+                "No working provider in the fallback list draws images: "
+                + (", ".join(provider_name(p) for p in self.providers) or "the list is empty")
+                + "."
+            )
+        for provider in candidates:
+            name = provider_name(provider)
+            try:
+                images: ImagesResponse = await provider.generate_images(prompt, model, **kwargs)
+            except errors.ContentPolicyError as exc:
+                errors.name_provider(exc, name)
+                raise
+            except Exception as exc:
+                log.info("%s failed to draw (%s), trying the next", name, exc)
+                errors.name_provider(exc, name)
+                failures[name] = exc
+                continue
+            return images
+        raise _combined(failures, [])
 
 
 def _closing(items: AsyncIterator[StreamItem]) -> contextlib.AbstractAsyncContextManager[Any]:

@@ -119,6 +119,8 @@ def status_error(
         retry_after = _retry_after(response)
         wait = f" Retry after {retry_after:g} s." if retry_after is not None else ""
         return errors.RateLimitError(f"{where} is rate limiting: {message}.{wait}", retry_after)
+    if code == "content_policy_violation":
+        return errors.ContentPolicyError(f"{where} refused the prompt: {message}.", status)
     if "model" in code or (status in (400, 404) and "model" in message.lower()):
         return errors.ModelNotFoundError(
             f"{where}: the model is not available: {message}. Pick a model this provider serves."

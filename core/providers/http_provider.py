@@ -40,8 +40,10 @@ class HTTPProvider(BaseProvider):
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         max_retries: int = DEFAULT_MAX_RETRIES,
         http_client: httpx.AsyncClient | None = None,
+        vision: bool | None = None,
     ) -> None:
-        """`http_client`: send through this client (never closed here) instead of the shared
+        """`vision`: whether the models routed here take images (see `BaseProvider.vision`).
+        `http_client`: send through this client (never closed here) instead of the shared
         pool; a client's `http_client=`, passed with each call, takes precedence."""
         self._name = name
         self.base_url = base_url.rstrip("/")
@@ -55,6 +57,7 @@ class HTTPProvider(BaseProvider):
         self.timeout = httpx.Timeout(connect_timeout, read=read_timeout, pool=POOL_TIMEOUT)
         self.max_retries = max_retries
         self.http_client = http_client
+        self.vision = vision
 
     @property
     def name(self) -> str:

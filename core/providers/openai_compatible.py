@@ -1,5 +1,9 @@
 """Any server that speaks OpenAI's `POST /chat/completions`: OpenAI itself, the hosted
-OpenAI-compatible APIs, and local Ollama, LM Studio, llama.cpp and vLLM servers."""
+OpenAI-compatible APIs, and local Ollama, LM Studio, llama.cpp and vLLM servers.
+
+Messages go as they are, image parts included: OpenAI's `image_url` parts are the format
+these servers share (Ollama's `/v1` takes them with base64 data URLs). Servers that draw
+images do it at `POST /images/generations` (`generate_images`)."""
 
 from __future__ import annotations
 
@@ -7,10 +11,13 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
 from .. import errors
 from ..redact import Redactor
-from ..types import FinishReason, Usage
+from ..types import FinishReason, Image, ImagesResponse, Usage
 from .base import Messages, StreamItem
+from .http import open_stream
 from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
 from .sse import iter_sse
 from .wire import response_id, server_error
@@ -19,6 +26,9 @@ from .wire import response_id, server_error
 MAX_SERVER_STOP_STRINGS = 4
 #: Arguments the client handles itself and must not forward into the request body.
 _CLIENT_ONLY = frozenset({"ignore_working", "ignore_stream"})
+#: Seconds to wait for a drawn image: generating one takes far longer than a chat reply's
+#: first token (tens of seconds is usual), so the per-read timeout is raised to at least this.
+IMAGE_READ_TIMEOUT = 180.0
 
 
 def usage_from(payload: dict[str, Any]) -> Usage:
@@ -65,12 +75,16 @@ class OpenAICompatible(HTTPProvider):
         )
         self.headers = dict(headers or {})
 
+    def _headers(self, key: str | None, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept, **self.headers}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
     def _request(
         self, model: str, messages: Messages, stream: bool, key: str | None, options: dict[str, Any]
     ) -> tuple[dict[str, Any], dict[str, str]]:
-        headers = {"Accept": "text/event-stream, application/json", **self.headers}
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        headers = self._headers(key, "text/event-stream, application/json")
         body: dict[str, Any] = {"model": model or self.default_model or "", "messages": messages}
         for name, value in options.items():
             if value is not None and name not in _CLIENT_ONLY:
@@ -176,3 +190,70 @@ class OpenAICompatible(HTTPProvider):
                 )
             if finish_reason not in (None, "stop"):
                 yield FinishReason(finish_reason)
+
+    async def generate_images(
+        self,
+        prompt: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        **options: Any,
+    ) -> ImagesResponse:
+        """`POST /images/generations`: `options` (`n`, `size`, `response_format`, ...) go into
+        the body as they are; an empty `model` is left out, so the server picks its default.
+
+        Errors map as a chat's do (`core.providers.http`), a refused prompt to
+        `ContentPolicyError`; 429 and 5xx are retried before the answer starts."""
+        key = api_key or self.api_key
+        if self.needs_auth and not key:
+            raise errors.MissingAuthError(f"{self.name} needs an API key: set {self.key_env}.")
+        body: dict[str, Any] = {"prompt": prompt}
+        if model:
+            body["model"] = model
+        body.update(
+            (name, value)
+            for name, value in options.items()
+            if value is not None and name not in _CLIENT_ONLY
+        )
+        default = self.timeout
+        wait = (
+            httpx.Timeout(timeout)
+            if timeout
+            else httpx.Timeout(
+                default.connect,
+                read=max(default.read or 0.0, IMAGE_READ_TIMEOUT),
+                write=default.write,
+                pool=default.pool,
+            )
+        )
+        async with open_stream(
+            self.name,
+            f"{self.base_url}/images/generations",
+            json_body=body,
+            headers=self._headers(key, "application/json"),
+            timeout=wait,
+            max_retries=self.max_retries,
+            key_hint=self.key_env,
+            redact=Redactor(key),
+            client=http_client or self.http_client,
+        ) as response:
+            raw = await response.aread()
+        return self._read_images(raw, model)
+
+    def _read_images(self, raw: bytes, model: str) -> ImagesResponse:
+        try:
+            payload = json.loads(raw)
+            images = [
+                Image(item.get("url"), item.get("b64_json"), item.get("revised_prompt"))
+                for item in payload["data"]
+            ]
+            created = int(payload.get("created") or 0)
+        except SHAPE_ERRORS:
+            raise errors.ResponseStatusError(
+                f"{self.name}: the answer was not a list of images: {raw[:200]!r}"
+            ) from None
+        if not images or not all(image.url or image.b64_json for image in images):
+            raise errors.EmptyResponseError(f"{self.name} answered without an image.")
+        return ImagesResponse(images, created=created, model=model, provider=self.name)

@@ -13,6 +13,7 @@ from typing import Any
 
 from .. import errors
 from ..config import CoreSettings, get_settings
+from ..models import declared_vision, sees_images
 from .base import BaseProvider, provider_name
 from .fallback import IterListProvider
 from .presets import default_provider, preset_providers
@@ -35,8 +36,11 @@ class ProviderRegistry:
         fallback: list[str] | None = None,
         *,
         settings: CoreSettings,
+        vision: list[tuple[str, bool]] | None = None,
     ) -> None:
         self.settings = settings
+        #: (pattern, takes images) declared per model in the providers file, in its order.
+        self.vision = list(vision or [])
         self.default = default
         self._by_key: dict[str, Any] = {}
         for provider in [default, *providers]:
@@ -64,6 +68,7 @@ class ProviderRegistry:
                 extra.routes if extra else None,
                 extra.fallback if extra else None,
                 settings=settings,
+                vision=extra.vision if extra else None,
             )
         except errors.ProviderNotFoundError as exc:
             raise errors.ProviderNotFoundError(
@@ -106,6 +111,19 @@ class ProviderRegistry:
         if self.fallback:
             return IterListProvider(self.fallback)
         return self.default
+
+    def sees_images(self, model: str, provider: Any = None) -> bool:
+        """Whether `model` takes images: the providers file's `[models]` entry for it, else the
+        `vision` of `provider` (by default the one `model` is routed to), else the presets.
+
+        A fallback list has no `vision` of its own: its members may differ, so only a
+        declaration for the model, or a preset, answers for it."""
+        declared = declared_vision(model, self.vision)
+        if declared is not None:
+            return declared
+        served_by = provider if provider is not None else self.for_model(model)
+        flag = getattr(served_by, "vision", None)
+        return flag if isinstance(flag, bool) else sees_images(model)
 
 
 _current: tuple[CoreSettings, ProviderRegistry] | None = None
