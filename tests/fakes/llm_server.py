@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import binascii
 import contextlib
 import functools
 import json
@@ -41,6 +43,12 @@ MALFORMED_DATA = b"data: {not json\n\n"
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 
 _WORD_PIECES = re.compile(r"\s*\S+|\s+")
+#: What `/images/generations` draws: a valid 1x1 PNG, so a client can decode what it gets.
+GENERATED_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+)
+#: The image types Anthropic's Messages API accepts in a base64 image block.
+_ANTHROPIC_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 _OPENAI_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -271,6 +279,12 @@ class FakeLLMServer:
         self.base_url = ""
         self.anthropic_base_url = ""
         self._queue: deque[Script] = deque()
+        #: Scripts for `/images/generations` (only `status`, `error_*` and `headers` matter);
+        #: with none queued, each request is drawn.
+        self.image_scripts: deque[Script] = deque()
+        #: Drawn images served at `{root}/generated/<name>` when asked for as a URL.
+        self.generated: dict[str, bytes] = {}
+        self.root_url = ""
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._handlers: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
@@ -282,6 +296,8 @@ class FakeLLMServer:
         app.router.add_post("/v1/chat/completions", self._openai_chat)
         app.router.add_get("/v1/models", self._openai_models)
         app.router.add_post("/anthropic/v1/messages", self._anthropic_messages)
+        app.router.add_post("/v1/images/generations", self._openai_images)
+        app.router.add_get("/generated/{name}", self._generated_image)
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -295,7 +311,8 @@ class FakeLLMServer:
         assert server is not None and server.sockets
         bound_port = server.sockets[0].getsockname()[1]
         scheme = "https" if self.ssl_context is not None else "http"
-        self.base_url = f"{scheme}://{HOST}:{bound_port}/v1"
+        self.root_url = f"{scheme}://{HOST}:{bound_port}"
+        self.base_url = f"{self.root_url}/v1"
         self.anthropic_base_url = f"{scheme}://{HOST}:{bound_port}/anthropic/v1"
         return self.base_url
 
@@ -317,6 +334,21 @@ class FakeLLMServer:
 
     def enqueue(self, *scripts: Script) -> None:
         self._queue.extend(scripts)
+
+    @property
+    def image_parts(self) -> list[dict[str, Any]]:
+        """Every image part of the chat requests so far, in order, as sent: OpenAI
+        `image_url` parts and Anthropic `image` blocks."""
+        return [
+            part
+            for recorded in self.requests
+            if isinstance(recorded.json, dict)
+            and recorded.path.endswith(("/chat/completions", "/messages"))
+            for message in recorded.json.get("messages") or []
+            if isinstance(message, dict) and isinstance(message.get("content"), list)
+            for part in message["content"]
+            if isinstance(part, dict) and part.get("type") in ("image_url", "image")
+        ]
 
     # The `timeout` parameters are the agreed test interface (ASYNC109 prefers asyncio.timeout).
     async def wait_for_requests(
@@ -440,6 +472,7 @@ class FakeLLMServer:
                 "model_not_found",
             )
         max_tokens = _max_tokens(body, "max_completion_tokens", "max_tokens")
+        _check_openai_images(messages)
         return messages, model, bool(body.get("stream")), max_tokens
 
     async def _serve_openai(
@@ -471,6 +504,69 @@ class FakeLLMServer:
         events, tail = _openai_events(reply, completion_id, created, model, include_usage)
         plan = reply.plan(events, MALFORMED_DATA, tail)
         return await _write_plan(request, script, plan)
+
+    # -- OpenAI images --------------------------------------------------------------------------
+
+    async def _openai_images(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/images/generations`: draws `GENERATED_PNG` `n` times, as b64_json or as a
+        URL this server serves; a queued `image_scripts` entry with a status answers that
+        error instead (400 with `error_code="content_policy_violation"`: a refused prompt)."""
+        body = await self._record(request)
+        try:
+            if isinstance(body, _BadRequest):
+                raise body
+            self._check_bearer(request)
+            count, response_format = self._parse_images(body)
+        except _BadRequest as exc:
+            return _openai_error(exc.status, exc.message, exc.code)
+        script = self.image_scripts.popleft() if self.image_scripts else Script()
+        if script.status != 200:
+            return _openai_error(
+                script.status,
+                script.error_message,
+                script.error_code,
+                script.error_type,
+                script.headers,
+            )
+        data = []
+        for _ in range(count):
+            if response_format == "b64_json":
+                data.append({"b64_json": base64.b64encode(GENERATED_PNG).decode()})
+            else:
+                name = f"img-{uuid.uuid4().hex[:12]}.png"
+                self.generated[name] = GENERATED_PNG
+                data.append({"url": f"{self.root_url}/generated/{name}"})
+            data[-1]["revised_prompt"] = body["prompt"]
+        return web.json_response({"created": int(time.time()), "data": data})
+
+    def _parse_images(self, body: Any) -> tuple[int, str]:
+        if not isinstance(body, dict):
+            raise _BadRequest(400, "The request body must be a JSON object.")
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise _BadRequest(
+                400, "Missing required parameter: 'prompt'.", "missing_required_parameter"
+            )
+        model = body.get("model")
+        if model is not None and self.models is not None and model not in self.models:
+            raise _BadRequest(
+                404,
+                f"The model `{model}` does not exist or you do not have access to it.",
+                "model_not_found",
+            )
+        count = body.get("n", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
+            raise _BadRequest(400, "Invalid 'n': expected an integer from 1 to 10.")
+        response_format = body.get("response_format", "url")
+        if response_format not in ("url", "b64_json"):
+            raise _BadRequest(400, "Invalid 'response_format': expected 'url' or 'b64_json'.")
+        return count, response_format
+
+    async def _generated_image(self, request: web.Request) -> web.StreamResponse:
+        data = self.generated.get(request.match_info["name"])
+        if data is None:
+            raise web.HTTPNotFound()
+        return web.Response(body=data, content_type="image/png")
 
     # -- Anthropic -----------------------------------------------------------------------------
 
@@ -512,6 +608,7 @@ class FakeLLMServer:
         max_tokens = _max_tokens(body, "max_tokens")
         if max_tokens is None:
             raise _BadRequest(400, "max_tokens: field required")
+        _check_anthropic_images(messages)
         return messages, model, bool(body.get("stream")), max_tokens
 
     async def _serve_anthropic(
@@ -533,6 +630,69 @@ class FakeLLMServer:
         malformed = b"event: content_block_delta\n" + MALFORMED_DATA
         plan = head + reply.plan(events, malformed, tail)
         return await _write_plan(request, script, plan)
+
+
+# -- image parts -------------------------------------------------------------------------------
+
+
+def _check_base64(data: Any, where: str) -> None:
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, TypeError, ValueError):
+        raise _BadRequest(400, f"{where}: the image data is not valid base64.") from None
+
+
+def _content_parts(messages: list[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, part) of every part of a list content, for the image checks."""
+    for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for number, part in enumerate(content):
+                if isinstance(part, dict):
+                    yield f"messages.{index}.content.{number}", part
+
+
+def _check_openai_images(messages: list[Any]) -> None:
+    """Refuse an `image_url` part OpenAI would: no URL, or a data URL that is not base64."""
+    for where, part in _content_parts(messages):
+        if part.get("type") != "image_url":
+            continue
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else None
+        if not isinstance(url, str):
+            raise _BadRequest(400, f"{where}: image_url.url is required.", "invalid_image_url")
+        if url.startswith("data:"):
+            header, _, payload = url.partition(",")
+            if not header.endswith(";base64"):
+                raise _BadRequest(
+                    400, f"{where}: only base64 data URLs are supported.", "invalid_image_url"
+                )
+            _check_base64(payload, where)
+        elif not url.startswith(("http://", "https://")):
+            raise _BadRequest(400, f"{where}: invalid image URL.", "invalid_image_url")
+
+
+def _check_anthropic_images(messages: list[Any]) -> None:
+    """Refuse what Anthropic would: OpenAI's `image_url` parts, or a malformed image block."""
+    for where, part in _content_parts(messages):
+        kind = part.get("type")
+        if kind not in ("text", "image"):
+            raise _BadRequest(
+                400,
+                f"{where}: Input tag {kind!r} found using 'type' does not match any of the expected tags",
+            )
+        if kind != "image":
+            continue
+        source = part.get("source")
+        if not isinstance(source, dict) or source.get("type") not in ("base64", "url"):
+            raise _BadRequest(400, f"{where}.source: must be a base64 or url source")
+        if source["type"] == "url":
+            continue
+        if source.get("media_type") not in _ANTHROPIC_MEDIA_TYPES:
+            raise _BadRequest(
+                400, f"{where}.source.media_type: unsupported {source.get('media_type')!r}"
+            )
+        _check_base64(source.get("data"), where)
 
 
 # -- wire shapes -------------------------------------------------------------------------------
