@@ -510,7 +510,8 @@ class FakeLLMServer:
     async def _openai_images(self, request: web.Request) -> web.StreamResponse:
         """`POST /v1/images/generations`: draws `GENERATED_PNG` `n` times, as b64_json or as a
         URL this server serves; a queued `image_scripts` entry with a status answers that
-        error instead (400 with `error_code="content_policy_violation"`: a refused prompt)."""
+        error instead (400 with `error_code="content_policy_violation"`: a refused prompt),
+        one with `raw_sse` answers that exact body."""
         body = await self._record(request)
         try:
             if isinstance(body, _BadRequest):
@@ -520,6 +521,8 @@ class FakeLLMServer:
         except _BadRequest as exc:
             return _openai_error(exc.status, exc.message, exc.code)
         script = self.image_scripts.popleft() if self.image_scripts else Script()
+        if script.raw_sse is not None:  # an exact body: another server's answer, or junk
+            return await _write_raw(request, script)
         if script.status != 200:
             return _openai_error(
                 script.status,
