@@ -55,12 +55,22 @@ def _megabytes(size: int) -> str:
     return f"{size / (1024 * 1024):.0f} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
 
 
+def _looks_accepted(raw: bytes) -> bool:
+    """The file starts as a JPEG, PNG or WebP does: one Pillow cannot open is damaged, not
+    something else."""
+    return raw.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")) or (
+        raw[:4] == b"RIFF" and raw[8:12] == b"WEBP"
+    )
+
+
 def _open(raw: bytes) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(raw), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"Image refused as a decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
+        if _looks_accepted(raw):
+            raise CorruptImageError(f"Image header cannot be read: {exc}") from exc
         raise UnsupportedImageError(
             f"Not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)}); "
             f"it starts with {raw[:8]!r}."
