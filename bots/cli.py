@@ -23,6 +23,7 @@ from rich.text import Text
 
 from bots.config import Settings, setting_problems
 from bots.errors import REPORTED
+from bots.history import DEFAULT_IMAGES_DIR
 from bots.logs import configure_logging
 from bots.version import parley_version
 from core.providers import ProviderRegistry
@@ -270,6 +271,14 @@ def _parser() -> argparse.ArgumentParser:
         default="markdown",
         help="markdown to read, json with every stored field (default: %(default)s)",
     )
+    export.add_argument(
+        "--images",
+        type=Path,
+        default=DEFAULT_IMAGES_DIR,
+        metavar="DIR",
+        help="folder the messages' images are written to, named by their hash; created only "
+        "when there are any (default: %(default)s)",
+    )
     return parser
 
 
@@ -308,6 +317,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             args.format,
             conversation=args.conversation,
             topic=args.topic,
+            images_dir=args.images,
         ),
         markup=False,
         highlight=False,

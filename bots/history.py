@@ -3,13 +3,20 @@
 
 `list` shows each chat's id exactly as `export --chat` takes it. In the JSON export the chat's
 own id is `chat_id`; the database's row number is `row_id`, a name no one takes for the chat.
+
+The images users sent are written as files into a folder beside the export (`--images`), each
+named by the SHA-256 of its bytes, so an image two messages carry is one file and exporting
+again rewrites nothing. The JSON lists each message's images with their file; the Markdown
+shows them inline, so a transcript saved next to the folder reads with its pictures.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bots.config import Settings
@@ -18,6 +25,7 @@ from storage import (
     ChatRecord,
     ChatSummary,
     ConversationRecord,
+    MessageImage,
     MessageStatus,
     Role,
     Store,
@@ -26,12 +34,24 @@ from storage import (
 )
 
 FORMATS = ("json", "markdown")
+#: The folder `parley history export` writes images into unless told another.
+DEFAULT_IMAGES_DIR = Path("parley-images")
+_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
+
+
+@dataclass(frozen=True, slots=True)
+class _ExportedImage:
+    image: MessageImage
+    sha256: str
+    #: Where it was written, as the export names it; None when no folder was given.
+    file: str | None
 
 
 @dataclass(frozen=True, slots=True)
 class _Conversation:
     record: ConversationRecord
     messages: list[StoredMessage]
+    images: dict[int, list[_ExportedImage]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +60,41 @@ class _Chat:
     conversations: list[_Conversation]
 
 
+def _name_files(
+    images: dict[int, list[MessageImage]], folder: Path | None
+) -> dict[int, list[_ExportedImage]]:
+    named: dict[int, list[_ExportedImage]] = {}
+    for message_id, found in images.items():
+        named[message_id] = []
+        for image in found:
+            sha256 = image.sha256
+            name = sha256 + _EXTENSIONS.get(image.media_type, ".bin")
+            file = None if folder is None else str(folder / name)
+            named[message_id].append(_ExportedImage(image, sha256, file))
+    return named
+
+
+def _write_files(chats: list[_Chat]) -> None:
+    """Write every exported image to its file; a file already there has these very bytes
+    (its name is their hash), so it is left as it is."""
+    for chat in chats:
+        for conversation in chat.conversations:
+            for exported in (i for found in conversation.images.values() for i in found):
+                if exported.file is None:
+                    continue
+                path = Path(exported.file)
+                if not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_bytes(exported.image.data)
+
+
 async def _load(
-    store: Store, chat_id: str, platform: str | None, conversation: int | None, topic: str | None
+    store: Store,
+    chat_id: str,
+    platform: str | None,
+    conversation: int | None,
+    topic: str | None,
+    images_dir: Path | None,
 ) -> list[_Chat]:
     where = f"{chat_id!r}" + (f" topic {topic!r}" if topic else "")
     where += f" on {platform}" if platform else ""
@@ -55,10 +108,11 @@ async def _load(
         records = await store.conversations(chat.id)
         if conversation is not None:
             records = [r for r in records if r.id == conversation]
-        conversations = [
-            _Conversation(record, await store.conversation_messages(record.id))
-            for record in records
-        ]
+        conversations = []
+        for record in records:
+            messages = await store.conversation_messages(record.id)
+            images = await store.message_images([m.id for m in messages if m.image_count])
+            conversations.append(_Conversation(record, messages, _name_files(images, images_dir)))
         if conversations or conversation is None:
             loaded.append(_Chat(chat, conversations))
     if not loaded:
@@ -66,9 +120,19 @@ async def _load(
     return loaded
 
 
-def _message_json(message: StoredMessage) -> dict[str, Any]:
+def _message_json(message: StoredMessage, images: list[_ExportedImage]) -> dict[str, Any]:
     data = dataclasses.asdict(message)
     data["platform_message_ids"] = list(message.platform_message_ids)
+    data["images"] = [
+        {
+            "file": exported.file,
+            "sha256": exported.sha256,
+            "media_type": exported.image.media_type,
+            "width": exported.image.width,
+            "height": exported.image.height,
+        }
+        for exported in images
+    ]
     return data
 
 
@@ -89,7 +153,10 @@ def render_json(location: str, chats: list[_Chat]) -> str:
                         {
                             "id": conversation.record.id,
                             "created_at": conversation.record.created_at,
-                            "messages": [_message_json(m) for m in conversation.messages],
+                            "messages": [
+                                _message_json(m, conversation.images.get(m.id, []))
+                                for m in conversation.messages
+                            ],
                         }
                         for conversation in chat.conversations
                     ],
@@ -128,6 +195,9 @@ def render_markdown(chats: list[_Chat]) -> str:
                         f": {message.error}_" if message.error else "_"
                     )
                 lines += [f"**{_speaker(message)}** · {message.created_at}{note}", ""]
+                for exported in conversation.images.get(message.id, []):
+                    shown = f"![image]({exported.file})" if exported.file else "[image]"
+                    lines += [shown, ""]
                 lines += [message.text, ""]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -140,20 +210,24 @@ async def export_history(
     *,
     conversation: int | None = None,
     topic: str | None = None,
+    images_dir: Path | None = None,
 ) -> str:
     """Every conversation of the chat(s) with this id (all threads, or only `topic`), or only
-    `conversation`.
+    `conversation`. With `images_dir`, the messages' images are written into it (created if
+    there are any) and the export names their files; without, it lists them without files.
 
     Raises HistoryNotFoundError when nothing matches, StorageError when the database is
-    missing or unusable, ValueError for an unknown format.
+    missing or unusable, ValueError for an unknown format, OSError when an image cannot be
+    written.
     """
     if fmt not in FORMATS:
         raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
     store = await open_store(settings.database_url, must_exist=True)
     try:
-        chats = await _load(store, chat_id, platform, conversation, topic)
+        chats = await _load(store, chat_id, platform, conversation, topic, images_dir)
     finally:
         await store.close()
+    await asyncio.to_thread(_write_files, chats)
     return render_json(store.location, chats) if fmt == "json" else render_markdown(chats)
 
 

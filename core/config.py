@@ -32,6 +32,9 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 #: Retries of a 429 or 5xx answer that came before the first byte of a body.
 DEFAULT_MAX_RETRIES = 2
+#: Bytes of one incoming image: Telegram's download limit for bots, so any photo a bot can
+#: fetch from Telegram is accepted; above it, even the download is refused.
+DEFAULT_IMAGE_MAX_BYTES = 20 * 1024 * 1024
 
 
 class CoreSettings(BaseSettings):
@@ -70,6 +73,13 @@ class CoreSettings(BaseSettings):
     # How much history the conversation service sends with each message.
     context_max_messages: int = Field(40, gt=0)
     context_max_chars: int = Field(24_000, gt=0)
+    # Images: at most this many per message go to the model (the rest are left out, saying so),
+    # each at most this many bytes as it arrives; only the newest turns' images are sent again
+    # (older ones become "[image]"), the one being answered always among them. An image costs
+    # about 800 tokens at 2,048 px: 4 images x 3 turns stay near 10k.
+    images_per_message: int = Field(4, ge=1)
+    image_max_bytes: int = Field(DEFAULT_IMAGE_MAX_BYTES, gt=0)
+    context_image_turns: int = Field(3, ge=1)
 
 
 @lru_cache(maxsize=1)

@@ -23,6 +23,11 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
   + TimeoutError                  also the builtin `TimeoutError`
   + RetryProviderError            every provider of a fallback list failed; carries `errors`
   + RetryNoProviderError          a fallback list with no working provider
+  + ImageError                    an image a user sent cannot be used (`core.images`)
+    - EmptyImageError             0 bytes arrived
+    - ImageTooLargeError          over IMAGE_MAX_BYTES, or more pixels than Pillow's bomb limit
+    - UnsupportedImageError       not a JPEG, PNG or WebP image (or no image at all)
+    - CorruptImageError           its header reads as an image, its pixels do not decode
 
 * RuntimeError
   + IllegalMoveError              a reply was driven through a move its state machine forbids:
@@ -142,6 +147,37 @@ class RetryNoProviderError(ParleyError):
     user_hint = "No model provider is configured or working."
 
 
+class ImageError(ParleyError):
+    """An image a user sent cannot go to the model; `user_hint` is the one line they are shown,
+    and the chat goes on without the image."""
+
+    user_hint = "That image could not be read."
+
+
+class EmptyImageError(ImageError):
+    user_hint = "The image arrived empty (0 bytes). Please send it again."
+
+
+class ImageTooLargeError(ImageError):
+    """Too many bytes to accept, or so many pixels that decoding it could exhaust memory (a
+    decompression bomb); the hint names the byte limit when that was the one broken."""
+
+    user_hint = "That image is too large. Please send a smaller one."
+
+    def __init__(self, message: str, user_hint: str | None = None) -> None:
+        super().__init__(message)
+        if user_hint is not None:
+            self.user_hint = user_hint
+
+
+class UnsupportedImageError(ImageError):
+    user_hint = "That is not an image I can read. Please send a JPEG, PNG or WebP image."
+
+
+class CorruptImageError(ImageError):
+    user_hint = "That image is damaged and could not be read. Please send it again."
+
+
 class InvalidSettingError(ParleyError):
     """A /model or /system argument breaks a rule of `core.chat_settings`; the message says which."""
 
@@ -181,8 +217,12 @@ def describe(exc: BaseException) -> str:
 __all__ = [
     "ConfigurationError",
     "ContentPolicyError",
+    "CorruptImageError",
+    "EmptyImageError",
     "EmptyResponseError",
     "IllegalMoveError",
+    "ImageError",
+    "ImageTooLargeError",
     "InvalidRequestError",
     "InvalidSettingError",
     "MissingAuthError",
@@ -198,6 +238,7 @@ __all__ = [
     "RetryProviderError",
     "StreamNotSupportedError",
     "TimeoutError",
+    "UnsupportedImageError",
     "describe",
     "error_kind",
     "name_provider",

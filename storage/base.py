@@ -2,12 +2,27 @@
 
 The bots and the conversation service use only this module's types; every SQL statement stays
 in a backend package (`storage.sqlite`), so a PostgreSQL backend can join without touching them.
+
+Images a user sends are kept in the database, as blobs next to their message, not as
+content-addressed files beside it. Why:
+- One transaction holds a message and its images: a crash keeps both or neither, with no
+  file written before its row (or a row naming a file never written) to sweep up afterwards.
+- One thing to back up and move: copying or `.backup`-ing the database file (or a volume
+  snapshot) takes the images with it, consistent with the history that names them.
+- The PostgreSQL backend to come keeps them the same way (`bytea`), on another host or in a
+  container that shares no folder with the bot; files would need a second store beside it.
+- Deduplication is kept: an image is stored once under the SHA-256 of its bytes, however
+  many messages carry it (the same photo forwarded twice).
+The cost is a bigger database (images arrive downscaled to 2,048 px, a few hundred KB each)
+and blobs passing through the WAL once more; exports write them out as files
+(`bots.history`), which is where an operator wants files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -128,6 +143,27 @@ class StoredMessage:
     platform_message_ids: tuple[str, ...] = ()
     #: The token counts are the client's estimate: the provider reported no usage.
     tokens_estimated: bool = False
+    #: How many images the user attached (their bytes come from `Store.message_images`, so a
+    #: context load reads only those of the turns it sends).
+    image_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MessageImage:
+    """An image a user message carries, exactly as the model is sent it: already checked,
+    downscaled and re-encoded (`core.images`), so storage keeps the bytes as given.
+
+    Two equal images are one stored image: `sha256` names it (a photo forwarded twice)."""
+
+    data: bytes = field(repr=False)
+    #: "image/jpeg" or "image/png".
+    media_type: str
+    width: int
+    height: int
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,11 +238,13 @@ class Store(Protocol):
         text: str,
         platform_message_id: str | None = None,
         chat_title: str | None = None,
+        images: Sequence[MessageImage] = (),
     ) -> int:
         """Store a user message in the chat's current conversation; return its id.
 
         `chat_title`, when given, becomes the chat's title (chats get renamed, so the newest
-        message's says what the chat is called now)."""
+        message's says what the chat is called now). `images` are stored with the message in
+        the same transaction, in their order: a crash keeps both or neither."""
         ...
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
@@ -257,6 +295,11 @@ class Store(Protocol):
         Oldest first, from `up_to`'s conversation: the earlier turns and `up_to` itself (not a
         reply to it). Rows in `error` or `streaming` and empty replies are left out.
         """
+        ...
+
+    async def message_images(self, message_ids: Collection[int]) -> dict[int, list[MessageImage]]:
+        """The images of these messages, each message's in the order they were sent; messages
+        without images are absent. For the newest turns of a context and for exports."""
         ...
 
     async def find_chats(self, chat_id: str, platform: str | None = None) -> list[ChatRecord]: ...

@@ -61,8 +61,12 @@ EXPECTED_COLUMNS = {
         "created_at",
         "updated_at",
         "tokens_estimated",  # m002
-        "delivery_pending",  # m003
+        "delivery_pending",  # m004
+        "image_count",  # m005
     ],
+    # m005
+    "images": ["id", "sha256", "media_type", "width", "height", "data", "created_at"],
+    "message_images": ["message", "position", "image"],
 }
 EXPECTED_INDEXES = {
     "chats_by_chat_id",
@@ -70,6 +74,7 @@ EXPECTED_INDEXES = {
     "messages_by_turn",
     "messages_streaming",
     "messages_delivery_pending",
+    "message_images_by_image",
 }
 #: Text that breaks naive SQL building, quoting or JSON, used in every text field.
 NASTY = "'; DROP TABLE messages; -- \" \\ % _ ? :name $1 ` \x00 NULL ' OR '1'='1"

@@ -130,6 +130,43 @@ async def m004_delivery_pending(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m005_images(db: aiosqlite.Connection) -> None:
+    # Images users sent, kept in the database (why, rather than files beside it: storage.base).
+    # One row per distinct image, named by the SHA-256 of its bytes, so a photo forwarded twice
+    # is stored once; `message_images` says which message carries which, in order. A rowid
+    # table for `images`: SQLite keeps big blobs best in one (WITHOUT ROWID suits small rows).
+    # `image_count` on the message lets a context load know a turn had images without a join,
+    # and ask for the bytes of the newest turns only.
+    await _run(
+        db,
+        (
+            """
+            CREATE TABLE images (
+                id INTEGER PRIMARY KEY,
+                sha256 TEXT NOT NULL UNIQUE,
+                media_type TEXT NOT NULL CHECK (media_type LIKE 'image/%'),
+                width INTEGER NOT NULL CHECK (width > 0),
+                height INTEGER NOT NULL CHECK (height > 0),
+                data BLOB NOT NULL,
+                created_at TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE message_images (
+                message INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+                position INTEGER NOT NULL,
+                image INTEGER NOT NULL REFERENCES images (id),
+                PRIMARY KEY (message, position)
+            ) WITHOUT ROWID
+            """,
+            # Which messages use an image: what a future clean-up of unused images asks.
+            "CREATE INDEX message_images_by_image ON message_images (image)",
+            "ALTER TABLE messages ADD COLUMN image_count INTEGER NOT NULL DEFAULT 0",
+        ),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -18,7 +18,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from storage.base import (
     ChatRecord,
     ChatSummary,
     ConversationRecord,
+    MessageImage,
     MessageStatus,
     ReplyOutcome,
     Role,
@@ -60,7 +61,7 @@ _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 _MESSAGE_COLUMNS = (
     "id, conversation, role, text, status, author_id, author_name, reply_to, model, provider, "
     "first_token_ms, total_ms, prompt_tokens, completion_tokens, total_tokens, error, "
-    "created_at, updated_at, platform_ids, tokens_estimated"
+    "created_at, updated_at, platform_ids, tokens_estimated, image_count"
 )
 
 _CHAT_COLUMNS = "id, platform, chat_id, thread_id, model, system_prompt, created_at, title"
@@ -99,8 +100,8 @@ CONTEXT_QUERY = (
 
 _INSERT_USER_MESSAGE = (
     "INSERT INTO messages (conversation, role, author_id, author_name, text, status,"
-    " platform_ids, created_at, updated_at)"
-    f" SELECT v.id, 'user', ?, ?, ?, 'complete', ?, {_NOW}, {_NOW}"
+    " platform_ids, image_count, created_at, updated_at)"
+    f" SELECT v.id, 'user', ?, ?, ?, 'complete', ?, ?, {_NOW}, {_NOW}"
     " FROM chats c JOIN conversations v ON v.chat = c.id"
     " WHERE c.platform = ? AND c.chat_id = ? AND c.thread_id = ? ORDER BY v.id DESC LIMIT 1"
 )
@@ -134,6 +135,7 @@ def _message(row: Sequence[Any]) -> StoredMessage:
         row[17],
         () if row[18] == _NO_IDS else tuple(json.loads(row[18])),
         bool(row[19]),
+        row[20],
     )
 
 
@@ -457,21 +459,46 @@ class SQLiteStore:
         text: str,
         platform_message_id: str | None = None,
         chat_title: str | None = None,
+        images: Sequence[MessageImage] = (),
     ) -> int:
         ids = json.dumps([] if platform_message_id is None else [platform_message_id])
-        values = (_utf8(author_id), _utf8(author_name), _utf8(text), ids, *_key(chat))
-        # One statement into the chat's newest conversation: the hot path, one round trip.
-        cursor = await self._write(_INSERT_USER_MESSAGE, values)
-        if cursor.rowcount:
-            message_id = _inserted_id(cursor.lastrowid)
-        else:
-            async with self._transaction() as db:  # a chat's first message creates the chat
-                await self._ensure_chat(db, chat)
+        values = (_utf8(author_id), _utf8(author_name), _utf8(text), ids, len(images), *_key(chat))
+        message_id = None
+        if not images:
+            # One statement into the chat's newest conversation: the hot path, one round trip.
+            cursor = await self._write(_INSERT_USER_MESSAGE, values)
+            message_id = _inserted_id(cursor.lastrowid) if cursor.rowcount else None
+        if message_id is None:
+            # Hashed before the write lock is taken: other chats' writes need not wait on it.
+            named = [(image.sha256, image) for image in images]
+            async with self._transaction() as db:
                 cursor = await db.execute(_INSERT_USER_MESSAGE, values)
+                if not cursor.rowcount:  # a chat's first message creates the chat
+                    await self._ensure_chat(db, chat)
+                    cursor = await db.execute(_INSERT_USER_MESSAGE, values)
                 message_id = _inserted_id(cursor.lastrowid)
+                for position, (sha256, image) in enumerate(named):
+                    await self._attach_image(db, message_id, position, sha256, image)
         if chat_title:
             await self._keep_title(chat, chat_title)
         return message_id
+
+    @staticmethod
+    async def _attach_image(
+        db: aiosqlite.Connection, message_id: int, position: int, sha256: str, image: MessageImage
+    ) -> None:
+        """Store `image` once under its hash (a second message carrying it reuses the row) and
+        name it as the message's `position`-th."""
+        await db.execute(
+            "INSERT INTO images (sha256, media_type, width, height, data, created_at)"
+            f" VALUES (?, ?, ?, ?, ?, {_NOW}) ON CONFLICT (sha256) DO NOTHING",
+            (sha256, _utf8(image.media_type), image.width, image.height, image.data),
+        )
+        await db.execute(
+            "INSERT INTO message_images (message, position, image)"
+            " SELECT ?, ?, id FROM images WHERE sha256 = ?",
+            (message_id, position, sha256),
+        )
 
     async def _keep_title(self, chat: ChatKey, title: str) -> None:
         """Write the chat's title if it changed since this process last wrote it."""
@@ -571,6 +598,22 @@ class SQLiteStore:
     async def context_messages(self, up_to: int, limit: int) -> list[StoredMessage]:
         rows = await self._fetch(CONTEXT_QUERY, (up_to, up_to, up_to, limit))
         return [_message(row) for row in reversed(rows)]
+
+    async def message_images(self, message_ids: Collection[int]) -> dict[int, list[MessageImage]]:
+        found: dict[int, list[MessageImage]] = {}
+        if not message_ids:
+            return found
+        # json_each takes any number of ids as one parameter (SQLite caps bound parameters).
+        rows = await self._fetch(
+            "SELECT m.message, i.data, i.media_type, i.width, i.height"
+            " FROM message_images m JOIN images i ON i.id = m.image"
+            " WHERE m.message IN (SELECT value FROM json_each(?))"
+            " ORDER BY m.message, m.position",
+            (json.dumps(sorted(set(message_ids))),),
+        )
+        for message_id, data, media_type, width, height in rows:
+            found.setdefault(message_id, []).append(MessageImage(data, media_type, width, height))
+        return found
 
     async def find_chats(self, chat_id: str, platform: str | None = None) -> list[ChatRecord]:
         rows = await self._fetch(

@@ -1,0 +1,177 @@
+"""Images users send, made fit for a model: checked, downscaled, re-encoded, as data URLs.
+
+Every image is decoded and re-encoded, even a small JPEG that would pass as it is: the result
+is always one of two formats the vision APIs all take, its EXIF rotation is applied to the
+pixels (phones store photos sideways and say so in EXIF, which re-encoding would otherwise
+lose), its metadata (a phone photo's GPS position among it) never reaches the model or the
+database, and the same photo sent twice gives the same bytes, which storage keeps once.
+
+Only JPEG (MPO too, the multi-picture JPEG some phones write), PNG and WebP are opened: naming
+the formats keeps Pillow from trying its other decoders on what a stranger uploaded (EPS runs
+Ghostscript). The decoding is CPU work of tens of milliseconds, so `prepare_image` runs it in a
+worker thread and the event loop keeps serving other chats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+# Importing a plugin registers its format; Pillow would load WebP's only on first demand.
+from PIL import (  # noqa: F401
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
+
+from core.config import DEFAULT_IMAGE_MAX_BYTES
+from core.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+)
+from storage import MessageImage
+
+#: The longest side an image is sent with; larger ones are scaled down, keeping the aspect.
+#: The vision APIs scale larger images down themselves (OpenAI to 2,048, then 768 on the short
+#: side), so more pixels would cost upload and storage and show the model nothing more.
+MAX_LONG_SIDE = 2048
+#: JPEG quality of the re-encoded image: no visible loss for photos or text in screenshots.
+JPEG_QUALITY = 85
+#: The formats Pillow may open, as Pillow names them ("JPEG" opens MPO files too).
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / (1024 * 1024):.0f} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
+
+
+def _looks_accepted(raw: bytes) -> bool:
+    """The file starts as a JPEG, PNG or WebP does: one Pillow cannot open is damaged, not
+    something else."""
+    return raw.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")) or (
+        raw[:4] == b"RIFF" and raw[8:12] == b"WEBP"
+    )
+
+
+def _open(raw: bytes) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(raw), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"Image refused as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        if _looks_accepted(raw):
+            raise CorruptImageError(f"Image header cannot be read: {exc}") from exc
+        raise UnsupportedImageError(
+            f"Not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)}); "
+            f"it starts with {raw[:8]!r}."
+        ) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImageError(f"Image header cannot be read: {exc}") from exc
+    # Pillow raises above twice its limit and only warns between once and twice; refuse both.
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and image.width * image.height > limit:
+        raise ImageTooLargeError(
+            f"Image of {image.width}x{image.height} pixels is over Pillow's limit of {limit} "
+            "(a decompression bomb, or a photo no model needs at that size)."
+        )
+    return image
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in _ALPHA_MODES or "transparency" in image.info
+
+
+def _encode(image: Image.Image) -> tuple[bytes, str]:
+    """PNG when some pixel is see-through (JPEG would paint it black), else JPEG."""
+    out = io.BytesIO()
+    if _has_alpha(image):
+        image = image.convert("RGBA")
+        if image.getchannel("A").getextrema() != (255, 255):
+            image.save(out, "PNG", optimize=False)
+            return out.getvalue(), "image/png"
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    image.save(out, "JPEG", quality=JPEG_QUALITY)
+    return out.getvalue(), "image/jpeg"
+
+
+def prepare_image_sync(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) -> MessageImage:
+    """`raw` as it goes to the model and into the history: long side at most `MAX_LONG_SIDE`,
+    upright, JPEG or PNG, no metadata.
+
+    Raises an `ImageError` whose `user_hint` is the line to show the user: `EmptyImageError`,
+    `ImageTooLargeError` (over `max_bytes`, or over Pillow's `MAX_IMAGE_PIXELS`),
+    `UnsupportedImageError` (not a JPEG, PNG or WebP image), `CorruptImageError`.
+    """
+    if not raw:
+        raise EmptyImageError("Image of 0 bytes.")
+    if len(raw) > max_bytes:
+        raise ImageTooLargeError(
+            f"Image of {len(raw)} bytes is over IMAGE_MAX_BYTES ({max_bytes}).",
+            f"That image is over {_megabytes(max_bytes)}. Please send a smaller one.",
+        )
+    with _open(raw) as opened:
+        try:
+            # thumbnail() lets the JPEG decoder scale down while decoding (draft mode): a
+            # 12-megapixel photo never exists in memory at full size, and decodes faster.
+            opened.thumbnail((MAX_LONG_SIDE, MAX_LONG_SIDE), Image.Resampling.LANCZOS)
+            upright = ImageOps.exif_transpose(opened)
+        except Image.DecompressionBombError as exc:
+            raise ImageTooLargeError(f"Image refused as a decompression bomb: {exc}") from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise CorruptImageError(f"Image cannot be decoded: {exc}") from exc
+    data, media_type = _encode(upright)
+    return MessageImage(data, media_type, upright.width, upright.height)
+
+
+async def prepare_image(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) -> MessageImage:
+    """`prepare_image_sync` in a worker thread, so decoding never holds up the event loop."""
+    return await asyncio.to_thread(prepare_image_sync, raw, max_bytes=max_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedImages:
+    """What became of the images of one message."""
+
+    #: The usable ones, in the order they were sent.
+    images: list[MessageImage]
+    #: One error per refused image, in order; each `user_hint` is a line for the user.
+    refused: list[ImageError]
+    #: How many were left out unread, over the per-message limit.
+    left_out: int
+
+
+async def prepare_images(
+    raws: Sequence[bytes], *, limit: int, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES
+) -> PreparedImages:
+    """The first `limit` of a message's images prepared at once; a bad one is refused and the
+    others still go (the message is never lost over one image)."""
+    results = await asyncio.gather(
+        *(prepare_image(raw, max_bytes=max_bytes) for raw in raws[:limit]),
+        return_exceptions=True,
+    )
+    images: list[MessageImage] = []
+    refused: list[ImageError] = []
+    for result in results:
+        if isinstance(result, ImageError):
+            refused.append(result)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            images.append(result)
+    return PreparedImages(images, refused, max(len(raws) - limit, 0))
+
+
+def data_url(image: MessageImage) -> str:
+    """The image as an RFC 2397 data URL, the form OpenAI-compatible `image_url` parts take."""
+    return f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"

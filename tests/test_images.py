@@ -1,0 +1,201 @@
+"""`core.images`: what a model is sent of an image a user sent, and a clear error for each bad one."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import threading
+
+import pytest
+from PIL import Image
+
+from core import images as core_images
+from core.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageError,
+    ImageTooLargeError,
+    UnsupportedImageError,
+    error_kind,
+)
+from core.images import (
+    MAX_LONG_SIDE,
+    data_url,
+    prepare_image,
+    prepare_image_sync,
+    prepare_images,
+)
+
+ORIENTATION = 0x0112
+ROTATED_90_CW = 6
+
+
+def encoded(
+    size: tuple[int, int], fmt: str = "JPEG", mode: str = "RGB", color: object = (200, 30, 30)
+) -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, color).save(out, fmt)  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def decoded(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((4000, 3000), (2048, 1536)),  # a 12-megapixel photo
+        ((3000, 4000), (1536, 2048)),  # the same, portrait
+        ((5000, 1000), (2048, 410)),  # a panorama keeps its aspect
+        ((640, 480), (640, 480)),  # small ones keep their size
+    ],
+)
+def test_the_long_side_is_brought_down_to_2048_keeping_the_aspect(
+    size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    image = prepare_image_sync(encoded(size))
+    assert (image.width, image.height) == expected
+    assert image.media_type == "image/jpeg"
+    assert decoded(image.data).size == expected
+    assert max(expected) <= MAX_LONG_SIDE
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "color", "media_type"),
+    [
+        ("PNG", "RGBA", (0, 0, 0, 0), "image/png"),  # see-through: stays PNG
+        ("PNG", "RGBA", (9, 9, 9, 255), "image/jpeg"),  # alpha channel, all opaque: JPEG
+        ("PNG", "RGB", (9, 9, 9), "image/jpeg"),
+        ("PNG", "L", 128, "image/jpeg"),
+        ("WEBP", "RGBA", (0, 0, 0, 10), "image/png"),
+        ("WEBP", "RGB", (9, 9, 9), "image/jpeg"),
+        ("JPEG", "CMYK", (0, 0, 0, 0), "image/jpeg"),
+        ("MPO", "RGB", (9, 9, 9), "image/jpeg"),  # some phones' camera JPEGs
+    ],
+)
+def test_every_accepted_format_comes_out_as_jpeg_unless_it_has_transparency(
+    fmt: str, mode: str, color: object, media_type: str
+) -> None:
+    image = prepare_image_sync(encoded((300, 200), fmt, mode, color))
+    assert image.media_type == media_type
+    assert decoded(image.data).format == media_type.split("/")[1].upper()
+    assert (image.width, image.height) == (300, 200)
+
+
+def test_a_palette_png_with_a_transparent_colour_keeps_it() -> None:
+    out = io.BytesIO()
+    Image.new("P", (50, 40), 0).save(out, "PNG", transparency=0)
+    image = prepare_image_sync(out.getvalue())
+    assert image.media_type == "image/png"
+    assert decoded(image.data).getpixel((0, 0))[3] == 0  # type: ignore[index]
+
+
+def test_exif_rotation_is_applied_and_metadata_dropped() -> None:
+    source = Image.new("RGB", (400, 100), (10, 20, 30))
+    exif = source.getexif()
+    exif[ORIENTATION] = ROTATED_90_CW
+    exif[0x010F] = "PhoneMaker"  # Make: stands in for the GPS block a phone writes
+    out = io.BytesIO()
+    source.save(out, "JPEG", exif=exif)
+    image = prepare_image_sync(out.getvalue())
+    assert (image.width, image.height) == (100, 400)  # upright, as the phone showed it
+    assert not decoded(image.data).getexif()
+
+
+def test_the_same_photo_gives_the_same_bytes() -> None:
+    raw = encoded((2500, 1000))
+    assert prepare_image_sync(raw).data == prepare_image_sync(raw).data
+
+
+@pytest.mark.parametrize(
+    ("raw", "error", "hint"),
+    [
+        (b"", EmptyImageError, "empty"),
+        (b"hello, not an image", UnsupportedImageError, "JPEG, PNG or WebP"),
+        (b"%PDF-1.7\n", UnsupportedImageError, "JPEG, PNG or WebP"),
+        (encoded((50, 50), "GIF"), UnsupportedImageError, "JPEG, PNG or WebP"),
+        (encoded((50, 50), "BMP"), UnsupportedImageError, "JPEG, PNG or WebP"),
+        (encoded((1200, 900))[:2000], CorruptImageError, "damaged"),  # cut off in transit
+        (encoded((50, 50), "PNG")[:40], CorruptImageError, "damaged"),
+    ],
+    ids=["empty", "text", "pdf", "gif", "bmp", "truncated-jpeg", "truncated-png"],
+)
+def test_each_bad_input_has_its_own_error_and_a_line_for_the_user(
+    raw: bytes, error: type[ImageError], hint: str
+) -> None:
+    with pytest.raises(error) as caught:
+        prepare_image_sync(raw)
+    assert hint in caught.value.user_hint
+    assert "\n" not in caught.value.user_hint
+
+
+def test_an_image_over_the_byte_limit_is_refused_naming_the_limit() -> None:
+    raw = encoded((300, 300))
+    assert prepare_image_sync(raw, max_bytes=len(raw)).width == 300  # the limit itself passes
+    with pytest.raises(ImageTooLargeError, match="IMAGE_MAX_BYTES") as caught:
+        prepare_image_sync(raw, max_bytes=len(raw) - 1)
+    assert caught.value.user_hint.startswith("That image is over ")
+    with pytest.raises(ImageTooLargeError) as caught:
+        prepare_image_sync(b"\xff" * (3 * 1024 * 1024), max_bytes=2 * 1024 * 1024)
+    assert caught.value.user_hint == "That image is over 2 MB. Please send a smaller one."
+    assert error_kind(caught.value) == "image_too_large"
+
+
+def test_a_decompression_bomb_is_refused_where_pillow_only_warns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 600_000)
+    raw = encoded((1000, 1000), "PNG")  # a small file: a flat colour compresses to nothing
+    with (
+        pytest.warns(Image.DecompressionBombWarning),
+        pytest.raises(ImageTooLargeError, match="over Pillow's limit"),
+    ):
+        prepare_image_sync(raw)
+
+
+def test_a_decompression_bomb_is_refused_where_pillow_raises(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 300_000)
+    with pytest.raises(ImageTooLargeError, match="bomb") as caught:
+        prepare_image_sync(encoded((1000, 1000), "PNG"))
+    assert "too large" in caught.value.user_hint
+
+
+async def test_the_async_entry_point_decodes_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    real = core_images.prepare_image_sync
+
+    def spy(raw: bytes, *, max_bytes: int) -> object:
+        seen.append(threading.get_ident())
+        return real(raw, max_bytes=max_bytes)
+
+    monkeypatch.setattr(core_images, "prepare_image_sync", spy)
+    image = await asyncio.wait_for(prepare_image(encoded((3000, 2000))), 30)
+    assert (image.width, image.height) == (2048, 1365)
+    assert seen and seen[0] != loop_thread
+
+
+async def test_a_message_keeps_its_good_images_and_names_each_bad_one() -> None:
+    good = encoded((100, 80))
+    prepared = await prepare_images(
+        [good, b"", b"nope", encoded((80, 100), "PNG"), good, good], limit=4
+    )
+    assert [(i.width, i.height) for i in prepared.images] == [(100, 80), (80, 100)]
+    assert [type(e) for e in prepared.refused] == [EmptyImageError, UnsupportedImageError]
+    assert prepared.left_out == 2
+
+
+def test_a_data_url_carries_the_media_type_and_the_bytes() -> None:
+    image = prepare_image_sync(encoded((10, 10), "PNG", "RGBA", (0, 0, 0, 0)))
+    url = data_url(image)
+    head, payload = url.split(",", 1)
+    assert head == "data:image/png;base64"
+    assert base64.b64decode(payload) == image.data
