@@ -14,6 +14,7 @@ costs, and a 20 MB Opus file can hold hours.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .. import errors
@@ -55,7 +56,9 @@ def check_audio_caps(
     if duration is not None and duration > max_seconds:
         raise errors.AttachmentTooLargeError(
             f"The audio lasts {duration:g} s; VOICE_MAX_SECONDS is {max_seconds:g}.",
-            f"That audio is {minutes(duration)} long; the limit is {minutes(max_seconds)}.",
+            # Rounded apart, so a note just over the cap never reads as the cap itself.
+            f"That audio is {minutes(math.ceil(duration))} long; "
+            f"the limit is {minutes(math.floor(max_seconds))}.",
         )
 
 
