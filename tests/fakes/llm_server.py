@@ -614,12 +614,16 @@ async def _read_form(request: web.Request) -> tuple[dict[str, str], dict[str, Up
     reader = await request.multipart()
     while (part := await reader.next()) is not None:
         assert isinstance(part, BodyPartReader)  # a nested multipart is not what OpenAI takes
-        data = await part.read(decode=False)
-        total += len(data)
-        if total > MAX_AUDIO_BYTES:
-            raise _BadRequest(
-                413, f"Maximum content size limit ({MAX_AUDIO_BYTES}) exceeded ({total} bytes read)"
-            )
+        data = bytearray()
+        # Chunk by chunk: `part.read()` stops at the app's `client_max_size` (1 MB).
+        while chunk := await part.read_chunk():
+            data += chunk
+            total += len(chunk)
+            if total > MAX_AUDIO_BYTES:
+                raise _BadRequest(
+                    413,
+                    f"Maximum content size limit ({MAX_AUDIO_BYTES}) exceeded ({total} bytes read)",
+                )
         if part.filename is not None:
             content_type = part.headers.get("Content-Type")
             files[part.name or ""] = UploadedFile(part.filename, content_type, bytes(data))
