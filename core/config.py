@@ -81,6 +81,26 @@ class CoreSettings(BaseSettings):
     image_max_bytes: int = Field(DEFAULT_IMAGE_MAX_BYTES, gt=0)
     context_image_turns: int = Field(3, ge=1)
 
+    # Voice notes and text files (`core.audio`, `core.text_files`). Transcription is off until
+    # TRANSCRIBE_BASE_URL is set: OPENAI_BASE_URL is often a server with no
+    # /audio/transcriptions (Ollama, OpenRouter), and transcribing costs money, so voice notes
+    # are something the operator turns on. The key falls back to OPENAI_API_KEY only when
+    # both URLs name the same server (`core.audio.transcribe.transcription_key`).
+    transcribe_base_url: str | None = None
+    transcribe_model: str = "whisper-1"
+    transcribe_api_key: SecretStr | None = None
+    #: Seconds to wait for a transcript: the server answers only once it has heard it all.
+    transcribe_timeout: float = Field(120.0, gt=0)
+    #: Longest voice note or audio file transcribed, in seconds.
+    voice_max_seconds: float = Field(600.0, gt=0)
+    #: Largest one, in bytes: Telegram lets a bot download 20 MB, OpenAI takes 25 MB.
+    voice_max_bytes: int = Field(20 * 1024 * 1024, gt=0)
+    #: Largest text file downloaded at all, in bytes.
+    text_file_max_bytes: int = Field(1024 * 1024, gt=0)
+    #: Characters of a text file put into the prompt; the rest is cut with a marker. Below
+    #: CONTEXT_MAX_CHARS, so the question and some history still fit beside the file.
+    text_file_max_chars: int = Field(16_000, gt=0)
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> CoreSettings:

@@ -8,6 +8,16 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
 * ParleyError
   + ConfigurationError            the operator's settings cannot work as they are
     - ProvidersFileError          the providers file cannot be read or is invalid
+    - TranscriptionOffError       TRANSCRIBE_BASE_URL is unset: voice notes are not set up
+    - FFmpegMissingError          an audio file needs ffmpeg or ffprobe, which is not installed
+  + AttachmentError               a voice note or file the bot will not read; `user_hint` says why
+    - EmptyAttachmentError        it has no bytes
+    - AttachmentTooLargeError     over a size or duration cap
+    - UnsupportedAttachmentError  a file type or audio format the bot does not read
+    - NotUTF8Error                a text file that is not UTF-8 text
+    - AudioConversionError        ffmpeg could not convert it (corrupt, or took too long)
+  + TranscriptionError            the transcription endpoint failed; carries `status_code`
+    - NoSpeechError               it answered with an empty transcript
   + InvalidRequestError           the caller's arguments are wrong (also a ValueError)
   + InvalidSettingError           a /model or /system argument breaks a chat-settings rule
   + ProviderNotFoundError         no provider of that name
@@ -182,6 +192,73 @@ class InvalidSettingError(ParleyError):
     """A /model or /system argument breaks a rule of `core.chat_settings`; the message says which."""
 
 
+class TranscriptionOffError(ConfigurationError):
+    """A voice note arrived and TRANSCRIBE_BASE_URL is unset (`core.config.CoreSettings`)."""
+
+    user_hint = "Voice notes are not set up on this bot. Please send your question as text."
+
+
+class FFmpegMissingError(ConfigurationError):
+    """The audio's format or unknown length needs ffmpeg, and the server has none."""
+
+    user_hint = (
+        "This audio needs converting, and the bot's server has no ffmpeg. "
+        "Tell the bot's operator, or send a voice note instead."
+    )
+
+
+class AttachmentError(ParleyError):
+    """A voice note or file the bot will not read. The message is for the log; `user_hint`,
+    set per instance when the cause has figures (the cap, the file's size), is for the chat."""
+
+    user_hint = "That file could not be read."
+
+    def __init__(self, message: str, user_hint: str | None = None) -> None:
+        super().__init__(message)
+        if user_hint is not None:
+            self.user_hint = user_hint
+
+
+class EmptyAttachmentError(AttachmentError):
+    user_hint = "That file is empty."
+
+
+class AttachmentTooLargeError(AttachmentError):
+    user_hint = "That file is too large."
+
+
+class UnsupportedAttachmentError(AttachmentError):
+    user_hint = "That kind of file is not supported."
+
+
+class NotUTF8Error(AttachmentError):
+    user_hint = "That file is not UTF-8 text, so it could not be read."
+
+
+class AudioConversionError(AttachmentError):
+    user_hint = "The audio could not be read: it may be damaged or in a format ffmpeg cannot read."
+
+
+class TranscriptionError(ParleyError):
+    """The transcription endpoint failed. One class for every cause, told apart by
+    `status_code` and by the `user_hint` chosen for the cause (down, slow, key refused, the
+    audio refused, a server error) in `core.audio.transcribe`."""
+
+    user_hint = "The voice note could not be transcribed. Please try again."
+
+    def __init__(
+        self, message: str, status_code: int | None = None, user_hint: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        if user_hint is not None:
+            self.user_hint = user_hint
+
+
+class NoSpeechError(TranscriptionError):
+    user_hint = "No speech was heard in that voice note."
+
+
 class IllegalMoveError(RuntimeError):
     """The conversation service tried a move `MOVES` does not allow: a bug, never the user's doing."""
 
@@ -215,11 +292,16 @@ def describe(exc: BaseException) -> str:
 
 
 __all__ = [
+    "AttachmentError",
+    "AttachmentTooLargeError",
+    "AudioConversionError",
     "ConfigurationError",
     "ContentPolicyError",
     "CorruptImageError",
+    "EmptyAttachmentError",
     "EmptyImageError",
     "EmptyResponseError",
+    "FFmpegMissingError",
     "IllegalMoveError",
     "ImageError",
     "ImageTooLargeError",
@@ -227,6 +309,8 @@ __all__ = [
     "InvalidSettingError",
     "MissingAuthError",
     "ModelNotFoundError",
+    "NoSpeechError",
+    "NotUTF8Error",
     "ParleyError",
     "ProviderConnectionError",
     "ProviderNotFoundError",
@@ -238,6 +322,9 @@ __all__ = [
     "RetryProviderError",
     "StreamNotSupportedError",
     "TimeoutError",
+    "TranscriptionError",
+    "TranscriptionOffError",
+    "UnsupportedAttachmentError",
     "UnsupportedImageError",
     "describe",
     "error_kind",

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 HOST = "127.0.0.1"
 #: SSE events joined into one `StreamResponse.write` when pieces need no delay between them.
@@ -41,6 +41,11 @@ DEFAULT_MODEL = DEFAULT_MODELS[0]
 ECHO_PREFIX = "echo: "
 MALFORMED_DATA = b"data: {not json\n\n"
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+#: What `/audio/transcriptions` answers when no `Script` is queued, before the file's name.
+TRANSCRIPT_PREFIX = "transcript of "
+#: OpenAI's upload limit for transcriptions (25 MB) and the extensions it takes, in its order.
+MAX_AUDIO_BYTES = 25 * 1024 * 1024
+TRANSCRIBE_FORMATS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 
 _WORD_PIECES = re.compile(r"\s*\S+|\s+")
 #: What `/images/generations` draws: a valid 1x1 PNG, so a client can decode what it gets.
@@ -99,13 +104,24 @@ class Script:
 
 
 @dataclass
+class UploadedFile:
+    """A file part of a multipart request, as it arrived."""
+
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+
+@dataclass
 class RecordedRequest:
-    """One request as the server saw it; header names are lower-cased."""
+    """One request as the server saw it; header names are lower-cased. A multipart request
+    (`/audio/transcriptions`) has its text fields in `json` and its file parts in `files`."""
 
     method: str
     path: str
     headers: dict[str, str]
     json: Any
+    files: dict[str, UploadedFile] = field(default_factory=dict)
 
 
 class _BadRequest(Exception):
@@ -298,6 +314,7 @@ class FakeLLMServer:
         app.router.add_post("/anthropic/v1/messages", self._anthropic_messages)
         app.router.add_post("/v1/images/generations", self._openai_images)
         app.router.add_get("/generated/{name}", self._generated_image)
+        app.router.add_post("/v1/audio/transcriptions", self._openai_transcription)
         self._runner = web.AppRunner(
             app,
             access_log=None,
@@ -571,6 +588,54 @@ class FakeLLMServer:
             raise web.HTTPNotFound()
         return web.Response(body=data, content_type="image/png")
 
+    # -- OpenAI audio transcriptions -----------------------------------------------------------
+
+    async def _openai_transcription(self, request: web.Request) -> web.StreamResponse:
+        """`POST /v1/audio/transcriptions`: OpenAI's multipart form (`file`, `model`, optional
+        `language`, `prompt`, `response_format`), checked as OpenAI checks it. The transcript
+        is the next queued `Script`'s pieces joined (its `status`, `raw_sse`, `first_delay`
+        and `cut_after` apply as for a completion), else `TRANSCRIPT_PREFIX` and the file's
+        name and size."""
+        try:
+            fields, files = await _read_form(request)
+        except _BadRequest as exc:
+            return _openai_error(exc.status, exc.message, exc.code)
+        headers = {name.lower(): value for name, value in request.headers.items()}
+        self.requests.append(RecordedRequest(request.method, request.path, headers, fields, files))
+        self._notify()
+        try:
+            self._check_bearer(request)
+            upload, response_format = _check_transcription(fields, files)
+        except _BadRequest as exc:
+            return _openai_error(exc.status, exc.message, exc.code)
+        if self._queue:
+            script = self._queue.popleft()
+        else:
+            default = f"{TRANSCRIPT_PREFIX}{upload.filename} ({len(upload.data)} bytes)"
+            script = Script(pieces=[default])
+        if script.first_delay:
+            await asyncio.sleep(script.first_delay)
+        if script.cut_after is not None:
+            await _cut(request)
+        if script.raw_sse is not None:
+            return await _write_raw(request, script)
+        if script.status != 200:
+            return _openai_error(
+                script.status,
+                script.error_message,
+                script.error_code,
+                script.error_type,
+                script.headers,
+            )
+        text = "".join(script.pieces)
+        if response_format == "text":
+            return web.Response(text=text + "\n", content_type="text/plain")
+        body: dict[str, Any] = {"text": text}
+        if response_format == "verbose_json":
+            body = {"task": "transcribe", "language": "english", "duration": 0.0, **body}
+            body["segments"] = []
+        return web.json_response(body, headers=script.headers or None)
+
     # -- Anthropic -----------------------------------------------------------------------------
 
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
@@ -696,6 +761,68 @@ def _check_anthropic_images(messages: list[Any]) -> None:
                 400, f"{where}.source.media_type: unsupported {source.get('media_type')!r}"
             )
         _check_base64(source.get("data"), where)
+
+
+# -- audio transcriptions ----------------------------------------------------------------------
+
+
+async def _read_form(request: web.Request) -> tuple[dict[str, str], dict[str, UploadedFile]]:
+    """The text fields and file parts of a multipart body, read part by part: aiohttp's
+    `request.post()` would refuse a body over its 1 MB default, and OpenAI takes 25 MB."""
+    if not request.content_type.startswith("multipart/form-data"):
+        raise _BadRequest(400, "Content-Type must be multipart/form-data.")
+    fields: dict[str, str] = {}
+    files: dict[str, UploadedFile] = {}
+    total = 0
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        assert isinstance(part, BodyPartReader)  # a nested multipart is not what OpenAI takes
+        data = bytearray()
+        # Chunk by chunk: `part.read()` stops at the app's `client_max_size` (1 MB).
+        while chunk := await part.read_chunk():
+            data += chunk
+            total += len(chunk)
+            if total > MAX_AUDIO_BYTES:
+                raise _BadRequest(
+                    413,
+                    f"Maximum content size limit ({MAX_AUDIO_BYTES}) exceeded ({total} bytes read)",
+                )
+        if part.filename is not None:
+            content_type = part.headers.get("Content-Type")
+            files[part.name or ""] = UploadedFile(part.filename, content_type, bytes(data))
+        else:
+            fields[part.name or ""] = data.decode(errors="replace")
+    return fields, files
+
+
+def _check_transcription(
+    fields: dict[str, str], files: dict[str, UploadedFile]
+) -> tuple[UploadedFile, str]:
+    """The upload and the response format, or the 400 OpenAI answers."""
+    upload = files.get("file")
+    if upload is None:
+        raise _BadRequest(
+            400,
+            "1 validation error for Request\nbody -> file\n  field required (type=value_error.missing)",
+        )
+    if not fields.get("model"):
+        raise _BadRequest(400, "you must provide a model parameter")
+    extension = (upload.filename or "").rpartition(".")[2].lower()
+    if extension not in TRANSCRIBE_FORMATS:
+        supported = ", ".join(f"'{name}'" for name in TRANSCRIBE_FORMATS)
+        raise _BadRequest(400, f"Invalid file format. Supported formats: [{supported}]")
+    if not upload.data:
+        raise _BadRequest(
+            400,
+            "Audio file is too short. Minimum audio length is 0.1 seconds.",
+            "audio_too_short",
+        )
+    response_format = fields.get("response_format", "json")
+    if response_format not in ("json", "text", "verbose_json"):
+        raise _BadRequest(
+            400, f"'{response_format}' is not one of ['json', 'text', 'verbose_json'] (this fake)"
+        )
+    return upload, response_format
 
 
 # -- wire shapes -------------------------------------------------------------------------------

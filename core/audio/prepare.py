@@ -1,0 +1,99 @@
+"""From the bytes a user sent to an upload the transcription endpoint takes: caps, then ffmpeg
+only when it is needed.
+
+ffmpeg is needed for two things only: converting a format the endpoint does not take
+(`formats.ACCEPTED`), and measuring an audio file whose length the platform did not give
+(Telegram gives it for voice notes, audio and video notes, Discord for voice messages; a plain
+Discord attachment comes without). Telegram's OGG/Opus voice notes, MP3s, M4As and MP4 video
+notes with a known length go out as they came, and need no ffmpeg on the server.
+
+An audio file of unknown length on a server without ffprobe is refused (`FFmpegMissingError`)
+rather than sent unmeasured: the length cap is the operator's bound on what transcription
+costs, and a 20 MB Opus file can hold hours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .. import errors
+from ..figures import megabytes, minutes
+from .ffmpeg import on_disk, probe_seconds, to_ogg_opus
+from .formats import AudioFormat, sniff
+
+#: Stem of the uploaded file's name; the extension is that of the format it really is.
+UPLOAD_STEM = "audio"
+#: MIME types that are certainly not sound, refused without asking ffmpeg.
+NOT_AUDIO = ("image/", "text/", "application/pdf", "application/zip", "application/json")
+
+
+@dataclass(frozen=True)
+class PreparedAudio:
+    """An upload ready for the endpoint: its bytes, the name and type it goes under, and
+    whether ffmpeg made it."""
+
+    data: bytes
+    filename: str
+    mime_type: str
+    converted: bool = False
+
+
+def check_audio_caps(
+    size: int | None, duration: float | None, *, max_seconds: float, max_bytes: int
+) -> None:
+    """Refuse audio over the caps from what the platform says of it, before downloading it.
+    Unknown figures pass here; `prepare_audio` checks them once it has the bytes."""
+    if size == 0:
+        raise errors.EmptyAttachmentError(
+            "The audio has no bytes.", "That voice note is empty, so there is nothing to hear."
+        )
+    if size is not None and size > max_bytes:
+        raise errors.AttachmentTooLargeError(
+            f"The audio is {size} bytes; VOICE_MAX_BYTES is {max_bytes}.",
+            f"That audio is {megabytes(size)}; the limit is {megabytes(max_bytes)}.",
+        )
+    if duration is not None and duration > max_seconds:
+        raise errors.AttachmentTooLargeError(
+            f"The audio lasts {duration:g} s; VOICE_MAX_SECONDS is {max_seconds:g}.",
+            # Rounded apart, so a note just over the cap never reads as the cap itself.
+            f"That audio is {minutes(math.ceil(duration))} long; "
+            f"the limit is {minutes(math.floor(max_seconds))}.",
+        )
+
+
+def _as_is(data: bytes, found: AudioFormat) -> PreparedAudio:
+    return PreparedAudio(data, f"{UPLOAD_STEM}.{found.name}", found.mime_type)
+
+
+async def prepare_audio(
+    data: bytes,
+    filename: str,
+    mime_type: str | None,
+    *,
+    duration: float | None,
+    max_seconds: float,
+    max_bytes: int,
+) -> PreparedAudio:
+    """`data` as the endpoint will take it, within the caps.
+
+    `filename` and `mime_type` are what the platform said; the bytes decide the format.
+    `duration` is the platform's figure in seconds, or None to measure it with ffprobe.
+    """
+    check_audio_caps(len(data), duration, max_seconds=max_seconds, max_bytes=max_bytes)
+    found = sniff(data)
+    if found is None and mime_type and mime_type.startswith(NOT_AUDIO):
+        raise errors.UnsupportedAttachmentError(
+            f"{filename!r} ({mime_type}) is not audio.",
+            "That file is not audio, so it could not be transcribed.",
+        )
+    if found is not None and found.accepted and duration is not None:
+        return _as_is(data, found)
+    async with on_disk(data, filename) as path:
+        if duration is None:
+            duration = await probe_seconds(path)
+            check_audio_caps(None, duration, max_seconds=max_seconds, max_bytes=max_bytes)
+        if found is not None and found.accepted:
+            return _as_is(data, found)
+        converted = await to_ogg_opus(path)
+    return PreparedAudio(converted, f"{UPLOAD_STEM}.ogg", "audio/ogg", converted=True)
