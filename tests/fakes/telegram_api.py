@@ -25,7 +25,6 @@ import html
 import itertools
 import json
 import math
-import mimetypes
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.mime import guess_mime_type
 
 HOST = "127.0.0.1"
 DEFAULT_TOKEN = "123456789:TEST-token_for-parley"
@@ -667,25 +668,6 @@ class StoredFile:
         if self.file_path is not None:
             out["file_path"] = self.file_path
         return out
-
-
-#: Python's own table (not the system's, so every machine agrees) plus the types Telegram
-#: clients give that it lacks.
-_MIME_TYPES = mimetypes.MimeTypes()
-for _type, _suffix in (
-    ("text/markdown", ".md"),
-    ("text/plain", ".log"),
-    ("audio/ogg", ".ogg"),
-    ("audio/ogg", ".oga"),
-    ("audio/ogg", ".opus"),
-    ("image/webp", ".webp"),
-):
-    _MIME_TYPES.add_type(_type, _suffix)
-
-
-def guess_mime_type(file_name: str) -> str:
-    """The `mime_type` a Telegram client reports for a file of this name."""
-    return _MIME_TYPES.guess_type(file_name)[0] or "application/octet-stream"
 
 
 def user(
