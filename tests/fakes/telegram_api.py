@@ -11,7 +11,8 @@ chat keeps the times of the writes it accepted and of the 429s it answered (`wri
 Tests drive it from the user's side (`message`, `edited_message`, `channel_post`, and media as
 the server delivers it: `photo_message`, `album`, `document_message`, `voice_message`,
 `audio_message`, `video_note_message`, whose bytes the bot fetches with `getFile` and a download
-from `/file/bot{token}/{file_path}`, 20 MB at most as for real bots), inject failures (`inject_429`, `inject_parse_failure`, `delete_message`) and wait on what the bot did
+from `/file/bot{token}/{file_path}`, 20 MB at most as for real bots), inject failures
+(`inject_429`, `inject_parse_failure`, `delete_message`) and wait on what the bot did
 (`wait_calls`, `wait_until`): every call is kept in `calls` with a monotonic timestamp and each
 chat's messages keep their edit history.
 """
@@ -836,7 +837,9 @@ class FakeTelegramAPI:
         sticker: bool = False,
         caption: str | None = None,
     ) -> dict:
-        """Queue a `message` update as a user (or a bot, or a channel) sends it; returns it."""
+        """Queue a `message` update as a user (or a bot, or a channel) sends it; returns it.
+        `photo` and `sticker` are placeholders whose files `getFile` does not know: a photo the
+        bot downloads comes from `photo_message`."""
         extra: dict[str, Any] = {}
         if sender_chat is not None:
             extra["sender_chat"] = sender_chat.as_dict()
