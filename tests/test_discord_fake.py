@@ -20,11 +20,13 @@ from tests.fakes.discord_api import (
     ALICE_ID,
     BOB_ID,
     BOT_ID,
+    CONTENT_GONE,
     GENERAL_ID,
     GUILD_ID,
     RANDOM_ID,
     READONLY_ID,
     THREAD_ID,
+    Attachment,
     FakeDiscord,
 )
 
@@ -304,3 +306,68 @@ async def test_without_the_intent_guild_messages_arrive_empty() -> None:
             await fake.push_message(f"<@{BOT_ID}> visible")
             assert (await _next_from(client, BOB_ID)).content == ""
             assert (await _next_from(client, BOB_ID)).content == f"<@{BOT_ID}> visible"
+
+
+# -- attachments users send, fetched from the fake's CDN by discord.py ----------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 64
+
+
+async def test_image_attachment_reads_byte_exact(fake: FakeDiscord, client: _Client) -> None:
+    image = Attachment("my cat.png", PNG, width=640, height=480, description="a cat")
+    notes = Attachment("notes.md", "# héllo\n".encode())
+    await fake.push_message("look", author=ALICE_ID, attachments=[image, notes])
+    message = await _next_from(client, ALICE_ID)
+    picture, text = message.attachments
+    assert picture.filename == "my_cat.png"  # Discord's file-name rule
+    assert (picture.content_type, picture.width, picture.height) == ("image/png", 640, 480)
+    assert (picture.size, picture.description) == (len(PNG), "a cat")
+    assert not picture.is_voice_message() and not message.flags.voice
+    assert await picture.read() == PNG
+    assert await picture.read(use_cached=True) == PNG  # through proxy_url
+    assert picture.url != picture.proxy_url
+    assert text.content_type == "text/markdown; charset=utf-8" and text.width is None
+    assert (await text.read()).decode() == "# héllo\n"
+    fetched = fake.calls_to("GET", r"/(media/)?attachments/\d+/\d+/.+")
+    assert [c.status for c in fetched] == [200, 200, 200]
+
+
+async def test_voice_message_flags_and_duration_parse(fake: FakeDiscord, client: _Client) -> None:
+    opus = b"OggS\0\2" + bytes(300)
+    waveform = bytes([0, 64, 128, 255])
+    await fake.push_voice_message(opus, duration_secs=2.5, waveform=waveform)
+    message = await _next_from(client, BOB_ID)
+    (recording,) = message.attachments
+    assert message.flags.voice and message.content == ""
+    assert recording.is_voice_message()
+    assert (recording.duration, recording.waveform) == (2.5, waveform)
+    assert (recording.filename, recording.content_type) == ("voice-message.ogg", "audio/ogg")
+    assert await recording.read() == opus
+
+
+async def test_attachment_urls_are_signed_and_failures_injectable(
+    fake: FakeDiscord, client: _Client
+) -> None:
+    await fake.push_message("", attachments=[Attachment("a.txt", b"text")])
+    (attachment,) = (await _next_from(client, BOB_ID)).attachments
+    unsigned = attachment.url.split("?")[0]
+    forged = attachment.url.replace("hm=", "hm=0")
+    async with aiohttp.ClientSession() as http:
+        for url in (unsigned, forged, attachment.url.replace("a.txt", "b.txt")):
+            async with http.get(url) as response:
+                assert (response.status, await response.text()) == (404, CONTENT_GONE)
+        async with http.get(attachment.url) as response:
+            assert response.headers["Content-Type"] == "text/plain; charset=utf-8"
+            assert await response.read() == b"text"
+    fake.fail("GET", r"/attachments/.*", status=503)
+    with pytest.raises(discord.HTTPException) as info:
+        await attachment.read()
+    assert info.value.status == 503
+    assert await attachment.read() == b"text"  # the outage was one request long
+
+
+async def test_attachments_need_what_discord_always_sends(fake: FakeDiscord) -> None:
+    with pytest.raises(ValueError, match="width and height"):
+        await fake.push_message("", attachments=[Attachment("x.png", PNG)])
+    with pytest.raises(ValueError, match="duration_secs and a waveform"):
+        await fake.push_message("", attachments=[Attachment("v.ogg", b"", duration_secs=1.0)])

@@ -23,6 +23,9 @@ from aiogram.types import BotCommand, MessageEntity, ReplyParameters
 from tests.fakes.telegram_api import (
     BOT_ID,
     EDIT_NOT_FOUND,
+    FILE_TOO_BIG,
+    INVALID_FILE_ID,
+    MAX_DOWNLOAD_SIZE,
     NOT_MODIFIED,
     TEXT_EMPTY,
     TEXT_TOO_LONG,
@@ -326,3 +329,135 @@ async def test_json_bodies_and_unknown_methods(tg: FakeTelegramAPI) -> None:
             assert (await resp.json())["result"]["text"] == "json"
         async with http.post(f"{tg.base_url}/bot{tg.token}/noSuchMethod") as resp:
             assert resp.status == 404
+
+
+# -- media the user sends, fetched as aiogram fetches it ------------------------------------------
+
+#: Distinct bytes per size, so a download of the wrong size cannot pass for the right one.
+SMALL, MEDIUM, LARGE = b"\xff\xd8small", b"\xff\xd8medium" * 100, bytes(range(256)) * 4096
+
+
+async def _next_messages(bot: Bot, count: int) -> list:
+    updates = await bot.get_updates(timeout=0)
+    assert len(updates) == count
+    return [u.message for u in updates]
+
+
+async def test_photo_largest_size_downloads_byte_exact(tg: FakeTelegramAPI, bot: Bot) -> None:
+    chat = tg.private_chat(ALICE)
+    await tg.photo_message(
+        chat,
+        ALICE,
+        [(90, 60, SMALL), (320, 213, MEDIUM), (1280, 853, LARGE)],
+        caption="/ask what is this?",
+    )
+    (message,) = await _next_messages(bot, 1)
+    assert [(p.width, p.height, p.file_size) for p in message.photo] == [
+        (90, 60, len(SMALL)),
+        (320, 213, len(MEDIUM)),
+        (1280, 853, len(LARGE)),
+    ]
+    assert len({p.file_id for p in message.photo}) == 3  # each size is a file of its own
+    assert message.text is None and message.caption == "/ask what is this?"
+    assert [e.type for e in message.caption_entities] == ["bot_command"]
+    assert tg.downloads == []
+
+    downloaded = await bot.download(message.photo[-1])
+    assert downloaded is not None and downloaded.read() == LARGE
+    file = await bot.get_file(message.photo[0].file_id)
+    assert file.file_size == len(SMALL) and file.file_path is not None
+    assert file.file_path.startswith("photos/") and file.file_path.endswith(".jpg")
+    small = await bot.download_file(file.file_path)
+    assert small is not None and small.read() == SMALL
+    assert len(tg.downloads) == 2 and tg.downloads[-1] == file.file_path
+
+
+async def test_get_file_over_20_mb_is_refused(tg: FakeTelegramAPI, bot: Bot) -> None:
+    chat = tg.private_chat(ALICE)
+    big = b"\0" * (MAX_DOWNLOAD_SIZE + 1)
+    at_limit = b"\1" * MAX_DOWNLOAD_SIZE
+    await tg.document_message(chat, ALICE, big, file_name="huge.png")
+    await tg.document_message(chat, ALICE, at_limit, file_name="limit.png")
+    refused, accepted = await _next_messages(bot, 2)
+    assert refused.document.file_size == MAX_DOWNLOAD_SIZE + 1  # the message still says its size
+    with pytest.raises(TelegramBadRequest) as info:
+        await bot.get_file(refused.document.file_id)
+    assert info.value.message == FILE_TOO_BIG
+    assert (await bot.get_file(accepted.document.file_id)).file_size == MAX_DOWNLOAD_SIZE
+    with pytest.raises(TelegramBadRequest) as info:
+        await bot.get_file("no-such-file")
+    assert info.value.message == INVALID_FILE_ID
+
+
+async def test_album_messages_share_a_media_group(tg: FakeTelegramAPI, bot: Bot) -> None:
+    group = tg.group()
+    await tg.message(group, BOB, "before")
+    sent = await tg.album(
+        group, BOB, [[(90, 90, SMALL)], [(90, 90, MEDIUM)], [(90, 90, LARGE)]], caption="trip"
+    )
+    await tg.photo_message(group, BOB, [(90, 90, SMALL)], caption="alone")
+    _, *album, alone = await _next_messages(bot, 5)
+    assert [m.message_id for m in album] == [m["message_id"] for m in sent]
+    group_ids = {m.media_group_id for m in album}
+    assert len(group_ids) == 1 and None not in group_ids
+    assert alone.media_group_id is None
+    assert [m.caption for m in album] == ["trip", None, None]
+    assert [(await bot.download(m.photo[-1])).read() for m in album] == [SMALL, MEDIUM, LARGE]
+    again = await tg.album(group, BOB, [[(9, 9, SMALL)], [(9, 9, SMALL)]])
+    assert again[0]["media_group_id"] not in group_ids  # every album has its own id
+
+
+async def test_voice_note_downloads(tg: FakeTelegramAPI, bot: Bot) -> None:
+    chat = tg.private_chat(ALICE)
+    opus = b"OggS\0\2" + bytes(range(200))
+    await tg.voice_message(chat, ALICE, opus, duration=3)
+    (message,) = await _next_messages(bot, 1)
+    voice = message.voice
+    assert (voice.duration, voice.mime_type, voice.file_size) == (3, "audio/ogg", len(opus))
+    file = await bot.get_file(voice.file_id)
+    assert file.file_path == "voice/file_0.oga"
+    assert (await bot.get_file(voice.file_id)).file_path == file.file_path  # chosen once
+    assert (await bot.download(voice)).read() == opus
+
+
+async def test_documents_audio_and_video_notes(tg: FakeTelegramAPI, bot: Bot) -> None:
+    chat = tg.private_chat(ALICE)
+    notes = "# Notes\nhéllo ✓\n".encode()
+    await tg.document_message(chat, ALICE, notes, file_name="notes.md", caption="summarise")
+    await tg.document_message(chat, ALICE, b"{}", file_name="data.json")
+    await tg.document_message(chat, ALICE, b"\x89PNG", file_name="Cat.PNG")
+    await tg.audio_message(chat, ALICE, b"ID3", duration=61, title="Song", performer="Band")
+    await tg.video_note_message(chat, ALICE, b"mp4", duration=7)
+    text, data, image, audio, round_video = await _next_messages(bot, 5)
+    assert (text.document.file_name, text.document.mime_type) == ("notes.md", "text/markdown")
+    assert text.caption == "summarise" and text.caption_entities is None
+    assert data.document.mime_type == "application/json"
+    assert image.document.mime_type == "image/png"
+    assert (await bot.download(text.document)).read() == notes
+    image_file = await bot.get_file(image.document.file_id)
+    assert image_file.file_path is not None and image_file.file_path.endswith(".png")
+    assert audio.audio.duration == 61 and audio.audio.mime_type == "audio/mpeg"
+    assert (audio.audio.title, audio.audio.performer) == ("Song", "Band")
+    assert (await bot.download(audio.audio)).read() == b"ID3"
+    assert (round_video.video_note.duration, round_video.video_note.length) == (7, 384)
+    assert (await bot.download(round_video.video_note)).read() == b"mp4"
+
+
+async def test_file_downloads_need_a_path_from_get_file_and_the_token(
+    tg: FakeTelegramAPI, bot: Bot
+) -> None:
+    chat = tg.private_chat(ALICE)
+    sent = await tg.voice_message(chat, ALICE, b"voice", duration=1)
+    base = f"{tg.base_url}/file/bot{tg.token}"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/voice/file_0.oga") as response:
+            assert response.status == 404  # no getFile yet: no path
+        path = (await bot.get_file(sent["voice"]["file_id"])).file_path
+        async with http.get(f"{base}/{path}") as response:
+            assert response.status == 200 and await response.read() == b"voice"
+        async with http.get(f"{tg.base_url}/file/bot1:wrong/{path}") as response:
+            assert response.status == 401
+    with pytest.raises(aiohttp.ClientResponseError) as info:
+        await bot.download_file("voice/no_such_file.oga")
+    assert info.value.status == 404
+    assert tg.downloads == [path]

@@ -26,8 +26,15 @@ library runs over real HTTP and a real WebSocket. The fake keeps Discord's rules
   the limit gets 429 and is not counted. `writes`, `rate_limit_refusals` and
   `max_writes_in_window` tell a test or benchmark how fast the bot wrote to a channel.
 
+- attachments users send (`Attachment`, `push_voice_message`) are served from the fake's own
+  CDN: `url` and `proxy_url` are signed as Discord's (`ex`, `is`, `hm`; a URL without a valid
+  signature is 404 "This content is no longer available."), so discord.py's
+  `Attachment.read()` fetches the exact bytes; a voice message carries the message flag
+  IS_VOICE_MESSAGE and the attachment's `duration_secs` and `waveform`.
+
 Not emulated: the other routes' buckets (every other 2xx says its bucket has room), file
-uploads, sharding, permissions beyond the one read-only channel.
+uploads by the bot, the media proxy's resizing, sharding, permissions beyond the one read-only
+channel.
 
 Tests drive it through `push_message`, `push_dm`, `push_interaction`, `delete_message`,
 `rate_limit`, `fail`, `closed_dms` and `reconnect_clients` (op 7, then RESUME), and wait with `wait_for(predicate)` (an `asyncio.Condition`, woken by every
@@ -38,9 +45,11 @@ timestamp. Point discord.py at it with `api_base` and `gateway_url`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import bisect
 import datetime as dt
 import hashlib
+import hmac
 import itertools
 import json
 import math
@@ -52,6 +61,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
+
+from tests.fakes.mime import guess_mime_type
 
 T = TypeVar("T")
 
@@ -95,6 +106,14 @@ EVERYONE_PERMISSIONS = (
 #: the first for verified bots, the second for bots in under 100 servers.
 GATEWAY_MESSAGE_CONTENT = 1 << 18
 GATEWAY_MESSAGE_CONTENT_LIMITED = 1 << 19
+#: Message flag of a voice message (`Message.flags.voice` in discord.py).
+IS_VOICE_MESSAGE = 1 << 13
+#: Where the fake's CDN serves attachments (`url`), and its media proxy (`proxy_url`).
+CDN_PATH = "/attachments"
+MEDIA_PROXY_PATH = "/media/attachments"
+#: How long a signed attachment URL stays valid (Discord's are about a day).
+ATTACHMENT_URL_LIFETIME = 24 * 3600
+CONTENT_GONE = "This content is no longer available."
 PRIVILEGED_INTENTS = {
     "guild_members": 1 << 1,
     "guild_presences": 1 << 8,
@@ -167,7 +186,9 @@ class Message:
     author_id: int
     content: str
     reference_id: int | None = None
+    #: Attachment payloads: those of `Attachment`s the fake serves, or raw dicts sent as given.
     attachments: list[dict] = field(default_factory=list)
+    flags: int = 0
     sticker_items: list[dict] = field(default_factory=list)
     allowed_mentions: dict | None = None
     pings: Pings = Pings()
@@ -176,6 +197,41 @@ class Message:
     #: time.monotonic() when the fake stored the message, then when it applied each edit.
     created_at: float = field(default_factory=time.monotonic)
     edit_times: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file a user attaches to a message; `push_message` gives it an id and CDN URLs.
+
+    `content_type` defaults to the type for `filename` (text ones with `charset=utf-8`, as
+    Discord labels them); an image needs its `width` and `height`, which Discord always sends.
+    `duration_secs` and `waveform` (raw bytes, one amplitude per sample, 256 at most) make it
+    the recording of a voice message: see `push_voice_message`.
+    """
+
+    filename: str
+    data: bytes
+    content_type: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_secs: float | None = None
+    waveform: bytes | None = None
+    description: str | None = None
+
+    def kind(self) -> str:
+        """The `content_type` Discord reports for the file."""
+        if self.content_type is not None:
+            return self.content_type
+        guessed = guess_mime_type(self.filename)
+        return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+@dataclass
+class _StoredFile:
+    channel_id: int
+    filename: str
+    data: bytes
+    content_type: str
 
 
 @dataclass
@@ -277,6 +333,9 @@ class FakeDiscord:
         self.resumed = 0  # successful RESUMEs
         self._rate_limits: list[list] = []  # [method, pattern, retry_after, remaining times]
         self._failures: list[list] = []  # [method, pattern, status, remaining times]
+        #: Files users attached, by attachment id, served at their CDN URLs.
+        self.files: dict[int, _StoredFile] = {}
+        self._url_key = f"fake-cdn-{id(self)}".encode()
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = port
@@ -299,6 +358,8 @@ class FakeDiscord:
         """Listen on `port` (a free one when 0), serving the REST API and the gateway."""
         app = web.Application(middlewares=[self._middleware])
         app.router.add_get(GATEWAY_PATH, self._gateway)
+        for prefix in (CDN_PATH, MEDIA_PROXY_PATH):
+            app.router.add_get(prefix + "/{channel_id}/{attachment_id}/{filename}", self._cdn)
         routes = [
             ("GET", "/users/@me", self._get_me),
             ("GET", "/oauth2/applications/@me", self._get_application),
@@ -444,13 +505,15 @@ class FakeDiscord:
         channel: int = GENERAL_ID,
         reply_to: int | None = None,
         ping_reply: bool = True,
-        attachments: Sequence[dict] = (),
+        attachments: Sequence[Attachment | dict] = (),
         sticker_items: Sequence[dict] = (),
+        flags: int = 0,
     ) -> Message:
         """A user posts a message: stored, then sent to connected clients as MESSAGE_CREATE.
 
         Mentions in `content` (`<@id>`, `<@&id>`, `@everyone`) are resolved as Discord does;
         a reply pings the replied-to author unless `ping_reply` is off (the "@ ON" toggle).
+        Each `Attachment` is stored and served at its URLs; a dict is sent as given.
         """
         guild_id = None if self.channels[channel]["type"] == 1 else GUILD_ID
         replied = self.messages.get(reply_to) if reply_to else None
@@ -461,14 +524,88 @@ class FakeDiscord:
             author_id=author,
             content=content,
             reference_id=reply_to,
-            attachments=list(attachments),
+            attachments=[
+                self._add_file(channel, a) if isinstance(a, Attachment) else a for a in attachments
+            ],
             sticker_items=list(sticker_items),
+            flags=flags,
         )
         allowed = None if ping_reply else {"parse": ["users", "roles"], "replied_user": False}
         message.pings = self._pings(content, allowed, replied, may_ping_everyone=False)
         self.messages[message.id] = message
         await self._dispatch("MESSAGE_CREATE", self._message_payload(message))
         return message
+
+    async def push_voice_message(
+        self,
+        data: bytes,
+        *,
+        duration_secs: float,
+        waveform: bytes = bytes(range(0, 256, 4)),
+        author: int = BOB_ID,
+        channel: int = GENERAL_ID,
+        reply_to: int | None = None,
+    ) -> Message:
+        """A voice message as Discord's apps send one: no text, one OGG/Opus recording named
+        `voice-message.ogg` with its duration and waveform, and the IS_VOICE_MESSAGE flag."""
+        recording = Attachment(
+            "voice-message.ogg",
+            data,
+            content_type="audio/ogg",
+            duration_secs=duration_secs,
+            waveform=waveform,
+        )
+        return await self.push_message(
+            author=author,
+            channel=channel,
+            reply_to=reply_to,
+            attachments=[recording],
+            flags=IS_VOICE_MESSAGE,
+        )
+
+    def _add_file(self, channel_id: int, attachment: Attachment) -> dict:
+        """Keep an attachment's bytes for the CDN; returns its payload as Discord sends it."""
+        kind = attachment.kind()
+        has_size = attachment.width is not None and attachment.height is not None
+        if kind.startswith("image/") and not has_size:
+            raise ValueError(f"{attachment.filename}: Discord sends an image's width and height")
+        is_voice = (attachment.duration_secs is None, attachment.waveform is None)
+        if is_voice not in ((True, True), (False, False)):
+            raise ValueError("a voice recording has both duration_secs and a waveform")
+        attachment_id = self._snowflake()
+        # Discord keeps letters, digits, dots, dashes and underscores; the rest becomes "_".
+        filename = re.sub(r"[^A-Za-z0-9._-]", "_", attachment.filename)
+        self.files[attachment_id] = _StoredFile(channel_id, filename, attachment.data, kind)
+        where = f"/{channel_id}/{attachment_id}/{filename}"
+        payload: dict[str, Any] = {
+            "id": str(attachment_id),
+            "filename": filename,
+            "size": len(attachment.data),
+            "url": self._signed_url(CDN_PATH + where),
+            "proxy_url": self._signed_url(MEDIA_PROXY_PATH + where),
+            "content_type": kind,
+        }
+        if has_size:
+            payload.update(width=attachment.width, height=attachment.height)
+        if attachment.waveform is not None:
+            payload.update(
+                duration_secs=attachment.duration_secs,
+                waveform=base64.b64encode(attachment.waveform).decode(),
+            )
+        if attachment.description is not None:
+            payload["description"] = attachment.description
+        return payload
+
+    def _signed_url(self, path: str) -> str:
+        """An attachment URL with Discord's signature: expiry (`ex`) and issue (`is`) times in
+        hex, and `hm`, a MAC over the path and both times."""
+        issued = int(time.time())
+        expires = issued + ATTACHMENT_URL_LIFETIME
+        query = f"ex={expires:x}&is={issued:x}"
+        return f"http://127.0.0.1:{self.port}{path}?{query}&hm={self._mac(path, query)}&"
+
+    def _mac(self, path: str, query: str) -> str:
+        return hmac.new(self._url_key, f"{path}?{query}".encode(), hashlib.sha256).hexdigest()
 
     async def push_dm(self, content: str, *, author: int = BOB_ID, **kwargs: Any) -> Message:
         return await self.push_message(
@@ -549,6 +686,8 @@ class FakeDiscord:
     async def _middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         if request.path == GATEWAY_PATH:
             return await handler(request)
+        if request.path.startswith((CDN_PATH + "/", MEDIA_PROXY_PATH + "/")):
+            return await self._cdn_middleware(request, handler)
         raw = await request.read()
         call = Call(
             method=request.method,
@@ -603,6 +742,42 @@ class FakeDiscord:
         call.status = response.status
         await self._notify()
         return response
+
+    async def _cdn_middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
+        """The CDN is not the API: no token, no rate-limit headers, plain-text errors; its
+        requests are kept in `calls` and `fail` applies to them too."""
+        call = Call(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            content_type=None,
+            body=None,
+            at=time.monotonic(),
+        )
+        self.calls.append(call)
+        failure = self._take_failure(call)
+        if failure is not None:
+            response: web.StreamResponse = web.Response(status=failure, text="upstream error")
+        else:
+            response = await handler(request)
+        call.status = response.status
+        await self._notify()
+        return response
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        """An attachment's bytes, if the URL is one the fake signed and it has not expired."""
+        stored = self.files.get(int(request.match_info["attachment_id"]))
+        query = f"ex={request.query.get('ex', '')}&is={request.query.get('is', '')}"
+        signed = hmac.compare_digest(request.query.get("hm", ""), self._mac(request.path, query))
+        if (
+            stored is None
+            or not signed
+            or request.match_info["channel_id"] != str(stored.channel_id)
+            or request.match_info["filename"] != stored.filename
+            or int(request.query["ex"], 16) < time.time()
+        ):
+            return web.Response(status=404, text=CONTENT_GONE)
+        return web.Response(body=stored.data, headers={"Content-Type": stored.content_type})
 
     def _admit_write(self, channel_id: int, now: float) -> float | None:
         """Count a message write in its channel's bucket; or, when the bucket is full, the
@@ -1034,7 +1209,7 @@ class FakeDiscord:
             "embeds": [],
             "pinned": False,
             "type": 19 if message.reference_id else 0,
-            "flags": 0,
+            "flags": message.flags,
             "components": [],
         }
         if message.sticker_items:

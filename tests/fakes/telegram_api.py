@@ -8,8 +8,11 @@ polling, and the limits and error texts of the real server (text length in UTF-1
 chat keeps the times of the writes it accepted and of the 429s it answered (`writes`,
 `flood_refusals`, `max_writes_in_window`), so a test or benchmark can check a bot's pace.
 
-Tests drive it from the user's side (`message`, `edited_message`, `channel_post`), inject
-failures (`inject_429`, `inject_parse_failure`, `delete_message`) and wait on what the bot did
+Tests drive it from the user's side (`message`, `edited_message`, `channel_post`, and media as
+the server delivers it: `photo_message`, `album`, `document_message`, `voice_message`,
+`audio_message`, `video_note_message`, whose bytes the bot fetches with `getFile` and a download
+from `/file/bot{token}/{file_path}`, 20 MB at most as for real bots), inject failures
+(`inject_429`, `inject_parse_failure`, `delete_message`) and wait on what the bot did
 (`wait_calls`, `wait_until`): every call is kept in `calls` with a monotonic timestamp and each
 chat's messages keep their edit history.
 """
@@ -25,11 +28,13 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.mime import guess_mime_type
 
 HOST = "127.0.0.1"
 DEFAULT_TOKEN = "123456789:TEST-token_for-parley"
@@ -78,6 +83,10 @@ REPLY_NOT_FOUND = "Bad Request: message to be replied not found"
 CANT_EDIT = "Bad Request: message can't be edited"
 CHAT_NOT_FOUND = "Bad Request: chat not found"
 PARSE_ERROR = "Bad Request: can't parse entities: "
+#: The largest file a bot may fetch through `getFile` (the cloud Bot API's limit).
+MAX_DOWNLOAD_SIZE = 20 * 1024 * 1024
+FILE_TOO_BIG = "Bad Request: file is too big"
+INVALID_FILE_ID = "Bad Request: invalid file_id"
 
 CHAT_ACTIONS = frozenset(
     {
@@ -636,6 +645,32 @@ class FakeChat:
         return [m for m in self.messages.values() if m.sender["id"] == BOT_ID and not m.deleted]
 
 
+@dataclass
+class StoredFile:
+    """A file a user sent, kept as Telegram keeps it: the bot sees its `file_id` in the message
+    and learns its `file_path` from `getFile`, the first call choosing it as the server does."""
+
+    file_id: str
+    file_unique_id: str
+    data: bytes
+    #: Telegram's folder for the kind of file: photos, documents, voice, music, video_notes.
+    folder: str
+    #: The extension the download path ends with (".jpg", ".oga"...), or "".
+    suffix: str
+    file_path: str | None = None
+
+    def as_file(self) -> dict:
+        """The `File` object `getFile` answers with."""
+        out: dict[str, Any] = {
+            "file_id": self.file_id,
+            "file_unique_id": self.file_unique_id,
+            "file_size": len(self.data),
+        }
+        if self.file_path is not None:
+            out["file_path"] = self.file_path
+        return out
+
+
 def user(
     user_id: int, first_name: str = "User", *, username: str | None = None, is_bot: bool = False
 ) -> dict:
@@ -681,6 +716,14 @@ class FakeTelegramAPI:
         self._injected: dict[str, list[ApiError]] = {}
         self._injected_parse: dict[str, int] = {}
         self._outage: tuple[ApiError, frozenset[str] | None, int | None] | None = None
+        #: Files users sent, by `file_id`, and those `getFile` gave a path, by `file_path`.
+        self.files: dict[str, StoredFile] = {}
+        self._file_paths: dict[str, StoredFile] = {}
+        #: The `file_path` of every download the fake served, in order.
+        self.downloads: list[str] = []
+        self._file_numbers = itertools.count(1)
+        self._path_numbers = itertools.count()
+        self._media_groups = itertools.count(13_580_000_000_000_001)
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -692,6 +735,7 @@ class FakeTelegramAPI:
     async def start(self) -> str:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{file_path:.+}", self._download)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
         await self._runner.setup()
         site = web.TCPSite(self._runner, HOST, self.port)
@@ -793,7 +837,9 @@ class FakeTelegramAPI:
         sticker: bool = False,
         caption: str | None = None,
     ) -> dict:
-        """Queue a `message` update as a user (or a bot, or a channel) sends it; returns it."""
+        """Queue a `message` update as a user (or a bot, or a channel) sends it; returns it.
+        `photo` and `sticker` are placeholders whose files `getFile` does not know: a photo the
+        bot downloads comes from `photo_message`."""
         extra: dict[str, Any] = {}
         if sender_chat is not None:
             extra["sender_chat"] = sender_chat.as_dict()
@@ -823,13 +869,29 @@ class FakeTelegramAPI:
         if caption is not None:
             extra["caption"] = caption
             extra["caption_entities"] = _auto_entities(caption)
-        if thread_id is not None:
-            extra["message_thread_id"] = thread_id
-            extra["is_topic_message"] = True
         assert sender is not None, "a message needs a sender or a sender_chat"
         if entities is None and text is not None:
             entities = _auto_entities(text)
-        stored = self._store(chat, sender, text, entities=entities or [], extra=extra)
+        return await self._user_message(
+            chat, sender, text, entities or [], extra, reply_to=reply_to, thread_id=thread_id
+        )
+
+    async def _user_message(
+        self,
+        chat: FakeChat,
+        sender: dict,
+        text: str | None,
+        entities: list[dict],
+        extra: dict[str, Any],
+        *,
+        reply_to: int | None,
+        thread_id: int | None,
+    ) -> dict:
+        """Store a user's message in its topic, as a reply if it is one, and queue it."""
+        if thread_id is not None:
+            extra["message_thread_id"] = thread_id
+            extra["is_topic_message"] = True
+        stored = self._store(chat, sender, text, entities=entities, extra=extra)
         stored.thread_id = thread_id
         # In a forum topic a message that replies to nothing replies to the topic's first message.
         target = reply_to if reply_to is not None else thread_id
@@ -837,6 +899,206 @@ class FakeTelegramAPI:
             stored.reply_to = reply_to
             stored.raw["reply_to_message"] = chat.messages[target].raw
         return await self._push({"message": stored.raw})
+
+    # -- media from the user's side ---------------------------------------------------------
+
+    async def photo_message(
+        self,
+        chat: FakeChat,
+        sender: dict,
+        sizes: Sequence[tuple[int, int, bytes]],
+        *,
+        caption: str | None = None,
+        caption_entities: list[dict] | None = None,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+        media_group_id: str | None = None,
+    ) -> dict:
+        """A photo as Telegram delivers it: one `PhotoSize` per (width, height, bytes) in
+        `sizes`, smallest first, each a file of its own. `caption_entities` defaults to the
+        commands and mentions found in `caption`; `media_group_id` makes it part of an album."""
+        if not sizes:
+            raise ValueError("a photo has at least one size")
+        photo = [
+            {**self._add_file(data, "photos", ".jpg"), "width": width, "height": height}
+            for width, height, data in sizes
+        ]
+        return await self._media_message(
+            chat,
+            sender,
+            {"photo": photo},
+            caption=caption,
+            caption_entities=caption_entities,
+            reply_to=reply_to,
+            thread_id=thread_id,
+            media_group_id=media_group_id,
+        )
+
+    async def album(
+        self,
+        chat: FakeChat,
+        sender: dict,
+        photos: Sequence[Sequence[tuple[int, int, bytes]]],
+        *,
+        caption: str | None = None,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+    ) -> list[dict]:
+        """Photos sent together: one message each, sharing a `media_group_id`, delivered as
+        separate updates (the bot must group them); the caption rides on the first one."""
+        if not 2 <= len(photos) <= 10:
+            raise ValueError("an album holds 2 to 10 items")
+        group_id = str(next(self._media_groups))
+        return [
+            await self.photo_message(
+                chat,
+                sender,
+                sizes,
+                caption=caption if index == 0 else None,
+                reply_to=reply_to,
+                thread_id=thread_id,
+                media_group_id=group_id,
+            )
+            for index, sizes in enumerate(photos)
+        ]
+
+    async def document_message(
+        self,
+        chat: FakeChat,
+        sender: dict,
+        data: bytes,
+        *,
+        file_name: str,
+        mime_type: str | None = None,
+        caption: str | None = None,
+        caption_entities: list[dict] | None = None,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+        media_group_id: str | None = None,
+    ) -> dict:
+        """A file sent as a document (an image sent "as a file", a .txt, .md, .json...);
+        `mime_type` defaults to what a client reports for `file_name`."""
+        suffix = _suffix(file_name)
+        document = {
+            **self._add_file(data, "documents", suffix),
+            "file_name": file_name,
+            "mime_type": mime_type or guess_mime_type(file_name),
+        }
+        return await self._media_message(
+            chat,
+            sender,
+            {"document": document},
+            caption=caption,
+            caption_entities=caption_entities,
+            reply_to=reply_to,
+            thread_id=thread_id,
+            media_group_id=media_group_id,
+        )
+
+    async def voice_message(
+        self,
+        chat: FakeChat,
+        sender: dict,
+        data: bytes,
+        *,
+        duration: int,
+        mime_type: str = "audio/ogg",
+        caption: str | None = None,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+    ) -> dict:
+        """A voice note: OGG/Opus as Telegram's apps record it, `duration` in whole seconds."""
+        voice = {
+            **self._add_file(data, "voice", ".oga"),
+            "duration": duration,
+            "mime_type": mime_type,
+        }
+        return await self._media_message(
+            chat, sender, {"voice": voice}, caption=caption, reply_to=reply_to, thread_id=thread_id
+        )
+
+    async def audio_message(
+        self,
+        chat: FakeChat,
+        sender: dict,
+        data: bytes,
+        *,
+        duration: int,
+        file_name: str = "audio.mp3",
+        mime_type: str | None = None,
+        title: str | None = None,
+        performer: str | None = None,
+        caption: str | None = None,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+    ) -> dict:
+        """A music file (Telegram's `audio`: what its player plays, not a voice note)."""
+        audio = {
+            **self._add_file(data, "music", _suffix(file_name)),
+            "duration": duration,
+            "file_name": file_name,
+            "mime_type": mime_type or guess_mime_type(file_name),
+        }
+        audio.update({k: v for k, v in (("title", title), ("performer", performer)) if v})
+        return await self._media_message(
+            chat, sender, {"audio": audio}, caption=caption, reply_to=reply_to, thread_id=thread_id
+        )
+
+    async def video_note_message(
+        self,
+        chat: FakeChat,
+        sender: dict,
+        data: bytes,
+        *,
+        duration: int,
+        length: int = 384,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+    ) -> dict:
+        """A round video message (MP4, `length` pixels square); it never has a caption."""
+        video_note = {
+            **self._add_file(data, "video_notes", ".mp4"),
+            "length": length,
+            "duration": duration,
+        }
+        return await self._media_message(
+            chat, sender, {"video_note": video_note}, reply_to=reply_to, thread_id=thread_id
+        )
+
+    async def _media_message(
+        self,
+        chat: FakeChat,
+        sender: dict,
+        media: dict[str, Any],
+        *,
+        caption: str | None = None,
+        caption_entities: list[dict] | None = None,
+        reply_to: int | None = None,
+        thread_id: int | None = None,
+        media_group_id: str | None = None,
+    ) -> dict:
+        extra = dict(media)
+        if media_group_id is not None:
+            extra["media_group_id"] = media_group_id
+        if caption:
+            extra["caption"] = caption
+            entities = _auto_entities(caption) if caption_entities is None else caption_entities
+            if entities:
+                extra["caption_entities"] = check_entities(caption, entities)
+        return await self._user_message(
+            chat, sender, None, [], extra, reply_to=reply_to, thread_id=thread_id
+        )
+
+    def _add_file(self, data: bytes, folder: str, suffix: str) -> dict:
+        """Keep a file the user sent; returns the fields every file object in a message has."""
+        number = next(self._file_numbers)
+        stored = StoredFile(f"{folder}-file-{number}", f"unique-{number}", data, folder, suffix)
+        self.files[stored.file_id] = stored
+        return {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+            "file_size": len(data),
+        }
 
     async def edited_message(self, chat: FakeChat, message_id: int, text: str) -> dict:
         """The user edits an earlier message: an `edited_message` update."""
@@ -1045,6 +1307,22 @@ class FakeTelegramAPI:
         await self._notify()
         return web.json_response({"ok": True, "result": result})
 
+    async def _download(self, request: web.Request) -> web.Response:
+        """A file's bytes at the path `getFile` gave, as Telegram's file server sends them."""
+        if request.match_info["token"] != self.token:
+            return web.json_response(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
+            )
+        file_path = request.match_info["file_path"]
+        stored = self._file_paths.get(file_path)
+        if stored is None:
+            return web.json_response(
+                {"ok": False, "error_code": 404, "description": "Not Found"}, status=404
+            )
+        self.downloads.append(file_path)
+        await self._notify()
+        return web.Response(body=stored.data, content_type="application/octet-stream")
+
     def _check_injected(self, method: str, params: dict) -> None:
         if self._outage is not None:
             error, methods, chat_id = self._outage
@@ -1196,6 +1474,18 @@ class FakeTelegramAPI:
         stored.deleted = True
         return True
 
+    async def _api_getfile(self, params: dict) -> dict:
+        stored = self.files.get(str(params.get("file_id") or ""))
+        if stored is None:
+            raise bad_request(INVALID_FILE_ID)
+        if len(stored.data) > MAX_DOWNLOAD_SIZE:
+            raise bad_request(FILE_TOO_BIG)
+        if stored.file_path is None:
+            number = next(self._path_numbers)
+            stored.file_path = f"{stored.folder}/file_{number}{stored.suffix}"
+            self._file_paths[stored.file_path] = stored
+        return stored.as_file()
+
     async def _api_getchatmember(self, params: dict) -> dict:
         chat = self._get_chat(params)
         user_id = int(params.get("user_id") or 0)
@@ -1223,6 +1513,12 @@ class FakeTelegramAPI:
         if user_id in chat.members:
             return {"status": "member", "user": person}
         return {"status": "left", "user": person}
+
+
+def _suffix(file_name: str) -> str:
+    """The extension Telegram keeps in a document's download path ("" when there is none)."""
+    stem, dot, extension = file_name.rpartition(".")
+    return f".{extension.lower()}" if dot and stem and extension.isalnum() else ""
 
 
 def _normal(entities: list[dict]) -> list[tuple]:
