@@ -103,11 +103,14 @@ async def test_the_delivery_timeout_counts_from_the_first_failure_in_a_row(
     engine = StreamingEngine(surface, clock=vclock, delivery_timeout=30.0)
     result = await asyncio.wait_for(engine.run(paced(vclock, ["a", "b"], 2.0)), RUN_TIMEOUT)
     edits = [call.at for call in surface.updates if call.op == "edit"]
-    assert edits[-1] - edits[0] == pytest.approx(30.0)
+    # The last try is made at the timeout, or at the chat's next write after it when the try
+    # before came less than one write interval earlier (the jitter decides).
+    spent = edits[-1] - edits[0]
+    assert 30.0 - EPSILON <= spent <= 30.0 + surface.min_edit_interval + EPSILON, edits
     assert not result.delivered and not result.gone
     errors = [r.getMessage() for r in engine_log(caplog) if r.levelno == logging.ERROR]
     assert errors == [
-        f"gave up delivering a reply after {len(edits)} failed tries over 30 s "
+        f"gave up delivering a reply after {len(edits)} failed tries over {spent:.0f} s "
         "(ConnectionError: 502 Bad Gateway); the user may see it cut off"
     ]
 
