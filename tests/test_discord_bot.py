@@ -404,7 +404,12 @@ async def test_long_messages_and_mentions_of_others_reach_the_model_readably(bot
     await bot.fake.push_message(
         f"{MENTION} ask <@{ALICE_ID}> and <@&{ADMIN_ROLE_ID}> in <#{RANDOM_ID}>"
     )
-    await bot.answer(GENERAL_ID, "echo: [Bob] ask @Alice and @admin in #random")
+    # Bob's second question waits for his first answer, showing the queued line meanwhile, so
+    # its message may be older than the first answer's last part: look for it, not the newest.
+    final = "echo: [Bob] ask @Alice and @admin in #random"
+    await bot.fake.wait_for(
+        lambda: any(m.content == final for m in bot.fake.bot_messages(GENERAL_ID)), WAIT
+    )
 
     assert (await bot.model_request(1))[-1]["content"] == f"[Bob] {long_text}"
 
