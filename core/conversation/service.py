@@ -40,7 +40,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,7 @@ from core.client import AsyncClient
 from core.config import CoreSettings
 from storage import (
     ChatConfig,
+    MessageImage,
     MessageStatus,
     ReplyOutcome,
     StorageError,
@@ -174,6 +175,7 @@ class ConversationService:
         platform_message_id: str | None = None,
         chat_title: str | None = None,
         delivery: bool = False,
+        images: Sequence[MessageImage] = (),
     ) -> Reply:
         """Queue an answer to `text`; the user message is stored at once, before the model runs.
 
@@ -181,9 +183,12 @@ class ConversationService:
         so `parley history list` can say which chat an id is). `delivery`: the caller delivers
         the reply and calls `delivery_ended` once when that is over; until then the reply is
         still in flight for the observer.
-        Raises ValueError for an empty text, which adapters should answer themselves.
+        `images` (prepared by `core.images.prepare_images`) are stored with the message, in the
+        same transaction, and go to the model with it.
+        Raises ValueError for a message with neither text nor images, which adapters should
+        answer themselves.
         """
-        if not text.strip():
+        if not text.strip() and not images:
             raise ValueError("Cannot answer an empty message.")
         own = (chat, author.id)
         previous = self._tails.get(own)
@@ -199,7 +204,7 @@ class ConversationService:
             self._deliveries[reply] = _Delivery()
         self._observer.reply_queued(chat.platform)
         task = asyncio.create_task(
-            self._run(reply, place, text, group, platform_message_id, chat_title),
+            self._run(reply, place, text, group, platform_message_id, chat_title, images),
             name=f"reply {chat.platform}:{chat.chat_id}:{chat.thread_id}",
         )
         reply.attach(task)
@@ -357,12 +362,13 @@ class ConversationService:
         group: bool,
         platform_message_id: str | None,
         chat_title: str | None,
+        images: Sequence[MessageImage],
     ) -> None:
         previous = place.previous
         turn_started: float | None = None
         try:
             user_message_id = await self._store_user_message(
-                reply, place, text, platform_message_id, chat_title
+                reply, place, text, platform_message_id, chat_title, images
             )
             if user_message_id is None:
                 return
@@ -438,6 +444,7 @@ class ConversationService:
         text: str,
         platform_message_id: str | None,
         chat_title: str | None,
+        images: Sequence[MessageImage],
     ) -> int | None:
         """Store the message, after what the chat received before it (a message, a reset); its
         id, or None on failure."""
@@ -452,6 +459,7 @@ class ConversationService:
                 text=text,
                 platform_message_id=platform_message_id,
                 chat_title=chat_title,
+                images=images,
             )
         except StorageError as exc:
             log.error(

@@ -1,0 +1,81 @@
+"""A message with images through the conversation service: stored with it, sent to the model
+with it, and remembered for the next turns (over real HTTP to the fake LLM server, with a real
+SQLite store)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.conversation.context import IMAGE_PLACEHOLDER
+from core.images import data_url, prepare_image
+from storage import MessageImage, Store, open_store
+from tests.fakes.llm_server import FakeLLMServer
+from tests.test_conversation_fakes import ALICE, chat, collect
+from tests.test_conversation_people import make_service
+
+ROOM = chat("42")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
+    yield opened
+    await opened.close()
+
+
+async def photo(colour: str) -> MessageImage:
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), colour).save(buffer, "JPEG")
+    return await prepare_image(buffer.getvalue())
+
+
+def last_user_content(server: FakeLLMServer) -> object:
+    messages = server.requests[-1].json["messages"]
+    return next(m["content"] for m in reversed(messages) if m["role"] == "user")
+
+
+async def test_images_go_to_the_model_with_their_message_and_are_stored(
+    store: Store, server: FakeLLMServer
+) -> None:
+    service = make_service(store, server)
+    image = await photo("red")
+    await collect(service.reply(ROOM, ALICE, "what colour?", images=[image]))
+    assert last_user_content(server) == [
+        {"type": "text", "text": "what colour?"},
+        {"type": "image_url", "image_url": {"url": data_url(image)}},
+    ]
+    (stored,) = [m for m in await service.history(ROOM) if m.image_count]
+    assert (await store.message_images([stored.id]))[stored.id] == [image]
+    await service.aclose()
+
+
+async def test_an_image_alone_is_a_question(store: Store, server: FakeLLMServer) -> None:
+    service = make_service(store, server)
+    image = await photo("blue")
+    await collect(service.reply(ROOM, ALICE, "", images=[image]))
+    assert last_user_content(server) == [
+        {"type": "image_url", "image_url": {"url": data_url(image)}}
+    ]
+    with pytest.raises(ValueError, match="empty"):
+        service.reply(ROOM, ALICE, "  ")
+    await service.aclose()
+
+
+async def test_older_turns_carry_a_placeholder_instead_of_their_image(
+    store: Store, server: FakeLLMServer
+) -> None:
+    service = make_service(store, server, context_image_turns=1)
+    image = await photo("green")
+    await collect(service.reply(ROOM, ALICE, "look", images=[image]))
+    await collect(service.reply(ROOM, ALICE, "and the corner?"))
+    messages = server.requests[-1].json["messages"]
+    user_turns = [m["content"] for m in messages if m["role"] == "user"]
+    # The newest turn is the one being answered: the photo's turn is the older one.
+    assert IMAGE_PLACEHOLDER in user_turns[0] and "look" in user_turns[0]
+    assert user_turns[-1] == "and the corner?"
+    await service.aclose()
