@@ -189,7 +189,9 @@ async def test_empty_and_over_the_cap_are_refused_without_any_tool() -> None:
 async def test_a_file_that_says_it_is_not_audio_is_refused_without_ffmpeg() -> None:
     with pytest.raises(errors.UnsupportedAttachmentError) as caught:
         await prepare_audio(b"\x89PNG\r\n\x1a\n....", "cat.png", "image/png", duration=None, **CAPS)
-    assert caught.value.user_hint == "That file is not audio, so it could not be transcribed."
+    assert caught.value.user_hint == (
+        "That file is not audio Parley can read, so it could not be transcribed."
+    )
 
 
 @needs_ffmpeg
@@ -207,15 +209,38 @@ async def test_without_ffmpeg_a_conversion_is_a_clear_operator_error(
         await prepare_audio(tones["ogg"], "v.ogg", "audio/ogg", duration=None, **CAPS)
 
 
+async def test_bytes_of_no_known_audio_format_never_reach_ffmpeg() -> None:
+    with pytest.raises(errors.UnsupportedAttachmentError):
+        await prepare_audio(
+            b"\x00\x01garbage" * 500, "voice.oga", "audio/ogg", duration=None, **CAPS
+        )
+
+
 @needs_ffmpeg
 @pytest.mark.parametrize("duration", [None, 3.0], ids=["measured", "from-the-platform"])
-async def test_damaged_audio_is_an_error_naming_what_ffmpeg_said(duration: float | None) -> None:
+async def test_damaged_audio_is_an_error_naming_what_ffmpeg_said(
+    tones: dict[str, bytes], duration: float | None
+) -> None:
+    damaged = tones["caf"][:64] + b"\x00\x01garbage" * 500  # a CAF header, then noise
     with pytest.raises(errors.AudioConversionError) as caught:
-        await prepare_audio(
-            b"\x00\x01garbage" * 500, "voice.oga", "audio/ogg", duration=duration, **CAPS
-        )
+        await prepare_audio(damaged, "memo.caf", None, duration=duration, **CAPS)
     assert "exit code" in str(caught.value)
     assert caught.value.user_hint.startswith("The audio could not be read")
+
+
+@needs_ffmpeg
+async def test_a_playlist_cannot_make_ffmpeg_read_other_files(
+    tones: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Left to guess, ffmpeg reads an HLS playlist's entries: files on the bot's server."""
+    secret = tmp_path / "secret.mp3"
+    secret.write_bytes(tones["mp3"])
+    playlist = f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\n{secret}\n#EXT-X-ENDLIST\n"
+    with pytest.raises(errors.UnsupportedAttachmentError):
+        await prepare_audio(playlist.encode(), "voice.m3u8", None, duration=None, **CAPS)
+    async with on_disk(playlist.encode(), "voice.m3u8") as path:  # even if it got that far
+        with pytest.raises(errors.AudioConversionError):
+            await to_ogg_opus(path)
 
 
 @needs_ffmpeg

@@ -112,11 +112,26 @@ async def run_tool(tool: str, args: Sequence[str], timeout: float = TOOL_TIMEOUT
     return out
 
 
+#: Read a user's file only as one of these containers, and only from the file itself: left to
+#: guess, ffmpeg reads a 78-byte HLS playlist as a list of other files on this server (found in
+#: review: a "voice note" naming /tmp/secret.mp3 came back converted, ready to be transcribed).
+INPUT_GUARD = (
+    *("-protocol_whitelist", "file"),
+    *(
+        "-format_whitelist",
+        "mov,mp4,m4a,3gp,3g2,mj2,ogg,mp3,wav,flac,matroska,webm,amr,caf,aiff,asf,aac",
+    ),
+)
+
+
 async def probe_seconds(path: Path, timeout: float = TOOL_TIMEOUT) -> float:
     """The length of the audio in `path`, in seconds, as ffprobe reads it."""
     out = await run_tool(
         FFPROBE,
-        ("-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)),
+        (
+            *("-v", "error", *INPUT_GUARD),
+            *("-show_entries", "format=duration", "-of", "csv=p=0", str(path)),
+        ),
         timeout,
     )
     text = out.decode(errors="replace").strip()
@@ -132,7 +147,7 @@ async def probe_seconds(path: Path, timeout: float = TOOL_TIMEOUT) -> float:
 async def to_ogg_opus(path: Path, timeout: float = TOOL_TIMEOUT) -> bytes:
     """The first audio track of `path` as mono 16 kHz OGG/Opus (the video, if any, dropped)."""
     args = [
-        *("-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(path)),
+        *("-nostdin", "-hide_banner", "-loglevel", "error", *INPUT_GUARD, "-i", str(path)),
         *("-map", "0:a:0", "-vn", *OPUS_ARGS, "-f", "ogg", "pipe:1"),
     ]
     out = await run_tool(FFMPEG, args, timeout)

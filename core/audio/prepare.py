@@ -24,8 +24,6 @@ from .formats import AudioFormat, sniff
 
 #: Stem of the uploaded file's name; the extension is that of the format it really is.
 UPLOAD_STEM = "audio"
-#: MIME types that are certainly not sound, refused without asking ffmpeg.
-NOT_AUDIO = ("image/", "text/", "application/pdf", "application/zip", "application/json")
 
 
 @dataclass(frozen=True)
@@ -82,10 +80,10 @@ async def prepare_audio(
     """
     check_audio_caps(len(data), duration, max_seconds=max_seconds, max_bytes=max_bytes)
     found = sniff(data)
-    if found is None and mime_type and mime_type.startswith(NOT_AUDIO):
+    if found is None:  # never handed to ffmpeg to guess at (see `ffmpeg.INPUT_GUARD`)
         raise errors.UnsupportedAttachmentError(
-            f"{filename!r} ({mime_type}) is not audio.",
-            "That file is not audio, so it could not be transcribed.",
+            f"{filename!r} ({mime_type or 'no type'}) is not an audio format Parley reads.",
+            "That file is not audio Parley can read, so it could not be transcribed.",
         )
     if found is not None and found.accepted and duration is not None:
         return _as_is(data, found)
