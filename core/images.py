@@ -125,13 +125,24 @@ def prepare_image_sync(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) 
             # thumbnail() lets the JPEG decoder scale down while decoding (draft mode): a
             # 12-megapixel photo never exists in memory at full size, and decodes faster.
             opened.thumbnail((MAX_LONG_SIDE, MAX_LONG_SIDE), Image.Resampling.LANCZOS)
-            upright = ImageOps.exif_transpose(opened)
+            upright = _upright(opened)
         except Image.DecompressionBombError as exc:
             raise ImageTooLargeError(f"Image refused as a decompression bomb: {exc}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImageError(f"Image cannot be decoded: {exc}") from exc
     data, media_type = _encode(upright)
     return MessageImage(data, media_type, upright.width, upright.height)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says; as it is when its EXIF is damaged (found
+    in review: Pillow's `exif_transpose` raises `struct.error` on some broken tags)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise  # the pixels do not decode: the caller's to report
+    except Exception:
+        return image
 
 
 async def prepare_image(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) -> MessageImage:
@@ -165,6 +176,8 @@ async def prepare_images(
     for result in results:
         if isinstance(result, ImageError):
             refused.append(result)
+        elif isinstance(result, Exception):  # an image Pillow fails on in a way not foreseen
+            refused.append(CorruptImageError(f"Image cannot be used: {result!r}"))
         elif isinstance(result, BaseException):
             raise result
         else:

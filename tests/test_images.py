@@ -6,6 +6,7 @@ import asyncio
 import base64
 import io
 import threading
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -199,3 +200,16 @@ def test_a_data_url_carries_the_media_type_and_the_bytes() -> None:
     head, payload = url.split(",", 1)
     assert head == "data:image/png;base64"
     assert base64.b64decode(payload) == image.data
+
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+async def test_an_image_with_damaged_exif_is_used_unturned_and_loses_no_other_image() -> None:
+    """Found by fuzzing in review: Pillow's exif_transpose raised struct.error on this file."""
+    damaged = (SAMPLES / "exif_struct_error.jpg").read_bytes()
+    good = io.BytesIO()
+    Image.new("RGB", (40, 30), "red").save(good, "JPEG")
+    prepared = await prepare_images([damaged, good.getvalue()], limit=4)
+    assert not prepared.refused
+    assert [image.width for image in prepared.images] == [300, 40]
