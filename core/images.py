@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,13 +79,24 @@ def _open(raw: bytes) -> Image.Image:
     except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptImageError(f"Image header cannot be read: {exc}") from exc
     # Pillow raises above twice its limit and only warns between once and twice; refuse both.
+    # Only a JPEG shrinks while it decodes, so the others have a lower limit of their own.
     limit = Image.MAX_IMAGE_PIXELS
+    if image.format != "JPEG":
+        limit = min(limit or UNSHRUNK_MAX_PIXELS, UNSHRUNK_MAX_PIXELS)
     if limit is not None and image.width * image.height > limit:
         raise ImageTooLargeError(
-            f"Image of {image.width}x{image.height} pixels is over Pillow's limit of {limit} "
-            "(a decompression bomb, or a photo no model needs at that size)."
+            f"Image of {image.width}x{image.height} pixels is over the limit of {limit} "
+            "(a decompression bomb, or a picture no model needs at that size)."
         )
     return image
+
+
+#: Pixels a PNG or WebP may have: it decodes at full size (found in review: a 3.4 KB lossless
+#: WebP of 9400x9400 took 1.5 GB to decode). 40 MP is a 7,300 px square, far above any screen.
+UNSHRUNK_MAX_PIXELS = 40_000_000
+#: Images decoding at once, process-wide: each may take hundreds of MB, and the default thread
+#: pool (which asyncio's DNS lookups share) has several workers per core.
+DECODE_SLOTS = threading.BoundedSemaphore(2)
 
 
 def _has_alpha(image: Image.Image) -> bool:
@@ -120,7 +132,7 @@ def prepare_image_sync(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) 
             f"Image of {len(raw)} bytes is over IMAGE_MAX_BYTES ({max_bytes}).",
             f"That image is over {_megabytes(max_bytes)}. Please send a smaller one.",
         )
-    with _open(raw) as opened:
+    with DECODE_SLOTS, _open(raw) as opened:
         try:
             # thumbnail() lets the JPEG decoder scale down while decoding (draft mode): a
             # 12-megapixel photo never exists in memory at full size, and decodes faster.

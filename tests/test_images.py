@@ -153,7 +153,7 @@ def test_a_decompression_bomb_is_refused_where_pillow_only_warns(
     raw = encoded((1000, 1000), "PNG")  # a small file: a flat colour compresses to nothing
     with (
         pytest.warns(Image.DecompressionBombWarning),
-        pytest.raises(ImageTooLargeError, match="over Pillow's limit"),
+        pytest.raises(ImageTooLargeError, match="over the limit of 600000"),
     ):
         prepare_image_sync(raw)
 
@@ -213,3 +213,13 @@ async def test_an_image_with_damaged_exif_is_used_unturned_and_loses_no_other_im
     prepared = await prepare_images([damaged, good.getvalue()], limit=4)
     assert not prepared.refused
     assert [image.width for image in prepared.images] == [300, 40]
+
+
+def test_a_png_too_large_to_decode_at_full_size_is_refused_before_decoding() -> None:
+    """A PNG or WebP decodes at full size (a JPEG shrinks while decoding): a tiny file may hold
+    more pixels than memory can take."""
+    buffer = io.BytesIO()
+    Image.new("1", (7000, 7000)).save(buffer, "PNG")  # 49 MP in a few KB
+    assert len(buffer.getvalue()) < 100_000
+    with pytest.raises(ImageTooLargeError, match="over the limit"):
+        prepare_image_sync(buffer.getvalue())
