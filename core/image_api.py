@@ -3,7 +3,9 @@
 The prompt goes to the provider the model is routed to, as a chat does (an explicit
 `provider=` or the client's own wins), and that provider draws through its
 `generate_images` (OpenAI-compatible servers: `POST /images/generations`). The answer is an
-`ImagesResponse` in OpenAI's shape: `data[i].url` or `data[i].b64_json`.
+`ImagesResponse` in OpenAI's shape: `data[i].url` or `data[i].b64_json`. As in g4f,
+`response_format` is the client's to honour, never sent: a URL is downloaded for
+`b64_json`, data becomes a `data:` URL for `url`.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import base64
 import binascii
 from typing import TYPE_CHECKING, Any, Literal
 
+import httpx
+
 from . import errors
 from .content import sniff_media_type
 from .models import Model
 from .providers.base import provider_name
+from .providers.http import shared_client
 from .providers.registry import current_registry, resolve_provider
 from .types import ImagesResponse
 
@@ -23,6 +28,8 @@ if TYPE_CHECKING:
     from .client import _ClientBase
 
 ResponseFormat = Literal["url", "b64_json"]
+#: Seconds to fetch a generated image the server answered with a URL.
+IMAGE_DOWNLOAD_TIMEOUT = 60.0
 #: g4f arguments that mean something to g4f's own transport and nothing to an API.
 _G4F_ONLY = ("proxy", "ignore_stream")
 
@@ -63,6 +70,9 @@ async def generate(
         )
     for ignored in _G4F_ONLY:
         options.pop(ignored, None)
+    # As g4f: the form of the answer is the client's to make. Servers differ (OpenAI's
+    # gpt-image models refuse the parameter and answer data; others answer URLs).
+    options.pop("response_format", None)
     if ignore_working:
         options["ignore_working"] = True
     if owner.api_key and "api_key" not in options:
@@ -72,9 +82,12 @@ async def generate(
     if owner.http_client is not None and options.get("http_client") is None:
         options["http_client"] = owner.http_client
     try:
-        images: ImagesResponse = await draw(
-            prompt, name, response_format=response_format, **options
-        )
+        images: ImagesResponse = await draw(prompt, name, **options)
+        if response_format == "b64_json":
+            http = owner.http_client or shared_client()
+            for image in images.data:
+                if image.b64_json is None and image.url is not None:
+                    image.b64_json = await _download_b64(label, image.url, http)
     except errors.ParleyError as exc:
         errors.name_provider(exc, label)
         raise
@@ -84,6 +97,19 @@ async def generate(
             if image.url is None and image.b64_json is not None:
                 image.url = data_url_of(image.b64_json)
     return images
+
+
+async def _download_b64(provider: str, url: str, http: httpx.AsyncClient) -> str:
+    """The image at `url` (where the server put it), base64-encoded, as g4f's client does for
+    `response_format="b64_json"`."""
+    try:
+        response = await http.get(url, timeout=IMAGE_DOWNLOAD_TIMEOUT)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise errors.ProviderConnectionError(
+            f"{provider}: could not fetch the generated image from {url}: {exc}"
+        ) from exc
+    return base64.b64encode(response.content).decode("ascii")
 
 
 def data_url_of(b64_json: str) -> str:

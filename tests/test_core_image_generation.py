@@ -26,7 +26,7 @@ REFUSAL = Script(
 
 @pytest.fixture
 async def keyed() -> AsyncIterator[FakeLLMServer]:
-    async with FakeLLMServer(require_key=SECRET, models={"image-model"}) as fake:
+    async with FakeLLMServer(require_key=SECRET, models={"image-model", "gpt-image-1"}) as fake:
         yield fake
 
 
@@ -41,17 +41,17 @@ async def test_b64_json_images_come_back_decoded_as_the_server_sent_them(keyed) 
     )
     assert isinstance(answer, ImagesResponse)
     assert (answer.model, answer.provider, len(answer.data)) == ("image-model", "Draw", 2)
+    # The server answered URLs (its default); the client fetched them, as g4f's does.
     assert all(base64.b64decode(image.b64_json) == GENERATED_PNG for image in answer.data)
-    assert answer.data[0].url is None and answer.data[0].revised_prompt == "a red dot"
+    assert answer.data[0].revised_prompt == "a red dot"
     request = keyed.requests[0]
     assert request.path == "/v1/images/generations"
     assert request.headers["authorization"] == f"Bearer {SECRET}"
-    assert request.json == {
+    assert request.json == {  # no response_format: some servers refuse it
         "prompt": "a red dot",
         "model": "image-model",
         "n": 2,
         "size": "256x256",
-        "response_format": "b64_json",
     }
     assert answer.model_dump()["data"][0]["b64_json"] == answer.data[0].b64_json
 
@@ -186,3 +186,18 @@ async def test_what_cannot_draw_says_so(server) -> None:
     with pytest.raises(errors.InvalidRequestError, match="needs a prompt"):
         await AsyncClient(OpenAICompatible("L", server.base_url)).images.generate("  ")
     assert server.requests == []
+
+
+@pytest.mark.parametrize("response_format", ["url", "b64_json"])
+async def test_a_gpt_image_model_that_refuses_the_parameter_still_answers_either_form(
+    keyed, response_format: str
+) -> None:
+    """OpenAI's gpt-image models answer data only and refuse `response_format` with a 400."""
+    client = AsyncClient(provider_at(keyed))
+    answer = await client.images.generate(
+        "a dot", model="gpt-image-1", response_format=response_format
+    )
+    image = answer.data[0]
+    assert image.b64_json is not None and base64.b64decode(image.b64_json) == GENERATED_PNG
+    if response_format == "url":
+        assert image.url == "data:image/png;base64," + image.b64_json

@@ -577,6 +577,10 @@ class FakeLLMServer:
         count = body.get("n", 1)
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
             raise _BadRequest(400, "Invalid 'n': expected an integer from 1 to 10.")
+        if str(model or "").startswith("gpt-image"):  # as OpenAI: data only, no such parameter
+            if "response_format" in body:
+                raise _BadRequest(400, "Unknown parameter: 'response_format'.", "unknown_parameter")
+            return count, "b64_json"
         response_format = body.get("response_format", "url")
         if response_format not in ("url", "b64_json"):
             raise _BadRequest(400, "Invalid 'response_format': expected 'url' or 'b64_json'.")
