@@ -18,15 +18,21 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramUnauthorizedError,
 )
-from aiogram.types import BotCommand, MessageEntity, ReplyParameters
+from aiogram.types import BotCommand, BufferedInputFile, MessageEntity, ReplyParameters
 
+from tests.fakes.llm_server import GENERATED_PNG
 from tests.fakes.telegram_api import (
     BOT_ID,
+    CAPTION_TOO_LONG,
     EDIT_NOT_FOUND,
     FILE_TOO_BIG,
     INVALID_FILE_ID,
+    MAX_CAPTION_LENGTH,
     MAX_DOWNLOAD_SIZE,
+    MAX_PHOTO_UPLOAD,
     NOT_MODIFIED,
+    PHOTO_NOT_IMAGE,
+    PHOTO_TOO_BIG,
     TEXT_EMPTY,
     TEXT_TOO_LONG,
     FakeTelegramAPI,
@@ -461,3 +467,32 @@ async def test_file_downloads_need_a_path_from_get_file_and_the_token(
         await bot.download_file("voice/no_such_file.oga")
     assert info.value.status == 404
     assert tg.downloads == [path]
+
+
+async def test_send_photo_keeps_the_upload_and_checks_its_limits(
+    tg: FakeTelegramAPI, bot: Bot
+) -> None:
+    chat = tg.private_chat(ALICE)
+    asked = await tg.message(chat, ALICE, "/image a red dot")
+    caption = "é" * MAX_CAPTION_LENGTH
+    sent = await bot.send_photo(
+        chat.id,
+        BufferedInputFile(GENERATED_PNG, "image.png"),
+        caption=caption,
+        reply_parameters=ReplyParameters(message_id=asked["message_id"]),
+    )
+    assert sent.caption == caption and sent.photo[-1].width == 1
+    (stored,) = chat.bot_messages()
+    assert stored.reply_to == asked["message_id"] and stored.text is None
+    assert tg.photo_bytes(stored) == GENERATED_PNG
+    assert (await bot.download(sent.photo[-1])).read() == GENERATED_PNG  # a file like any other
+    refusals = {
+        CAPTION_TOO_LONG: (GENERATED_PNG, caption + "x"),
+        PHOTO_TOO_BIG: (GENERATED_PNG + b"\0" * MAX_PHOTO_UPLOAD, None),
+        PHOTO_NOT_IMAGE: (b"not an image", None),
+    }
+    for error, (data, text) in refusals.items():
+        with pytest.raises(TelegramBadRequest) as info:
+            await bot.send_photo(chat.id, BufferedInputFile(data, "x.png"), caption=text)
+        assert info.value.message == error
+    assert len(chat.bot_messages()) == 1

@@ -11,7 +11,8 @@ chat keeps the times of the writes it accepted and of the 429s it answered (`wri
 Tests drive it from the user's side (`message`, `edited_message`, `channel_post`, and media as
 the server delivers it: `photo_message`, `album`, `document_message`, `voice_message`,
 `audio_message`, `video_note_message`, whose bytes the bot fetches with `getFile` and a download
-from `/file/bot{token}/{file_path}`, 20 MB at most as for real bots), inject failures
+from `/file/bot{token}/{file_path}`, 20 MB at most as for real bots), take the photos the bot
+sends (`sendPhoto`: a multipart upload, kept byte for byte, `photo_bytes`), inject failures
 (`inject_429`, `inject_parse_failure`, `delete_message`) and wait on what the bot did
 (`wait_calls`, `wait_until`): every call is kept in `calls` with a monotonic timestamp and each
 chat's messages keep their edit history.
@@ -23,6 +24,7 @@ import asyncio
 import bisect
 import contextlib
 import html
+import io
 import itertools
 import json
 import math
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from PIL import Image, UnidentifiedImageError
 
 from tests.fakes.mime import guess_mime_type
 
@@ -87,6 +90,13 @@ PARSE_ERROR = "Bad Request: can't parse entities: "
 MAX_DOWNLOAD_SIZE = 20 * 1024 * 1024
 FILE_TOO_BIG = "Bad Request: file is too big"
 INVALID_FILE_ID = "Bad Request: invalid file_id"
+#: The largest photo a bot may upload with `sendPhoto`, and a caption's length (UTF-16 units).
+MAX_PHOTO_UPLOAD = 10 * 1024 * 1024
+MAX_CAPTION_LENGTH = 1024
+CAPTION_TOO_LONG = "Bad Request: message caption is too long"
+PHOTO_TOO_BIG = "Bad Request: PHOTO_SAVE_FILE_INVALID"
+PHOTO_NOT_IMAGE = "Bad Request: IMAGE_PROCESS_FAILED"
+PHOTO_MISSING = "Bad Request: there is no photo in the request"
 
 CHAT_ACTIONS = frozenset(
     {
@@ -1420,6 +1430,34 @@ class FakeTelegramAPI:
     async def _api_sendmessage(self, params: dict) -> dict:
         chat = self._get_chat(params)
         text, entities = _message_content(params)
+        return self._send(chat, params, text, entities, {})
+
+    async def _api_sendphoto(self, params: dict) -> dict:
+        """A photo upload as the server takes it: the file part the `photo` field names
+        (`attach://<part>`) or a part called `photo`, an image of at most 10 MB, and a caption
+        of at most 1,024 characters. The bytes are kept as a file the bot could fetch again."""
+        chat = self._get_chat(params)
+        caption, entities = _caption_content(params)
+        data = _uploaded(params, "photo")
+        if len(data) > MAX_PHOTO_UPLOAD:
+            raise bad_request(PHOTO_TOO_BIG)
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+        except (UnidentifiedImageError, OSError):
+            raise bad_request(PHOTO_NOT_IMAGE) from None
+        photo = [{**self._add_file(data, "photos", ".jpg"), "width": width, "height": height}]
+        extra: dict[str, Any] = {"photo": photo}
+        if caption:
+            extra["caption"] = caption
+            if entities:
+                extra["caption_entities"] = entities
+        return self._send(chat, params, None, [], extra)
+
+    def _send(
+        self, chat: FakeChat, params: dict, text: str | None, entities: list[dict], extra: dict
+    ) -> dict:
+        """Store a message the bot sends, in its topic and as a reply when it asks to be one."""
         reply_to = None
         reply = params.get("reply_parameters") or {}
         if isinstance(reply, dict) and reply.get("message_id"):
@@ -1429,11 +1467,10 @@ class FakeTelegramAPI:
             elif not reply.get("allow_sending_without_reply"):
                 raise bad_request(REPLY_NOT_FOUND)
         thread_id = params.get("message_thread_id")
-        extra: dict[str, Any] = {}
         if thread_id:
             if not chat.is_forum:
                 raise bad_request("Bad Request: message thread not found")
-            extra = {"message_thread_id": thread_id, "is_topic_message": True}
+            extra = {**extra, "message_thread_id": thread_id, "is_topic_message": True}
         self._admit_write(chat)
         stored = self._store(chat, self.bot, text, entities=entities, extra=extra)
         stored.thread_id = thread_id
@@ -1441,6 +1478,10 @@ class FakeTelegramAPI:
             stored.reply_to = reply_to
             stored.raw["reply_to_message"] = chat.messages[reply_to].raw
         return stored.raw
+
+    def photo_bytes(self, message: StoredMessage) -> bytes:
+        """The bytes of the photo in `message` (its largest size), as uploaded."""
+        return self.files[message.raw["photo"][-1]["file_id"]].data
 
     async def _api_editmessagetext(self, params: dict) -> dict:
         chat = self._get_chat(params)
@@ -1525,14 +1566,44 @@ def _normal(entities: list[dict]) -> list[tuple]:
     return sorted(tuple(sorted(e.items())) for e in entities)
 
 
+def _caption_content(params: dict) -> tuple[str, list[dict]]:
+    """A media caption, parsed as a message's text is; it may be empty, and 1,024 long."""
+    caption, entities = _formatted(params, "caption", "caption_entities")
+    if utf16_len(caption) > MAX_CAPTION_LENGTH:
+        raise bad_request(CAPTION_TOO_LONG)
+    return caption, entities
+
+
+def _uploaded(params: dict, name: str) -> bytes:
+    """The bytes of the file parameter `name`: the part `attach://<part>` names, or a part
+    called `name` itself. (A `file_id` or URL of a file already on Telegram: not served.)"""
+    value = params.get(name)
+    if isinstance(value, str) and value.startswith("attach://"):
+        value = params.get(value.removeprefix("attach://"))
+    if not isinstance(value, web.FileField):
+        raise bad_request(PHOTO_MISSING)
+    return value.file.read()
+
+
 def _message_content(params: dict) -> tuple[str, list[dict]]:
     """Parse text with its formatting as the server does, then apply the length limits."""
-    text = params.get("text")
+    text, entities = _formatted(params, "text", "entities")
+    if not text:
+        raise bad_request(TEXT_EMPTY)
+    if utf16_len(text) > MAX_TEXT_LENGTH:
+        raise bad_request(TEXT_TOO_LONG)
+    return text, entities
+
+
+def _formatted(params: dict, field: str, entities_field: str) -> tuple[str, list[dict]]:
+    """`params[field]` with its formatting (`entities_field` or `parse_mode`), trimmed, with the
+    mentions the server finds itself."""
+    text = params.get(field)
     if text is None:
         text = ""
     if not isinstance(text, str):
         text = json.dumps(text)
-    entities_param = params.get("entities")
+    entities_param = params.get(entities_field)
     parse_mode = (params.get("parse_mode") or "").lower()
     if entities_param:
         entities = check_entities(text, entities_param)
@@ -1545,12 +1616,7 @@ def _message_content(params: dict) -> tuple[str, list[dict]]:
     else:
         entities = []
     text, entities = _trim(text, entities)
-    if not text:
-        raise bad_request(TEXT_EMPTY)
-    entities = _with_detected_mentions(text, entities)
-    if utf16_len(text) > MAX_TEXT_LENGTH:
-        raise bad_request(TEXT_TOO_LONG)
-    return text, entities
+    return text, _with_detected_mentions(text, entities)
 
 
 async def _read_params(request: web.Request) -> dict:
@@ -1563,7 +1629,7 @@ async def _read_params(request: web.Request) -> dict:
                 return {**raw, **body}
         else:
             form = await request.post()
-            raw.update({key: value for key, value in form.items() if isinstance(value, str)})
+            raw.update({k: v for k, v in form.items() if isinstance(v, str | web.FileField)})
     return {key: _decode(key, value) for key, value in raw.items()}
 
 
