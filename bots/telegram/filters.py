@@ -6,10 +6,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiogram import Bot
-from aiogram.filters import Filter
+from aiogram.filters import Command, Filter
 from aiogram.types import Message, MessageEntity
 
 from bots.telegram.chats import is_anonymous_admin, is_group
+
+#: `/ask` or `/ask@this_bot` (aiogram's filter also reads captions, and checks the @bot).
+_ASK = Command("ask")
 
 
 class FromPerson(Filter):
@@ -29,7 +32,7 @@ class AddressedToBot(Filter):
     """A group message meant for the bot: it @mentions the bot (in its text or a media caption)
     or replies to one of its messages, a sticker or photo included.
 
-    Hands the handler `prompt`: the text without the bot's @mention ("" for media). Forwarded
+    Hands the handler `prompt`: the text or caption without the bot's @mention. Forwarded
     messages are never addressed to the bot (a mention in them was written for someone else).
     """
 
@@ -44,10 +47,34 @@ class AddressedToBot(Filter):
         mentions = [e for e in entities or () if _names_bot(e, text, me.id, me.username)]
         if not mentions and not _replies_to(message, me.id):
             return False
-        if message.text is None:
-            return {"prompt": ""}
         plain_mentions = [e for e in mentions if e.type == "mention"]
         return {"prompt": _without(text, plain_mentions).strip()}
+
+
+class MediaQuestion(Filter):
+    """A message with a caption (or none) the bot should answer, and its question, handed to the
+    handler as `prompt`: in a private chat, always; in a group, when `/ask` (for this bot)
+    starts the caption or `AddressedToBot` says so (never when forwarded there). A caption's
+    `/ask` is dropped from the question in both."""
+
+    async def __call__(self, message: Message, bot: Bot) -> bool | dict[str, Any]:
+        prompt = await media_question(message, bot)
+        return False if prompt is None else {"prompt": prompt}
+
+
+async def media_question(message: Message, bot: Bot) -> str | None:
+    """The question a media message asks (its caption, less `/ask` or the bot's mention), or
+    None when it is not for the bot (see `MediaQuestion`)."""
+    group = is_group(message.chat)
+    if group and message.forward_origin is not None:
+        return None
+    asked = await _ASK(message, bot)
+    if isinstance(asked, dict):
+        return (asked["command"].args or "").strip()
+    if not group:
+        return (message.caption or "").strip()
+    addressed = await AddressedToBot()(message, bot)
+    return addressed["prompt"] if isinstance(addressed, dict) else None
 
 
 class UnknownCommand(Filter):

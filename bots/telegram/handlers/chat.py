@@ -1,4 +1,7 @@
-"""Questions: every text in a private chat; in groups `/ask`, an @mention or a reply to the bot."""
+"""Questions: every text in a private chat; in groups `/ask`, an @mention or a reply to the bot.
+
+`/ask` (anywhere) or a mention (in a group) sent as a reply to a message with files asks about
+those files: the replied-to message's photo, voice note or file is read with the question."""
 
 from __future__ import annotations
 
@@ -8,38 +11,17 @@ from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
 
 from bots.config import Settings
-from bots.relay import relay
-from bots.telegram.chats import GROUP_TYPES, author_of, chat_ref, chat_title, is_group
+from bots.telegram.chats import GROUP_TYPES
 from bots.telegram.filters import AddressedToBot
-from bots.telegram.handlers.other import TEXT_ONLY
-from bots.telegram.surface import TelegramBudgets, TelegramSurface
+from bots.telegram.handlers.other import UNREADABLE
+from bots.telegram.media import has_attachments
+from bots.telegram.questions import answer, answer_with_files
+from bots.telegram.surface import TelegramBudgets
 from core.conversation import ConversationService
 
 ASK_USAGE = "Usage: /ask QUESTION"
 EMPTY_MENTION = "Yes? Write your question after the mention, or reply to one of my messages."
 EMPTY_TEXT = "Send me a question as text."
-
-
-async def answer(
-    message: Message,
-    text: str,
-    bot: Bot,
-    service: ConversationService,
-    budgets: TelegramBudgets,
-    settings: Settings,
-) -> None:
-    """Stream the model's answer to `text` as a reply to `message`."""
-    await relay(
-        service,
-        TelegramSurface.answering(bot, message, budgets),
-        chat_ref(message),
-        author_of(message),
-        text,
-        group=is_group(message.chat),
-        platform_message_id=str(message.message_id),
-        chat_title=chat_title(message),
-        delivery_timeout=settings.delivery_timeout_seconds,
-    )
 
 
 def make_router() -> Router:
@@ -59,14 +41,17 @@ async def ask(
     budgets: TelegramBudgets,
     settings: Settings,
 ) -> None:
-    if message.text is None:  # a media caption: the model would guess at what it cannot see
-        await message.reply(TEXT_ONLY)
+    if message.text is None:  # the caption of media the bot does not read
+        await message.reply(UNREADABLE)
         return
     question = (command.args or "").strip()
-    if not question:
+    replied = _with_files(message)
+    if replied is not None:
+        await answer_with_files(message, question, [replied], bot, service, budgets, settings)
+    elif not question:
         await message.reply(ASK_USAGE)
-        return
-    await answer(message, question, bot, service, budgets, settings)
+    else:
+        await answer(message, question, bot, service, budgets, settings)
 
 
 async def private_text(
@@ -91,7 +76,16 @@ async def group_text(
     budgets: TelegramBudgets,
     settings: Settings,
 ) -> None:
-    if not prompt:
+    replied = _with_files(message)
+    if replied is not None:
+        await answer_with_files(message, prompt, [replied], bot, service, budgets, settings)
+    elif not prompt:
         await message.reply(EMPTY_MENTION)
-        return
-    await answer(message, prompt, bot, service, budgets, settings)
+    else:
+        await answer(message, prompt, bot, service, budgets, settings)
+
+
+def _with_files(message: Message) -> Message | None:
+    """The message `message` replies to, when it carries files the bot reads."""
+    target = message.reply_to_message
+    return target if target is not None and has_attachments(target) else None
