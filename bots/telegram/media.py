@@ -35,9 +35,7 @@ _TOO_BIG = "file is too big"
 
 def has_attachments(message: Message) -> bool:
     """The message carries something `attachments_of` reads."""
-    return any(
-        (message.photo, message.document, message.voice, message.audio, message.video_note)
-    )
+    return any((message.photo, message.document, message.voice, message.audio, message.video_note))
 
 
 def attachments_of(message: Message, bot: Bot, settings: CoreSettings) -> list[Attachment]:
@@ -47,8 +45,12 @@ def attachments_of(message: Message, bot: Bot, settings: CoreSettings) -> list[A
         photo = best_photo(message.photo, min(settings.image_max_bytes, DOWNLOAD_LIMIT))
         return [
             Attachment(
-                "photo.jpg", "image/jpeg", photo.file_size, _fetcher(bot, photo.file_id, "photo"),
-                kind=Kind.IMAGE, label="photo",
+                "photo.jpg",
+                "image/jpeg",
+                photo.file_size,
+                _fetcher(bot, photo.file_id, "photo"),
+                kind=Kind.IMAGE,
+                label="photo",
             )
         ]
     if message.document:
@@ -63,27 +65,39 @@ def attachments_of(message: Message, bot: Bot, settings: CoreSettings) -> list[A
         voice = message.voice
         return [
             Attachment(
-                "voice.ogg", voice.mime_type or "audio/ogg", voice.file_size,
+                "voice.ogg",
+                voice.mime_type or "audio/ogg",
+                voice.file_size,
                 _fetcher(bot, voice.file_id, "voice note"),
-                kind=Kind.AUDIO, duration=voice.duration, label="voice note",
+                kind=Kind.AUDIO,
+                duration=voice.duration,
+                label="voice note",
             )
         ]
     if message.audio:
         audio = message.audio
         return [
             Attachment(
-                audio.file_name or "audio", audio.mime_type, audio.file_size,
+                audio.file_name or "audio",
+                audio.mime_type,
+                audio.file_size,
                 _fetcher(bot, audio.file_id, "audio"),
-                kind=Kind.AUDIO, duration=audio.duration, label="audio",
+                kind=Kind.AUDIO,
+                duration=audio.duration,
+                label="audio",
             )
         ]
     if message.video_note:
         note = message.video_note
         return [
             Attachment(
-                "video_note.mp4", "video/mp4", note.file_size,
+                "video_note.mp4",
+                "video/mp4",
+                note.file_size,
                 _fetcher(bot, note.file_id, "video note"),
-                kind=Kind.AUDIO, duration=note.duration, label="video note",
+                kind=Kind.AUDIO,
+                duration=note.duration,
+                label="video note",
             )
         ]
     return []

@@ -13,14 +13,14 @@ from aiogram import Bot
 from aiogram.types import Message
 from aiogram.utils.chat_action import ChatActionSender
 
-from bots.attachments import Attachment, gather, notes_text, transcript_quote
+from bots.attachments import Attachment, Kind, gather, notes_text, transcript_quote
 from bots.config import Settings
 from bots.relay import relay
 from bots.telegram.chats import author_of, chat_ref, chat_title, is_group
 from bots.telegram.media import attachments_of
 from bots.telegram.surface import TelegramBudgets, TelegramSurface, defuse_mentions
-from core.content import MessageImage
 from core.conversation import ConversationService
+from storage import MessageImage
 
 
 async def answer(
@@ -69,7 +69,7 @@ async def answer_with_files(
     ):
         gathered = await gather(text, attachments, settings)
     if gathered.transcript is not None:
-        heard = next(source for source, a in found if a.duration is not None or _is_audio(a))
+        heard = next(source for source, a in found if a.sort is Kind.AUDIO)
         await heard.reply(defuse_mentions(transcript_quote(gathered.transcript)))
     if gathered.notes:
         await message.reply(notes_text(gathered.notes))
@@ -78,17 +78,13 @@ async def answer_with_files(
             message, gathered.text, bot, service, budgets, settings, images=gathered.images
         )
         return
-    await service.remember(
+    await service.remember(  # stored in the chat's order; StorageError to the error handler
         chat_ref(message),
         author_of(message),
         gathered.record,
         platform_message_id=str(message.message_id),
         chat_title=chat_title(message),
     )
-
-
-def _is_audio(attachment: Attachment) -> bool:
-    return attachment.kind is not None and attachment.kind == "audio"
 
 
 def _topic(message: Message) -> int | None:

@@ -1,4 +1,4 @@
-"""The commands: /start /help /reset /model /system /stop, and an answer to unknown ones."""
+"""The commands: /start /help /reset /model /system /stop /image, and an answer to unknown ones."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from aiogram import Bot, Router
 from aiogram.enums import ChatMemberStatus
 from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject, CommandStart
-from aiogram.types import BotCommand, Message
+from aiogram.types import BotCommand, BufferedInputFile, Message
+from aiogram.utils.chat_action import ChatActionSender
 
 from bots.config import Settings
+from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
 from bots.telegram.chats import author_of, chat_ref, is_anonymous_admin, is_group
 from bots.telegram.filters import UnknownCommand
 from core import chat_settings
 from core.conversation import ConversationService, describe_reset, describe_stop
+from core.errors import ParleyError, describe
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,7 @@ COMMANDS = (
     BotCommand(command="model", description="Show or change the model"),
     BotCommand(command="system", description="Show or change the system prompt"),
     BotCommand(command="stop", description="Stop the reply being written"),
+    BotCommand(command="image", description="Draw an image: /image PROMPT"),
     BotCommand(command="help", description="How to use this bot"),
 )
 #: The answer showing a system prompt is cut to this, to fit one Telegram message.
@@ -34,12 +38,16 @@ SHOWN_PROMPT_CHARS = 3500
 HELP = (
     "I answer with an AI model and remember this chat's conversation.\n\n"
     "In a private chat, just write. In a group, mention me, reply to one of my messages, "
-    "or use /ask QUESTION.\n\n"
+    "or use /ask QUESTION.\n"
+    "I also read photos, voice notes and text files: send them with your question as the "
+    "caption (in a group, mention me in it, or reply to them with /ask).\n\n"
     "/reset: start a new conversation\n"
     "/model [NAME]: show or change the model (default: the operator's)\n"
     "/system [TEXT]: show or change the system prompt\n"
     "/stop: stop your reply being written (group admins: every reply)\n"
-    "In groups only admins may change the model or the system prompt."
+    "/image PROMPT: draw an image, if the bot's operator set it up\n"
+    "In groups only admins may change the model or the system prompt, or turn drawing "
+    "off and on (/image off, /image on)."
 )
 START = "Hello! " + HELP
 ADMINS_ONLY = "Only group admins can change this."
@@ -54,6 +62,7 @@ def make_router() -> Router:
     router.message.register(stop, Command("stop"))
     router.message.register(model, Command("model"))
     router.message.register(system, Command("system"))
+    router.message.register(image, Command("image"))
     known = [command.command for command in COMMANDS] + ["start"]
     router.message.register(unknown, UnknownCommand(known))
     return router
@@ -124,6 +133,44 @@ def _setting_command(setting: chat_settings.Setting) -> _SettingHandler:
 
 model = _setting_command(chat_settings.MODEL)
 system = _setting_command(chat_settings.SYSTEM_PROMPT)
+
+
+async def image(
+    message: Message,
+    command: CommandObject,
+    bot: Bot,
+    service: ConversationService,
+    settings: Settings,
+) -> None:
+    """`/image PROMPT` sends the drawing as a photo captioned with the prompt; `/image on|off`
+    is the chat's switch, for those `may_configure` lets decide."""
+    wish = parse_image_args(command.args)
+    if wish is None:
+        await message.reply(IMAGE_USAGE)
+    elif isinstance(wish, Switch):
+        if await may_configure(message, bot, settings):
+            await message.reply(await switch_image_generation(service, chat_ref(message), wish))
+        else:
+            await message.reply(ADMINS_ONLY)
+    else:
+        await _draw(message, wish, bot, service, settings)
+
+
+async def _draw(
+    message: Message, prompt: str, bot: Bot, service: ConversationService, settings: Settings
+) -> None:
+    topic = message.message_thread_id if message.is_topic_message else None
+    try:
+        async with ChatActionSender.upload_photo(
+            bot=bot, chat_id=message.chat.id, message_thread_id=topic
+        ):
+            drawing = await draw(service, settings, chat_ref(message), prompt)
+    except ParleyError as exc:
+        log.info("/image in %s: %s", message.chat.id, exc)
+        await message.reply(describe(exc))
+        return
+    photo = BufferedInputFile(drawing.data, drawing.file_name)
+    await message.reply_photo(photo, caption=drawing.caption)
 
 
 async def unknown(message: Message) -> None:

@@ -1,0 +1,265 @@
+"""Photos, albums, voice notes, files and /image on Telegram, end to end: the real aiogram bot
+against the fake Bot API, the real conversation service on SQLite, and the fake LLM server as
+the chat model, the transcription endpoint and the image model.
+
+The chat model is "gpt-4o" (a vision preset), so images go to it; every wait is on an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+from PIL import Image
+
+from bots.attachments import transcript_quote
+from bots.config import Settings
+from bots.drawing import IMAGE_USAGE
+from bots.telegram import TelegramBot
+from bots.telegram.handlers.commands import ADMINS_ONLY
+from core import AsyncClient
+from core.conversation import ChatRef, ConversationService
+from core.errors import ImageGenerationOffError
+from storage.factory import open_store
+from tests.fakes.llm_server import GENERATED_PNG, FakeLLMServer, Script
+from tests.fakes.telegram_api import FakeChat, FakeTelegramAPI, StoredMessage
+from tests.test_telegram_bot import (
+    ALICE,
+    BOB,
+    FAST,
+    WAIT,
+    Harness,
+    clean_logs,  # noqa: F401 (a fixture)
+    replies,
+)
+
+OGG = b"OggS" + b"\x00" * 60  # enough for the sniffer; the fake does not decode audio
+IMAGE_MODEL = "fake-image"
+
+
+def jpeg(colour: str = "red", size: tuple[int, int] = (64, 48)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+@contextlib.asynccontextmanager
+async def media_bot(tmp_path: Path, **fields: object) -> AsyncIterator[Harness]:
+    """The bot with a vision model, transcription and drawing pointed at the fake LLM."""
+    async with FakeTelegramAPI() as tg, FakeLLMServer() as llm:
+        values: dict[str, object] = {
+            "default_model": "gpt-4o",
+            "transcribe_base_url": llm.base_url,
+            "image_model": IMAGE_MODEL,
+            **fields,
+        }
+        settings = Settings(
+            _env_file=None,
+            telegram_bot_token=tg.token,
+            telegram_api_base=tg.base_url,
+            openai_base_url=llm.base_url,
+            database_url=f"sqlite:///{tmp_path}/parley.db",
+            max_retries=0,
+            **values,
+        )
+        store = await open_store(settings.database_url)
+        service = ConversationService(store, AsyncClient(base_url=llm.base_url), settings)
+        task = asyncio.create_task(TelegramBot(settings, service, write_limits=FAST).run())
+        try:
+            await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
+            yield Harness(tg, llm, service, settings)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await service.aclose()
+            await store.close()
+
+
+async def reply_to(h: Harness, chat: FakeChat, request: dict, start: str) -> StoredMessage:
+    """The bot's (first) message replying to `request` whose text starts with `start`."""
+    return await h.tg.wait_until(
+        lambda: next((m for m in replies(chat, request) if (m.text or "").startswith(start)), None),
+        WAIT,
+    )
+
+
+async def stored_texts(h: Harness, chat: FakeChat) -> list[str]:
+    history = await h.service.history(ChatRef("telegram", str(chat.id), ""))
+    return [m.text for m in history]
+
+
+async def goes_on(h: Harness, chat: FakeChat, sender: dict, text: str = "still there?") -> None:
+    """The chat goes on: a following text message is answered."""
+    group = chat.type != "private"
+    asked = await h.ask(chat, sender, f"{h.mention} {text}" if group else text)
+    await reply_to(h, chat, asked, "echo: ")
+
+
+def image_urls(request_json: dict) -> list[str]:
+    return [
+        part["image_url"]["url"]
+        for message in request_json["messages"]
+        if isinstance(message["content"], list)
+        for part in message["content"]
+        if part.get("type") == "image_url"
+    ]
+
+
+# -- happy paths --------------------------------------------------------------------------------
+
+
+async def test_a_captioned_photo_reaches_the_model_and_stays_in_context(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        h.llm.enqueue(Script(pieces=["A red", " square", "."], delay=0.02))
+        chat = h.tg.private_chat(ALICE)
+        small, big = jpeg(size=(32, 24)), jpeg(size=(640, 480))
+        photo = await h.tg.photo_message(
+            chat, ALICE, [(32, 24, small), (640, 480, big)], caption="what is this?"
+        )
+        await h.reply_text(chat, photo, "A red square.")
+        (first,) = h.llm.requests
+        assert first.json["messages"][-1]["content"][0] == {"type": "text", "text": "what is this?"}
+        (url,) = image_urls(first.json)
+        assert url.startswith("data:image/jpeg;base64,")
+        assert len(h.tg.downloads) == 1 and h.tg.downloads[0].startswith("photos/")
+        assert h.tg.files[photo["photo"][-1]["file_id"]].file_path == h.tg.downloads[0]
+        follow = await h.ask(chat, ALICE, "and the corner?")
+        await reply_to(h, chat, follow, "echo: ")
+        assert image_urls(h.llm.requests[1].json) == [url]  # the image still goes with it
+        assert (await stored_texts(h, chat))[:3] == [
+            "what is this?",
+            "A red square.",
+            "and the corner?",
+        ]
+    clean_logs()
+
+
+async def test_an_album_is_one_question_with_its_images(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        chat = h.tg.private_chat(ALICE)
+        colours = ("red", "green", "blue")
+        album = await h.tg.album(
+            chat, ALICE, [[(64, 48, jpeg(c))] for c in colours], caption="compare these"
+        )
+        await reply_to(h, chat, album[0], "echo: compare these")
+        await h.llm.wait_for_requests(1)
+        (request,) = h.llm.requests
+        assert len(image_urls(request.json)) == 3
+        assert all(replies(chat, item) == [] for item in album[1:])
+        await goes_on(h, chat, ALICE)
+        assert len(h.llm.requests) == 2
+    clean_logs()
+
+
+async def test_a_voice_note_is_quoted_then_answered_and_stored_as_its_transcript(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        h.llm.enqueue(Script(pieces=["what time is it in Tokyo?"]))  # the transcript
+        chat = h.tg.private_chat(ALICE)
+        voice = await h.tg.voice_message(chat, ALICE, OGG, duration=3)
+        quote = transcript_quote("what time is it in Tokyo?")
+        await h.reply_text(chat, voice, quote)
+        await reply_to(h, chat, voice, "echo: what time is it in Tokyo?")
+        transcription, completion = h.llm.requests
+        assert transcription.path == "/v1/audio/transcriptions"
+        assert transcription.files["file"].data == OGG
+        assert completion.json["messages"][-1]["content"] == "what time is it in Tokyo?"
+        quoted, answered = replies(chat, voice)
+        assert quoted.text == quote and answered.message_id > quoted.message_id
+        assert (await stored_texts(h, chat))[0] == "what time is it in Tokyo?"
+    clean_logs()
+
+
+async def test_a_source_file_reaches_the_model_under_its_name(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        chat = h.tg.private_chat(ALICE)
+        source = b"def add(a, b):\n    return a + b\n"
+        sent = await h.tg.document_message(
+            chat, ALICE, source, file_name="calc.py", caption="review this"
+        )
+        await reply_to(h, chat, sent, "echo: review this")
+        prompt = h.llm.requests[0].json["messages"][-1]["content"]
+        assert prompt.startswith("review this")
+        assert "calc.py" in prompt and "return a + b" in prompt
+    clean_logs()
+
+
+async def test_group_media_only_when_addressed(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        group = h.tg.supergroup()
+        ignored = await h.tg.photo_message(group, BOB, [(64, 48, jpeg())], caption="our holiday")
+        ignored_voice = await h.tg.voice_message(group, BOB, OGG, duration=2)
+        mentioned = await h.tg.photo_message(
+            group, BOB, [(64, 48, jpeg("blue"))], caption=f"{h.mention} what colour?"
+        )
+        await reply_to(h, group, mentioned, "echo: [Bob] what colour?")
+        asked = await h.ask(group, ALICE, "/ask and this one?", reply_to=ignored["message_id"])
+        await reply_to(h, group, asked, "echo: [Alice] and this one?")
+        assert replies(group, ignored) == [] and replies(group, ignored_voice) == []
+        assert [len(image_urls(r.json)) for r in h.llm.requests] == [1, 2]
+        assert len(h.tg.downloads) == 2  # the ignored voice note was never fetched
+    clean_logs()
+
+
+async def test_image_draws_and_sends_a_photo(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        chat = h.tg.private_chat(ALICE)
+        asked = await h.ask(chat, ALICE, "/image a lighthouse at dusk")
+        photo = await h.tg.wait_until(
+            lambda: next((m for m in replies(chat, asked) if "photo" in m.raw), None), WAIT
+        )
+        assert h.tg.photo_bytes(photo) == GENERATED_PNG
+        assert photo.raw["caption"] == "a lighthouse at dusk"
+        actions = [c.params["action"] for c in h.tg.calls_of("sendChatAction")]
+        assert actions == ["upload_photo"]
+        (drawn,) = [r for r in h.llm.requests if r.path == "/v1/images/generations"]
+        assert drawn.json["model"] == IMAGE_MODEL
+        usage = await h.ask(chat, ALICE, "/image")
+        await h.reply_text(chat, usage, IMAGE_USAGE)
+        assert await stored_texts(h, chat) == []  # a drawing is not part of the conversation
+        assert any(c["command"] == "image" for c in h.tg.commands)
+    clean_logs()
+
+
+async def test_image_switch_is_for_admins(tmp_path: Path, clean_logs: Callable[[], None]) -> None:
+    async with media_bot(tmp_path) as h:
+        group = h.tg.supergroup()
+        h.tg.set_admins(group, [ALICE["id"]])
+        refused = await h.ask(group, BOB, "/image off")
+        await h.reply_text(group, refused, ADMINS_ONLY)
+        off = await h.ask(group, ALICE, "/image off")
+        await reply_to(h, group, off, "Drawing images is off")
+        asked = await h.ask(group, BOB, "/image a cat")
+        await reply_to(h, group, asked, "Drawing images is turned off in this chat.")
+        on = await h.ask(group, ALICE, "/image on")
+        await reply_to(h, group, on, "Drawing images is on")
+        again = await h.ask(group, BOB, "/image a cat")
+        await h.tg.wait_until(lambda: any("photo" in m.raw for m in replies(group, again)), WAIT)
+        assert len([r for r in h.llm.requests if r.path == "/v1/images/generations"]) == 1
+    clean_logs()
+
+
+async def test_image_without_image_model_says_it_is_off(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path, image_model=None) as h:
+        chat = h.tg.private_chat(ALICE)
+        asked = await h.ask(chat, ALICE, "/image a cat")
+        await h.reply_text(chat, asked, ImageGenerationOffError.user_hint)
+        assert h.llm.requests == []
+    clean_logs()
