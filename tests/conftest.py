@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
@@ -64,3 +64,21 @@ def lines() -> Iterator[LogLines]:
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+
+
+@pytest.fixture
+def clean_logs(caplog: pytest.LogCaptureFixture) -> Callable[[], None]:
+    """Call at the end of a test: nothing reached aiogram's error log or any ERROR log.
+    (Here, not in one test module: the Telegram bot's tests span several.)"""
+    caplog.set_level(logging.WARNING)
+
+    def check() -> None:
+        bad = [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.ERROR
+            or (r.name.startswith("aiogram") and r.levelno >= logging.WARNING)
+        ]
+        assert not bad, [f"{r.name}: {r.getMessage()}" for r in bad]
+
+    return check

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -124,23 +123,6 @@ async def running_bot(
                 await task
             await service.aclose()
             await store.close()
-
-
-@pytest.fixture
-def clean_logs(caplog: pytest.LogCaptureFixture) -> Callable[[], None]:
-    """Call at the end of a test: nothing reached aiogram's error log or any ERROR log."""
-    caplog.set_level(logging.WARNING)
-
-    def check() -> None:
-        bad = [
-            r
-            for r in caplog.records
-            if r.levelno >= logging.ERROR
-            or (r.name.startswith("aiogram") and r.levelno >= logging.WARNING)
-        ]
-        assert not bad, [f"{r.name}: {r.getMessage()}" for r in bad]
-
-    return check
 
 
 @pytest.fixture

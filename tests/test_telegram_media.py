@@ -32,7 +32,6 @@ from tests.test_telegram_bot import (
     FAST,
     WAIT,
     Harness,
-    clean_logs,  # noqa: F401 (a fixture)
     replies,
 )
 
