@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from bots.attachments import transcript_quote
@@ -22,7 +23,7 @@ from bots.telegram import TelegramBot
 from bots.telegram.handlers.commands import ADMINS_ONLY
 from core import AsyncClient
 from core.conversation import ChatRef, ConversationService
-from core.errors import ImageGenerationOffError
+from core.errors import ContentPolicyError, ImageGenerationOffError
 from storage.factory import open_store
 from tests.fakes.llm_server import GENERATED_PNG, FakeLLMServer, Script
 from tests.fakes.telegram_api import FakeChat, FakeTelegramAPI, StoredMessage
@@ -261,4 +262,152 @@ async def test_image_without_image_model_says_it_is_off(
         asked = await h.ask(chat, ALICE, "/image a cat")
         await h.reply_text(chat, asked, ImageGenerationOffError.user_hint)
         assert h.llm.requests == []
+    clean_logs()
+
+
+# -- bad input: one clear line, the message stored, the chat goes on ----------------------------
+
+BIG = 21 * 1024 * 1024  # over Telegram's 20 MB download limit for bots
+Send = Callable[[Harness, FakeChat], Awaitable[dict]]
+
+
+def _photo(data: bytes) -> Send:
+    return lambda h, chat: h.tg.photo_message(chat, ALICE, [(640, 480, data)])
+
+
+def _document(data: bytes, name: str) -> Send:
+    return lambda h, chat: h.tg.document_message(chat, ALICE, data, file_name=name)
+
+
+def _voice(data: bytes) -> Send:
+    return lambda h, chat: h.tg.voice_message(chat, ALICE, data, duration=2)
+
+
+BAD_INPUT = {
+    "corrupt image": (
+        {},
+        _photo(b"\xff\xd8\xff\xe0" + b"\x00" * 300),
+        "That image is damaged",
+        "[photo: not read]",
+    ),
+    "image over the limit": (
+        {"image_max_bytes": 1000},
+        _photo(jpeg(size=(640, 480))),
+        "That image is over",
+        "[photo: not read]",
+    ),
+    "empty voice note": ({}, _voice(b""), "That voice note is empty", "[voice note: not read]"),
+    "unsupported audio format": (
+        {},
+        lambda h, chat: h.tg.audio_message(
+            chat, ALICE, b"no audio here " * 20, duration=5, file_name="song.mp3"
+        ),
+        "not audio Parley can read",
+        "[audio: not read]",
+    ),
+    "transcription down": (
+        {"transcribe_base_url": "http://127.0.0.1:9/v1"},
+        _voice(OGG),
+        "could not be reached",
+        "[voice note: not read]",
+    ),
+    "not UTF-8": (
+        {},
+        _document("café au lait".encode("latin-1"), "notes.txt"),
+        "not UTF-8 text",
+        "[file notes.txt: not read]",
+    ),
+    "pdf": (
+        {},
+        _document(b"%PDF-1.7", "report.pdf"),
+        "I can't read report.pdf",
+        "[file report.pdf: not read]",
+    ),
+    "over 20 MB": (
+        {"image_max_bytes": 25 * 1024 * 1024},
+        _document(b"\x89PNG" + b"\x00" * BIG, "poster.png"),
+        "more than Telegram lets a bot download",
+        "[file poster.png: not read]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT), ids=list(BAD_INPUT))
+async def test_bad_input_gets_one_line_and_the_chat_goes_on(
+    case: str, tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    fields, send, line, record = BAD_INPUT[case]
+    async with media_bot(tmp_path, **fields) as h:
+        chat = h.tg.private_chat(ALICE)
+        sent = await send(h, chat)
+        note = await reply_to(h, chat, sent, "⚠️ ")
+        assert line in (note.text or "") and "\n" not in (note.text or "")
+        await goes_on(h, chat, ALICE)
+        stored = await stored_texts(h, chat)
+        assert stored[0].startswith(record) and stored[1:] == ["still there?", "echo: still there?"]
+        assert len(replies(chat, sent)) == 1
+        assert [r.path for r in h.llm.requests][-1] == "/v1/chat/completions"
+        assert len([r for r in h.llm.requests if r.path == "/v1/chat/completions"]) == 1
+    clean_logs()
+
+
+async def test_a_transcription_server_error_is_one_line(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        h.llm.enqueue(Script(status=500, error_message="whisper fell over"))
+        chat = h.tg.private_chat(ALICE)
+        voice = await h.tg.voice_message(chat, ALICE, OGG, duration=2)
+        note = await reply_to(h, chat, voice, "⚠️ ")
+        assert note.text == "⚠️ The voice transcription service had an error. Please try again."
+        await goes_on(h, chat, ALICE)
+        assert (await stored_texts(h, chat))[0] == "[voice note: not read]"
+    clean_logs()
+
+
+async def test_a_refused_image_prompt_is_one_line(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        h.llm.image_scripts.append(
+            Script(status=400, error_code="content_policy_violation", error_message="refused")
+        )
+        chat = h.tg.private_chat(ALICE)
+        asked = await h.ask(chat, ALICE, "/image something forbidden")
+        await h.reply_text(chat, asked, ContentPolicyError.user_hint)
+        await goes_on(h, chat, ALICE)
+        assert not any("photo" in m.raw for m in chat.bot_messages())
+    clean_logs()
+
+
+async def test_ask_replying_to_a_voice_note_in_a_group_quotes_it_there(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        group = h.tg.supergroup()
+        voice = await h.tg.voice_message(group, BOB, OGG, duration=4)
+        h.llm.enqueue(Script(pieces=["meet at noon"]))
+        asked = await h.ask(group, ALICE, "/ask summarise", reply_to=voice["message_id"])
+        await h.reply_text(group, voice, transcript_quote("meet at noon"))
+        await reply_to(h, group, asked, "echo: [Alice] summarise")
+        completion = h.llm.requests[-1].json["messages"][-1]["content"]
+        assert completion == "[Alice] summarise\n\nmeet at noon"
+    clean_logs()
+
+
+async def test_video_notes_and_images_sent_as_files_are_read(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        chat = h.tg.private_chat(ALICE)
+        h.llm.enqueue(Script(pieces=["hello from a circle"]))
+        round_video = await h.tg.video_note_message(chat, ALICE, b"\0\0\0\x18ftypmp42", duration=3)
+        await reply_to(h, chat, round_video, "echo: hello from a circle")
+        as_file = await h.tg.document_message(
+            chat, ALICE, jpeg("green"), file_name="scan.jpg", caption="read it"
+        )
+        await reply_to(h, chat, as_file, "echo: read it")
+        upload = h.llm.requests[0].files["file"]
+        assert upload.filename == "audio.mp4"
+        assert len(image_urls(h.llm.requests[-1].json)) == 1
     clean_logs()
