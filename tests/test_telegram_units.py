@@ -1,7 +1,9 @@
-"""The Telegram adapter's parts on their own: rendering, request retries, mention stripping."""
+"""The Telegram adapter's parts on their own: rendering, request retries, mention stripping,
+photo sizes and album collection."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import AsyncIterator
@@ -11,10 +13,12 @@ from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter
-from aiogram.types import MessageEntity
+from aiogram.types import MessageEntity, PhotoSize
 
 from bots.telegram import requests
+from bots.telegram.albums import AlbumCollector
 from bots.telegram.filters import _without
+from bots.telegram.media import best_photo
 from bots.telegram.render import MAX_LENGTH, escape_html, render_markdown
 from bots.telegram.requests import RetryRequests
 from tests.fakes.telegram_api import ApiError, FakeTelegramAPI, check_entities, user
@@ -126,3 +130,27 @@ async def test_requests_retry_network_errors(
     retries = [r for r in caplog.records if r.name == requests.__name__]
     assert len(retries) == requests.NETWORK_ATTEMPTS - 1
     await bot.session.close()
+
+
+def _size(side: int, file_size: int | None) -> PhotoSize:
+    return PhotoSize(
+        file_id=f"p{side}", file_unique_id=f"u{side}", width=side, height=side, file_size=file_size
+    )
+
+
+def test_the_largest_photo_size_within_the_limit_is_taken() -> None:
+    sizes = [_size(90, 2_000), _size(1280, 90_000), _size(320, 20_000), _size(2560, 400_000)]
+    assert best_photo(sizes, 100_000).width == 1280  # the order Telegram lists them in is moot
+    assert best_photo(sizes, 10**9).width == 2560
+    assert best_photo(sizes, 1_000).width == 90  # none fits: the smallest, refused by its size
+    assert best_photo([_size(90, 2_000), _size(800, None)], 1_000).width == 800  # size unstated
+
+
+async def test_an_album_is_handed_whole_to_its_first_item_only() -> None:
+    albums: AlbumCollector[int] = AlbumCollector(idle=0.05)
+    first = asyncio.create_task(albums.collect("album", 1))
+    await asyncio.sleep(0)  # the first item's handler opens the album
+    assert [await albums.collect("album", n) for n in (2, 3)] == [None, None]
+    assert await albums.collect("another album", 9) == [9]
+    assert await first == [1, 2, 3]
+    assert await albums.collect("album", 4) == [4]  # a closed album's id starts a new one
