@@ -7,9 +7,11 @@ or, when nothing is left to answer, store the message so the history has it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Message
 from aiogram.utils.chat_action import ChatActionSender
 
@@ -21,6 +23,8 @@ from bots.telegram.media import attachments_of
 from bots.telegram.surface import TelegramBudgets, TelegramSurface, defuse_mentions
 from core.conversation import ConversationService
 from storage import MessageImage
+
+log = logging.getLogger(__name__)
 
 
 async def answer(
@@ -70,9 +74,9 @@ async def answer_with_files(
         gathered = await gather(text, attachments, settings)
     if gathered.transcript is not None:
         heard = next(source for source, a in found if a.sort is Kind.AUDIO)
-        await heard.reply(defuse_mentions(transcript_quote(gathered.transcript)))
+        await _tell(heard, defuse_mentions(transcript_quote(gathered.transcript)))
     if gathered.notes:
-        await message.reply(notes_text(gathered.notes))
+        await _tell(message, notes_text(gathered.notes))
     if gathered.answerable:
         await answer(
             message, gathered.text, bot, service, budgets, settings, images=gathered.images
@@ -85,6 +89,15 @@ async def answer_with_files(
         platform_message_id=str(message.message_id),
         chat_title=chat_title(message),
     )
+
+
+async def _tell(message: Message, text: str) -> None:
+    """A line before the answer, as a reply to `message` (sent anyway if it was deleted
+    meanwhile); one that cannot be sent costs only itself, never the answer."""
+    try:
+        await message.reply(text, allow_sending_without_reply=True)
+    except TelegramAPIError as exc:
+        log.warning("Could not send a line to chat %s: %s", message.chat.id, exc)
 
 
 def _topic(message: Message) -> int | None:
