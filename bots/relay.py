@@ -21,6 +21,8 @@ What the database says about a reply's delivery, and when (`DeliveryRecord`):
 A reply that waits for the same person's earlier one shows `QUEUED_NOTE` until its turn comes
 (other people's questions are answered meanwhile: the service queues per person); one stopped
 before it said anything (`/reset` stops the asker's queued questions) ends with `NOT_ANSWERED`.
+The core's notice for the user (`Reply.notice`: the chat's model cannot see the images sent) is
+shown above the answer, and is the whole answer to a message that was only images.
 
 The service hears when delivery ended (`ConversationService.delivery_ended`), after the record is
 written: only then is a reply's outcome known, so only then does it count in the metrics.
@@ -30,12 +32,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from bots.streaming import DELIVERY_TIMEOUT, StreamingEngine, StreamResult, Surface
 from core.conversation import Author, ChatRef, ConversationService, Reply, ReplyState
 from core.errors import describe
-from storage import StorageError
+from storage import MessageImage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +109,10 @@ async def relay(
     platform_message_id: str,
     chat_title: str | None = None,
     delivery_timeout: float = DELIVERY_TIMEOUT,
+    images: Sequence[MessageImage] = (),
 ) -> StreamResult:
-    """Answer `text` on `surface`, recording which platform messages carry the reply;
-    `chat_title` is stored as the chat's name.
+    """Answer `text` (and `images`, from `bots.attachments.gather`) on `surface`, recording
+    which platform messages carry the reply; `chat_title` is stored as the chat's name.
 
     Provider failures end up in the message as a short warning (the engine's job); a message
     deleted mid-stream stops the reply, which the engine reports to the service via `aclose`,
@@ -124,6 +127,7 @@ async def relay(
         platform_message_id=platform_message_id,
         chat_title=chat_title,
         delivery=True,
+        images=images,
     )
     record = DeliveryRecord(service, reply)
     engine = StreamingEngine(
@@ -140,12 +144,21 @@ async def relay(
 
 
 async def _shown(reply: Reply) -> AsyncIterator[str]:
-    """The reply's deltas, and `NOT_ANSWERED` if it was stopped before saying anything (a
-    message cannot be empty, and "(empty reply)" would blame the model)."""
+    """The reply's deltas under its notice, if any; and `NOT_ANSWERED` if it was stopped before
+    saying anything (a message cannot be empty, and "(empty reply)" would blame the model).
+
+    The notice is set before the first delta, so it is known by then; a reply with no delta
+    (the notice is the answer) shows it at the end."""
+    noticed = False
     async with contextlib.aclosing(aiter(reply)) as deltas:
         async for delta in deltas:
+            if not noticed and reply.notice:
+                yield f"{reply.notice}\n\n"
+            noticed = True
             yield delta
-    if reply.state is ReplyState.STOPPED and not reply.text:
+    if reply.notice and not noticed:
+        yield reply.notice
+    elif reply.state is ReplyState.STOPPED and not reply.text:
         yield NOT_ANSWERED
 
 

@@ -101,6 +101,13 @@ class CoreSettings(BaseSettings):
     #: CONTEXT_MAX_CHARS, so the question and some history still fit beside the file.
     text_file_max_chars: int = Field(16_000, gt=0)
 
+    # Images out (`/image`, `core.drawing`): off until IMAGE_MODEL names a model that an
+    # OpenAI-compatible provider serves at /images/generations. Drawing costs far more than a
+    # chat turn, so, as for voice, the operator turns it on.
+    image_model: str | None = None
+    #: The size asked for; "1024x1024" is the one every image model takes.
+    image_size: str = "1024x1024"
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> CoreSettings:

@@ -10,6 +10,7 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
     - ProvidersFileError          the providers file cannot be read or is invalid
     - TranscriptionOffError       TRANSCRIBE_BASE_URL is unset: voice notes are not set up
     - FFmpegMissingError          an audio file needs ffmpeg or ffprobe, which is not installed
+    - ImageGenerationOffError     /image with IMAGE_MODEL unset, or turned off in that chat
   + AttachmentError               a voice note or file the bot will not read; `user_hint` says why
     - EmptyAttachmentError        it has no bytes
     - AttachmentTooLargeError     over a size or duration cap
@@ -207,6 +208,18 @@ class FFmpegMissingError(ConfigurationError):
     )
 
 
+class ImageGenerationOffError(ConfigurationError):
+    """`/image` where drawing is off: IMAGE_MODEL is unset, or the chat's admins turned it off.
+    The message (and `user_hint`) says which, since only one of them is the user's to change."""
+
+    user_hint = "Drawing images is not set up on this bot."
+
+    def __init__(self, message: str, user_hint: str | None = None) -> None:
+        super().__init__(message)
+        if user_hint is not None:
+            self.user_hint = user_hint
+
+
 class AttachmentError(ParleyError):
     """A voice note or file the bot will not read. The message is for the log; `user_hint`,
     set per instance when the cause has figures (the cap, the file's size), is for the chat."""
@@ -304,6 +317,7 @@ __all__ = [
     "FFmpegMissingError",
     "IllegalMoveError",
     "ImageError",
+    "ImageGenerationOffError",
     "ImageTooLargeError",
     "InvalidRequestError",
     "InvalidSettingError",

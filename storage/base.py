@@ -67,6 +67,8 @@ class ChatConfig:
 
     model: str | None = None
     system_prompt: str | None = None
+    #: Whether `/image` draws in this chat; None: yes, when the operator set IMAGE_MODEL.
+    image_generation: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +225,8 @@ class Store(Protocol):
     async def set_chat_model(self, chat: ChatKey, model: str | None) -> None: ...
 
     async def set_chat_system_prompt(self, chat: ChatKey, prompt: str | None) -> None: ...
+
+    async def set_chat_image_generation(self, chat: ChatKey, enabled: bool | None) -> None: ...
 
     async def new_conversation(self, chat: ChatKey) -> int: ...
 

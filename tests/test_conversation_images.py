@@ -11,14 +11,20 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bots.clock import SystemClock
+from bots.relay import relay
+from core.conversation import BLIND_MODEL_NOTE
 from core.conversation.context import IMAGE_PLACEHOLDER
 from core.images import data_url, prepare_image
 from storage import MessageImage, Store, open_store
 from tests.fakes.llm_server import FakeLLMServer
 from tests.test_conversation_fakes import ALICE, chat, collect
 from tests.test_conversation_people import make_service
+from tests.test_streaming import RecordingSurface
 
 ROOM = chat("42")
+#: A model the presets know sees images; "fake-model", the other tests' default, does not.
+VISION = "gpt-4o"
 
 
 @pytest.fixture
@@ -42,7 +48,7 @@ def last_user_content(server: FakeLLMServer) -> object:
 async def test_images_go_to_the_model_with_their_message_and_are_stored(
     store: Store, server: FakeLLMServer
 ) -> None:
-    service = make_service(store, server)
+    service = make_service(store, server, default_model=VISION)
     image = await photo("red")
     await collect(service.reply(ROOM, ALICE, "what colour?", images=[image]))
     assert last_user_content(server) == [
@@ -55,7 +61,7 @@ async def test_images_go_to_the_model_with_their_message_and_are_stored(
 
 
 async def test_an_image_alone_is_a_question(store: Store, server: FakeLLMServer) -> None:
-    service = make_service(store, server)
+    service = make_service(store, server, default_model=VISION)
     image = await photo("blue")
     await collect(service.reply(ROOM, ALICE, "", images=[image]))
     assert last_user_content(server) == [
@@ -69,7 +75,7 @@ async def test_an_image_alone_is_a_question(store: Store, server: FakeLLMServer)
 async def test_older_turns_carry_a_placeholder_instead_of_their_image(
     store: Store, server: FakeLLMServer
 ) -> None:
-    service = make_service(store, server, context_image_turns=1)
+    service = make_service(store, server, default_model=VISION, context_image_turns=1)
     image = await photo("green")
     await collect(service.reply(ROOM, ALICE, "look", images=[image]))
     await collect(service.reply(ROOM, ALICE, "and the corner?"))
@@ -78,4 +84,71 @@ async def test_older_turns_carry_a_placeholder_instead_of_their_image(
     # The newest turn is the one being answered: the photo's turn is the older one.
     assert IMAGE_PLACEHOLDER in user_turns[0] and "look" in user_turns[0]
     assert user_turns[-1] == "and the corner?"
+    await service.aclose()
+
+
+async def test_a_blind_model_gets_the_text_and_the_user_a_line(
+    store: Store, server: FakeLLMServer
+) -> None:
+    service = make_service(store, server, default_model="llama3.1:8b")
+    reply = service.reply(ROOM, ALICE, "what colour?", images=[await photo("red")])
+    assert await collect(reply) == "echo: [image]\nwhat colour?"  # the text only
+    assert reply.notice == BLIND_MODEL_NOTE
+    # The image is kept: a later switch to a vision model can still see it.
+    (stored,) = [m for m in await service.history(ROOM) if m.image_count]
+    assert len((await store.message_images([stored.id]))[stored.id]) == 1
+    await service.aclose()
+
+
+async def test_a_blind_model_is_not_asked_about_an_image_alone(
+    store: Store, server: FakeLLMServer
+) -> None:
+    service = make_service(store, server, default_model="llama3.1:8b")
+    reply = service.reply(ROOM, ALICE, "", images=[await photo("red")])
+    assert await collect(reply) == ""
+    assert reply.notice == BLIND_MODEL_NOTE and server.requests == []
+    assert [m.image_count for m in await service.history(ROOM)] == [1]  # the photo is stored
+    await service.aclose()
+
+
+async def test_the_relay_shows_the_notice_above_the_answer(
+    store: Store, server: FakeLLMServer
+) -> None:
+    service = make_service(store, server, default_model="llama3.1:8b")
+    surface = RecordingSurface(SystemClock(), min_edit_interval=0.0)
+    await relay(
+        service,
+        surface,
+        ROOM,
+        ALICE,
+        "hi",
+        group=False,
+        platform_message_id="1",
+        images=[await photo("red")],
+    )
+    assert surface.final_texts() == [f"{BLIND_MODEL_NOTE}\n\necho: [image]\nhi"]
+    alone = RecordingSurface(SystemClock(), min_edit_interval=0.0)
+    await relay(
+        service,
+        alone,
+        ROOM,
+        ALICE,
+        "",
+        group=False,
+        platform_message_id="2",
+        images=[await photo("blue")],
+    )
+    assert alone.final_texts() == [BLIND_MODEL_NOTE]
+    await service.aclose()
+
+
+async def test_a_message_with_nothing_readable_is_remembered_in_arrival_order(
+    store: Store, server: FakeLLMServer
+) -> None:
+    service = make_service(store, server, default_model=VISION)
+    remembered = service.remember(ROOM, ALICE, "[voice note: not read]", platform_message_id="7")
+    await collect(service.reply(ROOM, ALICE, "after it"))
+    await remembered
+    texts = [m.text for m in await service.history(ROOM)]
+    assert texts == ["[voice note: not read]", "after it", "echo: after it"]
     await service.aclose()

@@ -38,6 +38,7 @@ EXPECTED_COLUMNS = {
         "system_prompt",
         "created_at",
         "title",  # m003
+        "image_generation",  # m006
     ],
     "conversations": ["id", "chat", "created_at"],
     "messages": [
@@ -218,6 +219,19 @@ async def test_settings_are_per_chat_and_can_go_back_to_default(store: Store) ->
     assert (await store.chat_config(chat("2"))).model is None
     await store.set_chat_model(chat(), None)
     assert (await store.chat_config(chat())).model is None
+
+
+async def test_the_image_switch_is_per_chat_and_keeps_the_other_settings(store: Store) -> None:
+    assert (await store.chat_config(chat())).image_generation is None
+    await store.set_chat_model(chat(), "gpt-x")
+    await store.set_chat_image_generation(chat(), False)
+    config = await store.chat_config(chat())
+    assert (config.model, config.image_generation) == ("gpt-x", False)
+    assert (await store.chat_config(chat("2"))).image_generation is None
+    await store.set_chat_image_generation(chat(), True)
+    assert (await store.chat_config(chat())).image_generation is True
+    await store.set_chat_image_generation(chat(), None)
+    assert (await store.chat_config(chat())).image_generation is None
 
 
 async def test_a_queued_turn_keeps_its_reply_next_to_its_question(store: Store) -> None:

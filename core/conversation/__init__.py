@@ -12,11 +12,12 @@ from ..errors import IllegalMoveError
 from .chat import Author, ChatRef
 from .context import TRUNCATION_MARKER, build_context
 from .observer import NO_OBSERVER, ConversationObserver, NoObserver
-from .reply import INTERRUPTED_NOTE, Reply, ReplyState
+from .reply import BLIND_MODEL_NOTE, INTERRUPTED_NOTE, Reply, ReplyState
 from .reset import ResetReport, describe_reset, describe_stop
 from .service import ConversationService
 
 __all__ = [
+    "BLIND_MODEL_NOTE",
     "INTERRUPTED_NOTE",
     "NO_OBSERVER",
     "TRUNCATION_MARKER",

@@ -13,7 +13,7 @@ the size of its data URL, and capping how many turns carry images is what bounds
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from core.config import CoreSettings
@@ -111,13 +111,15 @@ async def load_context(
     *,
     group: bool,
     leave_out: Collection[int] = (),
+    sees_images: Callable[[str], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """The messages answering stored user message `user_message_id`, and the model to ask.
 
     The replies to the user messages in `leave_out` are not sent: in a group they are other
     people's replies that were still being written when this question arrived, so the history
     is as the asker saw it, whether or not they have finished since. The images of the newest
-    `context_image_turns` user messages are read from the store, and only theirs.
+    `context_image_turns` user messages are read from the store, and only theirs; none when
+    `sees_images` says the chat's model cannot see (every image is then "[image]").
     """
     config = await store.chat_config(chat)
     limit = settings.context_max_messages
@@ -125,7 +127,10 @@ async def load_context(
     if leave_out:
         history = [message for message in history if message.reply_to not in leave_out][-limit:]
     newest_turns = [m for m in reversed(history) if m.role is Role.USER]
+    model = config.model or settings.default_model
     wanted = [m.id for m in newest_turns[: settings.context_image_turns] if m.image_count]
+    if wanted and sees_images is not None and not sees_images(model):
+        wanted = []
     images = await store.message_images(wanted) if wanted else {}
     messages = build_context(
         config.system_prompt or settings.system_prompt,
@@ -135,4 +140,4 @@ async def load_context(
         max_chars=settings.context_max_chars,
         images=images,
     )
-    return messages, config.model or settings.default_model
+    return messages, model

@@ -43,6 +43,11 @@ from .chat import Author, ChatRef
 #: screen, marked at the next start. The text above it is all there is; the question can be
 #: asked again. One text for both, so a user learns one sign.
 INTERRUPTED_NOTE = "⏹ Interrupted: this reply was cut off before it was complete."
+#: The line above a reply to a message with images, when the chat's model cannot see: the model
+#: got the text only, and the user learns why its answer ignores the picture, and what to do.
+BLIND_MODEL_NOTE = (
+    "🖼 This model cannot see images; I read only your text. Switch to a vision model with /model."
+)
 
 
 class ReplyState(StrEnum):
@@ -119,6 +124,8 @@ class Reply:
         self.user_message_id: int | None = None
         self.model: str | None = None
         self.provider: str | None = None
+        #: A line for the user to read above the answer (`BLIND_MODEL_NOTE`); not stored.
+        self.notice: str | None = None
         #: How many characters of the text the store holds (its last checkpoint).
         self.saved_length = 0
         #: Why the reply failed (state ERROR); re-raised to the consumer.

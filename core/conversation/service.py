@@ -47,6 +47,7 @@ from typing import Any
 from core.chat_settings import parse_model, parse_system_prompt
 from core.client import AsyncClient
 from core.config import CoreSettings
+from core.errors import ParleyError
 from storage import (
     ChatConfig,
     MessageImage,
@@ -61,7 +62,7 @@ from storage import (
 from .chat import Author, ChatRef
 from .context import load_context
 from .observer import NO_OBSERVER, ConversationObserver, provider_failures
-from .reply import Reply, ReplyState
+from .reply import BLIND_MODEL_NOTE, Reply, ReplyState
 from .reset import ResetReport, names_of
 
 log = logging.getLogger(__name__)
@@ -267,6 +268,58 @@ class ConversationService:
             waited_for=names_of(reply.author for reply in waited_for),
         )
 
+    def remember(
+        self,
+        chat: ChatRef,
+        author: Author,
+        text: str,
+        *,
+        platform_message_id: str | None = None,
+        chat_title: str | None = None,
+    ) -> asyncio.Task[None]:
+        """Store a user message that no reply answers: one whose every attachment was refused
+        (the adapter told the user why). The history keeps what was sent, in the chat's order
+        of arrival: its place is taken by this call (not when the task is awaited), as for
+        `reply`. Awaiting the task raises StorageError if the message could not be stored."""
+        stored_before = self._arrivals.get(chat)
+        stored = asyncio.Event()
+        self._arrivals[chat] = stored
+        return asyncio.create_task(
+            self._remember(
+                chat, author, text, platform_message_id, chat_title, stored_before, stored
+            ),
+            name=f"remember {chat.platform}:{chat.chat_id}:{chat.thread_id}",
+        )
+
+    async def _remember(
+        self,
+        chat: ChatRef,
+        author: Author,
+        text: str,
+        platform_message_id: str | None,
+        chat_title: str | None,
+        stored_before: asyncio.Event | None,
+        stored: asyncio.Event,
+    ) -> None:
+        try:
+            if stored_before is not None:
+                await stored_before.wait()
+            await self._store.add_user_message(
+                chat,
+                author_id=author.id,
+                author_name=author.name,
+                text=text,
+                platform_message_id=platform_message_id,
+                chat_title=chat_title,
+            )
+        finally:
+            self._arrived(chat, stored)
+
+    @property
+    def client(self) -> AsyncClient:
+        """The completion client: the bots draw images (`/image`) with it too."""
+        return self._client
+
     async def chat_config(self, chat: ChatRef) -> ChatConfig:
         """The chat's own settings; `None` in a field means the operator's default applies."""
         return await self._store.chat_config(chat)
@@ -290,6 +343,11 @@ class ConversationService:
         value = None if prompt is None else parse_system_prompt(prompt)
         await self._store.set_chat_system_prompt(chat, value)
         return value
+
+    async def set_image_generation(self, chat: ChatRef, enabled: bool | None) -> None:
+        """Turn `/image` on or off in the chat (its admins' switch); None: the operator's
+        default (on when IMAGE_MODEL is set)."""
+        await self._store.set_chat_image_generation(chat, enabled)
 
     async def record_platform_ids(
         self, message_id: int, ids: list[str], *, delivery_pending: bool = False
@@ -382,7 +440,7 @@ class ConversationService:
             leave_out = {
                 other.user_message_id for other in place.others if other.user_message_id is not None
             }
-            await self._stream(reply, user_message_id, group, leave_out)
+            await self._stream(reply, user_message_id, group, leave_out, text, bool(images))
         finally:
             if not reply.state.final:  # only when cancelled from outside
                 reply.end(ReplyState.INTERRUPTED)
@@ -472,7 +530,13 @@ class ConversationService:
         return message_id
 
     async def _stream(
-        self, reply: Reply, user_message_id: int, group: bool, leave_out: set[int]
+        self,
+        reply: Reply,
+        user_message_id: int,
+        group: bool,
+        leave_out: set[int],
+        text: str,
+        with_images: bool,
     ) -> None:
         state = ReplyState.DONE
         error: BaseException | None = None
@@ -488,7 +552,13 @@ class ConversationService:
                     user_message_id,
                     group=group,
                     leave_out=leave_out,
+                    sees_images=self._sees_images,
                 )
+                if with_images and not self._sees_images(reply.model):
+                    reply.notice = BLIND_MODEL_NOTE
+                    if not text.strip():  # only images: the notice is the whole answer
+                        reply.end(ReplyState.DONE)
+                        return
                 await self._open_row(reply, user_message_id)
                 started = last_save = time.monotonic()
                 stream = self._client.chat.completions.create(
@@ -531,6 +601,14 @@ class ConversationService:
         reply.end(state, error)
         if outside_cancel:
             raise asyncio.CancelledError
+
+    def _sees_images(self, model: str) -> bool:
+        """Whether the chat's model takes images; a model the registry cannot place is given
+        them (the request then fails with the provider's own, clearer, error)."""
+        try:
+            return self._client.sees_images(model)
+        except ParleyError:
+            return True
 
     async def _open_row(self, reply: Reply, user_message_id: int) -> None:
         """Create the reply's row; a stop arriving meanwhile still learns the row's id."""

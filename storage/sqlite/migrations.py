@@ -167,6 +167,19 @@ async def m005_images(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m006_image_generation(db: aiosqlite.Connection) -> None:
+    # A chat's /image switch (its admins' /image off); NULL: the operator's default (on when
+    # IMAGE_MODEL is set), like the chat's model and system prompt.
+    await _run(
+        db,
+        (
+            "ALTER TABLE chats ADD COLUMN image_generation INTEGER"
+            " CHECK (image_generation IN (0, 1))",
+        ),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

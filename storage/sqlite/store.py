@@ -410,12 +410,16 @@ class SQLiteStore:
 
     async def chat_config(self, chat: ChatKey) -> ChatConfig:
         rows = await self._fetch(
-            "SELECT model, system_prompt FROM chats"
+            "SELECT model, system_prompt, image_generation FROM chats"
             " WHERE platform = ? AND chat_id = ? AND thread_id = ?",
             _key(chat),
         )
-        for model, system_prompt in rows:
-            return ChatConfig(model=model, system_prompt=system_prompt)
+        for model, system_prompt, image_generation in rows:
+            return ChatConfig(
+                model=model,
+                system_prompt=system_prompt,
+                image_generation=None if image_generation is None else bool(image_generation),
+            )
         return ChatConfig()
 
     async def set_chat_model(self, chat: ChatKey, model: str | None) -> None:
@@ -430,6 +434,14 @@ class SQLiteStore:
             chat_row, _, _ = await self._ensure_chat(db, chat)
             await db.execute(
                 "UPDATE chats SET system_prompt = ? WHERE id = ?", (_utf8_or_none(prompt), chat_row)
+            )
+
+    async def set_chat_image_generation(self, chat: ChatKey, enabled: bool | None) -> None:
+        async with self._transaction() as db:
+            chat_row, _, _ = await self._ensure_chat(db, chat)
+            await db.execute(
+                "UPDATE chats SET image_generation = ? WHERE id = ?",
+                (None if enabled is None else int(enabled), chat_row),
             )
 
     async def new_conversation(self, chat: ChatKey) -> int:

@@ -1,0 +1,115 @@
+"""bots.drawing: `/image` for both bots, over real HTTP to the fake image endpoint, with the
+per-chat switch on a real store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bots.drawing import (
+    CAPTION_MAX_CHARS,
+    Switch,
+    draw,
+    parse_image_args,
+    switch_image_generation,
+)
+from core import errors
+from core.config import CoreSettings
+from core.conversation import ConversationService
+from storage import Store, open_store
+from tests.fakes.llm_server import GENERATED_PNG, FakeLLMServer
+from tests.test_conversation_fakes import chat
+from tests.test_conversation_people import make_service
+from tests.test_core_image_generation import REFUSAL
+
+ROOM = chat("7")
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def service(store: Store, server: FakeLLMServer) -> AsyncIterator[ConversationService]:
+    service = make_service(store, server)
+    yield service
+    await service.aclose()
+
+
+def settings(**values: Any) -> CoreSettings:
+    return CoreSettings(_env_file=None, **{"image_model": "image-model", **values})
+
+
+@pytest.mark.parametrize(
+    ("args", "parsed"),
+    [
+        (None, None),
+        ("   ", None),
+        ("off", Switch.OFF),
+        (" ON ", Switch.ON),
+        ("a cat in the snow", "a cat in the snow"),
+        ("off the coast of Maine", "off the coast of Maine"),
+    ],
+)
+def test_the_argument_is_a_switch_only_when_it_is_the_exact_word(
+    args: str | None, parsed: object
+) -> None:
+    assert parse_image_args(args) == parsed
+
+
+async def test_a_drawing_is_the_servers_image_with_the_prompt_as_caption(
+    service: ConversationService, server: FakeLLMServer
+) -> None:
+    drawing = await draw(service, settings(image_size="512x512"), ROOM, "a red  fox")
+    assert (drawing.data, drawing.media_type) == (GENERATED_PNG, "image/png")
+    assert (drawing.file_name, drawing.caption) == ("image.png", "a red fox")
+    request = server.requests[-1]
+    assert request.path == "/v1/images/generations"
+    assert request.json["model"] == "image-model" and request.json["size"] == "512x512"
+    assert "response_format" not in request.json  # the client's to honour, as in g4f
+
+
+async def test_a_long_prompt_is_cut_for_the_caption_not_for_the_model(
+    service: ConversationService, server: FakeLLMServer
+) -> None:
+    prompt = "a very detailed scene " * 100
+    drawing = await draw(service, settings(), ROOM, prompt)
+    assert len(drawing.caption) == CAPTION_MAX_CHARS and drawing.caption.endswith("…")
+    assert server.requests[-1].json["prompt"] == prompt
+
+
+async def test_without_an_image_model_drawing_is_off(
+    service: ConversationService, server: FakeLLMServer
+) -> None:
+    with pytest.raises(errors.ImageGenerationOffError) as caught:
+        await draw(service, settings(image_model=None), ROOM, "a cat")
+    assert errors.describe(caught.value) == "Drawing images is not set up on this bot."
+    assert server.requests == []
+
+
+async def test_admins_turn_it_off_and_on_per_chat(
+    service: ConversationService, server: FakeLLMServer
+) -> None:
+    line = await switch_image_generation(service, ROOM, Switch.OFF)
+    assert "off in this chat" in line
+    with pytest.raises(errors.ImageGenerationOffError) as caught:
+        await draw(service, settings(), ROOM, "a cat")
+    assert "turned off in this chat" in errors.describe(caught.value)
+    await draw(service, settings(), chat("8"), "a cat")  # another chat is not affected
+    assert "is on" in await switch_image_generation(service, ROOM, Switch.ON)
+    assert (await draw(service, settings(), ROOM, "a cat")).data == GENERATED_PNG
+
+
+async def test_a_refused_prompt_says_so(
+    service: ConversationService, server: FakeLLMServer
+) -> None:
+    server.image_scripts.append(REFUSAL)
+    with pytest.raises(errors.ContentPolicyError) as caught:
+        await draw(service, settings(), ROOM, "something forbidden")
+    assert "refused this prompt" in errors.describe(caught.value)
