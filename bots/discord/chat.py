@@ -22,15 +22,13 @@ from bots.discord.surface import DiscordBudgets, DiscordSurface, clip
 from bots.errors import MessageGone
 from bots.relay import relay
 from core.conversation import ConversationService
-from storage import MessageImage
+from storage import MessageImage, StorageError
 
 log = logging.getLogger(__name__)
 
 #: Answer to a message with nothing the bot reads: only a sticker. Replying (rather than
 #: staying silent) matters in DMs and replies, where the person is clearly waiting.
-STICKERS_ONLY = (
-    "I can't read stickers. Send me text, an image, a voice message or a text file."
-)
+STICKERS_ONLY = "I can't read stickers. Send me text, an image, a voice message or a text file."
 #: Answer to a bare mention of the bot.
 EMPTY_MENTION = "Yes? Mention me together with your question."
 
@@ -131,22 +129,30 @@ class ChatCog(commands.Cog):
             with contextlib.suppress(discord.HTTPException):  # a hint only: never worth failing
                 await typing.enter_async_context(message.channel.typing())
             gathered = await gather(text, attachments, self.settings)
-        notes = DiscordSurface(message, self.budgets)
-        if gathered.transcript is not None:
-            await self._say(notes, transcript_quote(gathered.transcript))
-        if gathered.notes:
-            await self._say(notes, notes_text(gathered.notes))
-        if gathered.answerable:
-            await self._relay(message, surface, gathered.text, gathered.images)
-        else:
-            await self.service.remember(
+        # Nothing to answer: the message takes its place in the history now, before the lines
+        # below, so a message sent after them is always stored after it.
+        remembered = None
+        if not gathered.answerable:
+            remembered = self.service.remember(
                 chat_of(message.channel),
                 author_of(message.author),
                 gathered.record,
                 platform_message_id=str(message.id),
                 chat_title=chat_title(message),
             )
-        surface.refused = surface.refused or notes.refused
+        notes = DiscordSurface(message, self.budgets)
+        if gathered.transcript is not None:
+            await self._say(notes, transcript_quote(gathered.transcript))
+        if gathered.notes:
+            await self._say(notes, notes_text(gathered.notes))
+        surface.refused = notes.refused
+        if remembered is None:
+            await self._relay(message, surface, gathered.text, gathered.images)
+            return
+        try:
+            await remembered
+        except StorageError as exc:  # the user has had the lines; only the record is lost
+            log.warning("could not store message %s: %s", message.id, exc)
 
     async def _relay(
         self,

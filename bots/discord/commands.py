@@ -11,10 +11,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bots.config import Settings
-from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
 from bots.discord.access import is_allowed, may_change_settings
 from bots.discord.messages import chat_of
 from bots.discord.surface import NO_PINGS, clip
+from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
 from core import chat_settings
 from core.conversation import ChatRef, ConversationService, describe_reset, describe_stop
 from core.errors import ParleyError, describe
