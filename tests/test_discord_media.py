@@ -7,8 +7,10 @@ uploads taken as discord.py sends them) and the fake LLM (image parts recorded,
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
+import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,13 +21,20 @@ import pytest
 from PIL import Image
 
 from bots.attachments import transcript_quote
-from bots.discord.commands import ADMINS_ONLY
+from bots.discord.commands import ADMINS_ONLY, IMAGE_TOO_LARGE
 from bots.drawing import IMAGE_USAGE
 from core.conversation import ChatRef
 from core.errors import ContentPolicyError, CorruptImageError, ImageGenerationOffError
 from storage import Role, StoredMessage
 from tests.audio_support import needs_ffmpeg, tone
-from tests.fakes.discord_api import ALICE_ID, BOB_ID, GENERAL_ID, Attachment, FakeDiscord
+from tests.fakes.discord_api import (
+    ALICE_ID,
+    BOB_ID,
+    GENERAL_ID,
+    MAX_UPLOAD_BYTES,
+    Attachment,
+    FakeDiscord,
+)
 from tests.fakes.llm_server import GENERATED_PNG, FakeLLMServer, Script
 from tests.test_discord_bot import MENTION, WAIT, Harness, _bot
 
@@ -255,6 +264,33 @@ async def test_a_refused_prompt_gets_the_content_policy_line(bot: Harness) -> No
     assert not bot.fake.messages[refused.followups[0]].files
     fine = await bot.fake.push_interaction("image", {"prompt": "a fox"})
     assert await bot.fake.wait_answered(fine) == "a fox"
+
+
+async def test_a_drawing_over_discords_upload_limit_gets_a_line(bot: Harness) -> None:
+    huge = GENERATED_PNG + bytes(MAX_UPLOAD_BYTES)  # a PNG by its signature, over 10 MiB
+    body = {"created": 0, "data": [{"b64_json": base64.b64encode(huge).decode()}]}
+    bot.llm.image_scripts.append(
+        Script(raw_sse=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    )
+    interaction = await bot.fake.push_interaction("image", {"prompt": "a huge fox"})
+    assert await bot.fake.wait_answered(interaction) == IMAGE_TOO_LARGE
+    (upload,) = [c for c in bot.fake.calls if (c.content_type or "").startswith("multipart/")]
+    assert upload.status == 413
+    later = await bot.fake.push_interaction("image", {"prompt": "a fox"})
+    assert await bot.fake.wait_answered(later) == "a fox"
+
+
+@needs_ffmpeg
+async def test_a_mention_replying_to_a_voice_message_transcribes_it(
+    bot: Harness, tmp_path: Path
+) -> None:
+    recording = tone(tmp_path / "voice.ogg", seconds=1.0)
+    voice = await bot.fake.push_voice_message(recording, duration_secs=1.0, author=ALICE_ID)
+    bot.llm.enqueue(Script(pieces=["see you at noon"]), Script(pieces=["She says noon."]))
+    await bot.fake.push_message(f"{MENTION} what did she say?", reply_to=voice.id)
+    await said(bot, "She says noon.")
+    prompt = text_of(chat_requests(bot.llm)[-1][-1])
+    assert prompt.endswith("what did she say?\n\nsee you at noon")
 
 
 # ---------------------------------------------------------------- bad input
