@@ -24,18 +24,17 @@ FROM python:3.11-slim
 # (chown 10001:10001). Only /data is theirs; the code stays root's and read-only to them.
 # The base image's own pip and setuptools go too: the venv never used them, and an image
 # that cannot install packages has nothing for a scanner to flag in them.
-# ffmpeg (with ffprobe) converts the voice notes the transcription endpoints do not take as
-# they are (an iPhone's CAF, AMR) and measures audio whose length the platform did not state;
-# without it those get a line asking for a voice note instead (core/audio/ffmpeg.py).
-RUN apt-get update \
-    && apt-get install --yes --no-install-recommends ffmpeg \
-    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 parley \
     && useradd --system --uid 10001 --gid parley --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin parley \
     && install --directory --owner=parley --group=parley --mode=0750 /data \
     && python -m pip uninstall --yes pip setuptools wheel
 COPY --from=build /opt/venv /opt/venv
+# ffmpeg and ffprobe convert the voice notes the transcription endpoints do not take as they are
+# (an iPhone's CAF, AMR) and measure audio whose length the platform did not state (without them
+# those get a line asking for a voice note instead: core/audio/ffmpeg.py). Static builds from a
+# pinned image: two files, no package manager run in this stage.
+COPY --from=mwader/static-ffmpeg:7.1 /ffmpeg /ffprobe /usr/local/bin/
 # The database lives on the volume; the working directory holds no .env, so the environment
 # is the only configuration. METRICS_ADDR serves /healthz (used below) and /metrics.
 ENV PATH="/opt/venv/bin:${PATH}" \

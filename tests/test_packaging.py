@@ -169,7 +169,9 @@ def test_the_run_stage_holds_the_venv_and_no_build_tools() -> None:
     build, final = _stages()[0], _stages()[-1]
     copies = [command for command in final if command.cmd in {"COPY", "ADD"}]
     assert [(c.cmd, c.flags, c.value) for c in copies] == [
-        ("COPY", ("--from=build",), ("/opt/venv", "/opt/venv"))
+        ("COPY", ("--from=build",), ("/opt/venv", "/opt/venv")),
+        # Static ffmpeg and ffprobe for the voice notes: files, not a package manager run here.
+        ("COPY", ("--from=mwader/static-ffmpeg:7.1",), ("/ffmpeg", "/ffprobe", "/usr/local/bin/")),
     ]
     install = " ".join(command.value[0] for command in build if command.cmd == "RUN")
     assert "python -m venv --without-pip /opt/venv" in install
