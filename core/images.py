@@ -15,7 +15,6 @@ worker thread and the event loop keeps serving other chats.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import threading
 from collections.abc import Sequence
@@ -31,6 +30,7 @@ from PIL import (  # noqa: F401
     WebPImagePlugin,
 )
 
+from core import content
 from core.config import DEFAULT_IMAGE_MAX_BYTES
 from core.errors import (
     CorruptImageError,
@@ -39,6 +39,7 @@ from core.errors import (
     ImageTooLargeError,
     UnsupportedImageError,
 )
+from core.figures import megabytes
 from storage import MessageImage
 
 #: The longest side an image is sent with; larger ones are scaled down, keeping the aspect.
@@ -50,18 +51,9 @@ JPEG_QUALITY = 85
 #: The formats Pillow may open, as Pillow names them ("JPEG" opens MPO files too).
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):.0f} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
-
-
-def _looks_accepted(raw: bytes) -> bool:
-    """The file starts as a JPEG, PNG or WebP does: one Pillow cannot open is damaged, not
-    something else."""
-    return raw.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")) or (
-        raw[:4] == b"RIFF" and raw[8:12] == b"WEBP"
-    )
+#: The same formats as media types: a file starting as one of them that Pillow cannot open is
+#: damaged, not something else.
+_ACCEPTED_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 
 
 def _open(raw: bytes) -> Image.Image:
@@ -70,7 +62,7 @@ def _open(raw: bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"Image refused as a decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
-        if _looks_accepted(raw):
+        if content.image_media_type(raw) in _ACCEPTED_MEDIA_TYPES:
             raise CorruptImageError(f"Image header cannot be read: {exc}") from exc
         raise UnsupportedImageError(
             f"Not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)}); "
@@ -130,7 +122,7 @@ def prepare_image_sync(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) 
     if len(raw) > max_bytes:
         raise ImageTooLargeError(
             f"Image of {len(raw)} bytes is over IMAGE_MAX_BYTES ({max_bytes}).",
-            f"That image is over {_megabytes(max_bytes)}. Please send a smaller one.",
+            f"That image is over {megabytes(max_bytes)}. Please send a smaller one.",
         )
     with DECODE_SLOTS, _open(raw) as opened:
         try:
@@ -199,4 +191,4 @@ async def prepare_images(
 
 def data_url(image: MessageImage) -> str:
     """The image as an RFC 2397 data URL, the form OpenAI-compatible `image_url` parts take."""
-    return f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+    return content.data_url(image.data, image.media_type)

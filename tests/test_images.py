@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from core import content
 from core import images as core_images
 from core.errors import (
     CorruptImageError,
@@ -223,3 +224,32 @@ def test_a_png_too_large_to_decode_at_full_size_is_refused_before_decoding() -> 
     assert len(buffer.getvalue()) < 100_000
     with pytest.raises(ImageTooLargeError, match="over the limit"):
         prepare_image_sync(buffer.getvalue())
+
+
+def test_a_cap_of_a_fraction_of_a_megabyte_is_named_as_it_is() -> None:
+    """The hint names the cap as every other file's does (`core.figures.megabytes`): a
+    1.5 MB cap read "2 MB" when images had a size formatter of their own."""
+    with pytest.raises(ImageTooLargeError) as caught:
+        prepare_image_sync(b"\xff" * (2 * 1024 * 1024), max_bytes=1536 * 1024)
+    assert caught.value.user_hint == "That image is over 1.5 MB. Please send a smaller one."
+
+
+def test_the_data_url_of_an_image_is_the_content_modules() -> None:
+    image = prepare_image_sync(encoded((10, 10)))
+    assert data_url(image) == content.data_url(image.data, image.media_type)
+
+
+@pytest.mark.parametrize(
+    ("raw", "media_type"),
+    [
+        (encoded((5, 5)), "image/jpeg"),
+        (encoded((5, 5), "PNG"), "image/png"),
+        (encoded((5, 5), "WEBP"), "image/webp"),
+        (encoded((5, 5), "GIF"), "image/gif"),
+        (b"RIFF\0\0\0\0WAVEfmt ", None),
+        (b"not an image", None),
+    ],
+    ids=["jpeg", "png", "webp", "gif", "wav", "text"],
+)
+def test_one_sniffer_types_an_image_by_its_first_bytes(raw: bytes, media_type: str | None) -> None:
+    assert content.image_media_type(raw) == media_type
