@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,13 @@ from storage import MessageImage
 MAX_LONG_SIDE = 2048
 #: JPEG quality of the re-encoded image: no visible loss for photos or text in screenshots.
 JPEG_QUALITY = 85
+#: Most bytes a prepared image may have, so every vision API takes it. Anthropic's limit is
+#: the lowest: 5 MB (5,242,880) of the image's *base64* form ("image exceeds 5 MB maximum:
+#: 5272940 bytes > 5242880 bytes" is its 400), which is 4/3 of the bytes; OpenAI and Gemini
+#: take 20 MB. So 3.75 MB of bytes, whatever the provider a chat later switches to.
+SEND_MAX_BYTES = 5 * 1024 * 1024 * 3 // 4
+#: How much further than the byte ratio says each shrinking step goes, so one step mostly does.
+_SHRINK_MARGIN = 0.9
 #: The formats Pillow may open, as Pillow names them ("JPEG" opens MPO files too).
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
@@ -95,23 +103,53 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in _ALPHA_MODES or "transparency" in image.info
 
 
-def _encode(image: Image.Image) -> tuple[bytes, str]:
-    """PNG when some pixel is see-through (JPEG would paint it black), else JPEG."""
+def _saved(image: Image.Image, fmt: str, **options: object) -> bytes:
     out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """An RGBA image flattened onto white: what a chat app shows behind a transparent sticker
+    or logo, and what JPEG (which has no transparency) can carry."""
+    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, image).convert("RGB")
+
+
+def _jpeg_within_cap(image: Image.Image) -> tuple[bytes, str, Image.Image]:
+    """JPEG at `JPEG_QUALITY`, scaled down until it fits `SEND_MAX_BYTES`: a photo of 2,048 px
+    needs no step; one of pure noise needs one or two."""
+    while True:
+        data = _saved(image, "JPEG", quality=JPEG_QUALITY)
+        if len(data) <= SEND_MAX_BYTES:
+            return data, "image/jpeg", image
+        scale = math.sqrt(SEND_MAX_BYTES / len(data)) * _SHRINK_MARGIN
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _encode(image: Image.Image) -> tuple[bytes, str, Image.Image]:
+    """The bytes, their media type, and the image they hold (smaller than `image` when it had
+    to shrink to fit `SEND_MAX_BYTES`).
+
+    PNG when some pixel is see-through (JPEG would paint it black) and the PNG fits the cap;
+    a transparent image whose PNG does not (a noisy or photographic one, up to 16 MB at
+    2,048 px) is flattened onto white and goes as JPEG. Everything else is JPEG."""
     if _has_alpha(image):
         image = image.convert("RGBA")
         if image.getchannel("A").getextrema() != (255, 255):
-            image.save(out, "PNG", optimize=False)
-            return out.getvalue(), "image/png"
+            png = _saved(image, "PNG", optimize=False)
+            if len(png) <= SEND_MAX_BYTES:
+                return png, "image/png", image
+            image = _on_white(image)
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    image.save(out, "JPEG", quality=JPEG_QUALITY)
-    return out.getvalue(), "image/jpeg"
+    return _jpeg_within_cap(image)
 
 
 def prepare_image_sync(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) -> MessageImage:
     """`raw` as it goes to the model and into the history: long side at most `MAX_LONG_SIDE`,
-    upright, JPEG or PNG, no metadata.
+    at most `SEND_MAX_BYTES`, upright, JPEG or PNG, no metadata.
 
     Raises an `ImageError` whose `user_hint` is the line to show the user: `EmptyImageError`,
     `ImageTooLargeError` (over `max_bytes`, or over Pillow's `MAX_IMAGE_PIXELS`),
@@ -134,8 +172,8 @@ def prepare_image_sync(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) 
             raise ImageTooLargeError(f"Image refused as a decompression bomb: {exc}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImageError(f"Image cannot be decoded: {exc}") from exc
-    data, media_type = _encode(upright)
-    return MessageImage(data, media_type, upright.width, upright.height)
+    data, media_type, sent = _encode(upright)
+    return MessageImage(data, media_type, sent.width, sent.height)
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import random
 import threading
 from pathlib import Path
 
@@ -253,3 +254,43 @@ def test_the_data_url_of_an_image_is_the_content_modules() -> None:
 )
 def test_one_sniffer_types_an_image_by_its_first_bytes(raw: bytes, media_type: str | None) -> None:
     assert content.image_media_type(raw) == media_type
+
+
+def _noise(size: tuple[int, int], mode: str) -> Image.Image:
+    """Pixels no encoder can compress: the worst case for the byte cap."""
+    channels = len(mode)
+    return Image.frombytes(mode, size, random.Random(7).randbytes(size[0] * size[1] * channels))
+
+
+def test_a_large_noisy_transparent_image_fits_every_providers_limit() -> None:
+    """Its PNG would be about 16 MB; Anthropic refuses an image whose base64 is over 5 MB."""
+    source = _noise((2048, 2048), "RGBA")
+    out = io.BytesIO()
+    source.save(out, "PNG", compress_level=1)
+    image = prepare_image_sync(out.getvalue(), max_bytes=64 * 1024 * 1024)
+    assert len(image.data) <= core_images.SEND_MAX_BYTES
+    assert len(base64.b64encode(image.data)) <= 5 * 1024 * 1024
+    assert image.media_type == "image/jpeg"  # flattened: JPEG has no transparency
+    assert decoded(image.data).size == (image.width, image.height)
+
+
+def test_a_jpeg_over_the_cap_is_shrunk_until_it_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Noise at 2,048 px makes about 3 MB of JPEG, under the real cap: a lower one shows the
+    shrinking that a future format or quality change could need."""
+    monkeypatch.setattr(core_images, "SEND_MAX_BYTES", 1024 * 1024)
+    out = io.BytesIO()
+    _noise((2048, 2048), "RGB").save(out, "PNG", compress_level=1)
+    image = prepare_image_sync(out.getvalue(), max_bytes=64 * 1024 * 1024)
+    assert len(image.data) <= 1024 * 1024
+    assert 1024 < image.width < 2048 and image.width == image.height
+    assert decoded(image.data).size == (image.width, image.height)
+
+
+def test_a_transparent_image_flattened_to_jpeg_is_white_where_it_was_clear() -> None:
+    source = _noise((2048, 2048), "RGBA")
+    source.paste((0, 0, 0, 0), (0, 0, 200, 200))  # a clear corner
+    out = io.BytesIO()
+    source.save(out, "PNG", compress_level=1)
+    image = prepare_image_sync(out.getvalue(), max_bytes=64 * 1024 * 1024)
+    assert image.media_type == "image/jpeg"
+    assert min(decoded(image.data).convert("RGB").getpixel((5, 5))) > 240  # type: ignore[arg-type]
