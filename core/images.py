@@ -59,6 +59,7 @@ _SHRINK_MARGIN = 0.9
 #: The formats Pillow may open, as Pillow names them ("JPEG" opens MPO files too).
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_SIXTEEN_TO_EIGHT_BITS = 1 / 256
 #: The same formats as media types: a file starting as one of them that Pillow cannot open is
 #: damaged, not something else.
 _ACCEPTED_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
@@ -128,6 +129,14 @@ def _jpeg_within_cap(image: Image.Image) -> tuple[bytes, str, Image.Image]:
         image = image.resize(size, Image.Resampling.LANCZOS)
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (a PNG opens as "I;16", or "I") as 8-bit "L", its values scaled
+    from 0-65535 to 0-255: a plain conversion clips them, and mid-grey comes out white."""
+    if image.mode != "I" and not image.mode.startswith("I;16"):
+        return image
+    return image.convert("I").point(lambda value: value * _SIXTEEN_TO_EIGHT_BITS).convert("L")
+
+
 def _encode(image: Image.Image) -> tuple[bytes, str, Image.Image]:
     """The bytes, their media type, and the image they hold (smaller than `image` when it had
     to shrink to fit `SEND_MAX_BYTES`).
@@ -135,6 +144,7 @@ def _encode(image: Image.Image) -> tuple[bytes, str, Image.Image]:
     PNG when some pixel is see-through (JPEG would paint it black) and the PNG fits the cap;
     a transparent image whose PNG does not (a noisy or photographic one, up to 16 MB at
     2,048 px) is flattened onto white and goes as JPEG. Everything else is JPEG."""
+    image = _eight_bit(image)
     if _has_alpha(image):
         image = image.convert("RGBA")
         if image.getchannel("A").getextrema() != (255, 255):

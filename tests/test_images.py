@@ -294,3 +294,32 @@ def test_a_transparent_image_flattened_to_jpeg_is_white_where_it_was_clear() -> 
     image = prepare_image_sync(out.getvalue(), max_bytes=64 * 1024 * 1024)
     assert image.media_type == "image/jpeg"
     assert min(decoded(image.data).convert("RGB").getpixel((5, 5))) > 240  # type: ignore[arg-type]
+
+
+def _gradient_16_bit() -> Image.Image:
+    source = Image.new("I;16", (256, 8))
+    source.putdata([x * 257 for _ in range(8) for x in range(256)])
+    return source
+
+
+def _assert_greys_kept(data: bytes) -> None:
+    grey = decoded(data).convert("L")
+    assert abs(grey.getpixel((128, 4)) - 128) <= 3  # type: ignore[operator]
+    assert grey.getpixel((2, 4)) <= 6 and grey.getpixel((253, 4)) >= 249  # type: ignore[operator]
+
+
+def test_a_16_bit_grey_png_keeps_its_greys() -> None:
+    """Pillow opens a 16-bit greyscale PNG as "I;16"; converted without scaling, every value
+    over 255 clipped to white."""
+    out = io.BytesIO()
+    _gradient_16_bit().save(out, "PNG")
+    assert decoded(out.getvalue()).mode == "I;16"
+    _assert_greys_kept(prepare_image_sync(out.getvalue()).data)
+
+
+def test_a_32_bit_grey_image_of_16_bit_values_keeps_its_greys() -> None:
+    """Older Pillow versions open the same PNG as "I"; this one cannot write such a PNG, so the
+    image goes to the encoder directly."""
+    data, media_type, _ = core_images._encode(_gradient_16_bit().convert("I"))
+    assert media_type == "image/jpeg"
+    _assert_greys_kept(data)
