@@ -17,6 +17,7 @@ from core import errors
 from core.audio import ACCEPTED, check_audio_caps, prepare_audio, sniff
 from core.audio import ffmpeg as ffmpeg_module
 from core.audio.ffmpeg import on_disk, probe_seconds, to_ogg_opus
+from core.audio.prepare import PLAUSIBLE_BYTES_PER_SECOND
 from tests.audio_support import CODECS, needs_ffmpeg, silent_video, tone, tone_video
 
 CAPS = {"max_seconds": 600.0, "max_bytes": 20 * 1024 * 1024}
@@ -352,3 +353,48 @@ def test_a_failed_write_leaves_no_file(own_tmp: Path, monkeypatch: pytest.Monkey
     with pytest.raises(OSError, match="No space"):
         ffmpeg_module._write_temporary(b"voice", ".ogg")
     assert _files(own_tmp) == []
+
+
+# -- what is trusted of the platform's figures ----------------------------------------------------
+
+
+@needs_ffmpeg
+async def test_a_stated_length_the_size_cannot_fit_is_measured(tones: dict[str, bytes]) -> None:
+    """Two seconds of WAV (176 KB) stated as 0.1 s: a client lying to pass the length cap."""
+    wav = tones["wav"]
+    assert len(wav) > 0.1 * PLAUSIBLE_BYTES_PER_SECOND
+    with pytest.raises(errors.AttachmentTooLargeError) as caught:
+        await prepare_audio(
+            wav, "v.wav", "audio/wav", duration=0.1, max_seconds=1.5, max_bytes=10**7
+        )
+    assert caught.value.user_hint == "That audio is 2 s long; the limit is 1 s."
+
+
+@needs_ffmpeg
+async def test_a_file_converted_anyway_is_measured_whatever_its_stated_length(
+    tones: dict[str, bytes],
+) -> None:
+    with pytest.raises(errors.AttachmentTooLargeError):
+        await prepare_audio(
+            tones["caf"], "m.caf", None, duration=0.5, max_seconds=1.5, max_bytes=10**7
+        )
+
+
+@needs_ffmpeg
+async def test_without_ffprobe_an_implausible_length_is_refused_not_believed(
+    tones: dict[str, bytes], request: pytest.FixtureRequest
+) -> None:
+    request.getfixturevalue("no_ffmpeg")
+    with pytest.raises(errors.FFmpegMissingError, match="ffprobe"):
+        await prepare_audio(tones["wav"], "v.wav", "audio/wav", duration=0.1, **CAPS)
+    # A stated length the size fits still goes without any tool.
+    prepared = await prepare_audio(tones["wav"], "v.wav", "audio/wav", duration=2.0, **CAPS)
+    assert not prepared.converted
+
+
+async def test_the_byte_cap_applies_whatever_length_is_stated() -> None:
+    note = b"OggS" + bytes(5000)
+    with pytest.raises(errors.AttachmentTooLargeError, match="VOICE_MAX_BYTES"):
+        await prepare_audio(
+            note, "v.ogg", "audio/ogg", duration=1.0, max_seconds=600, max_bytes=4096
+        )
