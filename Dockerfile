@@ -30,6 +30,11 @@ RUN groupadd --system --gid 10001 parley \
     && install --directory --owner=parley --group=parley --mode=0750 /data \
     && python -m pip uninstall --yes pip setuptools wheel
 COPY --from=build /opt/venv /opt/venv
+# ffmpeg and ffprobe convert the voice notes the transcription endpoints do not take as they are
+# (an iPhone's CAF, AMR) and measure audio whose length the platform did not state (without them
+# those get a line asking for a voice note instead: core/audio/ffmpeg.py). Static builds from a
+# pinned image: two files, no package manager run in this stage.
+COPY --from=mwader/static-ffmpeg:7.1 /ffmpeg /ffprobe /usr/local/bin/
 # The database lives on the volume; the working directory holds no .env, so the environment
 # is the only configuration. METRICS_ADDR serves /healthz (used below) and /metrics.
 ENV PATH="/opt/venv/bin:${PATH}" \

@@ -21,6 +21,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -196,22 +197,31 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 class TimedClient:
-    """The core client, noting when each question's first token reaches the bot.
+    """The core client, noting when each question's request is made and its first token
+    reaches the bot.
 
     The key is the question ("question N") in the last user message of each request (in a
-    group it carries the asker's "[Name] " prefix).
+    group it carries the asker's "[Name] " prefix; with images, it is the text part).
     """
 
     def __init__(self, client: Any) -> None:
         self._client = client
+        self.requested: dict[str, float] = {}
         self.first_token: dict[str, float] = {}
         self.chat = self
         self.completions = self
 
-    def create(self, messages: list[dict[str, str]], **kwargs: Any) -> Any:
+    def sees_images(self, model: str) -> bool:
+        return bool(self._client.sees_images(model))
+
+    def create(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        from core.content import content_text
+
+        text = content_text(messages[-1]["content"])
+        found = QUESTION.search(text)
+        key = found.group(0) if found else text
+        self.requested.setdefault(key, time.monotonic())
         stream = self._client.chat.completions.create(messages, **kwargs)
-        found = QUESTION.search(messages[-1]["content"])
-        key = found.group(0) if found else messages[-1]["content"]
 
         async def timed() -> Any:
             async for chunk in stream:
@@ -220,6 +230,33 @@ class TimedClient:
                 yield chunk
 
         return timed()
+
+
+class PeakRSS:
+    """The highest RSS seen by a sampling thread while the block ran. (Pillow allocates image
+    memory in C, where tracemalloc does not look, so RSS it is.)"""
+
+    #: How often the sampler reads the process's RSS, in seconds.
+    SAMPLE_SECONDS = 0.002
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self.before = self.peak = self._process.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.SAMPLE_SECONDS):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
 
 
 def run_with_fake_platform(
@@ -265,11 +302,13 @@ async def drive_bot(
     timeout: float,
 ) -> dict[str, Any]:
     """Run a bot against the fake platform `child` (which prints `READY <fields>`, then `ready`
-    once the bot is connected, then `RESULT <json>` after `GO`) and return that result, with
-    the bot process's CPU seconds (`cpu`) and each question's first-token time (`first_token`).
+        once the bot is connected, then `RESULT <json>` after `GO`) and return that result, with
+        the bot process's CPU seconds (`cpu`), each question's request and first-token times
+    (`requested`, `first_token`) and the process's RSS before GO and at its peak until the result
+    (`rss_before`, `rss_peak`).
 
-    `settings_from` turns the READY fields into settings fields; `bot_for(settings, service)`
-    builds the bot, whose `run()` serves until cancelled.
+        `settings_from` turns the READY fields into settings fields; `bot_for(settings, service)`
+        builds the bot, whose `run()` serves until cancelled.
     """
     from bots.config import Settings
     from core import AsyncClient
@@ -281,13 +320,13 @@ async def drive_bot(
     if not fields or fields[0] != "READY":
         raise RuntimeError(f"the fake platform did not start: {fields!r}")
     with tempfile.TemporaryDirectory() as folder:
-        settings = Settings(
-            _env_file=None,
-            openai_base_url=llm_url,
-            default_model="fake-model",
-            database_url=f"sqlite:///{Path(folder) / 'bench.db'}",
+        values: dict[str, Any] = {
+            "openai_base_url": llm_url,
+            "default_model": "fake-model",
+            "database_url": f"sqlite:///{Path(folder) / 'bench.db'}",
             **settings_from(fields[1:]),
-        )
+        }
+        settings = Settings(_env_file=None, **values)
         store = await open_store(settings.database_url)
         client = TimedClient(AsyncClient(base_url=llm_url))
         service = ConversationService(store, client, settings)  # type: ignore[arg-type]
@@ -298,9 +337,12 @@ async def drive_bot(
                 raise RuntimeError(f"the bot did not get ready: {line!r}")
             process = psutil.Process()
             cpu_before = sum(process.cpu_times()[:2])
-            child.stdin.write("GO\n")
-            child.stdin.flush()
-            line = await asyncio.wait_for(asyncio.to_thread(child.stdout.readline), timeout + 30)
+            with PeakRSS() as memory:
+                child.stdin.write("GO\n")
+                child.stdin.flush()
+                line = await asyncio.wait_for(
+                    asyncio.to_thread(child.stdout.readline), timeout + 30
+                )
             cpu = sum(process.cpu_times()[:2]) - cpu_before
         finally:
             bot.cancel()
@@ -315,6 +357,8 @@ async def drive_bot(
     result: dict[str, Any] = json.loads(line.split(" ", 1)[1])
     result["cpu"] = cpu
     result["first_token"] = client.first_token
+    result["requested"] = client.requested
+    result["rss_before"], result["rss_peak"] = memory.before, memory.peak
     return result
 
 

@@ -9,7 +9,9 @@ bytes and sending the request: `core.images.prepare_image` (decode, downscale to
 re-encode, in a worker thread) and `data_url` (base64). The download itself is the platform's
 and is not in these figures.
 
-1. One at a time: per-photo latency, p50 and max.
+1. One at a time: per-photo latency, p50 and max; beside it, in the same run, llmcord's way
+   (the bytes as the user sent them, base64-encoded into the data URL with no decoding), its
+   time and the size of what each sends to the model.
 2. `--at-once` photos arriving together (an album, a busy group): wall time until the last is
    ready, and the process's peak resident memory above what it held before, sampled every 2 ms
    (Pillow allocates image memory in C, where tracemalloc does not look, so RSS it is).
@@ -19,20 +21,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import statistics
-import threading
 import time
 
-import psutil
 from PIL import Image, ImageFilter
 
-from bench.common import machine_report, percentile
+from bench.common import PeakRSS, machine_report, percentile
 from core.images import data_url, prepare_image
 
 WIDTH, HEIGHT = 4000, 3000
-#: How often the memory sampler reads the process's RSS, in seconds.
-SAMPLE_SECONDS = 0.002
 
 
 def make_photo() -> bytes:
@@ -55,27 +54,10 @@ async def to_data_url(raw: bytes) -> str:
     return data_url(await prepare_image(raw))
 
 
-class PeakRSS:
-    """The highest RSS seen by a sampling thread while the block ran."""
-
-    def __init__(self) -> None:
-        self._process = psutil.Process()
-        self._stop = threading.Event()
-        self.before = self.peak = self._process.memory_info().rss
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(SAMPLE_SECONDS):
-            self.peak = max(self.peak, self._process.memory_info().rss)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
+def llmcord_data_url(raw: bytes) -> str:
+    """What llmcord sends for an image attachment: the downloaded bytes, base64, as they are
+    (llmcord.py: `f"data:{att.content_type};base64,{b64encode(resp.content).decode()}"`)."""
+    return f"data:image/jpeg;base64,{base64.b64encode(raw).decode('utf-8')}"
 
 
 def mb(size: float) -> str:
@@ -98,6 +80,17 @@ async def run(args: argparse.Namespace) -> None:
     print(
         f"one at a time ({args.runs} runs): p50 {statistics.median(latencies) * 1000:.0f} ms, "
         f"p90 {percentile(latencies, 0.9) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+    )
+    peer = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        raw_url = llmcord_data_url(raw)
+        peer.append(time.perf_counter() - started)
+    ours, theirs = statistics.median(latencies), statistics.median(peer)
+    print(
+        f"llmcord's way, same photo ({args.runs} runs): p50 {theirs * 1000:.0f} ms, data URL "
+        f"{mb(len(raw_url))}; Parley takes {ours / theirs:.0f}x the time and sends "
+        f"{len(url) / len(raw_url):.2f}x the bytes ({mb(len(url))})"
     )
 
     photos = [bytes(raw) for _ in range(args.at_once)]  # distinct buffers, as downloads are

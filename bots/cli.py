@@ -23,7 +23,6 @@ from rich.text import Text
 
 from bots.config import Settings, setting_problems
 from bots.errors import REPORTED
-from bots.history import DEFAULT_IMAGES_DIR
 from bots.logs import configure_logging
 from bots.version import parley_version
 from core.providers import ProviderRegistry
@@ -272,12 +271,19 @@ def _parser() -> argparse.ArgumentParser:
         help="markdown to read, json with every stored field (default: %(default)s)",
     )
     export.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="write the export to FILE instead of printing it; the images go beside it, into "
+        "a folder named after it (chat.md: chat-images/)",
+    )
+    export.add_argument(
         "--images",
         type=Path,
-        default=DEFAULT_IMAGES_DIR,
         metavar="DIR",
         help="folder the messages' images are written to, named by their hash; created only "
-        "when there are any (default: %(default)s)",
+        "when there are any (default: beside --output FILE; none when printing)",
     )
     return parser
 
@@ -299,7 +305,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         await run_chat(settings)
         return 0
-    from bots.history import export_history, list_chats
+    from bots.history import list_chats
 
     if args.history_command == "list":
         chats = await list_chats(settings, args.platform)
@@ -309,20 +315,53 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             where = f" on {args.platform}" if args.platform else ""
             console.print(f"No chats{escape(where)} yet.", highlight=False)
         return 0
-    console.print(
-        await export_history(
-            settings,
-            args.chat,
-            args.platform,
-            args.format,
-            conversation=args.conversation,
-            topic=args.topic,
-            images_dir=args.images,
-        ),
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+    return await _export(args, settings)
+
+
+def images_dir_for(output: Path | None, images: Path | None) -> Path | None:
+    """Where `history export` writes images: `--images` when given, else a folder beside the
+    output file named after it (`chat.md` -> `chat-images/`), else none: an export printed to
+    the terminal leaves no files in the current directory unless asked to."""
+    if images is not None:
+        return images
+    if output is not None:
+        return output.with_name(f"{output.stem}-images")
+    return None
+
+
+def _save(output: Path, text: str) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+
+
+async def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from bots.history import export_chats
+
+    output: Path | None = args.output
+    export = await export_chats(
+        settings,
+        args.chat,
+        args.platform,
+        args.format,
+        conversation=args.conversation,
+        topic=args.topic,
+        images_dir=images_dir_for(output, args.images),
+        links_from=None if output is None else output.parent,
     )
+    if output is None:
+        console.print(export.text, markup=False, highlight=False, soft_wrap=True)
+    else:
+        await asyncio.to_thread(_save, output, export.text)
+    if export.images and export.images_dir is None:
+        errors_console.print(
+            f"{export.images} image(s) left out: add --images DIR to write them into a folder, "
+            "or --output FILE to save the export with its images beside it.",
+            markup=False,
+            highlight=False,
+        )
+    elif output is not None:
+        written = f" and {export.images} image(s) to {export.images_dir}" if export.images else ""
+        errors_console.print(f"Wrote {output}{written}.", markup=False, highlight=False)
     return 0
 
 

@@ -4,10 +4,13 @@
 `list` shows each chat's id exactly as `export --chat` takes it. In the JSON export the chat's
 own id is `chat_id`; the database's row number is `row_id`, a name no one takes for the chat.
 
-The images users sent are written as files into a folder beside the export (`--images`), each
-named by the SHA-256 of its bytes, so an image two messages carry is one file and exporting
-again rewrites nothing. The JSON lists each message's images with their file; the Markdown
-shows them inline, so a transcript saved next to the folder reads with its pictures.
+The images users sent are written as files into a folder, each named by the SHA-256 of its
+bytes, so an image two messages carry is one file and exporting again rewrites nothing. The
+JSON lists each message's images with their file; the Markdown shows them inline. Where the
+folder is, is the CLI's choice (`bots.cli`): beside an export written to a file, named after
+it, with the file names relative to the export, so the transcript reads with its pictures
+wherever the two are moved together; nowhere for an export printed to the terminal, unless
+asked for (a command that prints should not leave files in the current directory).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +38,6 @@ from storage import (
 )
 
 FORMATS = ("json", "markdown")
-#: The folder `parley history export` writes images into unless told another.
-DEFAULT_IMAGES_DIR = Path("parley-images")
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
 
@@ -45,6 +47,8 @@ class _ExportedImage:
     sha256: str
     #: Where it was written, as the export names it; None when no folder was given.
     file: str | None
+    #: The file written, as this process reaches it.
+    target: Path | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,32 +64,65 @@ class _Chat:
     conversations: list[_Conversation]
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryExport:
+    """An export's text, and what became of its images."""
+
+    text: str
+    #: Distinct images the exported messages carry (one sent twice counts once).
+    images: int
+    #: The folder they were written into; None when they were only listed.
+    images_dir: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Folder:
+    """Where images are written, and what their names in the export are relative to."""
+
+    path: Path
+    links_from: Path | None
+
+    def name(self, file_name: str) -> tuple[Path, str]:
+        """The file to write, and the name the export gives it."""
+        target = self.path / file_name
+        if self.links_from is None:
+            return target, str(target)
+        return target, Path(os.path.relpath(target, self.links_from)).as_posix()
+
+
 def _name_files(
-    images: dict[int, list[MessageImage]], folder: Path | None
+    images: dict[int, list[MessageImage]], folder: _Folder | None
 ) -> dict[int, list[_ExportedImage]]:
     named: dict[int, list[_ExportedImage]] = {}
     for message_id, found in images.items():
         named[message_id] = []
         for image in found:
             sha256 = image.sha256
-            name = sha256 + _EXTENSIONS.get(image.media_type, ".bin")
-            file = None if folder is None else str(folder / name)
-            named[message_id].append(_ExportedImage(image, sha256, file))
+            file = target = None
+            if folder is not None:
+                target, file = folder.name(sha256 + _EXTENSIONS.get(image.media_type, ".bin"))
+            named[message_id].append(_ExportedImage(image, sha256, file, target))
     return named
+
+
+def _all_images(chats: list[_Chat]) -> list[_ExportedImage]:
+    return [
+        exported
+        for chat in chats
+        for conversation in chat.conversations
+        for found in conversation.images.values()
+        for exported in found
+    ]
 
 
 def _write_files(chats: list[_Chat]) -> None:
     """Write every exported image to its file; a file already there has these very bytes
     (its name is their hash), so it is left as it is."""
-    for chat in chats:
-        for conversation in chat.conversations:
-            for exported in (i for found in conversation.images.values() for i in found):
-                if exported.file is None:
-                    continue
-                path = Path(exported.file)
-                if not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(exported.image.data)
+    for exported in _all_images(chats):
+        path = exported.target
+        if path is not None and not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(exported.image.data)
 
 
 async def _load(
@@ -94,7 +131,7 @@ async def _load(
     platform: str | None,
     conversation: int | None,
     topic: str | None,
-    images_dir: Path | None,
+    folder: _Folder | None,
 ) -> list[_Chat]:
     where = f"{chat_id!r}" + (f" topic {topic!r}" if topic else "")
     where += f" on {platform}" if platform else ""
@@ -112,7 +149,7 @@ async def _load(
         for record in records:
             messages = await store.conversation_messages(record.id)
             images = await store.message_images([m.id for m in messages if m.image_count])
-            conversations.append(_Conversation(record, messages, _name_files(images, images_dir)))
+            conversations.append(_Conversation(record, messages, _name_files(images, folder)))
         if conversations or conversation is None:
             loaded.append(_Chat(chat, conversations))
     if not loaded:
@@ -202,6 +239,40 @@ def render_markdown(chats: list[_Chat]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+async def export_chats(
+    settings: Settings,
+    chat_id: str,
+    platform: str | None,
+    fmt: str,
+    *,
+    conversation: int | None = None,
+    topic: str | None = None,
+    images_dir: Path | None = None,
+    links_from: Path | None = None,
+) -> HistoryExport:
+    """Every conversation of the chat(s) with this id (all threads, or only `topic`), or only
+    `conversation`. With `images_dir`, the messages' images are written into it (created if
+    there are any) and the export names their files, relative to `links_from` when given (the
+    folder the export is saved in); without, it lists them without files.
+
+    Raises HistoryNotFoundError when nothing matches, StorageError when the database is
+    missing or unusable, ValueError for an unknown format, OSError when an image cannot be
+    written.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
+    folder = None if images_dir is None else _Folder(images_dir, links_from)
+    store = await open_store(settings.database_url, must_exist=True)
+    try:
+        chats = await _load(store, chat_id, platform, conversation, topic, folder)
+    finally:
+        await store.close()
+    await asyncio.to_thread(_write_files, chats)
+    text = render_json(store.location, chats) if fmt == "json" else render_markdown(chats)
+    distinct = len({exported.sha256 for exported in _all_images(chats)})
+    return HistoryExport(text, distinct, images_dir if distinct else None)
+
+
 async def export_history(
     settings: Settings,
     chat_id: str,
@@ -212,23 +283,18 @@ async def export_history(
     topic: str | None = None,
     images_dir: Path | None = None,
 ) -> str:
-    """Every conversation of the chat(s) with this id (all threads, or only `topic`), or only
-    `conversation`. With `images_dir`, the messages' images are written into it (created if
-    there are any) and the export names their files; without, it lists them without files.
-
-    Raises HistoryNotFoundError when nothing matches, StorageError when the database is
-    missing or unusable, ValueError for an unknown format, OSError when an image cannot be
-    written.
-    """
-    if fmt not in FORMATS:
-        raise ValueError(f"Unknown format {fmt!r}: use one of {', '.join(FORMATS)}.")
-    store = await open_store(settings.database_url, must_exist=True)
-    try:
-        chats = await _load(store, chat_id, platform, conversation, topic, images_dir)
-    finally:
-        await store.close()
-    await asyncio.to_thread(_write_files, chats)
-    return render_json(store.location, chats) if fmt == "json" else render_markdown(chats)
+    """The text of `export_chats` (images written into `images_dir` when given, named as
+    this process reaches them)."""
+    export = await export_chats(
+        settings,
+        chat_id,
+        platform,
+        fmt,
+        conversation=conversation,
+        topic=topic,
+        images_dir=images_dir,
+    )
+    return export.text
 
 
 async def list_chats(settings: Settings, platform: str | None = None) -> list[ChatSummary]:

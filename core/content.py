@@ -77,16 +77,27 @@ def image_url_part(url: str) -> dict[str, Any]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def sniff_media_type(data: bytes, name: str | None = None) -> str:
-    """The image's media type from its first bytes, else from `name`'s extension.
+def image_media_type(data: bytes) -> str | None:
+    """The media type of the image `data` starts as (JPEG, PNG, GIF, WebP), or None.
 
-    Raises `InvalidRequestError` for what no vision API takes, so the caller hears it before
-    a request is made rather than as a provider's 400."""
+    The one reading of image signatures in the core: `sniff_media_type` types what a g4f
+    caller passes, `core.images` tells a damaged image from something else by it."""
     for signature, media_type in _SIGNATURES:
         if data.startswith(signature):
             return media_type
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    return None
+
+
+def sniff_media_type(data: bytes, name: str | None = None) -> str:
+    """The image's media type from its first bytes, else from `name`'s extension.
+
+    Raises `InvalidRequestError` for what no vision API takes, so the caller hears it before
+    a request is made rather than as a provider's 400."""
+    sniffed = image_media_type(data)
+    if sniffed is not None:
+        return sniffed
     guessed = mimetypes.guess_type(name)[0] if name else None
     if guessed in SUPPORTED_MEDIA_TYPES:
         return guessed
@@ -96,6 +107,7 @@ def sniff_media_type(data: bytes, name: str | None = None) -> str:
 
 
 def data_url(data: bytes, media_type: str) -> str:
+    """`data` as an RFC 2397 base64 data URL, the form OpenAI-compatible `image_url` parts take."""
     return f"data:{media_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 

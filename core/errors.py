@@ -11,12 +11,18 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
     - TranscriptionOffError       TRANSCRIBE_BASE_URL is unset: voice notes are not set up
     - FFmpegMissingError          an audio file needs ffmpeg or ffprobe, which is not installed
     - ImageGenerationOffError     /image with IMAGE_MODEL unset, or turned off in that chat
-  + AttachmentError               a voice note or file the bot will not read; `user_hint` says why
+  + AttachmentError               an image, voice note or file the bot will not use; `user_hint`
+                                  is the line for the chat, so a bot catches this one class
     - EmptyAttachmentError        it has no bytes
     - AttachmentTooLargeError     over a size or duration cap
     - UnsupportedAttachmentError  a file type or audio format the bot does not read
     - NotUTF8Error                a text file that is not UTF-8 text
     - AudioConversionError        ffmpeg could not convert it (corrupt, or took too long)
+    - ImageError                  an image a user sent cannot be used (`core.images`)
+      . EmptyImageError           0 bytes arrived
+      . ImageTooLargeError        over IMAGE_MAX_BYTES, or more pixels than Pillow's bomb limit
+      . UnsupportedImageError     not a JPEG, PNG or WebP image (or no image at all)
+      . CorruptImageError         its header reads as an image, its pixels do not decode
   + TranscriptionError            the transcription endpoint failed; carries `status_code`
     - NoSpeechError               it answered with an empty transcript
   + InvalidRequestError           the caller's arguments are wrong (also a ValueError)
@@ -34,11 +40,6 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
   + TimeoutError                  also the builtin `TimeoutError`
   + RetryProviderError            every provider of a fallback list failed; carries `errors`
   + RetryNoProviderError          a fallback list with no working provider
-  + ImageError                    an image a user sent cannot be used (`core.images`)
-    - EmptyImageError             0 bytes arrived
-    - ImageTooLargeError          over IMAGE_MAX_BYTES, or more pixels than Pillow's bomb limit
-    - UnsupportedImageError       not a JPEG, PNG or WebP image (or no image at all)
-    - CorruptImageError           its header reads as an image, its pixels do not decode
 
 * RuntimeError
   + IllegalMoveError              a reply was driven through a move its state machine forbids:
@@ -158,37 +159,6 @@ class RetryNoProviderError(ParleyError):
     user_hint = "No model provider is configured or working."
 
 
-class ImageError(ParleyError):
-    """An image a user sent cannot go to the model; `user_hint` is the one line they are shown,
-    and the chat goes on without the image."""
-
-    user_hint = "That image could not be read."
-
-
-class EmptyImageError(ImageError):
-    user_hint = "The image arrived empty (0 bytes). Please send it again."
-
-
-class ImageTooLargeError(ImageError):
-    """Too many bytes to accept, or so many pixels that decoding it could exhaust memory (a
-    decompression bomb); the hint names the byte limit when that was the one broken."""
-
-    user_hint = "That image is too large. Please send a smaller one."
-
-    def __init__(self, message: str, user_hint: str | None = None) -> None:
-        super().__init__(message)
-        if user_hint is not None:
-            self.user_hint = user_hint
-
-
-class UnsupportedImageError(ImageError):
-    user_hint = "That is not an image I can read. Please send a JPEG, PNG or WebP image."
-
-
-class CorruptImageError(ImageError):
-    user_hint = "That image is damaged and could not be read. Please send it again."
-
-
 class InvalidSettingError(ParleyError):
     """A /model or /system argument breaks a rule of `core.chat_settings`; the message says which."""
 
@@ -221,8 +191,10 @@ class ImageGenerationOffError(ConfigurationError):
 
 
 class AttachmentError(ParleyError):
-    """A voice note or file the bot will not read. The message is for the log; `user_hint`,
-    set per instance when the cause has figures (the cap, the file's size), is for the chat."""
+    """An image, voice note or file the bot will not use. The message is for the log (it may
+    name settings and byte counts); `user_hint`, set per instance when the cause has figures
+    (the cap, the file's size), is the one line for the chat. A bot catches this one class for
+    every kind of attachment and shows `user_hint`, never `str(exc)`."""
 
     user_hint = "That file could not be read."
 
@@ -249,7 +221,33 @@ class NotUTF8Error(AttachmentError):
 
 
 class AudioConversionError(AttachmentError):
-    user_hint = "The audio could not be read: it may be damaged or in a format ffmpeg cannot read."
+    user_hint = "The audio could not be read: it may be damaged, or in a format I cannot read."
+
+
+class ImageError(AttachmentError):
+    """An image a user sent cannot go to the model; `user_hint` is the one line they are shown,
+    and the chat goes on without the image. An `AttachmentError` like any other file's."""
+
+    user_hint = "That image could not be read."
+
+
+class EmptyImageError(ImageError):
+    user_hint = "The image arrived empty (0 bytes). Please send it again."
+
+
+class ImageTooLargeError(ImageError):
+    """Too many bytes to accept, or so many pixels that decoding it could exhaust memory (a
+    decompression bomb); the hint names the byte limit when that was the one broken."""
+
+    user_hint = "That image is too large. Please send a smaller one."
+
+
+class UnsupportedImageError(ImageError):
+    user_hint = "That is not an image I can read. Please send a JPEG, PNG or WebP image."
+
+
+class CorruptImageError(ImageError):
+    user_hint = "That image is damaged and could not be read. Please send it again."
 
 
 class TranscriptionError(ParleyError):

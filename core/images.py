@@ -15,8 +15,8 @@ worker thread and the event loop keeps serving other chats.
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ from PIL import (  # noqa: F401
     WebPImagePlugin,
 )
 
+from core import content
 from core.config import DEFAULT_IMAGE_MAX_BYTES
 from core.errors import (
     CorruptImageError,
@@ -39,6 +40,7 @@ from core.errors import (
     ImageTooLargeError,
     UnsupportedImageError,
 )
+from core.figures import megabytes
 from storage import MessageImage
 
 #: The longest side an image is sent with; larger ones are scaled down, keeping the aspect.
@@ -47,21 +49,20 @@ from storage import MessageImage
 MAX_LONG_SIDE = 2048
 #: JPEG quality of the re-encoded image: no visible loss for photos or text in screenshots.
 JPEG_QUALITY = 85
+#: Most bytes a prepared image may have, so every vision API takes it. Anthropic's limit is
+#: the lowest: 5 MB (5,242,880) of the image's *base64* form ("image exceeds 5 MB maximum:
+#: 5272940 bytes > 5242880 bytes" is its 400), which is 4/3 of the bytes; OpenAI and Gemini
+#: take 20 MB. So 3.75 MB of bytes, whatever the provider a chat later switches to.
+SEND_MAX_BYTES = 5 * 1024 * 1024 * 3 // 4
+#: How much further than the byte ratio says each shrinking step goes, so one step mostly does.
+_SHRINK_MARGIN = 0.9
 #: The formats Pillow may open, as Pillow names them ("JPEG" opens MPO files too).
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP")
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-
-
-def _megabytes(size: int) -> str:
-    return f"{size / (1024 * 1024):.0f} MB" if size >= 1024 * 1024 else f"{size // 1024} KB"
-
-
-def _looks_accepted(raw: bytes) -> bool:
-    """The file starts as a JPEG, PNG or WebP does: one Pillow cannot open is damaged, not
-    something else."""
-    return raw.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")) or (
-        raw[:4] == b"RIFF" and raw[8:12] == b"WEBP"
-    )
+_SIXTEEN_TO_EIGHT_BITS = 1 / 256
+#: The same formats as media types: a file starting as one of them that Pillow cannot open is
+#: damaged, not something else.
+_ACCEPTED_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/webp"})
 
 
 def _open(raw: bytes) -> Image.Image:
@@ -70,7 +71,7 @@ def _open(raw: bytes) -> Image.Image:
     except Image.DecompressionBombError as exc:
         raise ImageTooLargeError(f"Image refused as a decompression bomb: {exc}") from exc
     except UnidentifiedImageError as exc:
-        if _looks_accepted(raw):
+        if content.image_media_type(raw) in _ACCEPTED_MEDIA_TYPES:
             raise CorruptImageError(f"Image header cannot be read: {exc}") from exc
         raise UnsupportedImageError(
             f"Not an image in an accepted format ({', '.join(ACCEPTED_FORMATS)}); "
@@ -103,23 +104,62 @@ def _has_alpha(image: Image.Image) -> bool:
     return image.mode in _ALPHA_MODES or "transparency" in image.info
 
 
-def _encode(image: Image.Image) -> tuple[bytes, str]:
-    """PNG when some pixel is see-through (JPEG would paint it black), else JPEG."""
+def _saved(image: Image.Image, fmt: str, **options: object) -> bytes:
     out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def _on_white(image: Image.Image) -> Image.Image:
+    """An RGBA image flattened onto white: what a chat app shows behind a transparent sticker
+    or logo, and what JPEG (which has no transparency) can carry."""
+    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(background, image).convert("RGB")
+
+
+def _jpeg_within_cap(image: Image.Image) -> tuple[bytes, str, Image.Image]:
+    """JPEG at `JPEG_QUALITY`, scaled down until it fits `SEND_MAX_BYTES`: a photo of 2,048 px
+    needs no step; one of pure noise needs one or two."""
+    while True:
+        data = _saved(image, "JPEG", quality=JPEG_QUALITY)
+        if len(data) <= SEND_MAX_BYTES:
+            return data, "image/jpeg", image
+        scale = math.sqrt(SEND_MAX_BYTES / len(data)) * _SHRINK_MARGIN
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image (a PNG opens as "I;16", or "I") as 8-bit "L", its values scaled
+    from 0-65535 to 0-255: a plain conversion clips them, and mid-grey comes out white."""
+    if image.mode != "I" and not image.mode.startswith("I;16"):
+        return image
+    return image.convert("I").point(lambda value: value * _SIXTEEN_TO_EIGHT_BITS).convert("L")
+
+
+def _encode(image: Image.Image) -> tuple[bytes, str, Image.Image]:
+    """The bytes, their media type, and the image they hold (smaller than `image` when it had
+    to shrink to fit `SEND_MAX_BYTES`).
+
+    PNG when some pixel is see-through (JPEG would paint it black) and the PNG fits the cap;
+    a transparent image whose PNG does not (a noisy or photographic one, up to 16 MB at
+    2,048 px) is flattened onto white and goes as JPEG. Everything else is JPEG."""
+    image = _eight_bit(image)
     if _has_alpha(image):
         image = image.convert("RGBA")
         if image.getchannel("A").getextrema() != (255, 255):
-            image.save(out, "PNG", optimize=False)
-            return out.getvalue(), "image/png"
+            png = _saved(image, "PNG", optimize=False)
+            if len(png) <= SEND_MAX_BYTES:
+                return png, "image/png", image
+            image = _on_white(image)
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
-    image.save(out, "JPEG", quality=JPEG_QUALITY)
-    return out.getvalue(), "image/jpeg"
+    return _jpeg_within_cap(image)
 
 
 def prepare_image_sync(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) -> MessageImage:
     """`raw` as it goes to the model and into the history: long side at most `MAX_LONG_SIDE`,
-    upright, JPEG or PNG, no metadata.
+    at most `SEND_MAX_BYTES`, upright, JPEG or PNG, no metadata.
 
     Raises an `ImageError` whose `user_hint` is the line to show the user: `EmptyImageError`,
     `ImageTooLargeError` (over `max_bytes`, or over Pillow's `MAX_IMAGE_PIXELS`),
@@ -130,7 +170,7 @@ def prepare_image_sync(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) 
     if len(raw) > max_bytes:
         raise ImageTooLargeError(
             f"Image of {len(raw)} bytes is over IMAGE_MAX_BYTES ({max_bytes}).",
-            f"That image is over {_megabytes(max_bytes)}. Please send a smaller one.",
+            f"That image is over {megabytes(max_bytes)}. Please send a smaller one.",
         )
     with DECODE_SLOTS, _open(raw) as opened:
         try:
@@ -142,8 +182,8 @@ def prepare_image_sync(raw: bytes, *, max_bytes: int = DEFAULT_IMAGE_MAX_BYTES) 
             raise ImageTooLargeError(f"Image refused as a decompression bomb: {exc}") from exc
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise CorruptImageError(f"Image cannot be decoded: {exc}") from exc
-    data, media_type = _encode(upright)
-    return MessageImage(data, media_type, upright.width, upright.height)
+    data, media_type, sent = _encode(upright)
+    return MessageImage(data, media_type, sent.width, sent.height)
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -199,4 +239,4 @@ async def prepare_images(
 
 def data_url(image: MessageImage) -> str:
     """The image as an RFC 2397 data URL, the form OpenAI-compatible `image_url` parts take."""
-    return f"data:{image.media_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+    return content.data_url(image.data, image.media_type)

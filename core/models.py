@@ -71,21 +71,33 @@ def model_name(model: str | Model | None, settings: CoreSettings | None = None) 
 
 #: Name patterns (fnmatch, matched case-insensitively against the name after any
 #: "vendor/" prefix, so OpenRouter's "openai/gpt-4o" and Ollama's "llava:13b" match too) of
-#: well-known model families that take images. Short on purpose: a family is listed when all
-#: its current chat models see; anything else is declared in the providers file
-#: (`vision = true`), which also overrules a preset with `vision = false`.
+#: well-known models that take images. Precise on purpose: a pattern covers a family only as
+#: far as all its chat models see (Gemma 3's 1B and 270M do not, its 4B to 27B do; OpenAI's
+#: o1-mini and o3-mini do not, o1, o3 and o4-mini do). Anything else is declared in the
+#: providers file (`vision = true`), which also overrules a preset with `vision = false`.
 VISION_PRESETS: tuple[str, ...] = (
-    "gpt-4o*",  # OpenAI GPT-4o and -mini (not gpt-4o-audio, which no chat bot routes to)
-    "gpt-4.1*",
-    "gpt-5*",
-    "claude-3*",  # Anthropic Claude 3 and 3.5/3.7
-    "claude-*-4*",  # Claude 4 names: claude-sonnet-4-5, claude-opus-4-1, ...
-    "gemini-*",
+    # OpenAI
+    *("gpt-4o", "gpt-4o-*", "gpt-4.1*", "gpt-5*", "gpt-4-turbo*", "gpt-4-vision*"),
+    *("o1", "o1-20*", "o1-pro*", "o3", "o3-20*", "o3-pro*", "o4-mini*"),
+    # Anthropic: Claude 3, 3.5, 3.7, and the 4 names (claude-sonnet-4-5, claude-opus-4-1)
+    *("claude-3*", "claude-*-4*"),
+    "gemini-*",  # Google
     "pixtral*",  # Mistral
-    "llava*",  # Ollama's vision models from here on
-    "llama3.2-vision*",
-    "qwen2.5vl*",
-    "gemma3*",
+    # Open models, as Ollama and Hugging Face (so OpenRouter, vLLM, LM Studio) name them
+    *("llava*", "bakllava*", "minicpm-v*", "moondream*"),
+    *("llama3.2-vision*", "llama-3.2-*vision*", "llama4*", "llama-4-*"),
+    *("qwen2.5vl*", "qwen2.5-vl*", "qwen2-vl*", "qwen-vl*", "qwen3-vl*"),
+    *("granite3.2-vision*", "granite-vision*"),
+    *("gemma3", "gemma3:latest", "gemma3:4b*", "gemma3:12b*", "gemma3:27b*"),
+    *("gemma-3-4b*", "gemma-3-12b*", "gemma-3-27b*"),
+)
+#: Names a `VISION_PRESETS` pattern covers that do not take images: checked first.
+TEXT_ONLY_PRESETS: tuple[str, ...] = (
+    # OpenAI's audio, realtime and speech models share gpt-4o's name and see nothing.
+    *("gpt-4o*-audio*", "gpt-4o*-realtime*", "gpt-4o*-transcribe*", "gpt-4o*-tts*"),
+    # Gemini 1.0 Pro (gemini-pro) read text only; embedding models read no chat at all.
+    *("gemini-pro", "gemini-1.0-pro", "gemini-1.0-pro-0*", "gemini-1.0-pro-latest"),
+    "*embedding*",
 )
 
 
@@ -107,5 +119,9 @@ def declared_vision(model: str | Model, declared: Sequence[tuple[str, bool]]) ->
 
 
 def sees_images(model: str | Model) -> bool:
-    """Whether `model` is of a family `VISION_PRESETS` knows to take images."""
-    return any(fnmatchcase(_names(model)[1], pattern) for pattern in VISION_PRESETS)
+    """Whether `model` is one `VISION_PRESETS` knows to take images (and `TEXT_ONLY_PRESETS`
+    does not take back)."""
+    short = _names(model)[1]
+    if any(fnmatchcase(short, pattern) for pattern in TEXT_ONLY_PRESETS):
+        return False
+    return any(fnmatchcase(short, pattern) for pattern in VISION_PRESETS)

@@ -5,14 +5,19 @@ the formats the endpoint refuses, measures only what the platform did not, and e
 from __future__ import annotations
 
 import asyncio
+import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core import errors
 from core.audio import ACCEPTED, check_audio_caps, prepare_audio, sniff
+from core.audio import ffmpeg as ffmpeg_module
 from core.audio.ffmpeg import on_disk, probe_seconds, to_ogg_opus
+from core.audio.prepare import PLAUSIBLE_BYTES_PER_SECOND
 from tests.audio_support import CODECS, needs_ffmpeg, silent_video, tone, tone_video
 
 CAPS = {"max_seconds": 600.0, "max_bytes": 20 * 1024 * 1024}
@@ -271,3 +276,125 @@ async def test_the_temporary_file_is_removed_also_on_failure() -> None:
     assert not path.exists()
     async with on_disk(b"abc", "x.$(rm -rf)") as odd:
         assert odd.suffix == ".bin"  # only a plain suffix is kept
+
+
+@pytest.fixture
+def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary folder of this test's own, for `tempfile` to put the audio in."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def _files(folder: Path) -> list[Path]:
+    return list(folder.iterdir())
+
+
+async def test_a_cancellation_during_the_write_leaves_no_file(
+    own_tmp: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write runs in a thread, which a cancellation cannot stop: its file is removed once
+    it is written (found in review: it stayed, holding the user's audio)."""
+    created, release = threading.Event(), threading.Event()
+    real_mkstemp = tempfile.mkstemp
+
+    def slow_mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        made = real_mkstemp(*args, **kwargs)
+        created.set()
+        release.wait(10)  # the write is under way when the task is cancelled
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", slow_mkstemp)
+    discarded = asyncio.Event()
+    real_discard = ffmpeg_module._discard
+
+    def spy(write: asyncio.Future[Path]) -> None:
+        real_discard(write)
+        discarded.set()
+
+    monkeypatch.setattr(ffmpeg_module, "_discard", spy)
+
+    async def use() -> None:
+        async with on_disk(b"voice" * 1000, "note.ogg"):
+            raise AssertionError("never reached")
+
+    task = asyncio.create_task(use())
+    assert await asyncio.to_thread(created.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    await asyncio.wait_for(discarded.wait(), 10)
+    assert _files(own_tmp) == []
+
+
+async def test_a_cancellation_while_the_file_is_in_use_removes_it_at_once(own_tmp: Path) -> None:
+    in_use = asyncio.Event()
+
+    async def use() -> None:
+        async with on_disk(b"voice", "note.ogg"):
+            in_use.set()
+            await asyncio.Event().wait()  # a tool that never ends
+
+    task = asyncio.create_task(use())
+    await asyncio.wait_for(in_use.wait(), 10)
+    assert len(_files(own_tmp)) == 1
+    task.cancel()
+    task.cancel()  # twice: a timeout firing while the first cancellation is handled
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _files(own_tmp) == []
+
+
+def test_a_failed_write_leaves_no_file(own_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def full_disk(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ffmpeg_module.os, "fdopen", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        ffmpeg_module._write_temporary(b"voice", ".ogg")
+    assert _files(own_tmp) == []
+
+
+# -- what is trusted of the platform's figures ----------------------------------------------------
+
+
+@needs_ffmpeg
+async def test_a_stated_length_the_size_cannot_fit_is_measured(tones: dict[str, bytes]) -> None:
+    """Two seconds of WAV (176 KB) stated as 0.1 s: a client lying to pass the length cap."""
+    wav = tones["wav"]
+    assert len(wav) > 0.1 * PLAUSIBLE_BYTES_PER_SECOND
+    with pytest.raises(errors.AttachmentTooLargeError) as caught:
+        await prepare_audio(
+            wav, "v.wav", "audio/wav", duration=0.1, max_seconds=1.5, max_bytes=10**7
+        )
+    assert caught.value.user_hint == "That audio is 2 s long; the limit is 1 s."
+
+
+@needs_ffmpeg
+async def test_a_file_converted_anyway_is_measured_whatever_its_stated_length(
+    tones: dict[str, bytes],
+) -> None:
+    with pytest.raises(errors.AttachmentTooLargeError):
+        await prepare_audio(
+            tones["caf"], "m.caf", None, duration=0.5, max_seconds=1.5, max_bytes=10**7
+        )
+
+
+@needs_ffmpeg
+async def test_without_ffprobe_an_implausible_length_is_refused_not_believed(
+    tones: dict[str, bytes], request: pytest.FixtureRequest
+) -> None:
+    request.getfixturevalue("no_ffmpeg")
+    with pytest.raises(errors.FFmpegMissingError, match="ffprobe"):
+        await prepare_audio(tones["wav"], "v.wav", "audio/wav", duration=0.1, **CAPS)
+    # A stated length the size fits still goes without any tool.
+    prepared = await prepare_audio(tones["wav"], "v.wav", "audio/wav", duration=2.0, **CAPS)
+    assert not prepared.converted
+
+
+async def test_the_byte_cap_applies_whatever_length_is_stated() -> None:
+    note = b"OggS" + bytes(5000)
+    with pytest.raises(errors.AttachmentTooLargeError, match="VOICE_MAX_BYTES"):
+        await prepare_audio(
+            note, "v.ogg", "audio/ogg", duration=1.0, max_seconds=600, max_bytes=4096
+        )

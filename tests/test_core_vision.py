@@ -10,32 +10,38 @@ from core.providers import OpenAICompatible
 from core.providers.registry import ProviderRegistry
 from tests.core_support import ScriptedProvider
 
+#: Names that take images, as each provider spells them.
+SEES = [
+    *("gpt-4o", "gpt-4o-mini", "gpt-4o-2024-08-06", "GPT-4.1-nano", "gpt-4.1", "gpt-5"),
+    *("gpt-5-mini", "gpt-4-turbo", "o1", "o1-2024-12-17", "o3", "o3-pro", "o4-mini"),
+    *("claude-3-5-sonnet-latest", "claude-3-haiku-20240307", "claude-sonnet-4-5"),
+    *("claude-opus-4-1", "anthropic/claude-sonnet-4", "gemini-2.5-flash", "gemini-1.5-pro"),
+    *("pixtral-12b-2409", "mistralai/pixtral-large-2411"),
+    *("llava:13b", "llava-llama3", "bakllava", "minicpm-v:8b", "moondream"),
+    *("llama3.2-vision:11b", "meta-llama/llama-3.2-11b-vision-instruct", "llama4:scout"),
+    *("qwen2.5vl:7b", "qwen/qwen2.5-vl-72b-instruct", "Qwen/Qwen2.5-VL-7B-Instruct"),
+    *("qwen2-vl-7b-instruct", "qwen3-vl:8b", "granite3.2-vision", "granite3.2-vision:2b"),
+    *("gemma3", "gemma3:4b", "gemma3:12b", "gemma3:27b-it-qat", "google/gemma-3-27b-it"),
+    "openai/gpt-4o",  # OpenRouter's vendor prefix
+    models.gpt_4o,
+]
+#: Names that do not, some of them close to one that does.
+BLIND = [
+    *("gpt-3.5-turbo", "gpt-4", "gpt-4-0613", "o1-mini", "o1-preview", "o3-mini", "o3-mini-high"),
+    *("gpt-4o-audio-preview", "gpt-4o-realtime-preview", "gpt-4o-mini-tts"),
+    *("llama3.1:8b", "llama3.2:3b", "gemma3:1b", "gemma3:270m", "google/gemma-3-1b-it"),
+    *("gemma2:9b", "mistral:7b", "mistral-large", "deepseek-r1", "deepseek-r1:14b"),
+    *("deepseek-chat", "qwen2.5:7b", "qwen3:8b", "granite3.1-dense", "gemini-pro"),
+    "text-embedding-3-small",
+]
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "gpt-4o",
-        "gpt-4o-mini",
-        "GPT-4.1-nano",
-        "claude-3-5-sonnet-latest",
-        "claude-sonnet-4-5",
-        "claude-opus-4-1",
-        "llava:13b",
-        "llama3.2-vision:11b",
-        "qwen2.5vl:7b",
-        "gemma3:4b",
-        "openai/gpt-4o",  # OpenRouter's vendor prefix
-        models.gpt_4o,
-    ],
-)
+
+@pytest.mark.parametrize("name", SEES, ids=str)
 def test_presets_know_well_known_vision_models(name) -> None:
     assert models.sees_images(name)
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["gpt-3.5-turbo", "gpt-4", "llama3.1:8b", "deepseek-chat", "mistral-large", "qwen2.5:7b"],
-)
+@pytest.mark.parametrize("name", BLIND, ids=str)
 def test_text_only_models_do_not_see(name) -> None:
     assert not models.sees_images(name)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -23,6 +24,7 @@ from tests.fakes.discord_api import (
     CONTENT_GONE,
     GENERAL_ID,
     GUILD_ID,
+    MAX_UPLOAD_BYTES,
     RANDOM_ID,
     READONLY_ID,
     THREAD_ID,
@@ -46,6 +48,13 @@ class _Client(discord.Client):
         @self.tree.command(name="ping", description="Answers pong")
         async def ping(interaction: discord.Interaction, text: str) -> None:
             await interaction.response.send_message(f"pong {text}")
+
+        @self.tree.command(name="draw", description="Answers with a file, after deferring")
+        async def draw(interaction: discord.Interaction, size: str) -> None:
+            await interaction.response.defer()
+            data = PNG * (int(size) // len(PNG) + 1)
+            file = discord.File(io.BytesIO(data[: int(size)]), filename="drawn.png")
+            await interaction.followup.send(f"{size} bytes", file=file)
 
     async def setup_hook(self) -> None:
         await self.tree.sync()
@@ -276,11 +285,11 @@ async def test_allowed_mentions_decide_who_is_pinged(fake: FakeDiscord, client: 
 
 
 async def test_slash_command_sync_and_interaction(fake: FakeDiscord, client: _Client) -> None:
-    assert [c["name"] for c in fake.commands[None]] == ["ping"]
+    assert [c["name"] for c in fake.commands[None]] == ["ping", "draw"]
     guild = discord.Object(GUILD_ID)
     client.tree.copy_global_to(guild=guild)
-    assert [c.name for c in await client.tree.sync(guild=guild)] == ["ping"]
-    assert [c["name"] for c in fake.commands[GUILD_ID]] == ["ping"]
+    assert [c.name for c in await client.tree.sync(guild=guild)] == ["ping", "draw"]
+    assert [c["name"] for c in fake.commands[GUILD_ID]] == ["ping", "draw"]
     interaction = await fake.push_interaction("ping", {"text": "hi"}, user=ALICE_ID)
     assert await fake.wait_answered(interaction) == "pong hi"
     assert interaction.callback is not None and interaction.callback["type"] == 4
@@ -378,3 +387,67 @@ async def test_attachments_need_what_discord_always_sends(fake: FakeDiscord) -> 
         await fake.push_message("", attachments=[Attachment("x.png", PNG)])
     with pytest.raises(ValueError, match="duration_secs and a waveform"):
         await fake.push_message("", attachments=[Attachment("v.ogg", b"", duration_secs=1.0)])
+
+
+async def test_files_upload_as_multipart_and_are_kept(fake: FakeDiscord, client: _Client) -> None:
+    channel = client.get_partial_messageable(GENERAL_ID)
+    sent = await channel.send(
+        "two files",
+        files=[
+            discord.File(io.BytesIO(PNG), filename="a.png"),
+            discord.File(io.BytesIO(b"print(1)\n"), filename="b.py"),
+        ],
+    )
+    stored = fake.messages[sent.id]
+    assert stored.content == "two files"
+    assert [(f.filename, f.data) for f in stored.files] == [("a.png", PNG), ("b.py", b"print(1)\n")]
+    (call,) = fake.calls_to("POST", r"/channels/\d+/messages")
+    assert call.content_type is not None and call.content_type.startswith("multipart/form-data")
+    assert call.body["content"] == "two files"  # payload_json
+    # The message's attachments are served like a user's: discord.py reads them back.
+    assert [await a.read() for a in sent.attachments] == [PNG, b"print(1)\n"]
+    alone = await channel.send(file=discord.File(io.BytesIO(PNG), filename="c.png"))
+    assert fake.messages[alone.id].content == "" and fake.messages[alone.id].files
+
+
+async def test_an_interaction_follow_up_carries_a_file(fake: FakeDiscord, client: _Client) -> None:
+    interaction = await fake.push_interaction("draw", {"size": "5000"})
+    assert await fake.wait_answered(interaction) == "5000 bytes"
+    (followup,) = interaction.followups
+    (upload,) = fake.messages[followup].files
+    assert (upload.filename, len(upload.data)) == ("drawn.png", 5000)
+
+
+async def test_uploads_over_10_mib_are_refused_and_only_two_routes_take_them(
+    fake: FakeDiscord, client: _Client
+) -> None:
+    channel = client.get_partial_messageable(GENERAL_ID)
+    big = discord.File(io.BytesIO(bytes(MAX_UPLOAD_BYTES + 1)), filename="big.bin")
+    with pytest.raises(discord.HTTPException) as refused:
+        await channel.send(file=big)
+    assert (refused.value.status, refused.value.code) == (413, 40005)
+    halves = [
+        discord.File(io.BytesIO(bytes(MAX_UPLOAD_BYTES // 2 + 1)), f"{i}.bin") for i in (1, 2)
+    ]
+    with pytest.raises(discord.HTTPException) as together:
+        await channel.send(files=halves)  # the limit is per request, not per file
+    assert together.value.code == 40005
+    assert not fake.bot_messages()
+    form = aiohttp.FormData()
+    form.add_field("payload_json", '{"content": "hi"}', content_type="application/json")
+    headers = {"Authorization": f"Bot {fake.token}"}
+    async with aiohttp.ClientSession() as session:
+        url = f"{fake.api_base}/users/@me/channels"
+        async with session.post(url, data=form, headers=headers) as response:
+            assert (response.status, (await response.json())["code"]) == (400, 50109)
+
+
+async def test_expired_attachment_urls_are_gone(fake: FakeDiscord, client: _Client) -> None:
+    await fake.push_message("", attachments=[Attachment("a.txt", b"text")])
+    (attachment,) = (await _next_from(client, BOB_ID)).attachments
+    fake.expire_attachment_urls()
+    with pytest.raises(discord.NotFound):
+        await attachment.read()
+    await fake.push_message("", attachments=[Attachment("b.txt", b"new")])
+    (fresh,) = (await _next_from(client, BOB_ID)).attachments
+    assert await fresh.read() == b"new"

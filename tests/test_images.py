@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import random
 import threading
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from core import content
 from core import images as core_images
 from core.errors import (
     CorruptImageError,
@@ -223,3 +225,101 @@ def test_a_png_too_large_to_decode_at_full_size_is_refused_before_decoding() -> 
     assert len(buffer.getvalue()) < 100_000
     with pytest.raises(ImageTooLargeError, match="over the limit"):
         prepare_image_sync(buffer.getvalue())
+
+
+def test_a_cap_of_a_fraction_of_a_megabyte_is_named_as_it_is() -> None:
+    """The hint names the cap as every other file's does (`core.figures.megabytes`): a
+    1.5 MB cap read "2 MB" when images had a size formatter of their own."""
+    with pytest.raises(ImageTooLargeError) as caught:
+        prepare_image_sync(b"\xff" * (2 * 1024 * 1024), max_bytes=1536 * 1024)
+    assert caught.value.user_hint == "That image is over 1.5 MB. Please send a smaller one."
+
+
+def test_the_data_url_of_an_image_is_the_content_modules() -> None:
+    image = prepare_image_sync(encoded((10, 10)))
+    assert data_url(image) == content.data_url(image.data, image.media_type)
+
+
+@pytest.mark.parametrize(
+    ("raw", "media_type"),
+    [
+        (encoded((5, 5)), "image/jpeg"),
+        (encoded((5, 5), "PNG"), "image/png"),
+        (encoded((5, 5), "WEBP"), "image/webp"),
+        (encoded((5, 5), "GIF"), "image/gif"),
+        (b"RIFF\0\0\0\0WAVEfmt ", None),
+        (b"not an image", None),
+    ],
+    ids=["jpeg", "png", "webp", "gif", "wav", "text"],
+)
+def test_one_sniffer_types_an_image_by_its_first_bytes(raw: bytes, media_type: str | None) -> None:
+    assert content.image_media_type(raw) == media_type
+
+
+def _noise(size: tuple[int, int], mode: str) -> Image.Image:
+    """Pixels no encoder can compress: the worst case for the byte cap."""
+    channels = len(mode)
+    return Image.frombytes(mode, size, random.Random(7).randbytes(size[0] * size[1] * channels))
+
+
+def test_a_large_noisy_transparent_image_fits_every_providers_limit() -> None:
+    """Its PNG would be about 16 MB; Anthropic refuses an image whose base64 is over 5 MB."""
+    source = _noise((2048, 2048), "RGBA")
+    out = io.BytesIO()
+    source.save(out, "PNG", compress_level=1)
+    image = prepare_image_sync(out.getvalue(), max_bytes=64 * 1024 * 1024)
+    assert len(image.data) <= core_images.SEND_MAX_BYTES
+    assert len(base64.b64encode(image.data)) <= 5 * 1024 * 1024
+    assert image.media_type == "image/jpeg"  # flattened: JPEG has no transparency
+    assert decoded(image.data).size == (image.width, image.height)
+
+
+def test_a_jpeg_over_the_cap_is_shrunk_until_it_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Noise at 2,048 px makes about 3 MB of JPEG, under the real cap: a lower one shows the
+    shrinking that a future format or quality change could need."""
+    monkeypatch.setattr(core_images, "SEND_MAX_BYTES", 1024 * 1024)
+    out = io.BytesIO()
+    _noise((2048, 2048), "RGB").save(out, "PNG", compress_level=1)
+    image = prepare_image_sync(out.getvalue(), max_bytes=64 * 1024 * 1024)
+    assert len(image.data) <= 1024 * 1024
+    assert 1024 < image.width < 2048 and image.width == image.height
+    assert decoded(image.data).size == (image.width, image.height)
+
+
+def test_a_transparent_image_flattened_to_jpeg_is_white_where_it_was_clear() -> None:
+    source = _noise((2048, 2048), "RGBA")
+    source.paste((0, 0, 0, 0), (0, 0, 200, 200))  # a clear corner
+    out = io.BytesIO()
+    source.save(out, "PNG", compress_level=1)
+    image = prepare_image_sync(out.getvalue(), max_bytes=64 * 1024 * 1024)
+    assert image.media_type == "image/jpeg"
+    assert min(decoded(image.data).convert("RGB").getpixel((5, 5))) > 240  # type: ignore[arg-type]
+
+
+def _gradient_16_bit() -> Image.Image:
+    source = Image.new("I;16", (256, 8))
+    source.putdata([x * 257 for _ in range(8) for x in range(256)])
+    return source
+
+
+def _assert_greys_kept(data: bytes) -> None:
+    grey = decoded(data).convert("L")
+    assert abs(grey.getpixel((128, 4)) - 128) <= 3  # type: ignore[operator]
+    assert grey.getpixel((2, 4)) <= 6 and grey.getpixel((253, 4)) >= 249  # type: ignore[operator]
+
+
+def test_a_16_bit_grey_png_keeps_its_greys() -> None:
+    """Pillow opens a 16-bit greyscale PNG as "I;16"; converted without scaling, every value
+    over 255 clipped to white."""
+    out = io.BytesIO()
+    _gradient_16_bit().save(out, "PNG")
+    assert decoded(out.getvalue()).mode == "I;16"
+    _assert_greys_kept(prepare_image_sync(out.getvalue()).data)
+
+
+def test_a_32_bit_grey_image_of_16_bit_values_keeps_its_greys() -> None:
+    """Older Pillow versions open the same PNG as "I"; this one cannot write such a PNG, so the
+    image goes to the encoder directly."""
+    data, media_type, _ = core_images._encode(_gradient_16_bit().convert("I"))
+    assert media_type == "image/jpeg"
+    _assert_greys_kept(data)

@@ -169,7 +169,9 @@ def test_the_run_stage_holds_the_venv_and_no_build_tools() -> None:
     build, final = _stages()[0], _stages()[-1]
     copies = [command for command in final if command.cmd in {"COPY", "ADD"}]
     assert [(c.cmd, c.flags, c.value) for c in copies] == [
-        ("COPY", ("--from=build",), ("/opt/venv", "/opt/venv"))
+        ("COPY", ("--from=build",), ("/opt/venv", "/opt/venv")),
+        # Static ffmpeg and ffprobe for the voice notes: files, not a package manager run here.
+        ("COPY", ("--from=mwader/static-ffmpeg:7.1",), ("/ffmpeg", "/ffprobe", "/usr/local/bin/")),
     ]
     install = " ".join(command.value[0] for command in build if command.cmd == "RUN")
     assert "python -m venv --without-pip /opt/venv" in install
@@ -458,6 +460,55 @@ def test_env_example_lines_read_the_same_under_dotenv_docker_and_systemd() -> No
     for name, value in examples:
         assert not re.search(r"[\"'$\\]|\s#", value), f"{name}={value} is not a plain line"
         assert value == value.strip()
+
+
+def _shown(default: object) -> str | None:
+    """A setting's default as the README and .env.example write it; None when it has none."""
+    if default is None:
+        return None
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default.value if hasattr(default, "value") else default)
+
+
+def _readme_rows() -> dict[str, str]:
+    """Each setting of the README's configuration table, with its default cell's item."""
+    found: dict[str, str] = {}
+    for line in README.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        names = re.findall(r"`([A-Z][A-Z0-9_]*)`", cells[0])
+        defaults = [item.strip().strip("`") for item in cells[1].split(", ")]
+        for index, name in enumerate(names):
+            found[name] = defaults[index] if len(defaults) == len(names) else cells[1]
+    return found
+
+
+def test_every_setting_has_a_readme_row_and_an_env_example_line_with_its_default() -> None:
+    """A setting nobody can find is no setting: each field of `Settings` (the core's too)
+    appears in both, and where they state a plain default it is the code's."""
+    rows = _readme_rows()
+    example = dict(
+        re.findall(r"^# ([A-Z][A-Z0-9_]*)=(.*)$", (PROJECT_ROOT / ".env.example").read_text(), re.M)
+    )
+    checked: list[str] = []
+    for field, info in Settings.model_fields.items():
+        name = field.upper()
+        assert name in rows, f"{name} has no row in the README's configuration table"
+        assert name in example, f"{name} has no line in .env.example"
+        checked.append(name)
+        value = info.get_default(call_default_factory=True)
+        if isinstance(value, list | tuple | set | frozenset | dict):
+            continue  # an empty list: the README says what an empty one means
+        default = _shown(value)
+        if default is None:
+            assert rows[name] == "–", f"{name}: the README gives a default it does not have"
+        elif " " not in rows[name]:  # a plain figure or name, not a description
+            assert rows[name] == default, f"README: {name} defaults to {default}"
+        if default is not None and " " not in default and example[name]:
+            assert example[name] == default, f".env.example: {name} defaults to {default}"
+    assert {"TRANSCRIBE_BASE_URL", "VOICE_MAX_BYTES", "TEXT_FILE_MAX_CHARS"} <= set(checked)
 
 
 def test_the_readme_keeps_its_two_set_up_commands_and_documents_the_service() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bots.cli import images_dir_for
 from bots.config import Settings
 from bots.history import export_history
 from core import AsyncClient
@@ -332,18 +333,84 @@ async def test_the_export_writes_each_image_once_and_names_its_file(tmp_path: Pa
     assert listed["chats"][0]["conversations"][0]["messages"][0]["images"][0]["file"] is None
 
 
-async def test_the_parley_command_writes_images_beside_the_export(tmp_path: Path) -> None:
+async def _one_image_chat(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path}/h.db"
     store = await open_store(url)
     try:
         await ask(store, "look", [BLUE])
+        await ask(store, "again", [BLUE])  # the same image twice: one file
     finally:
         await store.close()
+    return url
+
+
+async def test_an_export_saved_to_a_file_has_its_images_beside_it(tmp_path: Path) -> None:
+    url = await _one_image_chat(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
     finished = await run_parley(
         *("history", "export", "--chat", "1", "--format", "markdown"),
+        *("--output", str(tmp_path / "saved" / "chat.md")),
+        env={"DATABASE_URL": url},
+        cwd=work,
+    )
+    assert finished.code == 0, finished.err
+    assert finished.out == ""
+    markdown = (tmp_path / "saved" / "chat.md").read_text()
+    # Named relative to the export, so the two read together wherever they are moved.
+    assert f"![image](chat-images/{BLUE.sha256}.jpg)" in markdown
+    image = tmp_path / "saved" / "chat-images" / f"{BLUE.sha256}.jpg"
+    assert image.read_bytes() == BLUE.data
+    assert list(work.iterdir()) == []  # nothing in the current directory
+    assert "1 image(s)" in finished.err and "chat-images" in finished.err
+
+
+async def test_an_export_printed_writes_no_files_and_says_how_to_get_the_images(
+    tmp_path: Path,
+) -> None:
+    url = await _one_image_chat(tmp_path)
+    work = tmp_path / "work"
+    work.mkdir()
+    finished = await run_parley(
+        *("history", "export", "--chat", "1", "--format", "json"),
+        env={"DATABASE_URL": url},
+        cwd=work,
+    )
+    assert finished.code == 0, finished.err
+    assert list(work.iterdir()) == []  # no ./parley-images left behind
+    listed = json.loads(finished.out)["chats"][0]["conversations"][0]["messages"][0]["images"]
+    assert listed[0]["file"] is None and listed[0]["sha256"] == BLUE.sha256
+    assert finished.err.strip().splitlines() == [
+        "1 image(s) left out: add --images DIR to write them into a folder, or --output FILE "
+        "to save the export with its images beside it."
+    ]
+
+
+async def test_an_export_printed_with_images_dir_writes_them_there(tmp_path: Path) -> None:
+    url = await _one_image_chat(tmp_path)
+    finished = await run_parley(
+        *("history", "export", "--chat", "1", "--format", "markdown", "--images", "pics"),
         env={"DATABASE_URL": url},
         cwd=tmp_path,
     )
     assert finished.code == 0, finished.err
-    assert f"![image](parley-images/{BLUE.sha256}.jpg)" in finished.out
-    assert (tmp_path / "parley-images" / f"{BLUE.sha256}.jpg").read_bytes() == BLUE.data
+    assert f"![image](pics/{BLUE.sha256}.jpg)" in finished.out
+    assert (tmp_path / "pics" / f"{BLUE.sha256}.jpg").read_bytes() == BLUE.data
+    assert finished.err == ""
+
+
+@pytest.mark.parametrize(
+    ("output", "images", "expected"),
+    [
+        (None, None, None),
+        ("out/chat.md", None, "out/chat-images"),
+        ("chat.json", None, "chat-images"),
+        ("out/chat.md", "pics", "pics"),
+        (None, "pics", "pics"),
+    ],
+)
+def test_where_the_images_go(output: str | None, images: str | None, expected: str | None) -> None:
+    found = images_dir_for(
+        None if output is None else Path(output), None if images is None else Path(images)
+    )
+    assert found == (None if expected is None else Path(expected))

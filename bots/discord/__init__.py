@@ -6,8 +6,10 @@ The REST and gateway addresses come from DISCORD_API_BASE and DISCORD_GATEWAY_UR
 
 Decisions worth knowing:
 - History is per channel, and per thread inside threads (ChatRef thread_id = the thread).
-- Messages with no text (a sticker, an image or file alone) get a one-line answer saying the
-  bot reads text only; attachments next to text are named in the prompt, not read.
+- Attachments are read (`bots.discord.media`, `bots.attachments.gather`): images go to the
+  model, voice messages and audio are transcribed, text files are put into the prompt; a
+  mention replying to a message with attachments reads that message's. A sticker alone gets a
+  one-line answer.
 - Every message the bot sends pings no one (AllowedMentions.none(), on the client and on each
   call): model output saying @everyone or <@id> notifies nobody.
 - A channel where the bot may not write (403) is logged once and otherwise ignored.

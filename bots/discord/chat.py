@@ -1,29 +1,34 @@
-"""The listener that answers messages addressed to the bot."""
+"""The listener that answers messages addressed to the bot: their text, and what they carry
+(images, voice messages, audio and text files: `bots.discord.media`, read by
+`bots.attachments.gather`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import discord
 from discord.ext import commands
 
+from bots.attachments import gather, notes_text, transcript_quote
 from bots.config import Settings
 from bots.discord.access import is_allowed
+from bots.discord.media import attachments_of, may_have_attachments
 from bots.discord.messages import author_of, chat_of, chat_title, is_for_bot, prompt_of
-from bots.discord.surface import DiscordBudgets, DiscordSurface
+from bots.discord.surface import DiscordBudgets, DiscordSurface, clip
 from bots.errors import MessageGone
 from bots.relay import relay
 from core.conversation import ConversationService
+from storage import MessageImage, StorageError
 
 log = logging.getLogger(__name__)
 
-#: Answer to a message with nothing to read: only a sticker, image or file. Replying (rather
-#: than staying silent) matters in DMs and replies, where the person is clearly waiting.
-UNREADABLE = "I can only read text. Please write your question as a message."
+#: Answer to a message with nothing the bot reads: only a sticker. Replying (rather than
+#: staying silent) matters in DMs and replies, where the person is clearly waiting.
+STICKERS_ONLY = "I can't read stickers. Send me text, an image, a voice message or a text file."
 #: Answer to a bare mention of the bot.
 EMPTY_MENTION = "Yes? Mention me together with your question."
 
@@ -100,25 +105,80 @@ class ChatCog(commands.Cog):
             return
         text = prompt_of(message, me)
         surface = DiscordSurface(message, self.budgets)
-        if not text:
-            hint = UNREADABLE if message.attachments or message.stickers else EMPTY_MENTION
-            with contextlib.suppress(MessageGone):
-                await surface.send(hint, final=True)
-        else:
+        if may_have_attachments(message):
+            # A message with attachments joins the chat's order once they are read.
+            await self._answer_with_attachments(message, surface, text)
+        elif text:
             # No await before this: the message joins the chat's queue in arrival order.
-            await relay(
-                self.service,
-                surface,
-                chat_of(message.channel),
-                author_of(message.author),
-                text,
-                group=message.guild is not None,
-                platform_message_id=str(message.id),
-                chat_title=chat_title(message),
-                delivery_timeout=self.settings.delivery_timeout_seconds,
-            )
+            await self._relay(message, surface, text)
+        else:
+            await self._say(surface, STICKERS_ONLY if message.stickers else EMPTY_MENTION)
         if surface.refused is not None:
             self._refused(message.channel, surface.refused.text)
+
+    async def _answer_with_attachments(
+        self, message: discord.Message, surface: DiscordSurface, text: str
+    ) -> None:
+        """Read the attachments (typing meanwhile), show the transcript and the lines for the
+        attachments left out, then answer, or only store the message when nothing is left."""
+        attachments = await attachments_of(message)
+        if not attachments and not text:
+            await self._say(surface, STICKERS_ONLY if message.stickers else EMPTY_MENTION)
+            return
+        async with contextlib.AsyncExitStack() as typing:
+            with contextlib.suppress(discord.HTTPException):  # a hint only: never worth failing
+                await typing.enter_async_context(message.channel.typing())
+            gathered = await gather(text, attachments, self.settings)
+        # Nothing to answer: the message takes its place in the history now, before the lines
+        # below, so a message sent after them is always stored after it.
+        remembered = None
+        if not gathered.answerable:
+            remembered = self.service.remember(
+                chat_of(message.channel),
+                author_of(message.author),
+                gathered.record,
+                platform_message_id=str(message.id),
+                chat_title=chat_title(message),
+            )
+        notes = DiscordSurface(message, self.budgets)
+        if gathered.transcript is not None:
+            await self._say(notes, transcript_quote(gathered.transcript))
+        if gathered.notes:
+            await self._say(notes, notes_text(gathered.notes))
+        surface.refused = notes.refused
+        if remembered is None:
+            await self._relay(message, surface, gathered.text, gathered.images)
+            return
+        try:
+            await remembered
+        except StorageError as exc:  # the user has had the lines; only the record is lost
+            log.warning("could not store message %s: %s", message.id, exc)
+
+    async def _relay(
+        self,
+        message: discord.Message,
+        surface: DiscordSurface,
+        text: str,
+        images: Sequence[MessageImage] = (),
+    ) -> None:
+        await relay(
+            self.service,
+            surface,
+            chat_of(message.channel),
+            author_of(message.author),
+            text,
+            group=message.guild is not None,
+            platform_message_id=str(message.id),
+            chat_title=chat_title(message),
+            delivery_timeout=self.settings.delivery_timeout_seconds,
+            images=images,
+        )
+
+    @staticmethod
+    async def _say(surface: DiscordSurface, text: str) -> None:
+        """One line from the bot itself (not the model's), in reply."""
+        with contextlib.suppress(MessageGone):
+            await surface.send(clip(text), final=True)
 
     def _refused(self, channel: object, reason: str) -> None:
         """Tell the operator about a channel the bot may not write in once, not at every

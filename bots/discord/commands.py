@@ -1,7 +1,9 @@
-"""Slash commands: /reset /model /system /stop, for the channel (or thread) they are used in."""
+"""Slash commands: /reset /model /system /stop /image, for the channel (or thread) they are
+used in."""
 
 from __future__ import annotations
 
+import io
 import logging
 
 import discord
@@ -11,20 +13,22 @@ from discord.ext import commands
 from bots.config import Settings
 from bots.discord.access import is_allowed, may_change_settings
 from bots.discord.messages import chat_of
-from bots.discord.surface import MAX_LENGTH, NO_PINGS
+from bots.discord.surface import NO_PINGS, clip
+from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
 from core import chat_settings
 from core.conversation import ChatRef, ConversationService, describe_reset, describe_stop
+from core.errors import ParleyError, describe
 
 log = logging.getLogger(__name__)
 
 NOT_ALLOWED = "You are not allowed to use this bot here."
 ADMINS_ONLY = "Only members with Manage Server (or listed in ADMIN_IDS) can change this."
 FAILED = "That did not work. Please try again."
-
-
-def _clip(text: str) -> str:
-    """Fit `text` in one message (a long system prompt is shown in part)."""
-    return text if len(text) <= MAX_LENGTH else text[: MAX_LENGTH - 1] + "…"
+#: Discord refused the drawn image's upload: over the channel's upload limit (10 MiB without
+#: boosts), which only a huge IMAGE_SIZE reaches.
+IMAGE_TOO_LARGE = "The image was too large to send here."
+#: Discord's answer to an upload over the limit.
+_ENTITY_TOO_LARGE = 413
 
 
 def _chat(interaction: discord.Interaction) -> ChatRef:
@@ -34,7 +38,7 @@ def _chat(interaction: discord.Interaction) -> ChatRef:
 
 async def _say(interaction: discord.Interaction, text: str, *, ephemeral: bool = False) -> None:
     await interaction.response.send_message(
-        _clip(text), ephemeral=ephemeral, allowed_mentions=NO_PINGS
+        clip(text), ephemeral=ephemeral, allowed_mentions=NO_PINGS
     )
 
 
@@ -80,7 +84,7 @@ class SettingsCog(commands.Cog):
         # order (the service awaits this after taking it), then answer in a follow-up.
         whose = self._whose_replies(interaction)
         report = await self.service.reset(_chat(interaction), _acknowledged(interaction, whose))
-        await interaction.followup.send(_clip(describe_reset(report)), allowed_mentions=NO_PINGS)
+        await interaction.followup.send(clip(describe_reset(report)), allowed_mentions=NO_PINGS)
 
     @app_commands.command(name="stop", description="Stop the reply being written here")
     async def stop(self, interaction: discord.Interaction) -> None:
@@ -99,6 +103,40 @@ class SettingsCog(commands.Cog):
     @app_commands.describe(prompt="The new system prompt, or 'default' for the operator's")
     async def system(self, interaction: discord.Interaction, prompt: str | None = None) -> None:
         await self._configure(chat_settings.SYSTEM_PROMPT, interaction, prompt)
+
+    @app_commands.command(name="image", description="Draw an image from a description")
+    @app_commands.describe(prompt="What to draw; 'on' or 'off' turns /image on or off here")
+    async def image(self, interaction: discord.Interaction, prompt: str) -> None:
+        parsed = parse_image_args(prompt)
+        if parsed is None:
+            await _say(interaction, IMAGE_USAGE, ephemeral=True)
+        elif isinstance(parsed, Switch):
+            if not may_change_settings(interaction, self.settings.admin_ids):
+                raise app_commands.CheckFailure(ADMINS_ONLY)
+            await _say(
+                interaction, await switch_image_generation(self.service, _chat(interaction), parsed)
+            )
+        else:
+            # Drawing takes longer than the 3 s Discord gives an answer: "thinking..." first.
+            await interaction.response.defer(thinking=True)
+            await self._send_drawing(interaction, parsed)
+
+    async def _send_drawing(self, interaction: discord.Interaction, prompt: str) -> None:
+        """The image with its prompt as caption, or the line saying why there is none."""
+        try:
+            drawing = await draw(self.service, self.settings, _chat(interaction), prompt)
+        except ParleyError as exc:
+            await interaction.followup.send(clip(describe(exc)), allowed_mentions=NO_PINGS)
+            return
+        file = discord.File(io.BytesIO(drawing.data), filename=drawing.file_name)
+        try:
+            await interaction.followup.send(
+                clip(drawing.caption), file=file, allowed_mentions=NO_PINGS
+            )
+        except discord.HTTPException as exc:
+            if exc.status != _ENTITY_TOO_LARGE:
+                raise
+            await interaction.followup.send(IMAGE_TOO_LARGE, allowed_mentions=NO_PINGS)
 
     def _whose_replies(self, interaction: discord.Interaction) -> str | None:
         """The author whose replies /stop and /reset act on: in a server, the caller's own (the

@@ -65,8 +65,8 @@ def prompt_of(message: discord.Message, me: discord.abc.User) -> str:
     """The message as the model should read it.
 
     The bot's own mention is removed; other mentions become the names people see
-    (`<@123>` -> `@Alice`), since raw ids mean nothing to a model. Attachments, which the
-    model cannot read, are named on their own lines so it can say so.
+    (`<@123>` -> `@Alice`), since raw ids mean nothing to a model. Attachments are not named
+    here: `bots.attachments.gather` reads them (or says why it cannot).
     """
     text = message.content
     own_role = message.guild.self_role if message.guild is not None else None
@@ -80,7 +80,4 @@ def prompt_of(message: discord.Message, me: discord.abc.User) -> str:
         text = text.replace(f"<@&{role.id}>", f"@{role.name}")
     for channel in message.channel_mentions:
         text = text.replace(f"<#{channel.id}>", f"#{channel.name}")
-    text = text.strip()
-    if text:
-        text += "".join(f"\n[attachment: {a.filename}]" for a in message.attachments)
-    return text
+    return text.strip()

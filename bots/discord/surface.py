@@ -27,6 +27,11 @@ CHANNEL_LIMITS = WriteLimits(5, 5.0, reserve=1)
 NO_PINGS = discord.AllowedMentions.none()
 
 
+def clip(text: str) -> str:
+    """Fit `text` in one message (a long system prompt or transcript is shown in part)."""
+    return text if len(text) <= MAX_LENGTH else text[: MAX_LENGTH - 1] + "…"
+
+
 class DiscordBudgets:
     """Every channel's write budget (a thread is a channel of its own, with its own bucket),
     shared by the replies streaming into it. discord.py also waits for the real buckets; this

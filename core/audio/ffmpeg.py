@@ -56,22 +56,50 @@ def _slot() -> asyncio.Semaphore:
 
 
 def _write_temporary(data: bytes, suffix: str) -> Path:
+    """A new temporary file holding `data`; none is left behind when the write fails."""
     handle, raw_path = tempfile.mkstemp(prefix="parley-audio-", suffix=suffix)
-    with os.fdopen(handle, "wb") as file:
-        file.write(data)
-    return Path(raw_path)
+    path = Path(raw_path)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _discard(write: asyncio.Future[Path]) -> None:
+    """Remove the file of a write its caller stopped waiting for."""
+    if not write.cancelled() and write.exception() is None:
+        write.result().unlink(missing_ok=True)
+
+
+async def _written(data: bytes, suffix: str) -> Path:
+    """`_write_temporary` in a worker thread, which a cancellation cannot strand: the write runs
+    to its end (a thread cannot be stopped midway), and the file it made is removed then."""
+    write = asyncio.ensure_future(asyncio.to_thread(_write_temporary, data, suffix))
+    try:
+        return await asyncio.shield(write)
+    except asyncio.CancelledError:
+        write.add_done_callback(_discard)
+        raise
 
 
 @asynccontextmanager
 async def on_disk(data: bytes, name: str = "") -> AsyncIterator[Path]:
-    """`data` in a temporary file for the tools to read, removed afterwards. The suffix of
-    `name`, when it is a plain one, is kept: ffmpeg takes it as a hint for raw formats."""
+    """`data` in a temporary file for the tools to read, removed afterwards however the block
+    ends, a cancellation included. The suffix of `name`, when it is a plain one, is kept:
+    ffmpeg takes it as a hint for raw formats.
+
+    The removal is a plain call, not an awaited one: an await there could itself be cancelled
+    (a second cancellation, or a timeout firing during the clean-up) and leave a user's audio
+    in the temporary folder; an unlink is one system call."""
     found = _SAFE_SUFFIX.fullmatch(Path(name).suffix)
-    path = await asyncio.to_thread(_write_temporary, data, found[0] if found else ".bin")
+    path = await _written(data, found[0] if found else ".bin")
     try:
         yield path
     finally:
-        await asyncio.to_thread(path.unlink, missing_ok=True)
+        path.unlink(missing_ok=True)
 
 
 async def run_tool(tool: str, args: Sequence[str], timeout: float = TOOL_TIMEOUT) -> bytes:

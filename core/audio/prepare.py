@@ -10,6 +10,14 @@ notes with a known length go out as they came, and need no ffmpeg on the server.
 An audio file of unknown length on a server without ffprobe is refused (`FFmpegMissingError`)
 rather than sent unmeasured: the length cap is the operator's bound on what transcription
 costs, and a 20 MB Opus file can hold hours.
+
+What is trusted: the length a platform states is what the sender's app said, and a modified
+client can say anything. It is believed only for a file that goes out as it came and whose
+size fits it (at most `PLAUSIBLE_BYTES_PER_SECOND`), so that a Telegram voice note still needs
+no ffmpeg. A file that is on disk for ffmpeg anyway is measured by ffprobe (some milliseconds
+beside the conversion), and so is one whose size says its stated length is wrong. A lie that
+fits the size passes, and is bounded by VOICE_MAX_BYTES, which always applies: 20 MB of
+24 kbit/s Opus is under two hours.
 """
 
 from __future__ import annotations
@@ -24,6 +32,10 @@ from .formats import AudioFormat, sniff
 
 #: Stem of the uploaded file's name; the extension is that of the format it really is.
 UPLOAD_STEM = "audio"
+#: Most bytes per second of stated length that the statement is believed for: CD-quality PCM
+#: (44.1 kHz, 16-bit stereo) is 176,400 and 48 kHz 192,000; a voice note in Opus is 2,000 to
+#: 4,000. More bytes than this for the length stated means the length is wrong.
+PLAUSIBLE_BYTES_PER_SECOND = 200_000
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,11 @@ def check_audio_caps(
         )
 
 
+def _believable(size: int, duration: float | None) -> bool:
+    """Whether a stated `duration` can be the length of `size` bytes of audio."""
+    return duration is not None and size <= duration * PLAUSIBLE_BYTES_PER_SECOND
+
+
 def _as_is(data: bytes, found: AudioFormat) -> PreparedAudio:
     return PreparedAudio(data, f"{UPLOAD_STEM}.{found.name}", found.mime_type)
 
@@ -76,7 +93,9 @@ async def prepare_audio(
     """`data` as the endpoint will take it, within the caps.
 
     `filename` and `mime_type` are what the platform said; the bytes decide the format.
-    `duration` is the platform's figure in seconds, or None to measure it with ffprobe.
+    `duration` is the platform's figure in seconds, or None; see the module's docstring for
+    when it is believed and when ffprobe measures instead. VOICE_MAX_BYTES (`max_bytes`)
+    applies to every file.
     """
     check_audio_caps(len(data), duration, max_seconds=max_seconds, max_bytes=max_bytes)
     found = sniff(data)
@@ -85,13 +104,12 @@ async def prepare_audio(
             f"{filename!r} ({mime_type or 'no type'}) is not an audio format Parley reads.",
             "That file is not audio Parley can read, so it could not be transcribed.",
         )
-    if found is not None and found.accepted and duration is not None:
+    if found.accepted and _believable(len(data), duration):
         return _as_is(data, found)
     async with on_disk(data, filename) as path:
-        if duration is None:
-            duration = await probe_seconds(path)
-            check_audio_caps(None, duration, max_seconds=max_seconds, max_bytes=max_bytes)
-        if found is not None and found.accepted:
+        measured = await probe_seconds(path)
+        check_audio_caps(None, measured, max_seconds=max_seconds, max_bytes=max_bytes)
+        if found.accepted:
             return _as_is(data, found)
         converted = await to_ogg_opus(path)
     return PreparedAudio(converted, f"{UPLOAD_STEM}.ogg", "audio/ogg", converted=True)

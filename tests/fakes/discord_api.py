@@ -4,7 +4,12 @@ Why a fake server and not mocks: the adapter's behaviour that matters (which req
 sends, what it does with a 429, a 404 on a deleted message, a 4014 close) only shows when the real
 library runs over real HTTP and a real WebSocket. The fake keeps Discord's rules that bite bots:
 
-- JSON bodies only with the exact `Content-Type: application/json` (400, code 50109, otherwise);
+- JSON bodies only with the exact `Content-Type: application/json` (400, code 50109, otherwise),
+  except where Discord takes file uploads (a channel message, an interaction follow-up): there
+  `multipart/form-data` as discord.py sends it (`payload_json` plus `files[n]` parts), at most
+  10 MiB of files per request, a bot's limit in a server without boosts (413, 40005 "Request
+  entity too large"); the files are kept with the message (`Message.files`) and served from the
+  CDN like a user's attachments;
 - message content at most 2,000 characters (400, 50035 "Invalid Form Body"), no empty
   messages (400, 50006), unknown messages 404 (10008), no sending where the bot lacks
   SEND_MESSAGES (403, 50013) or to a user who closed their DMs (403, 50007), no editing
@@ -32,12 +37,12 @@ library runs over real HTTP and a real WebSocket. The fake keeps Discord's rules
   `Attachment.read()` fetches the exact bytes; a voice message carries the message flag
   IS_VOICE_MESSAGE and the attachment's `duration_secs` and `waveform`.
 
-Not emulated: the other routes' buckets (every other 2xx says its bucket has room), file
-uploads by the bot, the media proxy's resizing, sharding, permissions beyond the one read-only
+Not emulated: the other routes' buckets (every other 2xx says its bucket has room), the media
+proxy's resizing, sharding, permissions beyond the one read-only
 channel.
 
 Tests drive it through `push_message`, `push_dm`, `push_interaction`, `delete_message`,
-`rate_limit`, `fail`, `closed_dms` and `reconnect_clients` (op 7, then RESUME), and wait with `wait_for(predicate)` (an `asyncio.Condition`, woken by every
+`rate_limit`, `fail`, `expire_attachment_urls`, `closed_dms` and `reconnect_clients` (op 7, then RESUME), and wait with `wait_for(predicate)` (an `asyncio.Condition`, woken by every
 request and gateway event; never a sleep). Every request is kept in `calls` with a monotonic
 timestamp. Point discord.py at it with `api_base` and `gateway_url`.
 """
@@ -48,6 +53,8 @@ import asyncio
 import base64
 import bisect
 import datetime as dt
+import email.parser
+import email.policy
 import hashlib
 import hmac
 import itertools
@@ -71,6 +78,8 @@ GATEWAY_PATH = "/gateway"
 TOKEN = "fake-discord-token"
 DEFAULT_TIMEOUT = 10.0
 MAX_CONTENT = 2000
+#: Bytes of files one request may upload: a bot's limit in a server without boosts.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: Seconds a bot has to answer (or defer) an interaction; later, Discord has forgotten it.
 INTERACTION_DEADLINE = 3.0
 HEARTBEAT_INTERVAL_MS = 41_250
@@ -128,6 +137,13 @@ _MESSAGE_WRITES = frozenset(
         ("PATCH", API_PREFIX + "/channels/{channel_id}/messages/{message_id}"),
     }
 )
+#: The routes that take file uploads (multipart/form-data): a message, an interaction follow-up.
+_UPLOADS = frozenset(
+    {
+        ("POST", API_PREFIX + "/channels/{channel_id}/messages"),
+        ("POST", API_PREFIX + "/webhooks/{app_id}/{token}"),
+    }
+)
 #: The bucket hash both routes report, so discord.py knows they share one limit.
 _MESSAGE_BUCKET = hashlib.md5(b"channel message writes").hexdigest()[:16]
 _MENTION = re.compile(r"<@(!?|&)(\d+)>")
@@ -155,9 +171,10 @@ class Call:
     path: str  # without the /api/v10 prefix
     query: dict[str, str]
     content_type: str | None
-    body: Any
+    body: Any  # the JSON body; of a multipart upload, its `payload_json`
     at: float  # time.monotonic() when the request arrived
     status: int = 0
+    files: list[UploadedFile] = field(default_factory=list)  # a multipart upload's files
 
     def is_(self, method: str, pattern: str) -> bool:
         """True for a request with this method whose path matches `pattern` (a full regex)."""
@@ -174,6 +191,15 @@ class Pings:
 
     def __bool__(self) -> bool:
         return self.everyone or bool(self.users) or bool(self.roles)
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    """A file the bot uploaded with a message (a `files[n]` part), as it arrived."""
+
+    filename: str
+    content_type: str | None
+    data: bytes
 
 
 @dataclass
@@ -193,6 +219,8 @@ class Message:
     allowed_mentions: dict | None = None
     pings: Pings = Pings()
     edits: list[str] = field(default_factory=list)  # every content set by PATCH, in order
+    #: The files the bot uploaded with the message, in order.
+    files: list[UploadedFile] = field(default_factory=list)
     interaction_id: int | None = None
     #: time.monotonic() when the fake stored the message, then when it applied each edit.
     created_at: float = field(default_factory=time.monotonic)
@@ -333,6 +361,8 @@ class FakeDiscord:
         self.resumed = 0  # successful RESUMEs
         self._rate_limits: list[list] = []  # [method, pattern, retry_after, remaining times]
         self._failures: list[list] = []  # [method, pattern, status, remaining times]
+        #: The requests being answered, by `id()` of their aiohttp request.
+        self._serving: dict[int, Call] = {}
         #: Files users attached, by attachment id, served at their CDN URLs.
         self.files: dict[int, _StoredFile] = {}
         self._url_key = f"fake-cdn-{id(self)}".encode()
@@ -356,7 +386,8 @@ class FakeDiscord:
 
     async def start(self) -> None:
         """Listen on `port` (a free one when 0), serving the REST API and the gateway."""
-        app = web.Application(middlewares=[self._middleware])
+        # Above aiohttp's default 1 MiB: uploads are refused by Discord's limit, with its answer.
+        app = web.Application(middlewares=[self._middleware], client_max_size=2 * MAX_UPLOAD_BYTES)
         app.router.add_get(GATEWAY_PATH, self._gateway)
         for prefix in (CDN_PATH, MEDIA_PROXY_PATH):
             app.router.add_get(prefix + "/{channel_id}/{attachment_id}/{filename}", self._cdn)
@@ -572,19 +603,7 @@ class FakeDiscord:
         is_voice = (attachment.duration_secs is None, attachment.waveform is None)
         if is_voice not in ((True, True), (False, False)):
             raise ValueError("a voice recording has both duration_secs and a waveform")
-        attachment_id = self._snowflake()
-        # Discord keeps letters, digits, dots, dashes and underscores; the rest becomes "_".
-        filename = re.sub(r"[^A-Za-z0-9._-]", "_", attachment.filename)
-        self.files[attachment_id] = _StoredFile(channel_id, filename, attachment.data, kind)
-        where = f"/{channel_id}/{attachment_id}/{filename}"
-        payload: dict[str, Any] = {
-            "id": str(attachment_id),
-            "filename": filename,
-            "size": len(attachment.data),
-            "url": self._signed_url(CDN_PATH + where),
-            "proxy_url": self._signed_url(MEDIA_PROXY_PATH + where),
-            "content_type": kind,
-        }
+        payload = self._serve(channel_id, attachment.filename, attachment.data, kind)
         if has_size:
             payload.update(width=attachment.width, height=attachment.height)
         if attachment.waveform is not None:
@@ -595,6 +614,40 @@ class FakeDiscord:
         if attachment.description is not None:
             payload["description"] = attachment.description
         return payload
+
+    def _serve(self, channel_id: int, filename: str, data: bytes, kind: str) -> dict[str, Any]:
+        """Keep a file for the CDN; its attachment payload (without what only some files have)."""
+        attachment_id = self._snowflake()
+        # Discord keeps letters, digits, dots, dashes and underscores; the rest becomes "_".
+        filename = re.sub(r"[^A-Za-z0-9._-]", "_", filename)
+        self.files[attachment_id] = _StoredFile(channel_id, filename, data, kind)
+        where = f"/{channel_id}/{attachment_id}/{filename}"
+        return {
+            "id": str(attachment_id),
+            "filename": filename,
+            "size": len(data),
+            "url": self._signed_url(CDN_PATH + where),
+            "proxy_url": self._signed_url(MEDIA_PROXY_PATH + where),
+            "content_type": kind,
+        }
+
+    def _attach_uploads(self, message: Message, files: list[UploadedFile]) -> None:
+        """The bot's uploaded files become the message's attachments, served like a user's."""
+        message.files = list(files)
+        message.attachments = [
+            self._serve(
+                message.channel_id,
+                upload.filename,
+                upload.data,
+                guess_mime_type(upload.filename),
+            )
+            for upload in files
+        ]
+
+    def expire_attachment_urls(self) -> None:
+        """Every attachment URL handed out so far stops working (404 "This content is no longer
+        available."), as Discord's do when their signature expires; new messages get new ones."""
+        self._url_key += b"+"
 
     def _signed_url(self, path: str) -> str:
         """An attachment URL with Discord's signature: expiry (`ex`) and issue (`is`) times in
@@ -688,7 +741,10 @@ class FakeDiscord:
             return await handler(request)
         if request.path.startswith((CDN_PATH + "/", MEDIA_PROXY_PATH + "/")):
             return await self._cdn_middleware(request, handler)
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _json_response({"message": "Request entity too large", "code": 40005}, 413)
         call = Call(
             method=request.method,
             path=request.path.removeprefix(API_PREFIX),
@@ -698,14 +754,22 @@ class FakeDiscord:
             at=time.monotonic(),
         )
         self.calls.append(call)
+        self._serving[id(request)] = call
         try:
             if raw:
-                if call.content_type != "application/json":
+                if _route_of(request) in _UPLOADS and (call.content_type or "").startswith(
+                    "multipart/form-data"
+                ):
+                    call.body, call.files = _read_upload(call.content_type or "", raw)
+                elif call.content_type != "application/json":
                     raise _Reject(400, 50109, "The request body contains invalid JSON.")
-                try:
-                    call.body = json.loads(raw)
-                except ValueError:
-                    raise _Reject(400, 50109, "The request body contains invalid JSON.") from None
+                else:
+                    try:
+                        call.body = json.loads(raw)
+                    except ValueError:
+                        raise _Reject(
+                            400, 50109, "The request body contains invalid JSON."
+                        ) from None
             needs_auth = not call.path.startswith(("/interactions/", "/webhooks/"))
             if needs_auth and request.headers.get("Authorization") != f"Bot {self.token}":
                 raise _Reject(401, 0, "401: Unauthorized")
@@ -739,9 +803,15 @@ class FakeDiscord:
             if exc.errors:
                 body["errors"] = exc.errors
             response = _json_response(body, status=exc.status)
+        finally:
+            del self._serving[id(request)]
         call.status = response.status
         await self._notify()
         return response
+
+    def _call(self, request: web.Request) -> Call:
+        """The request being served, as the middleware recorded it (body parsed)."""
+        return self._serving[id(request)]
 
     async def _cdn_middleware(self, request: web.Request, handler: Callable) -> web.StreamResponse:
         """The CDN is not the API: no token, no rate-limit headers, plain-text errors; its
@@ -913,7 +983,7 @@ class FakeDiscord:
         return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
 
     async def _create_dm(self, request: web.Request) -> web.Response:
-        user_id = int((await _body(request)).get("recipient_id", 0))
+        user_id = int((_body(self._call(request))).get("recipient_id", 0))
         if user_id not in self.users:
             raise _Reject(400, 50007, "Cannot send messages to this user")
         return _json_response(self.channels[self.dm_channel_id(user_id)])
@@ -939,8 +1009,9 @@ class FakeDiscord:
         self._check_can_send(channel)
         if channel["type"] == 1 and int(channel["recipients"][0]["id"]) in self.closed_dms:
             raise _Reject(403, 50007, "Cannot send messages to this user")
-        body = await _body(request)
-        content = _checked_content(body, editing=False)
+        body = _body(self._call(request))
+        files = self._call(request).files
+        content = _checked_content(body, editing=False, files=len(files))
         reference = body.get("message_reference") or {}
         replied = None
         if reference.get("message_id") is not None:
@@ -959,6 +1030,7 @@ class FakeDiscord:
             allowed_mentions=body.get("allowed_mentions"),
         )
         message.pings = self._pings(content, message.allowed_mentions, replied)
+        self._attach_uploads(message, files)
         self.messages[message.id] = message
         payload = self._message_payload(message)
         await self._dispatch("MESSAGE_CREATE", payload)
@@ -972,7 +1044,7 @@ class FakeDiscord:
         message = self._stored(request)
         if message.author_id != BOT_ID:
             raise _Reject(403, 50005, "Cannot edit a message authored by another user")
-        return _json_response(await self._apply_edit(message, await _body(request)))
+        return _json_response(await self._apply_edit(message, _body(self._call(request))))
 
     async def _delete_message(self, request: web.Request) -> web.Response:
         self._channel(request)
@@ -991,7 +1063,7 @@ class FakeDiscord:
             raise _Reject(
                 403, 20012, "You are not authorized to perform this action on this application"
             )
-        body = await _json(request)
+        body = self._call(request).body
         if not isinstance(body, list):
             raise _invalid_form("_errors", "LIST_TYPE_CONVERT", "Must be an array.")
         guild_id = _guild_of(request)
@@ -1027,7 +1099,7 @@ class FakeDiscord:
             raise _Reject(404, 10062, "Unknown interaction")
         if interaction.callback is not None:
             raise _Reject(400, 40060, "Interaction has already been acknowledged.")
-        body = await _body(request)
+        body = _body(self._call(request))
         kind = body.get("type")
         if kind not in (4, 5):
             raise _invalid_form(
@@ -1063,10 +1135,14 @@ class FakeDiscord:
         interaction = self._interaction_for(request)
         if interaction.callback is None:
             raise _Reject(404, 10015, "Unknown Webhook")
-        body = await _body(request)
+        body = _body(self._call(request))
+        files = self._call(request).files
         message = self._interaction_message(
-            interaction, _checked_content(body, editing=False), body.get("allowed_mentions")
+            interaction,
+            _checked_content(body, editing=False, files=len(files)),
+            body.get("allowed_mentions"),
         )
+        self._attach_uploads(message, files)
         interaction.followups.append(message.id)
         return _json_response(self._message_payload(message))
 
@@ -1083,7 +1159,7 @@ class FakeDiscord:
 
     async def _edit_webhook_msg(self, request: web.Request) -> web.Response:
         message = self._webhook_message(request)
-        return _json_response(await self._apply_edit(message, await _body(request)))
+        return _json_response(await self._apply_edit(message, _body(self._call(request))))
 
     # ------------------------------------------------------------------ model helpers
 
@@ -1386,13 +1462,47 @@ def _json_response(data: Any, status: int = 200) -> web.Response:
     )
 
 
+def _route_of(request: web.Request) -> tuple[str, str | None]:
+    """The request's method and route template (`/channels/{channel_id}/messages`, ...)."""
+    resource = request.match_info.route.resource
+    return request.method, resource.canonical if resource is not None else None
+
+
 def _written_channel(request: web.Request) -> int | None:
     """The channel a message create or edit goes to; None for every other request."""
-    resource = request.match_info.route.resource
-    template = resource.canonical if resource is not None else None
-    if (request.method, template) not in _MESSAGE_WRITES:
+    if _route_of(request) not in _MESSAGE_WRITES:
         return None
     return int(request.match_info["channel_id"])
+
+
+def _read_upload(content_type: str, raw: bytes) -> tuple[dict, list[UploadedFile]]:
+    """A multipart upload as discord.py sends one: the JSON in `payload_json`, the files in
+    `files[0]`, `files[1]`, ... Over `MAX_UPLOAD_BYTES` of files: 413, as Discord answers."""
+    parsed = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        f"Content-Type: {content_type}\r\n\r\n".encode() + raw
+    )
+    if not parsed.is_multipart():
+        raise _Reject(400, 50109, "The request body contains invalid JSON.")
+    payload: Any = None
+    files = []
+    for part in parsed.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        data = part.get_payload(decode=True) or b""
+        if name == "payload_json":
+            try:
+                payload = json.loads(data)
+            except ValueError:
+                raise _Reject(400, 50109, "The request body contains invalid JSON.") from None
+        elif isinstance(name, str) and re.fullmatch(r"files\[\d+\]", name):
+            filename = part.get_filename()
+            if not filename:
+                raise _invalid_form(name, "BASE_TYPE_REQUIRED", "This field is required")
+            files.append(UploadedFile(filename, part.get_content_type(), data))
+    if sum(len(f.data) for f in files) > MAX_UPLOAD_BYTES:
+        raise _Reject(413, 40005, "Request entity too large")
+    if not isinstance(payload, dict):
+        raise _invalid_form("payload_json", "DICT_TYPE_CONVERT", "Only dictionaries may be used.")
+    return payload, files
 
 
 def _s(value: int | None) -> str | None:
@@ -1403,20 +1513,14 @@ def _without_none(data: dict) -> dict:
     return {k: v for k, v in data.items() if v is not None}
 
 
-async def _json(request: web.Request) -> Any:
-    """The request's JSON (the middleware already checked its type and syntax), or None."""
-    raw = await request.read()  # cached by aiohttp: the middleware read it first
-    return json.loads(raw) if raw else None
-
-
-async def _body(request: web.Request) -> dict:
-    """The request's JSON object, or {} when there was none."""
-    body = await _json(request)
-    if body is None:
+def _body(call: Call) -> dict:
+    """The request's JSON object (the middleware already checked its type and syntax; of an
+    upload, its `payload_json`), or {} when there was none."""
+    if call.body is None:
         return {}
-    if not isinstance(body, dict):
+    if not isinstance(call.body, dict):
         raise _invalid_form("_errors", "DICT_TYPE_CONVERT", "Only dictionaries may be used.")
-    return body
+    return call.body
 
 
 def _guild_of(request: web.Request) -> int | None:
@@ -1424,8 +1528,9 @@ def _guild_of(request: web.Request) -> int | None:
     return int(guild) if guild else None
 
 
-def _checked_content(body: dict, *, editing: bool) -> str:
-    """Discord's checks on `content`: a string of at most 2,000 characters, not empty."""
+def _checked_content(body: dict, *, editing: bool, files: int = 0) -> str:
+    """Discord's checks on `content`: a string of at most 2,000 characters, not empty unless
+    the message has something else (embeds, a sticker, `files` uploaded with it)."""
     content = body.get("content") or ""
     if not isinstance(content, str):
         raise _invalid_form("content", "STRING_TYPE_CONVERT", "Could not interpret as string.")
@@ -1433,7 +1538,7 @@ def _checked_content(body: dict, *, editing: bool) -> str:
         raise _invalid_form(
             "content", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CONTENT} or fewer in length."
         )
-    has_other = body.get("embeds") or body.get("sticker_ids") or body.get("attachments")
+    has_other = body.get("embeds") or body.get("sticker_ids") or files
     if not editing and not content.strip() and not has_other:
         raise _Reject(400, 50006, "Cannot send an empty message")
     return content
