@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
 from typing import Any
 
 import discord
 from discord.ext import commands
 
-from bots.attachments import gather, notes_text, transcript_quote
 from bots.config import Settings
 from bots.discord.access import is_allowed
 from bots.discord.media import attachments_of, may_have_attachments
@@ -21,8 +20,9 @@ from bots.discord.messages import author_of, chat_of, chat_title, is_for_bot, pr
 from bots.discord.surface import DiscordBudgets, DiscordSurface, clip
 from bots.errors import MessageGone
 from bots.relay import relay
+from bots.with_files import answer_with_files
 from core.conversation import ConversationService
-from storage import MessageImage, StorageError
+from storage import MessageImage
 
 log = logging.getLogger(__name__)
 
@@ -119,40 +119,14 @@ class ChatCog(commands.Cog):
     async def _answer_with_attachments(
         self, message: discord.Message, surface: DiscordSurface, text: str
     ) -> None:
-        """Read the attachments (typing meanwhile), show the transcript and the lines for the
-        attachments left out, then answer, or only store the message when nothing is left."""
+        """Answer with the attachments read (`bots.with_files`), or say there is nothing."""
         attachments = await attachments_of(message)
         if not attachments and not text:
             await self._say(surface, STICKERS_ONLY if message.stickers else EMPTY_MENTION)
             return
-        async with contextlib.AsyncExitStack() as typing:
-            with contextlib.suppress(discord.HTTPException):  # a hint only: never worth failing
-                await typing.enter_async_context(message.channel.typing())
-            gathered = await gather(text, attachments, self.settings)
-        # Nothing to answer: the message takes its place in the history now, before the lines
-        # below, so a message sent after them is always stored after it.
-        remembered = None
-        if not gathered.answerable:
-            remembered = self.service.remember(
-                chat_of(message.channel),
-                author_of(message.author),
-                gathered.record,
-                platform_message_id=str(message.id),
-                chat_title=chat_title(message),
-            )
-        notes = DiscordSurface(message, self.budgets)
-        if gathered.transcript is not None:
-            await self._say(notes, transcript_quote(gathered.transcript))
-        if gathered.notes:
-            await self._say(notes, notes_text(gathered.notes))
-        surface.refused = notes.refused
-        if remembered is None:
-            await self._relay(message, surface, gathered.text, gathered.images)
-            return
-        try:
-            await remembered
-        except StorageError as exc:  # the user has had the lines; only the record is lost
-            log.warning("could not store message %s: %s", message.id, exc)
+        reply = _FilesReply(self, message, surface)
+        await answer_with_files(reply, text, attachments, self.settings)
+        surface.refused = surface.refused or reply.lines.refused
 
     async def _relay(
         self,
@@ -192,6 +166,43 @@ class ChatCog(commands.Cog):
             channel_id,
             getattr(channel, "name", None) or "DM",
             reason,
+        )
+
+
+class _FilesReply:
+    """Discord's side of `bots.with_files`: typing while the attachments are read, the quote
+    and the lines as replies to the message, then the answer on `surface`."""
+
+    def __init__(self, cog: ChatCog, message: discord.Message, surface: DiscordSurface) -> None:
+        self._cog = cog
+        self._message = message
+        self._surface = surface
+        #: Where the quote and the lines go (the answer has its own surface).
+        self.lines = DiscordSurface(message, cog.budgets)
+
+    @contextlib.asynccontextmanager
+    async def working(self) -> AsyncIterator[object]:
+        async with contextlib.AsyncExitStack() as typing:
+            with contextlib.suppress(discord.HTTPException):  # a hint only: never worth failing
+                await typing.enter_async_context(self._message.channel.typing())
+            yield None
+
+    async def quote(self, line: str) -> None:
+        await self._cog._say(self.lines, line)
+
+    async def note(self, line: str) -> None:
+        await self._cog._say(self.lines, line)
+
+    async def answer(self, text: str, images: Sequence[MessageImage]) -> None:
+        await self._cog._relay(self._message, self._surface, text, images)
+
+    def remember(self, record: str) -> Awaitable[None]:
+        return self._cog.service.remember(
+            chat_of(self._message.channel),
+            author_of(self._message.author),
+            record,
+            platform_message_id=str(self._message.id),
+            chat_title=chat_title(self._message),
         )
 
 

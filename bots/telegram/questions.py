@@ -1,6 +1,6 @@
 """A question to answer, with whatever files it carries: the shared rules in Telegram's terms.
 
-The order is the shared layer's (`bots.attachments`): read the files (the chat sees "typing"
+The order is the shared one (`bots.with_files`): read the files (the chat sees "typing"
 meanwhile), show what a voice note said as a reply to it, say what was left out, then answer,
 or, when nothing is left to answer, store the message so the history has it.
 """
@@ -8,14 +8,17 @@ or, when nothing is left to answer, store the message so the history has it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Message
 from aiogram.utils.chat_action import ChatActionSender
 
-from bots.attachments import Attachment, Kind, gather, notes_text, transcript_quote
+from bots import with_files
+from bots.attachments import Kind
 from bots.config import Settings
 from bots.relay import relay
 from bots.telegram.chats import author_of, chat_ref, chat_title, is_group
@@ -62,33 +65,52 @@ async def answer_with_files(
     settings: Settings,
 ) -> None:
     """Answer `message` (whose question is `text`) with the files of `sources`: the message
-    itself, an album's items, or the message it replies to."""
+    itself, an album's items, or the message it replies to (`bots.with_files`)."""
     found = [(source, a) for source in sources for a in attachments_of(source, bot, settings)]
     if not found:
         await answer(message, text, bot, service, budgets, settings)
         return
-    attachments: list[Attachment] = [attachment for _, attachment in found]
-    async with ChatActionSender.typing(
-        bot=bot, chat_id=message.chat.id, message_thread_id=_topic(message)
-    ):
-        gathered = await gather(text, attachments, settings)
-    if gathered.transcript is not None:
-        heard = next(source for source, a in found if a.sort is Kind.AUDIO)
-        await _tell(heard, defuse_mentions(transcript_quote(gathered.transcript)))
-    if gathered.notes:
-        await _tell(message, notes_text(gathered.notes))
-    if gathered.answerable:
-        await answer(
-            message, gathered.text, bot, service, budgets, settings, images=gathered.images
+    heard = next((source for source, a in found if a.sort is Kind.AUDIO), message)
+    reply = _FilesReply(message, heard, bot, service, budgets, settings)
+    await with_files.answer_with_files(reply, text, [a for _, a in found], settings)
+
+
+@dataclass(frozen=True, slots=True)
+class _FilesReply:
+    """Telegram's side of `bots.with_files`: "typing" while the files are read, the quote as a
+    reply to the voice message (`heard`), the rest as replies to the question."""
+
+    message: Message
+    heard: Message
+    bot: Bot
+    service: ConversationService
+    budgets: TelegramBudgets
+    settings: Settings
+
+    def working(self) -> AbstractAsyncContextManager[object]:
+        return ChatActionSender.typing(
+            bot=self.bot, chat_id=self.message.chat.id, message_thread_id=_topic(self.message)
         )
-        return
-    await service.remember(  # stored in the chat's order; StorageError to the error handler
-        chat_ref(message),
-        author_of(message),
-        gathered.record,
-        platform_message_id=str(message.message_id),
-        chat_title=chat_title(message),
-    )
+
+    async def quote(self, line: str) -> None:
+        await _tell(self.heard, defuse_mentions(line))
+
+    async def note(self, line: str) -> None:
+        await _tell(self.message, line)
+
+    async def answer(self, text: str, images: Sequence[MessageImage]) -> None:
+        await answer(
+            self.message, text, self.bot, self.service, self.budgets, self.settings, images=images
+        )
+
+    def remember(self, record: str) -> Awaitable[None]:
+        return self.service.remember(
+            chat_ref(self.message),
+            author_of(self.message),
+            record,
+            platform_message_id=str(self.message.message_id),
+            chat_title=chat_title(self.message),
+        )
 
 
 async def _tell(message: Message, text: str) -> None:

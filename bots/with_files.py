@@ -1,0 +1,70 @@
+"""Answering a message that carries files: the order both bots follow, written once.
+
+1. Read the files (`bots.attachments.gather`) while the chat shows the bot is working.
+2. If nothing is left to answer, the message takes its place in the history now, before any
+   line is sent, so a message sent after those lines is always stored after it.
+3. Quote what the voice said, as a reply to the voice message: the user sees what was heard
+   before the answer to it.
+4. Say which files were left out, and why, in one message.
+5. Answer (the text, the transcript, the files' text, the images), or finish storing.
+
+Each platform supplies its side as a `FilesReply`: how it shows it is working, where the quote
+and the lines go, how it answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from bots.attachments import Attachment, gather, notes_text, transcript_quote
+from core.config import CoreSettings
+from storage import MessageImage, StorageError
+
+log = logging.getLogger(__name__)
+
+
+class FilesReply(Protocol):
+    """A platform's side of answering one message that carries files."""
+
+    def working(self) -> AbstractAsyncContextManager[object]:
+        """Shows the bot is at work (typing) while the files are read."""
+
+    async def quote(self, line: str) -> None:
+        """Send the transcript's quote, as a reply to the voice message."""
+
+    async def note(self, line: str) -> None:
+        """Send the lines about files left out, as a reply to the question."""
+
+    async def answer(self, text: str, images: Sequence[MessageImage]) -> None:
+        """Answer the question (`bots.relay.relay`)."""
+
+    def remember(self, record: str) -> Awaitable[None]:
+        """Store a message nothing of which could be read; its place in the chat's order is
+        taken by the call (`ConversationService.remember`)."""
+
+
+async def answer_with_files(
+    reply: FilesReply, text: str, attachments: Sequence[Attachment], settings: CoreSettings
+) -> None:
+    """Read `attachments` with `text` and answer them on `reply`'s platform (see above).
+
+    A line that cannot be sent costs only itself (the platform's `quote` and `note` swallow
+    their own failures); a message that cannot be stored is logged: the user has had the
+    lines that matter."""
+    async with reply.working():
+        gathered = await gather(text, attachments, settings)
+    remembered = None if gathered.answerable else reply.remember(gathered.record)
+    if gathered.transcript is not None:
+        await reply.quote(transcript_quote(gathered.transcript))
+    if gathered.notes:
+        await reply.note(notes_text(gathered.notes))
+    if remembered is None:
+        await reply.answer(gathered.text, gathered.images)
+        return
+    try:
+        await remembered
+    except StorageError as exc:
+        log.warning("Could not store a message whose files were not read: %s", exc)
