@@ -23,6 +23,7 @@ from core.errors import (
     error_kind,
 )
 from core.images import (
+    DRAFT_MIN_LONG_SIDE,
     MAX_LONG_SIDE,
     data_url,
     prepare_image,
@@ -49,22 +50,26 @@ def decoded(data: bytes) -> Image.Image:
 
 
 @pytest.mark.parametrize(
-    ("size", "expected"),
+    ("size", "fmt", "expected"),
     [
-        ((4000, 3000), (2048, 1536)),  # a 12-megapixel photo
-        ((3000, 4000), (1536, 2048)),  # the same, portrait
-        ((5000, 1000), (2048, 410)),  # a panorama keeps its aspect
-        ((640, 480), (640, 480)),  # small ones keep their size
+        # A 12-megapixel JPEG decodes at half scale (draft): 2,000 px, never 4,000 in memory.
+        ((4000, 3000), "JPEG", (2000, 1500)),
+        ((3000, 4000), "JPEG", (1500, 2000)),  # the same, portrait
+        ((8000, 6000), "JPEG", (2000, 1500)),  # 48 MP: a quarter scale
+        ((3000, 2250), "JPEG", (2048, 1536)),  # under twice the draft side: decoded whole
+        ((4000, 3000), "PNG", (2048, 1536)),  # no draft for PNG: decoded whole, then scaled
+        ((5000, 1000), "JPEG", (2048, 410)),  # a panorama keeps its aspect
+        ((640, 480), "JPEG", (640, 480)),  # small ones keep their size
     ],
 )
 def test_the_long_side_is_brought_down_to_2048_keeping_the_aspect(
-    size: tuple[int, int], expected: tuple[int, int]
+    size: tuple[int, int], fmt: str, expected: tuple[int, int]
 ) -> None:
-    image = prepare_image_sync(encoded(size))
+    image = prepare_image_sync(encoded(size, fmt))
     assert (image.width, image.height) == expected
     assert image.media_type == "image/jpeg"
     assert decoded(image.data).size == expected
-    assert max(expected) <= MAX_LONG_SIDE
+    assert DRAFT_MIN_LONG_SIDE <= max(expected) <= MAX_LONG_SIDE or max(size) < MAX_LONG_SIDE
 
 
 @pytest.mark.parametrize(
