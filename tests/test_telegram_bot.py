@@ -97,19 +97,21 @@ async def running_bot(
     *,
     limits: TelegramLimits = FAST,
     flood_limits: FloodLimits | None = None,
+    llm_settings: Callable[[FakeLLMServer], dict[str, object]] = lambda llm: {},
     **fields: object,
 ) -> AsyncIterator[Harness]:
-    """The bot at `limits` against a fake Bot API refusing writes over `flood_limits`."""
+    """The bot at `limits` against a fake Bot API refusing writes over `flood_limits`;
+    `llm_settings` gives the settings that need the fake LLM's address."""
     async with FakeTelegramAPI(flood_limits=flood_limits) as tg, FakeLLMServer() as llm:
+        values: dict[str, object] = {"default_model": "fake-model", **llm_settings(llm), **fields}
         settings = Settings(
             _env_file=None,
             telegram_bot_token=tg.token,
             telegram_api_base=tg.base_url,
             openai_base_url=llm.base_url,
-            default_model="fake-model",
             database_url=f"sqlite:///{tmp_path}/parley.db",
             max_retries=0,
-            **fields,
+            **values,
         )
         store = await open_store(settings.database_url)
         service = ConversationService(store, AsyncClient(base_url=llm.base_url), settings)

@@ -7,7 +7,6 @@ The chat model is "gpt-4o" (a vision preset), so images go to it; every wait is 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,23 +16,19 @@ import pytest
 from PIL import Image
 
 from bots.attachments import transcript_quote
-from bots.config import Settings
 from bots.drawing import IMAGE_USAGE
-from bots.telegram import TelegramBot
 from bots.telegram.handlers.commands import ADMINS_ONLY
-from core import AsyncClient
-from core.conversation import ChatRef, ConversationService
+from core.conversation import ChatRef
 from core.errors import ContentPolicyError, ImageGenerationOffError
-from storage.factory import open_store
 from tests.fakes.llm_server import GENERATED_PNG, FakeLLMServer, Script
-from tests.fakes.telegram_api import FakeChat, FakeTelegramAPI, StoredMessage
+from tests.fakes.telegram_api import FakeChat, StoredMessage
 from tests.test_telegram_bot import (
     ALICE,
     BOB,
-    FAST,
     WAIT,
     Harness,
     replies,
+    running_bot,
 )
 
 OGG = b"OggS" + b"\x00" * 60  # enough for the sniffer; the fake does not decode audio
@@ -49,34 +44,13 @@ def jpeg(colour: str = "red", size: tuple[int, int] = (64, 48)) -> bytes:
 @contextlib.asynccontextmanager
 async def media_bot(tmp_path: Path, **fields: object) -> AsyncIterator[Harness]:
     """The bot with a vision model, transcription and drawing pointed at the fake LLM."""
-    async with FakeTelegramAPI() as tg, FakeLLMServer() as llm:
-        values: dict[str, object] = {
-            "default_model": "gpt-4o",
-            "transcribe_base_url": llm.base_url,
-            "image_model": IMAGE_MODEL,
-            **fields,
-        }
-        settings = Settings(
-            _env_file=None,
-            telegram_bot_token=tg.token,
-            telegram_api_base=tg.base_url,
-            openai_base_url=llm.base_url,
-            database_url=f"sqlite:///{tmp_path}/parley.db",
-            max_retries=0,
-            **values,
-        )
-        store = await open_store(settings.database_url)
-        service = ConversationService(store, AsyncClient(base_url=llm.base_url), settings)
-        task = asyncio.create_task(TelegramBot(settings, service, write_limits=FAST).run())
-        try:
-            await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
-            yield Harness(tg, llm, service, settings)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await service.aclose()
-            await store.close()
+    values: dict[str, object] = {"default_model": "gpt-4o", "image_model": IMAGE_MODEL, **fields}
+
+    def llm_settings(llm: FakeLLMServer) -> dict[str, object]:
+        return {"transcribe_base_url": llm.base_url}
+
+    async with running_bot(tmp_path, llm_settings=llm_settings, **values) as harness:
+        yield harness
 
 
 async def reply_to(h: Harness, chat: FakeChat, request: dict, start: str) -> StoredMessage:
