@@ -236,6 +236,19 @@ async def test_image_draws_and_sends_a_photo(
     clean_logs()
 
 
+async def test_image_of_a_long_emoji_prompt_is_sent_with_a_caption_telegram_takes(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        chat = h.tg.private_chat(ALICE)
+        asked = await h.ask(chat, ALICE, "/image " + "🐱" * 700)
+        photo = await h.tg.wait_until(
+            lambda: next((m for m in replies(chat, asked) if "photo" in m.raw), None), WAIT
+        )
+        assert photo.raw["caption"].endswith("…")
+    clean_logs()
+
+
 async def test_image_switch_is_for_admins(tmp_path: Path, clean_logs: Callable[[], None]) -> None:
     async with media_bot(tmp_path) as h:
         group = h.tg.supergroup()
