@@ -20,13 +20,19 @@ from bots.attachments import transcript_quote
 from bots.config import Settings
 from bots.drawing import IMAGE_USAGE
 from bots.telegram import TelegramBot
-from bots.telegram.handlers.commands import ADMINS_ONLY
+from bots.telegram.handlers.commands import ADMINS_ONLY, IMAGE_NOT_SENT
 from core import AsyncClient
 from core.conversation import ChatRef, ConversationService
 from core.errors import ContentPolicyError, ImageGenerationOffError
 from storage.factory import open_store
 from tests.fakes.llm_server import GENERATED_PNG, FakeLLMServer, Script
-from tests.fakes.telegram_api import FakeChat, FakeTelegramAPI, StoredMessage
+from tests.fakes.telegram_api import (
+    PHOTO_TOO_BIG,
+    FakeChat,
+    FakeTelegramAPI,
+    StoredMessage,
+    bad_request,
+)
 from tests.test_telegram_bot import (
     ALICE,
     BOB,
@@ -246,6 +252,18 @@ async def test_image_of_a_long_emoji_prompt_is_sent_with_a_caption_telegram_take
             lambda: next((m for m in replies(chat, asked) if "photo" in m.raw), None), WAIT
         )
         assert photo.raw["caption"].endswith("…")
+    clean_logs()
+
+
+async def test_a_drawing_telegram_refuses_to_take_is_one_line(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        chat = h.tg.private_chat(ALICE)
+        h.tg.inject_error("sendPhoto", bad_request(PHOTO_TOO_BIG))
+        asked = await h.ask(chat, ALICE, "/image a lighthouse")
+        await h.reply_text(chat, asked, IMAGE_NOT_SENT)
+        await goes_on(h, chat, ALICE)
     clean_logs()
 
 
