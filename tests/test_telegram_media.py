@@ -12,6 +12,7 @@ import contextlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -22,7 +23,7 @@ from bots.drawing import IMAGE_USAGE
 from bots.telegram import TelegramBot
 from bots.telegram.handlers.commands import ADMINS_ONLY, IMAGE_NOT_SENT
 from core import AsyncClient
-from core.conversation import ChatRef, ConversationService
+from core.conversation import ChatRef, ConversationService, Reply
 from core.errors import ContentPolicyError, ImageGenerationOffError
 from storage.factory import open_store
 from tests.fakes.llm_server import GENERATED_PNG, FakeLLMServer, Script
@@ -143,6 +144,35 @@ async def test_a_captioned_photo_reaches_the_model_and_stays_in_context(
             "A red square.",
             "and the corner?",
         ]
+    clean_logs()
+
+
+async def test_a_text_sent_while_a_photo_downloads_comes_after_it(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        chat = h.tg.private_chat(ALICE)
+        release = h.tg.hold("getFile")
+        queued = asyncio.Event()
+        ask = h.service.reply
+
+        def reply(*args: Any, **kwargs: Any) -> Reply:
+            try:
+                return ask(*args, **kwargs)
+            finally:
+                queued.set()
+
+        h.service.reply = reply  # type: ignore[method-assign]
+        photo = await h.tg.photo_message(chat, ALICE, [(64, 48, jpeg())], caption="what is this?")
+        follow = await h.ask(chat, ALICE, "and the corner?")
+        await asyncio.wait_for(queued.wait(), WAIT)  # the question is in the service's hands
+        release.set()
+        await reply_to(h, chat, photo, "echo: ")
+        await reply_to(h, chat, follow, "echo: ")
+        texts = [t for t in await stored_texts(h, chat) if not t.startswith("echo")]
+        assert texts == ["what is this?", "and the corner?"]
+        (corner,) = [r for r in h.llm.requests if "and the corner?" in str(r.json["messages"][-1])]
+        assert len(image_urls(corner.json)) == 1  # asked knowing the photo
     clean_logs()
 
 
