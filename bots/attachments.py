@@ -42,6 +42,9 @@ AUDIO_EXTENSIONS = frozenset(
 #: Characters of a transcript quoted whole; a longer one is cut (the answer follows it, and a
 #: wall of quoted text would push the answer off the screen).
 TRANSCRIPT_QUOTE_CHARS = 500
+#: Seconds one attachment's download may take (20 MB on a slow link): a platform whose
+#: download hangs costs that file, never the message (discord.py's session waits 5 minutes).
+DOWNLOAD_TIMEOUT_SECONDS = 120
 #: What the user is told a message can carry, when a file is of none of those kinds.
 READABLE = f"photos, voice notes and {SUPPORTED}"
 
@@ -218,6 +221,8 @@ async def _read(
     except errors.ParleyError as exc:
         log.info("Attachment %r not read: %s", attachment.name, exc)
         return exc
+    except Exception as exc:  # a bug, or a library failing in a way not foreseen
+        return _unforeseen(attachment, exc)
 
 
 async def _images(
@@ -249,6 +254,8 @@ async def _image(
     except errors.ParleyError as exc:
         log.info("Image %r not read: %s", attachment.name, exc)
         return exc
+    except Exception as exc:  # a bug, or a library failing in a way not foreseen
+        return _unforeseen(attachment, exc)
     if prepared.refused:
         log.info("Image %r not read: %s", attachment.name, prepared.refused[0])
         return prepared.refused[0]
@@ -258,7 +265,8 @@ async def _image(
 async def _download(attachment: Attachment) -> bytes:
     """The attachment's bytes; a failed download becomes a line naming the file."""
     try:
-        return await attachment.fetch()
+        async with asyncio.timeout(DOWNLOAD_TIMEOUT_SECONDS):
+            return await attachment.fetch()
     except errors.ParleyError:
         raise
     except Exception as exc:  # the platform's HTTP error, a timeout, an expired link
@@ -267,6 +275,16 @@ async def _download(attachment: Attachment) -> bytes:
             f"Download of {attachment.name!r} failed: {exc!r}",
             f"I could not download {display_name(attachment.name)}. Please send it again.",
         ) from exc
+
+
+def _unforeseen(attachment: Attachment, exc: Exception) -> errors.AttachmentError:
+    """A failure no code path expects, as a line naming the file: the rest of the message
+    still goes, and the traceback reaches the log for the operator."""
+    log.error("Reading %r failed unexpectedly", attachment.name, exc_info=exc)
+    return errors.AttachmentError(
+        f"Reading {attachment.name!r} failed: {exc!r}",
+        f"I could not read {display_name(attachment.name)}. Please send it again.",
+    )
 
 
 def _note(attachment: Attachment, hint: str, several: bool) -> str:

@@ -18,6 +18,7 @@ import binascii
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from bots.splitting import utf16_length
 from core import errors
 from core.config import CoreSettings
 from core.content import sniff_media_type
@@ -25,7 +26,8 @@ from core.conversation import ChatRef, ConversationService
 
 #: What `/image` alone answers.
 IMAGE_USAGE = "Usage: /image PROMPT (describe the picture).\nAdmins: /image off or /image on."
-#: Longest caption Telegram allows under a photo; Discord's 2,000 fits it too.
+#: Longest caption Telegram allows under a photo, in UTF-16 code units as Telegram counts (an
+#: emoji often counts 2); Discord's 2,000 characters fit it too.
 CAPTION_MAX_CHARS = 1024
 
 
@@ -99,6 +101,13 @@ async def switch_image_generation(
 
 def _caption(prompt: str) -> str:
     shown = " ".join(prompt.split())
-    if len(shown) > CAPTION_MAX_CHARS:
-        shown = shown[: CAPTION_MAX_CHARS - 1] + "…"
-    return shown
+    if utf16_length(shown) <= CAPTION_MAX_CHARS:
+        return shown
+    room = CAPTION_MAX_CHARS - 1  # the "…"
+    cut = 0
+    for character in shown:
+        room -= utf16_length(character)
+        if room < 0:
+            break
+        cut += 1
+    return shown[:cut] + "…"

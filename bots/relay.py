@@ -35,7 +35,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from bots.streaming import DELIVERY_TIMEOUT, StreamingEngine, StreamResult, Surface
-from core.conversation import Author, ChatRef, ConversationService, Reply, ReplyState
+from core.conversation import Arrival, Author, ChatRef, ConversationService, Reply, ReplyState
 from core.errors import describe
 from storage import MessageImage, StorageError
 
@@ -110,9 +110,12 @@ async def relay(
     chat_title: str | None = None,
     delivery_timeout: float = DELIVERY_TIMEOUT,
     images: Sequence[MessageImage] = (),
+    arrival: Arrival | None = None,
 ) -> StreamResult:
     """Answer `text` (and `images`, from `bots.attachments.gather`) on `surface`, recording
-    which platform messages carry the reply; `chat_title` is stored as the chat's name.
+    which platform messages carry the reply; `chat_title` is stored as the chat's name;
+    `arrival`: the place the message took in the chat's order when it came, if it was taken
+    before its files were read (`ConversationService.arrive`).
 
     Provider failures end up in the message as a short warning (the engine's job); a message
     deleted mid-stream stops the reply, which the engine reports to the service via `aclose`,
@@ -128,6 +131,7 @@ async def relay(
         chat_title=chat_title,
         delivery=True,
         images=images,
+        arrival=arrival,
     )
     record = DeliveryRecord(service, reply)
     engine = StreamingEngine(

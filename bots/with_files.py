@@ -1,8 +1,11 @@
 """Answering a message that carries files: the order both bots follow, written once.
 
+0. The message takes its place in the chat's order at once (`ConversationService.arrive`),
+   so a message sent while its files are read is stored, and answered, after it: "and the
+   corner?" right after a photo is asked about the photo.
 1. Read the files (`bots.attachments.gather`) while the chat shows the bot is working.
-2. If nothing is left to answer, the message takes its place in the history now, before any
-   line is sent, so a message sent after those lines is always stored after it.
+2. If nothing is left to answer, the message is stored in its place now, before any line is
+   sent.
 3. Quote what the voice said, as a reply to the voice message: the user sees what was heard
    before the answer to it.
 4. Say which files were left out, and why, in one message.
@@ -21,6 +24,7 @@ from typing import Protocol
 
 from bots.attachments import Attachment, gather, notes_text, transcript_quote
 from core.config import CoreSettings
+from core.conversation import Arrival
 from storage import MessageImage, StorageError
 
 log = logging.getLogger(__name__)
@@ -38,12 +42,15 @@ class FilesReply(Protocol):
     async def note(self, line: str) -> None:
         """Send the lines about files left out, as a reply to the question."""
 
-    async def answer(self, text: str, images: Sequence[MessageImage]) -> None:
-        """Answer the question (`bots.relay.relay`)."""
+    def arrive(self) -> Arrival:
+        """Take the message's place in its chat's order (`ConversationService.arrive`)."""
 
-    def remember(self, record: str) -> Awaitable[None]:
-        """Store a message nothing of which could be read; its place in the chat's order is
-        taken by the call (`ConversationService.remember`)."""
+    async def answer(self, text: str, images: Sequence[MessageImage], arrival: Arrival) -> None:
+        """Answer the question in its place (`bots.relay.relay`)."""
+
+    def remember(self, record: str, arrival: Arrival) -> Awaitable[None]:
+        """Store a message nothing of which could be read, in its place
+        (`ConversationService.remember`)."""
 
 
 async def answer_with_files(
@@ -54,16 +61,20 @@ async def answer_with_files(
     A line that cannot be sent costs only itself (the platform's `quote` and `note` swallow
     their own failures); a message that cannot be stored is logged: the user has had the
     lines that matter."""
-    async with reply.working():
-        gathered = await gather(text, attachments, settings)
-    remembered = None if gathered.answerable else reply.remember(gathered.record)
-    if gathered.transcript is not None:
-        await reply.quote(transcript_quote(gathered.transcript))
-    if gathered.notes:
-        await reply.note(notes_text(gathered.notes))
-    if remembered is None:
-        await reply.answer(gathered.text, gathered.images)
-        return
+    arrival = reply.arrive()
+    try:
+        async with reply.working():
+            gathered = await gather(text, attachments, settings)
+        remembered = None if gathered.answerable else reply.remember(gathered.record, arrival)
+        if gathered.transcript is not None:
+            await reply.quote(transcript_quote(gathered.transcript))
+        if gathered.notes:
+            await reply.note(notes_text(gathered.notes))
+        if remembered is None:
+            await reply.answer(gathered.text, gathered.images, arrival)
+            return
+    finally:  # cancelled, or failed, before the message was stored: the chat goes on
+        arrival.abandon()
     try:
         await remembered
     except StorageError as exc:

@@ -5,6 +5,7 @@ in its bot's tests); transcription goes over real HTTP to the fake LLM server.""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -217,3 +218,37 @@ def test_a_transcript_is_quoted_whole_when_short_and_cut_when_long() -> None:
     long = transcript_quote("word " * 400)
     assert long.endswith("…”") and len(long) <= TRANSCRIPT_QUOTE_CHARS + 4
     assert notes_text(["a", "b"]) == "⚠️ a\n⚠️ b"
+
+
+async def test_a_download_that_hangs_is_given_up_as_a_failed_one(
+    downloads: Downloads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bots.attachments.DOWNLOAD_TIMEOUT_SECONDS", 0.05)
+
+    async def never() -> bytes:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    hanging = Attachment("notes.txt", "text/plain", 10, never)
+    gathered = await asyncio.wait_for(
+        gather("read this", [hanging, downloads.file("a.txt", b"fine")], settings()), 5
+    )
+    assert "fine" in gathered.text
+    assert gathered.notes == [
+        "File notes.txt: I could not download notes.txt. Please send it again."
+    ]
+
+
+async def test_an_unforeseen_error_reading_one_file_costs_only_that_file(
+    downloads: Downloads, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> str:
+        raise RuntimeError("a bug in a decoder")
+
+    monkeypatch.setattr("bots.attachments.read_text_attachment", broken)
+    gathered = await gather(
+        "look", [downloads.file("a.txt", b"x"), downloads.file("p.jpg", jpeg())], settings()
+    )
+    assert len(gathered.images) == 1 and gathered.text == "look"
+    assert gathered.notes == ["File a.txt: I could not read a.txt. Please send it again."]
+    assert gathered.record == "[file a.txt: not read]"

@@ -4,6 +4,7 @@ SQLite store)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -151,4 +152,35 @@ async def test_a_message_with_nothing_readable_is_remembered_in_arrival_order(
     await remembered
     texts = [m.text for m in await service.history(ROOM)]
     assert texts == ["[voice note: not read]", "after it", "echo: after it"]
+    await service.aclose()
+
+
+async def test_an_arrival_taken_before_its_content_keeps_its_place(
+    store: Store, server: FakeLLMServer
+) -> None:
+    service = make_service(store, server, default_model=VISION)
+    arrival = service.arrive(ROOM)  # a photo whose file is still downloading
+    later = service.reply(ROOM, ALICE, "and the corner?")
+    first = service.reply(
+        ROOM, ALICE, "what is this?", images=[await photo("red")], arrival=arrival
+    )
+    await collect(first)
+    await collect(later)
+    texts = [m.text for m in await service.history(ROOM)]
+    assert [t for t in texts if not t.startswith("echo")] == ["what is this?", "and the corner?"]
+    corner = next(r for r in server.requests if "and the corner?" in str(r.json["messages"][-1]))
+    assert "image_url" in str(corner.json["messages"])  # asked knowing the photo
+    with pytest.raises(ValueError):
+        service.reply(ROOM, ALICE, "again", arrival=arrival)  # a place is filled once
+    await service.aclose()
+
+
+async def test_an_abandoned_arrival_holds_nobody_up(store: Store, server: FakeLLMServer) -> None:
+    service = make_service(store, server, default_model=VISION)
+    arrival = service.arrive(ROOM)
+    remembered = service.remember(ROOM, ALICE, "after it")
+    arrival.abandon()  # its files could not be read, or the bot is stopping
+    await asyncio.wait_for(remembered, 5)
+    assert [m.text for m in await service.history(ROOM)] == ["after it"]
+    arrival.abandon()  # once is enough; again does nothing
     await service.aclose()

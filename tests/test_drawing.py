@@ -16,6 +16,7 @@ from bots.drawing import (
     parse_image_args,
     switch_image_generation,
 )
+from bots.splitting import utf16_length
 from core import errors
 from core.config import CoreSettings
 from core.conversation import ConversationService
@@ -82,6 +83,14 @@ async def test_a_long_prompt_is_cut_for_the_caption_not_for_the_model(
     drawing = await draw(service, settings(), ROOM, prompt)
     assert len(drawing.caption) == CAPTION_MAX_CHARS and drawing.caption.endswith("…")
     assert server.requests[-1].json["prompt"] == prompt
+
+
+async def test_a_caption_of_emoji_fits_telegram_which_counts_utf16_units(
+    service: ConversationService, server: FakeLLMServer
+) -> None:
+    drawing = await draw(service, settings(), ROOM, "🐱" * 700)
+    assert utf16_length(drawing.caption) <= CAPTION_MAX_CHARS
+    assert drawing.caption == "🐱" * 511 + "…"
 
 
 async def test_without_an_image_model_drawing_is_off(

@@ -7,21 +7,28 @@ The chat model is "gpt-4o" (a vision preset), so images go to it; every wait is 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from bots.attachments import transcript_quote
 from bots.drawing import IMAGE_USAGE
-from bots.telegram.handlers.commands import ADMINS_ONLY
-from core.conversation import ChatRef
+from bots.telegram.handlers.commands import ADMINS_ONLY, IMAGE_NOT_SENT
+from core.conversation import ChatRef, Reply
 from core.errors import ContentPolicyError, ImageGenerationOffError
 from tests.fakes.llm_server import GENERATED_PNG, FakeLLMServer, Script
-from tests.fakes.telegram_api import FakeChat, StoredMessage
+from tests.fakes.telegram_api import (
+    PHOTO_TOO_BIG,
+    FakeChat,
+    StoredMessage,
+    bad_request,
+)
 from tests.test_telegram_bot import (
     ALICE,
     BOB,
@@ -111,6 +118,35 @@ async def test_a_captioned_photo_reaches_the_model_and_stays_in_context(
             "A red square.",
             "and the corner?",
         ]
+    clean_logs()
+
+
+async def test_a_text_sent_while_a_photo_downloads_comes_after_it(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        chat = h.tg.private_chat(ALICE)
+        release = h.tg.hold("getFile")
+        queued = asyncio.Event()
+        ask = h.service.reply
+
+        def reply(*args: Any, **kwargs: Any) -> Reply:
+            try:
+                return ask(*args, **kwargs)
+            finally:
+                queued.set()
+
+        h.service.reply = reply  # type: ignore[method-assign]
+        photo = await h.tg.photo_message(chat, ALICE, [(64, 48, jpeg())], caption="what is this?")
+        follow = await h.ask(chat, ALICE, "and the corner?")
+        await asyncio.wait_for(queued.wait(), WAIT)  # the question is in the service's hands
+        release.set()
+        await reply_to(h, chat, photo, "echo: ")
+        await reply_to(h, chat, follow, "echo: ")
+        texts = [t for t in await stored_texts(h, chat) if not t.startswith("echo")]
+        assert texts == ["what is this?", "and the corner?"]
+        (corner,) = [r for r in h.llm.requests if "and the corner?" in str(r.json["messages"][-1])]
+        assert len(image_urls(corner.json)) == 1  # asked knowing the photo
     clean_logs()
 
 
@@ -207,6 +243,31 @@ async def test_image_draws_and_sends_a_photo(
         await h.reply_text(chat, usage, IMAGE_USAGE)
         assert await stored_texts(h, chat) == []  # a drawing is not part of the conversation
         assert any(c["command"] == "image" for c in h.tg.commands)
+    clean_logs()
+
+
+async def test_image_of_a_long_emoji_prompt_is_sent_with_a_caption_telegram_takes(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        chat = h.tg.private_chat(ALICE)
+        asked = await h.ask(chat, ALICE, "/image " + "🐱" * 700)
+        photo = await h.tg.wait_until(
+            lambda: next((m for m in replies(chat, asked) if "photo" in m.raw), None), WAIT
+        )
+        assert photo.raw["caption"].endswith("…")
+    clean_logs()
+
+
+async def test_a_drawing_telegram_refuses_to_take_is_one_line(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    async with media_bot(tmp_path) as h:
+        chat = h.tg.private_chat(ALICE)
+        h.tg.inject_error("sendPhoto", bad_request(PHOTO_TOO_BIG))
+        asked = await h.ask(chat, ALICE, "/image a lighthouse")
+        await h.reply_text(chat, asked, IMAGE_NOT_SENT)
+        await goes_on(h, chat, ALICE)
     clean_logs()
 
 

@@ -21,7 +21,7 @@ from bots.discord.surface import DiscordBudgets, DiscordSurface, clip
 from bots.errors import MessageGone
 from bots.relay import relay
 from bots.with_files import answer_with_files
-from core.conversation import ConversationService
+from core.conversation import Arrival, ConversationService
 from storage import MessageImage
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,8 @@ class ChatCog(commands.Cog):
         text = prompt_of(message, me)
         surface = DiscordSurface(message, self.budgets)
         if may_have_attachments(message):
-            # A message with attachments joins the chat's order once they are read.
+            # A message with attachments takes its place in the chat's order before they are
+            # read (`bots.with_files`), after the replied-to message, if Discord left it out.
             await self._answer_with_attachments(message, surface, text)
         elif text:
             # No await before this: the message joins the chat's queue in arrival order.
@@ -134,6 +135,7 @@ class ChatCog(commands.Cog):
         surface: DiscordSurface,
         text: str,
         images: Sequence[MessageImage] = (),
+        arrival: Arrival | None = None,
     ) -> None:
         await relay(
             self.service,
@@ -146,6 +148,7 @@ class ChatCog(commands.Cog):
             chat_title=chat_title(message),
             delivery_timeout=self.settings.delivery_timeout_seconds,
             images=images,
+            arrival=arrival,
         )
 
     @staticmethod
@@ -193,16 +196,20 @@ class _FilesReply:
     async def note(self, line: str) -> None:
         await self._cog._say(self.lines, line)
 
-    async def answer(self, text: str, images: Sequence[MessageImage]) -> None:
-        await self._cog._relay(self._message, self._surface, text, images)
+    def arrive(self) -> Arrival:
+        return self._cog.service.arrive(chat_of(self._message.channel))
 
-    def remember(self, record: str) -> Awaitable[None]:
+    async def answer(self, text: str, images: Sequence[MessageImage], arrival: Arrival) -> None:
+        await self._cog._relay(self._message, self._surface, text, images, arrival)
+
+    def remember(self, record: str, arrival: Arrival) -> Awaitable[None]:
         return self._cog.service.remember(
             chat_of(self._message.channel),
             author_of(self._message.author),
             record,
             platform_message_id=str(self._message.id),
             chat_title=chat_title(self._message),
+            arrival=arrival,
         )
 
 

@@ -24,7 +24,7 @@ from bots.relay import relay
 from bots.telegram.chats import author_of, chat_ref, chat_title, is_group
 from bots.telegram.media import attachments_of
 from bots.telegram.surface import TelegramBudgets, TelegramSurface, defuse_mentions
-from core.conversation import ConversationService
+from core.conversation import Arrival, ConversationService
 from storage import MessageImage
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,10 @@ async def answer(
     settings: Settings,
     *,
     images: Sequence[MessageImage] = (),
+    arrival: Arrival | None = None,
 ) -> None:
-    """Stream the model's answer to `text` (and `images`) as a reply to `message`."""
+    """Stream the model's answer to `text` (and `images`) as a reply to `message`, in the
+    place `arrival` took in the chat's order (None: now)."""
     await relay(
         service,
         TelegramSurface.answering(bot, message, budgets),
@@ -52,6 +54,7 @@ async def answer(
         platform_message_id=str(message.message_id),
         chat_title=chat_title(message),
         delivery_timeout=settings.delivery_timeout_seconds,
+        arrival=arrival,
     )
 
 
@@ -98,18 +101,29 @@ class _FilesReply:
     async def note(self, line: str) -> None:
         await _tell(self.message, line)
 
-    async def answer(self, text: str, images: Sequence[MessageImage]) -> None:
+    def arrive(self) -> Arrival:
+        return self.service.arrive(chat_ref(self.message))
+
+    async def answer(self, text: str, images: Sequence[MessageImage], arrival: Arrival) -> None:
         await answer(
-            self.message, text, self.bot, self.service, self.budgets, self.settings, images=images
+            self.message,
+            text,
+            self.bot,
+            self.service,
+            self.budgets,
+            self.settings,
+            images=images,
+            arrival=arrival,
         )
 
-    def remember(self, record: str) -> Awaitable[None]:
+    def remember(self, record: str, arrival: Arrival) -> Awaitable[None]:
         return self.service.remember(
             chat_ref(self.message),
             author_of(self.message),
             record,
             platform_message_id=str(self.message.message_id),
             chat_title=chat_title(self.message),
+            arrival=arrival,
         )
 
 

@@ -14,13 +14,14 @@ from .context import TRUNCATION_MARKER, build_context
 from .observer import NO_OBSERVER, ConversationObserver, NoObserver
 from .reply import BLIND_MODEL_NOTE, INTERRUPTED_NOTE, Reply, ReplyState
 from .reset import ResetReport, describe_reset, describe_stop
-from .service import ConversationService
+from .service import Arrival, ConversationService
 
 __all__ = [
     "BLIND_MODEL_NOTE",
     "INTERRUPTED_NOTE",
     "NO_OBSERVER",
     "TRUNCATION_MARKER",
+    "Arrival",
     "Author",
     "ChatRef",
     "ConversationObserver",

@@ -40,7 +40,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,42 @@ class _Place:
     previous: Reply | None
     #: Other people's replies in flight at its arrival: they are left out of its context.
     others: tuple[Reply, ...]
+
+
+class Arrival:
+    """A message's place in its chat's order of arrival, taken when it arrived, for a message
+    that needs awaiting before its text is known (its files are read first): a message sent
+    after it is stored after it, and so is answered knowing it. `ConversationService.reply`
+    or `remember` fills the place; `abandon` gives it up (the reading failed or was
+    cancelled), so the chat's next messages do not wait for it forever."""
+
+    __slots__ = ("_abandon", "chat", "stored", "stored_before", "taken")
+
+    def __init__(
+        self,
+        chat: ChatRef,
+        stored_before: asyncio.Event | None,
+        stored: asyncio.Event,
+        abandon: Callable[[ChatRef, asyncio.Event], None],
+    ) -> None:
+        self.chat = chat
+        self.stored_before = stored_before
+        self.stored = stored
+        self.taken = False
+        self._abandon = abandon
+
+    def take(self, chat: ChatRef) -> tuple[asyncio.Event | None, asyncio.Event]:
+        """The place, for the message stored in it (once)."""
+        if self.taken or chat != self.chat:
+            raise ValueError(f"An arrival in {self.chat} was filled already, or is another chat's.")
+        self.taken = True
+        return self.stored_before, self.stored
+
+    def abandon(self) -> None:
+        """Give the place up, if no message was stored in it."""
+        if not self.taken:
+            self.taken = True
+            self._abandon(self.chat, self.stored)
 
 
 @dataclass
@@ -177,6 +213,7 @@ class ConversationService:
         chat_title: str | None = None,
         delivery: bool = False,
         images: Sequence[MessageImage] = (),
+        arrival: Arrival | None = None,
     ) -> Reply:
         """Queue an answer to `text`; the user message is stored at once, before the model runs.
 
@@ -185,7 +222,8 @@ class ConversationService:
         the reply and calls `delivery_ended` once when that is over; until then the reply is
         still in flight for the observer.
         `images` (prepared by `core.images.prepare_images`) are stored with the message, in the
-        same transaction, and go to the model with it.
+        same transaction, and go to the model with it. `arrival` (from `arrive`): the place the
+        message took in the chat's order when it arrived; None: it takes it now.
         Raises ValueError for a message with neither text nor images, which adapters should
         answer themselves.
         """
@@ -198,9 +236,8 @@ class ConversationService:
         in_flight = self._in_flight.setdefault(chat, {})
         others = tuple(other for other in in_flight if other.author.id != author.id)
         in_flight[reply] = None
-        stored = asyncio.Event()
-        place = _Place(self._arrivals.get(chat), stored, previous, others)
-        self._arrivals[chat] = stored
+        stored_before, stored = self._place(chat, arrival)
+        place = _Place(stored_before, stored, previous, others)
         if delivery:
             self._deliveries[reply] = _Delivery()
         self._observer.reply_queued(chat.platform)
@@ -268,6 +305,23 @@ class ConversationService:
             waited_for=names_of(reply.author for reply in waited_for),
         )
 
+    def arrive(self, chat: ChatRef) -> Arrival:
+        """Take a message's place in the chat's order now, to be filled by `reply` or
+        `remember` once its content is known (see `Arrival`)."""
+        stored_before, stored = self._place(chat, None)
+        return Arrival(chat, stored_before, stored, self._arrived)
+
+    def _place(
+        self, chat: ChatRef, arrival: Arrival | None
+    ) -> tuple[asyncio.Event | None, asyncio.Event]:
+        """The event a message waits for before it is stored, and the one it sets then."""
+        if arrival is not None:
+            return arrival.take(chat)
+        stored = asyncio.Event()
+        stored_before = self._arrivals.get(chat)
+        self._arrivals[chat] = stored
+        return stored_before, stored
+
     def remember(
         self,
         chat: ChatRef,
@@ -276,14 +330,14 @@ class ConversationService:
         *,
         platform_message_id: str | None = None,
         chat_title: str | None = None,
+        arrival: Arrival | None = None,
     ) -> asyncio.Task[None]:
         """Store a user message that no reply answers: one whose every attachment was refused
         (the adapter told the user why). The history keeps what was sent, in the chat's order
         of arrival: its place is taken by this call (not when the task is awaited), as for
-        `reply`. Awaiting the task raises StorageError if the message could not be stored."""
-        stored_before = self._arrivals.get(chat)
-        stored = asyncio.Event()
-        self._arrivals[chat] = stored
+        `reply` (or by `arrive`, whose `arrival` is given). Awaiting the task raises StorageError
+        if the message could not be stored."""
+        stored_before, stored = self._place(chat, arrival)
         return asyncio.create_task(
             self._remember(
                 chat, author, text, platform_message_id, chat_title, stored_before, stored

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiogram import Bot, Router
 from aiogram.enums import ChatMemberStatus
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import BotCommand, BufferedInputFile, Message
 from aiogram.utils.chat_action import ChatActionSender
@@ -51,6 +51,8 @@ HELP = (
 )
 START = "Hello! " + HELP
 ADMINS_ONLY = "Only group admins can change this."
+#: Telegram refused the drawn image (over its 10 MB for photos, or a shape it will not take).
+IMAGE_NOT_SENT = "The image was drawn, but Telegram would not take it. Please try again."
 UNKNOWN = "I don't know that command. /help lists what I can do."
 
 
@@ -170,7 +172,11 @@ async def _draw(
         await message.reply(describe(exc))
         return
     photo = BufferedInputFile(drawing.data, drawing.file_name)
-    await message.reply_photo(photo, caption=drawing.caption)
+    try:
+        await message.reply_photo(photo, caption=drawing.caption)
+    except TelegramBadRequest as exc:
+        log.warning("/image in %s: Telegram refused the photo: %s", message.chat.id, exc.message)
+        await message.reply(IMAGE_NOT_SENT)
 
 
 async def unknown(message: Message) -> None:
