@@ -152,18 +152,23 @@ async def _shown(reply: Reply) -> AsyncIterator[str]:
     saying anything (a message cannot be empty, and "(empty reply)" would blame the model).
 
     The notice is set before the first delta, so it is known by then; a reply with no delta
-    (the notice is the answer) shows it at the end."""
+    shows it at the end (it is the answer to a message of images alone), or above the error."""
     noticed = False
     async with contextlib.aclosing(aiter(reply)) as deltas:
-        async for delta in deltas:
-            if not noticed and reply.notice:
+        try:
+            async for delta in deltas:
+                if not noticed and reply.notice:
+                    yield f"{reply.notice}\n\n"
+                noticed = True
+                yield delta
+        except Exception:
+            if reply.notice and not noticed:  # the model failed: the line still explains
                 yield f"{reply.notice}\n\n"
-            noticed = True
-            yield delta
-    if reply.notice and not noticed:
-        yield reply.notice
-    elif reply.state is ReplyState.STOPPED and not reply.text:
+            raise
+    if reply.state is ReplyState.STOPPED and not reply.text:
         yield NOT_ANSWERED
+    elif reply.notice and not noticed:
+        yield reply.notice
 
 
 def _ids(handles: list[object]) -> list[str]:

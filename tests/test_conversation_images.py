@@ -14,12 +14,14 @@ from PIL import Image
 
 from bots.clock import SystemClock
 from bots.relay import relay
-from core.conversation import BLIND_MODEL_NOTE
+from core import AsyncClient
+from core.config import CoreSettings
+from core.conversation import BLIND_MODEL_NOTE, ConversationService
 from core.conversation.context import IMAGE_PLACEHOLDER
 from core.images import data_url, prepare_image
 from storage import MessageImage, Store, open_store
-from tests.fakes.llm_server import FakeLLMServer
-from tests.test_conversation_fakes import ALICE, chat, collect
+from tests.fakes.llm_server import FakeLLMServer, Script
+from tests.test_conversation_fakes import ALICE, BOB, chat, collect
 from tests.test_conversation_people import make_service
 from tests.test_streaming import RecordingSurface
 
@@ -183,4 +185,39 @@ async def test_an_abandoned_arrival_holds_nobody_up(store: Store, server: FakeLL
     await asyncio.wait_for(remembered, 5)
     assert [m.text for m in await service.history(ROOM)] == ["after it"]
     arrival.abandon()  # once is enough; again does nothing
+    await service.aclose()
+
+
+async def test_a_slow_arrival_lets_the_others_pass_then_goes_at_the_end(
+    store: Store, server: FakeLLMServer
+) -> None:
+    """A voice note whose transcription hangs holds the chat's later messages for
+    `arrival_hold` seconds at most; it is then stored after them, when it is read."""
+    client = AsyncClient(base_url=server.base_url, api_key="test-key")
+    settings = CoreSettings(_env_file=None, default_model=VISION)
+    service = ConversationService(store, client, settings, arrival_hold=0.05)
+    arrival = service.arrive(ROOM)  # its transcription has not come back
+    await asyncio.wait_for(service.remember(ROOM, BOB, "meanwhile"), 5)  # held, then let by
+    await collect(service.reply(ROOM, ALICE, "the transcript", arrival=arrival))
+    texts = [m.text for m in await service.history(ROOM)]
+    assert texts == ["meanwhile", "the transcript", "echo: the transcript"]
+    await service.aclose()
+
+
+async def test_the_notice_stays_above_a_failed_answer(store: Store, server: FakeLLMServer) -> None:
+    server.enqueue(Script(status=404))  # no such model: not retried
+    service = make_service(store, server, default_model="llama3.1:8b")
+    surface = RecordingSurface(SystemClock(), min_edit_interval=0.0)
+    await relay(
+        service,
+        surface,
+        ROOM,
+        ALICE,
+        "hi",
+        group=False,
+        platform_message_id="1",
+        images=[await photo("red")],
+    )
+    (shown,) = surface.final_texts()
+    assert shown.startswith(f"{BLIND_MODEL_NOTE}\n\n") and "⚠" in shown
     await service.aclose()

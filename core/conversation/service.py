@@ -40,7 +40,7 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,40 +101,54 @@ class _Place:
     others: tuple[Reply, ...]
 
 
+#: Seconds the chat's later messages wait, at most, for the place of a message whose files are
+#: still being read. Photos and files take well under a second; a transcription can take minutes
+#: when its endpoint is slow, and other people in a group must not wait for it (they are
+#: answered at once): then they go ahead, and the message takes a new place at the end.
+ARRIVAL_HOLD_SECONDS = 5.0
+
+
 class Arrival:
     """A message's place in its chat's order of arrival, taken when it arrived, for a message
     that needs awaiting before its text is known (its files are read first): a message sent
     after it is stored after it, and so is answered knowing it. `ConversationService.reply`
     or `remember` fills the place; `abandon` gives it up (the reading failed or was
-    cancelled), so the chat's next messages do not wait for it forever."""
+    cancelled), so the chat's next messages do not wait for it forever. Nor do they wait more
+    than `ARRIVAL_HOLD_SECONDS`: then the place is given up for them, and the message, once
+    read, is stored at the end of the chat's order."""
 
-    __slots__ = ("_abandon", "chat", "stored", "stored_before", "taken")
+    __slots__ = ("_hold", "_late", "_service", "chat", "stored", "stored_before", "taken")
 
-    def __init__(
-        self,
-        chat: ChatRef,
-        stored_before: asyncio.Event | None,
-        stored: asyncio.Event,
-        abandon: Callable[[ChatRef, asyncio.Event], None],
-    ) -> None:
+    def __init__(self, service: ConversationService, chat: ChatRef, hold: float) -> None:
         self.chat = chat
-        self.stored_before = stored_before
-        self.stored = stored
+        self._service = service
+        self.stored_before, self.stored = service._place(chat, None)
         self.taken = False
-        self._abandon = abandon
+        self._late = False
+        self._hold = asyncio.get_running_loop().call_later(hold, self._let_others_pass)
 
     def take(self, chat: ChatRef) -> tuple[asyncio.Event | None, asyncio.Event]:
-        """The place, for the message stored in it (once)."""
+        """The place, for the message stored in it (once); a new one at the end of the chat's
+        order when the hold ran out."""
         if self.taken or chat != self.chat:
             raise ValueError(f"An arrival in {self.chat} was filled already, or is another chat's.")
         self.taken = True
+        self._hold.cancel()
+        if self._late:
+            return self._service._place(chat, None)
         return self.stored_before, self.stored
 
     def abandon(self) -> None:
         """Give the place up, if no message was stored in it."""
         if not self.taken:
             self.taken = True
-            self._abandon(self.chat, self.stored)
+            self._hold.cancel()
+            self._service._arrived(self.chat, self.stored)
+
+    def _let_others_pass(self) -> None:
+        if not self.taken and not self._late:
+            self._late = True
+            self._service._arrived(self.chat, self.stored)
 
 
 @dataclass
@@ -158,11 +172,14 @@ class ConversationService:
         *,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         observer: ConversationObserver = NO_OBSERVER,
+        arrival_hold: float = ARRIVAL_HOLD_SECONDS,
     ) -> None:
         self._store = store
         self._client = client
         self._settings = settings
         self._checkpoint_seconds = checkpoint_seconds
+        #: `ARRIVAL_HOLD_SECONDS`, shorter in tests.
+        self._arrival_hold = arrival_hold
         self._observer = observer
         #: Each chat's newest arrival (a message or a reset), set once it is in the store.
         self._arrivals: dict[ChatRef, asyncio.Event] = {}
@@ -308,8 +325,7 @@ class ConversationService:
     def arrive(self, chat: ChatRef) -> Arrival:
         """Take a message's place in the chat's order now, to be filled by `reply` or
         `remember` once its content is known (see `Arrival`)."""
-        stored_before, stored = self._place(chat, None)
-        return Arrival(chat, stored_before, stored, self._arrived)
+        return Arrival(self, chat, self._arrival_hold)
 
     def _place(
         self, chat: ChatRef, arrival: Arrival | None
