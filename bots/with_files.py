@@ -2,7 +2,8 @@
 
 0. The message takes its place in the chat's order at once (`ConversationService.arrive`),
    so a message sent while its files are read is stored, and answered, after it: "and the
-   corner?" right after a photo is asked about the photo.
+   corner?" right after a photo is asked about the photo. (A read slower than
+   `core.conversation.service.ARRIVAL_HOLD_SECONDS` lets the others pass, and goes at the end.)
 1. Read the files (`bots.attachments.gather`) while the chat shows the bot is working.
 2. If nothing is left to answer, the message is stored in its place now, before any line is
    sent.
