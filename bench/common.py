@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +220,21 @@ class TimedClient:
                 yield chunk
 
         return timed()
+
+
+async def await_go(fields: Sequence[str], connected: Awaitable[Any], ready: str) -> bool:
+    """The fake platform's side of `drive_bot`'s exchange, up to the start: print `READY` with
+    `fields`, then `ready` once `connected` is done; True when the bot's side says `GO`."""
+    print("READY " + " ".join(fields), flush=True)
+    await connected
+    print(ready, flush=True)
+    return (await asyncio.to_thread(sys.stdin.readline)).strip() == "GO"
+
+
+async def hand_over(result: dict[str, Any]) -> None:
+    """The fake platform's side at the end: print `RESULT`, and stay up until the bot stopped."""
+    print("RESULT " + json.dumps(result), flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
 
 
 def run_with_fake_platform(

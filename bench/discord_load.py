@@ -26,8 +26,10 @@ import time
 from typing import Any
 
 from bench.common import (
+    await_go,
     fake_server,
     group_figures,
+    hand_over,
     machine_report,
     run_with_fake_platform,
 )
@@ -54,11 +56,8 @@ async def serve_discord(people: int, expected: str) -> None:
     async with FakeDiscord(channel_bucket=CHANNEL_BUCKET) as fake:
         for i in range(people):
             fake.add_member(FIRST_USER_ID + i, f"User {i}")
-        print(f"READY {fake.api_base} {fake.gateway_url} {fake.token}", flush=True)
-        await fake.wait_connected(RUN_TIMEOUT)
-        print("CONNECTED", flush=True)
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if line.strip() != "GO":
+        fields = [fake.api_base, fake.gateway_url, fake.token]
+        if not await await_go(fields, fake.wait_connected(RUN_TIMEOUT), "CONNECTED"):
             return
         asked: dict[int, float] = {}  # question message id -> when it was posted
         started = time.monotonic()
@@ -110,8 +109,7 @@ async def serve_discord(people: int, expected: str) -> None:
             "writes": len(fake.writes(GENERAL_ID)),
             "refusals": fake.rate_limit_refusals(GENERAL_ID),
         }
-        print("RESULT " + json.dumps(result), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # stay up until the bot has stopped
+        await hand_over(result)
 
 
 def _times_showing(message: Any, text: str) -> list[float]:

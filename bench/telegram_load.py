@@ -35,8 +35,10 @@ from collections import Counter
 from typing import Any
 
 from bench.common import (
+    await_go,
     fake_server,
     group_figures,
+    hand_over,
     machine_report,
     percentile,
     run_with_fake_platform,
@@ -69,11 +71,8 @@ async def serve_telegram(chats: int, expected: str) -> None:
     from tests.fakes.telegram_api import FakeTelegramAPI, user
 
     async with FakeTelegramAPI() as tg:
-        print(f"READY {tg.base_url} {tg.token}", flush=True)
-        await tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
-        print("POLLING", flush=True)
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if line.strip() != "GO":
+        polling = tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
+        if not await await_go([tg.base_url, tg.token], polling, "POLLING"):
             return
         people = [user(FIRST_USER_ID + i, f"User {i}") for i in range(chats)]
         rooms = [tg.private_chat(person) for person in people]
@@ -103,8 +102,7 @@ async def serve_telegram(chats: int, expected: str) -> None:
             ),
             "first_visible": first_visible,
         }
-        print("RESULT " + json.dumps(result), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # stay up until the bot has stopped
+        await hand_over(result)
 
 
 async def serve_group(people: int, expected: str) -> None:
@@ -113,11 +111,8 @@ async def serve_group(people: int, expected: str) -> None:
     from tests.fakes.telegram_api import BOT_USERNAME, FakeTelegramAPI, FloodLimits, user
 
     async with FakeTelegramAPI(flood_limits=FloodLimits()) as tg:
-        print(f"READY {tg.base_url} {tg.token}", flush=True)
-        await tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
-        print("POLLING", flush=True)
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if line.strip() != "GO":
+        polling = tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
+        if not await await_go([tg.base_url, tg.token], polling, "POLLING"):
             return
         group = tg.supergroup(GROUP_CHAT_ID, "Bench group")
         asked: dict[int, float] = {}  # question message id -> when it was queued
@@ -181,8 +176,7 @@ async def serve_group(people: int, expected: str) -> None:
                 if c.done and not c.ok and c.method != "getUpdates"
             ),
         }
-        print("RESULT " + json.dumps(result), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # stay up until the bot has stopped
+        await hand_over(result)
 
 
 # -- the bot process (this one) ---------------------------------------------------------------
