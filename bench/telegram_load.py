@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from collections import Counter
@@ -37,7 +36,7 @@ from typing import Any
 from bench.common import (
     await_go,
     fake_server,
-    group_figures,
+    group_report,
     hand_over,
     machine_report,
     percentile,
@@ -229,37 +228,22 @@ def report(args: argparse.Namespace, result: dict) -> list[str]:
 
 
 def report_group(args: argparse.Namespace, result: dict) -> list[str]:
-    """The group figures as lines (a markdown table per reply) and as one JSON summary."""
-    figures = group_figures(result["replies"], result["first_token"])
-    summary = {
-        "people": args.people,
-        "answer_chars": len(args.piece * args.pieces),
-        "complete": result["complete"],
-        **figures.summary(),
-        "edits_per_reply": [r["edits"] for r in result["replies"]],
-        "peak_writes_per_60s": result["peak_writes"],
-        "writes": result["writes"],
-        "answered_429": result["refusals"],
-        "run_s": round(result["finished"] - result["started"], 2),
-        "bot_cpu_s": round(result["cpu"], 2),
-    }
-    lines = [
+    headline = (
         f"telegram_load --group: {args.people} people in one supergroup at once; each answer "
-        f"{summary['answer_chars']} characters in {args.pieces} pieces {args.delay * 1000:g} ms "
-        "apart; the fake enforces 20 writes per 60 s per group (429 with retry_after); the bot "
-        "at Telegram's real pace",
-        f"replies complete: {result['complete']}/{args.people} in {summary['run_s']:.1f} s",
-        *figures.lines(),
-        f"writes to the group: {result['writes']}, peak {result['peak_writes']} in any 60 s; "
-        f"429s answered: {result['refusals']}",
-        f"failed Bot API calls: {dict(result['failed_calls']) or 'none'}",
-        "",
-        *figures.table(),
-        "",
-        "json: " + json.dumps(summary),
-        f"bot CPU: {result['cpu']:.2f} s total",
-    ]
-    return lines + machine_report()
+        f"{len(args.piece * args.pieces)} characters in {args.pieces} pieces "
+        f"{args.delay * 1000:g} ms apart; the fake enforces 20 writes per 60 s per group (429 "
+        "with retry_after); the bot at Telegram's real pace"
+    )
+    failed = f"failed Bot API calls: {dict(result['failed_calls']) or 'none'}"
+    return group_report(
+        args,
+        result,
+        headline=headline,
+        place="group",
+        window=60.0,
+        refusals="answered",
+        notes=[failed],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
