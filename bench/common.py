@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,6 +230,21 @@ class TimedClient:
                 yield chunk
 
         return timed()
+
+
+async def await_go(fields: Sequence[str], connected: Awaitable[Any], ready: str) -> bool:
+    """The fake platform's side of `drive_bot`'s exchange, up to the start: print `READY` with
+    `fields`, then `ready` once `connected` is done; True when the bot's side says `GO`."""
+    print("READY " + " ".join(fields), flush=True)
+    await connected
+    print(ready, flush=True)
+    return (await asyncio.to_thread(sys.stdin.readline)).strip() == "GO"
+
+
+async def hand_over(result: dict[str, Any]) -> None:
+    """The fake platform's side at the end: print `RESULT`, and stay up until the bot stopped."""
+    print("RESULT " + json.dumps(result), flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
 
 
 class PeakRSS:
@@ -442,3 +457,45 @@ def describe(values: list[float]) -> str:
         f"p50 {figures['p50']:.2f} s, p95 {figures['p95']:.2f} s, max {figures['max']:.2f} s "
         f"(n={len(values)})"
     )
+
+
+def group_report(
+    args: Any,
+    result: dict[str, Any],
+    *,
+    headline: str,
+    place: str,
+    window: float,
+    refusals: str,
+    notes: Sequence[str] = (),
+) -> list[str]:
+    """A group workload's figures as lines (a markdown table per reply) and one JSON summary:
+    `headline` first, then the replies, the writes to the `place` (peak in any `window`
+    seconds), the 429s the fake `refusals` ("answered", "served"), then `notes`."""
+    figures = group_figures(result["replies"], result["first_token"])
+    summary = {
+        "people": args.people,
+        "answer_chars": len(args.piece * args.pieces),
+        "complete": result["complete"],
+        **figures.summary(),
+        "edits_per_reply": [r["edits"] for r in result["replies"]],
+        f"peak_writes_per_{window:g}s": result["peak_writes"],
+        "writes": result["writes"],
+        f"{refusals}_429": result["refusals"],
+        "run_s": round(result["finished"] - result["started"], 2),
+        "bot_cpu_s": round(result["cpu"], 2),
+    }
+    lines = [
+        headline,
+        f"replies complete: {result['complete']}/{args.people} in {summary['run_s']:.1f} s",
+        *figures.lines(),
+        f"writes to the {place}: {result['writes']}, peak {result['peak_writes']} in any "
+        f"{window:g} s; 429s {refusals}: {result['refusals']}",
+        *notes,
+        "",
+        *figures.table(),
+        "",
+        "json: " + json.dumps(summary),
+        f"bot CPU: {result['cpu']:.2f} s total",
+    ]
+    return lines + machine_report()

@@ -20,15 +20,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from typing import Any
 
 from bench.common import (
+    await_go,
     fake_server,
-    group_figures,
-    machine_report,
+    group_report,
+    hand_over,
     run_with_fake_platform,
 )
 
@@ -54,11 +54,8 @@ async def serve_discord(people: int, expected: str) -> None:
     async with FakeDiscord(channel_bucket=CHANNEL_BUCKET) as fake:
         for i in range(people):
             fake.add_member(FIRST_USER_ID + i, f"User {i}")
-        print(f"READY {fake.api_base} {fake.gateway_url} {fake.token}", flush=True)
-        await fake.wait_connected(RUN_TIMEOUT)
-        print("CONNECTED", flush=True)
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if line.strip() != "GO":
+        fields = [fake.api_base, fake.gateway_url, fake.token]
+        if not await await_go(fields, fake.wait_connected(RUN_TIMEOUT), "CONNECTED"):
             return
         asked: dict[int, float] = {}  # question message id -> when it was posted
         started = time.monotonic()
@@ -110,8 +107,7 @@ async def serve_discord(people: int, expected: str) -> None:
             "writes": len(fake.writes(GENERAL_ID)),
             "refusals": fake.rate_limit_refusals(GENERAL_ID),
         }
-        print("RESULT " + json.dumps(result), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # stay up until the bot has stopped
+        await hand_over(result)
 
 
 def _times_showing(message: Any, text: str) -> list[float]:
@@ -147,37 +143,16 @@ def run_bot(llm_url: str, child_command: list[str]) -> dict:
 
 
 def report(args: argparse.Namespace, result: dict) -> list[str]:
-    figures = group_figures(result["replies"], result["first_token"])
     limit, per = CHANNEL_BUCKET
-    run = result["finished"] - result["started"]
-    summary = {
-        "people": args.people,
-        "answer_chars": len(args.piece * args.pieces),
-        "complete": result["complete"],
-        **figures.summary(),
-        "edits_per_reply": [r["edits"] for r in result["replies"]],
-        f"peak_writes_per_{per:g}s": result["peak_writes"],
-        "writes": result["writes"],
-        "served_429": result["refusals"],
-        "run_s": round(run, 2),
-        "bot_cpu_s": round(result["cpu"], 2),
-    }
-    lines = [
+    headline = (
         f"discord_load: {args.people} people in one channel at once; each answer "
-        f"{summary['answer_chars']} characters in {args.pieces} pieces {args.delay * 1000:g} ms "
-        f"apart; the fake's channel bucket: {limit} creates and edits per {per:g} s; the bot at "
-        "its real pace",
-        f"replies complete: {result['complete']}/{args.people} in {run:.1f} s",
-        *figures.lines(),
-        f"writes to the channel: {result['writes']}, peak {result['peak_writes']} in any "
-        f"{per:g} s; 429s served: {result['refusals']}",
-        "",
-        *figures.table(),
-        "",
-        "json: " + json.dumps(summary),
-        f"bot CPU: {result['cpu']:.2f} s total",
-    ]
-    return lines + machine_report()
+        f"{len(args.piece * args.pieces)} characters in {args.pieces} pieces "
+        f"{args.delay * 1000:g} ms apart; the fake's channel bucket: {limit} creates and edits "
+        f"per {per:g} s; the bot at its real pace"
+    )
+    return group_report(
+        args, result, headline=headline, place="channel", window=per, refusals="served"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,11 +22,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import time
 
-from bench.common import fake_server, machine_report, percentile, run_with_fake_platform
+from bench.common import (
+    await_go,
+    fake_server,
+    hand_over,
+    machine_report,
+    percentile,
+    run_with_fake_platform,
+)
 
 #: Seconds the whole load may take before the run is declared failed.
 RUN_TIMEOUT = 300.0
@@ -43,10 +49,8 @@ async def serve_telegram(photos: int, together: bool, expected: str) -> None:
 
     raw = make_photo()
     async with FakeTelegramAPI() as tg:
-        print(f"READY {tg.base_url} {tg.token}", flush=True)
-        await tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
-        print("POLLING", flush=True)
-        if (await asyncio.to_thread(sys.stdin.readline)).strip() != "GO":
+        polling = tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
+        if not await await_go([tg.base_url, tg.token], polling, "POLLING"):
             return
         people = [user(FIRST_USER_ID + i, f"User {i}") for i in range(photos)]
         rooms = [tg.private_chat(person) for person in people]
@@ -85,8 +89,7 @@ async def serve_telegram(photos: int, together: bool, expected: str) -> None:
                 if c.done and not c.ok and c.method != "getUpdates"
             ],
         }
-        print("RESULT " + json.dumps(result), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # stay up until the bot has stopped
+        await hand_over(result)
 
 
 def run_bot(llm_url: str, photos: int, together: bool) -> dict:

@@ -28,15 +28,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import sys
 import time
 from collections import Counter
 from typing import Any
 
 from bench.common import (
+    await_go,
     fake_server,
-    group_figures,
+    group_report,
+    hand_over,
     machine_report,
     percentile,
     run_with_fake_platform,
@@ -69,11 +70,8 @@ async def serve_telegram(chats: int, expected: str) -> None:
     from tests.fakes.telegram_api import FakeTelegramAPI, user
 
     async with FakeTelegramAPI() as tg:
-        print(f"READY {tg.base_url} {tg.token}", flush=True)
-        await tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
-        print("POLLING", flush=True)
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if line.strip() != "GO":
+        polling = tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
+        if not await await_go([tg.base_url, tg.token], polling, "POLLING"):
             return
         people = [user(FIRST_USER_ID + i, f"User {i}") for i in range(chats)]
         rooms = [tg.private_chat(person) for person in people]
@@ -103,8 +101,7 @@ async def serve_telegram(chats: int, expected: str) -> None:
             ),
             "first_visible": first_visible,
         }
-        print("RESULT " + json.dumps(result), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # stay up until the bot has stopped
+        await hand_over(result)
 
 
 async def serve_group(people: int, expected: str) -> None:
@@ -113,11 +110,8 @@ async def serve_group(people: int, expected: str) -> None:
     from tests.fakes.telegram_api import BOT_USERNAME, FakeTelegramAPI, FloodLimits, user
 
     async with FakeTelegramAPI(flood_limits=FloodLimits()) as tg:
-        print(f"READY {tg.base_url} {tg.token}", flush=True)
-        await tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
-        print("POLLING", flush=True)
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if line.strip() != "GO":
+        polling = tg.wait_calls("getUpdates", ok=None, timeout=RUN_TIMEOUT)
+        if not await await_go([tg.base_url, tg.token], polling, "POLLING"):
             return
         group = tg.supergroup(GROUP_CHAT_ID, "Bench group")
         asked: dict[int, float] = {}  # question message id -> when it was queued
@@ -181,8 +175,7 @@ async def serve_group(people: int, expected: str) -> None:
                 if c.done and not c.ok and c.method != "getUpdates"
             ),
         }
-        print("RESULT " + json.dumps(result), flush=True)
-        await asyncio.to_thread(sys.stdin.readline)  # stay up until the bot has stopped
+        await hand_over(result)
 
 
 # -- the bot process (this one) ---------------------------------------------------------------
@@ -235,37 +228,22 @@ def report(args: argparse.Namespace, result: dict) -> list[str]:
 
 
 def report_group(args: argparse.Namespace, result: dict) -> list[str]:
-    """The group figures as lines (a markdown table per reply) and as one JSON summary."""
-    figures = group_figures(result["replies"], result["first_token"])
-    summary = {
-        "people": args.people,
-        "answer_chars": len(args.piece * args.pieces),
-        "complete": result["complete"],
-        **figures.summary(),
-        "edits_per_reply": [r["edits"] for r in result["replies"]],
-        "peak_writes_per_60s": result["peak_writes"],
-        "writes": result["writes"],
-        "answered_429": result["refusals"],
-        "run_s": round(result["finished"] - result["started"], 2),
-        "bot_cpu_s": round(result["cpu"], 2),
-    }
-    lines = [
+    headline = (
         f"telegram_load --group: {args.people} people in one supergroup at once; each answer "
-        f"{summary['answer_chars']} characters in {args.pieces} pieces {args.delay * 1000:g} ms "
-        "apart; the fake enforces 20 writes per 60 s per group (429 with retry_after); the bot "
-        "at Telegram's real pace",
-        f"replies complete: {result['complete']}/{args.people} in {summary['run_s']:.1f} s",
-        *figures.lines(),
-        f"writes to the group: {result['writes']}, peak {result['peak_writes']} in any 60 s; "
-        f"429s answered: {result['refusals']}",
-        f"failed Bot API calls: {dict(result['failed_calls']) or 'none'}",
-        "",
-        *figures.table(),
-        "",
-        "json: " + json.dumps(summary),
-        f"bot CPU: {result['cpu']:.2f} s total",
-    ]
-    return lines + machine_report()
+        f"{len(args.piece * args.pieces)} characters in {args.pieces} pieces "
+        f"{args.delay * 1000:g} ms apart; the fake enforces 20 writes per 60 s per group (429 "
+        "with retry_after); the bot at Telegram's real pace"
+    )
+    failed = f"failed Bot API calls: {dict(result['failed_calls']) or 'none'}"
+    return group_report(
+        args,
+        result,
+        headline=headline,
+        place="group",
+        window=60.0,
+        refusals="answered",
+        notes=[failed],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
