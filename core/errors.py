@@ -67,6 +67,13 @@ class ParleyError(Exception):
     #: a provider (a fallback list names its member), so metrics can count errors by provider.
     provider: str | None = None
 
+    def __init__(self, message: str = "", user_hint: str | None = None) -> None:
+        """`user_hint`: this failure's own line for the chat, when the class's is too general
+        (it names the cap a file broke, or the chat where drawing is off)."""
+        super().__init__(message)
+        if user_hint is not None:
+            self.user_hint = user_hint
+
 
 class ConfigurationError(ParleyError):
     """The operator's settings cannot work as they are; the message says what to change."""
@@ -184,11 +191,6 @@ class ImageGenerationOffError(ConfigurationError):
 
     user_hint = "Drawing images is not set up on this bot."
 
-    def __init__(self, message: str, user_hint: str | None = None) -> None:
-        super().__init__(message)
-        if user_hint is not None:
-            self.user_hint = user_hint
-
 
 class AttachmentError(ParleyError):
     """An image, voice note or file the bot will not use. The message is for the log (it may
@@ -197,11 +199,6 @@ class AttachmentError(ParleyError):
     every kind of attachment and shows `user_hint`, never `str(exc)`."""
 
     user_hint = "That file could not be read."
-
-    def __init__(self, message: str, user_hint: str | None = None) -> None:
-        super().__init__(message)
-        if user_hint is not None:
-            self.user_hint = user_hint
 
 
 class EmptyAttachmentError(AttachmentError):
@@ -260,10 +257,8 @@ class TranscriptionError(ParleyError):
     def __init__(
         self, message: str, status_code: int | None = None, user_hint: str | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, user_hint)
         self.status_code = status_code
-        if user_hint is not None:
-            self.user_hint = user_hint
 
 
 class NoSpeechError(TranscriptionError):
