@@ -89,7 +89,8 @@ vision = false
     ("text", "detail"),
     [
         ('[models."x"]\nvision = "yes"\n', "vision must be true or false"),
-        ('[models."x"]\nother = 1\n', "needs vision = true or false"),
+        ('[models."x"]\nother = 1\n', "unknown key 'other'"),
+        ('[models."x"]\n', "needs vision = true or false, or prices"),
         ('[[provider]]\nname = "P"\nbase_url = "http://h/v1"\nvision = 1\n', "provider 'P'"),
     ],
 )

@@ -20,14 +20,24 @@ vision = true                        # the models routed here take images (optio
 vision = true
 [models."gpt-4o-audio*"]
 vision = false                       # overrules a preset (`core.models.VISION_PRESETS`)
+[models."qwen-*"]                    # prices in USD, overruling `core.pricing.PRICE_PRESETS`
+input = 0.40                         # per million prompt tokens
+output = 1.20                        # per million completion tokens
+image = 0.001                        # per image sent to the model (beyond its tokens)
+audio_minute = 0.006                 # per minute of audio transcribed
+generated_image = 0.04               # per image drawn
 ```
 
 Which models take images is decided in that order: the first `[models]` pattern that matches
 (in file order), then the `vision` of the provider the model is routed to, then the presets.
+A `[models]` entry may give vision, prices or both; a price left out of an entry is 0. Prices
+are checked here, where the operator can be told which key is wrong: a number of dollars from
+0 to `MAX_PRICE_USD`.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +58,15 @@ class ProvidersFile:
     fallback: list[str] = field(default_factory=list)
     #: (pattern, takes images) from the `[models]` tables, in file order.
     vision: list[tuple[str, bool]] = field(default_factory=list)
+    #: (pattern, {price key: USD}) from the `[models]` tables that give prices, in file order.
+    prices: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+
+
+#: The price keys of a `[models]` entry (USD; `core.pricing.Price` says what each is per).
+PRICE_KEYS = ("input", "output", "image", "audio_minute", "generated_image")
+#: Above this a price is a typo (cents for dollars, a missing decimal point), not a price: the
+#: dearest model listed costs a few hundred dollars per million tokens.
+MAX_PRICE_USD = 10_000.0
 
 
 def _names(value: Any, where: str) -> list[str]:
@@ -64,16 +83,42 @@ def _vision(value: Any, where: str) -> bool | None:
     raise ValueError(f"{where}: vision must be true or false, not {value!r}")
 
 
-def _model_vision(table: Any) -> list[tuple[str, bool]]:
+def _price(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where} must be a number of dollars, not {value!r}")
+    if not math.isfinite(value) or value < 0 or value > MAX_PRICE_USD:
+        raise ValueError(f"{where} must be from 0 to {MAX_PRICE_USD:,.0f} dollars, not {value!r}")
+    return float(value)
+
+
+def _model_entries(table: Any) -> tuple[list[tuple[str, bool]], list[tuple[str, dict[str, float]]]]:
+    """The `[models]` tables: (pattern, vision) and (pattern, prices) pairs, in file order."""
     if not isinstance(table, dict):
         raise ValueError("[models] must be a table of model names or patterns")
-    declared = []
+    vision_of: list[tuple[str, bool]] = []
+    prices_of: list[tuple[str, dict[str, float]]] = []
     for pattern, entry in table.items():
-        vision = _vision(entry.get("vision") if isinstance(entry, dict) else entry, pattern)
-        if vision is None:
-            raise ValueError(f"[models.{pattern!r}] needs vision = true or false")
-        declared.append((pattern, vision))
-    return declared
+        where = f"[models.{pattern!r}]"
+        if not isinstance(entry, dict):  # `"pattern" = true` is vision alone
+            vision = _vision(entry, pattern)
+            if vision is None:
+                raise ValueError(f"{where} needs vision = true or false, or prices")
+            vision_of.append((pattern, vision))
+            continue
+        unknown = sorted(set(entry) - {"vision", *PRICE_KEYS})
+        if unknown:
+            raise ValueError(
+                f"{where} has an unknown key {unknown[0]!r} (known: vision, {', '.join(PRICE_KEYS)})"
+            )
+        vision = _vision(entry.get("vision"), pattern)
+        prices = {key: _price(entry[key], f"{where} {key}") for key in PRICE_KEYS if key in entry}
+        if vision is None and not prices:
+            raise ValueError(f"{where} needs vision = true or false, or prices")
+        if vision is not None:
+            vision_of.append((pattern, vision))
+        if prices:
+            prices_of.append((pattern, prices))
+    return vision_of, prices_of
 
 
 def _provider(entry: dict[str, Any], settings: CoreSettings) -> BaseProvider:
@@ -118,6 +163,7 @@ def load_providers_file(path: Path, settings: CoreSettings) -> ProvidersFile:
             f"The providers file {path} is not valid TOML: {exc}."
         ) from None
     try:
+        vision, prices = _model_entries(data.get("models", {}))
         return ProvidersFile(
             providers=[_provider(entry, settings) for entry in data.get("provider", [])],
             routes=[
@@ -125,7 +171,8 @@ def load_providers_file(path: Path, settings: CoreSettings) -> ProvidersFile:
                 for pattern, target in data.get("routes", {}).items()
             ],
             fallback=_names(data.get("fallback", []), "fallback"),
-            vision=_model_vision(data.get("models", {})),
+            vision=vision,
+            prices=prices,
         )
     except (KeyError, ValueError, TypeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
