@@ -26,7 +26,7 @@ from pathlib import PurePosixPath
 import httpx
 
 from core import errors
-from core.audio import check_audio_caps, transcribe
+from core.audio import Transcript, check_audio_caps, transcribe
 from core.config import CoreSettings
 from core.figures import megabytes
 from core.images import prepare_images
@@ -97,6 +97,8 @@ class Gathered:
     notes: list[str]
     #: What the history keeps of a message none of which could be read ("[voice note: not read]").
     record: str
+    #: Seconds of audio transcribed (stated or measured), which the transcription is billed by.
+    audio_seconds: float = 0.0
 
     @property
     def answerable(self) -> bool:
@@ -139,6 +141,7 @@ async def gather(
         _images(kept_images, settings),
     )
     transcripts: list[str] = []
+    audio_seconds = 0.0
     blocks: list[str] = []
     notes: list[str] = []
     unread: list[str] = []
@@ -146,8 +149,9 @@ async def gather(
         if isinstance(reading, errors.ParleyError):
             notes.append(_note(other, errors.describe(reading), several))
             unread.append(_unread(other))
-        elif other.sort is Kind.AUDIO:
-            transcripts.append(reading)
+        elif isinstance(reading, Transcript):
+            transcripts.append(reading.text)
+            audio_seconds += reading.seconds or 0.0
         else:
             blocks.append(reading)
     for image, hint in image_notes:
@@ -167,6 +171,7 @@ async def gather(
         transcript=transcript,
         notes=notes,
         record=" ".join(unread) or text,
+        audio_seconds=audio_seconds,
     )
 
 
@@ -186,7 +191,7 @@ def notes_text(notes: Sequence[str]) -> str:
 
 async def _read(
     attachment: Attachment, settings: CoreSettings, http_client: httpx.AsyncClient | None
-) -> str | errors.ParleyError:
+) -> Transcript | str | errors.ParleyError:
     """An audio file's transcript or a text file's block; the error, for the user's line."""
     kind = attachment.sort
     try:

@@ -22,7 +22,8 @@ from bots.splitting import utf16_length
 from core import errors
 from core.config import CoreSettings
 from core.content import sniff_media_type
-from core.conversation import ChatRef, ConversationService
+from core.conversation import Author, ChatRef, ConversationService
+from core.usage import UsageKind
 
 #: What `/image` alone answers.
 IMAGE_USAGE = "Usage: /image PROMPT (describe the picture).\nAdmins: /image off or /image on."
@@ -58,9 +59,15 @@ def parse_image_args(args: str | None) -> Switch | str | None:
 
 
 async def draw(
-    service: ConversationService, settings: CoreSettings, chat: ChatRef, prompt: str
+    service: ConversationService,
+    settings: CoreSettings,
+    chat: ChatRef,
+    prompt: str,
+    *,
+    author: Author | None = None,
 ) -> Drawing:
-    """Draw `prompt` for `chat`.
+    """Draw `prompt` for `chat`, at `author`'s request: the image is recorded as their usage
+    (not recorded without an author: the usage ledger files every call under a user).
 
     Raises `ImageGenerationOffError` when drawing is off (IMAGE_MODEL unset, or the chat's
     admins turned it off), `ContentPolicyError` when the model refuses the prompt, and the
@@ -76,6 +83,15 @@ async def draw(
     response = await service.client.images.generate(
         prompt, model=settings.image_model, response_format="b64_json", size=settings.image_size
     )
+    if author is not None and response.data:  # the images were made, so they are paid for
+        await service.record_usage(
+            chat,
+            author,
+            UsageKind.IMAGE,
+            response.model or settings.image_model,
+            response.provider,
+            images_out=len(response.data),
+        )
     if not response.data or not response.data[0].b64_json:
         raise errors.EmptyResponseError(f"{settings.image_model} answered with no image.")
     try:

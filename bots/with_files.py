@@ -66,6 +66,7 @@ async def answer_with_files(
     try:
         async with reply.working():
             gathered = await gather(text, attachments, settings)
+        arrival.audio_seconds = gathered.audio_seconds  # recorded when the message is stored
         remembered = None if gathered.answerable else reply.remember(gathered.record, arrival)
         if gathered.transcript is not None:
             await reply.quote(transcript_quote(gathered.transcript))

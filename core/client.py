@@ -58,8 +58,8 @@ def _normalize_messages(messages: Any) -> list[dict[str, Any]]:
     return normalized
 
 
-def _estimate_usage(messages: list[dict[str, Any]], completion_chars: int) -> Usage:
-    """A guess for an answer whose server reported no usage, marked as one."""
+def estimate_usage(messages: list[dict[str, Any]], completion_chars: int) -> Usage:
+    """A guess for an answer whose server reported no usage (or nonsense), marked as one."""
     prompt_chars = sum(content_chars(m.get("content")) for m in messages)
     return Usage(
         -(-prompt_chars // CHARS_PER_TOKEN),
@@ -213,7 +213,7 @@ async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChun
         created=created,
         model=model,
         provider=provider,
-        usage=usage or _estimate_usage(request.messages, produced),
+        usage=usage or estimate_usage(request.messages, produced),
     )
 
 

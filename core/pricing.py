@@ -20,10 +20,10 @@ from fnmatch import fnmatchcase
 from .config import CoreSettings
 from .providers.presets import LOCAL
 from .providers.providers_file import load_providers_file
+from .usage import MICROS_PER_DOLLAR
 
 log = logging.getLogger(__name__)
 
-MICROS_PER_DOLLAR = 1_000_000
 #: When the presets below were copied from the vendors' pricing pages (OpenAI's "API pricing",
 #: Anthropic's "Pricing", Google's "Gemini Developer API pricing"): standard tier, no batch or
 #: cache discounts, Gemini's prices for prompts up to 200k tokens. They were not re-checked

@@ -8,6 +8,10 @@ reads), `UsageRow` (a line of a report). Money is integer micro-dollars througho
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
 from storage import (
     ALL_GUESTS,
     Totals,
@@ -21,11 +25,32 @@ from storage import (
     period_start,
 )
 
+log = logging.getLogger(__name__)
+
 #: Micro-dollars in a dollar: money is kept in integers of these.
 MICROS_PER_DOLLAR = 1_000_000
+#: More tokens than any one call can use (the largest context windows are a few million): a
+#: provider reporting more is reporting nonsense.
+MAX_SANE_TOKENS = 10**9
+
+
+def utc_now() -> datetime:
+    """The default clock of whatever records or checks usage; tests inject their own."""
+    return datetime.now(UTC)
+
+
+def sane_tokens(value: Any, what: str) -> int | None:
+    """A provider's token count if it is believable, else None (logged): the caller then uses
+    its own estimate, marked estimated, so nonsense is neither a crash nor a free pass."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SANE_TOKENS:
+        return value
+    log.warning("The provider reported %s = %r; using the estimate instead.", what, value)
+    return None
+
 
 __all__ = [
     "ALL_GUESTS",
+    "MAX_SANE_TOKENS",
     "MICROS_PER_DOLLAR",
     "Totals",
     "UsageGrouping",
@@ -36,4 +61,6 @@ __all__ = [
     "UsageRow",
     "UsageScope",
     "period_start",
+    "sane_tokens",
+    "utc_now",
 ]

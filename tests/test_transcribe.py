@@ -77,10 +77,10 @@ async def test_a_plain_text_answer_is_read_too(fake: FakeLLMServer) -> None:
 async def test_a_voice_note_end_to_end_goes_as_it_came(fake: FakeLLMServer, tmp_path: Path) -> None:
     note = tone(tmp_path / "voice.oga", codec="libopus")
     fake.enqueue(Script(pieces=["what is the weather"]))
-    text = await transcribe(
+    heard = await transcribe(
         note, "file_3.oga", "audio/ogg", settings_for(fake.base_url), duration=2
     )
-    assert text == "what is the weather"
+    assert (heard.text, heard.seconds) == ("what is the weather", 2)  # the stated length
     assert fake.requests[0].files["file"].data == note
 
 
@@ -89,11 +89,12 @@ async def test_an_iphone_recording_is_converted_before_it_is_sent(
     fake: FakeLLMServer, tmp_path: Path
 ) -> None:
     memo = tone(tmp_path / "memo.caf")
-    text = await transcribe(memo, "memo.caf", None, settings_for(fake.base_url))
+    heard = await transcribe(memo, "memo.caf", None, settings_for(fake.base_url))
     upload = fake.requests[0].files["file"]
     assert (upload.filename, upload.content_type) == ("audio.ogg", "audio/ogg")
     assert upload.data.startswith(b"OggS") and upload.data != memo
-    assert text == f"transcript of audio.ogg ({len(upload.data)} bytes)"
+    assert heard.text == f"transcript of audio.ogg ({len(upload.data)} bytes)"
+    assert heard.seconds == pytest.approx(2.0, abs=0.1)  # measured: the memo states none
 
 
 # -- off, and whose key ---------------------------------------------------------------------------

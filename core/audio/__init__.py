@@ -11,12 +11,19 @@ from __future__ import annotations
 
 from .formats import ACCEPTED, AudioFormat, sniff
 from .prepare import PreparedAudio, check_audio_caps, prepare_audio
-from .transcribe import request_transcript, transcribe, transcription_enabled, transcription_key
+from .transcribe import (
+    Transcript,
+    request_transcript,
+    transcribe,
+    transcription_enabled,
+    transcription_key,
+)
 
 __all__ = [
     "ACCEPTED",
     "AudioFormat",
     "PreparedAudio",
+    "Transcript",
     "check_audio_caps",
     "prepare_audio",
     "request_transcript",

@@ -40,13 +40,15 @@ PLAUSIBLE_BYTES_PER_SECOND = 200_000
 
 @dataclass(frozen=True)
 class PreparedAudio:
-    """An upload ready for the endpoint: its bytes, the name and type it goes under, and
-    whether ffmpeg made it."""
+    """An upload ready for the endpoint: its bytes, the name and type it goes under, whether
+    ffmpeg made it, and its length in seconds as believed or measured (what a transcription is
+    billed by)."""
 
     data: bytes
     filename: str
     mime_type: str
     converted: bool = False
+    seconds: float | None = None
 
 
 def check_audio_caps(
@@ -77,8 +79,8 @@ def _believable(size: int, duration: float | None) -> bool:
     return duration is not None and size <= duration * PLAUSIBLE_BYTES_PER_SECOND
 
 
-def _as_is(data: bytes, found: AudioFormat) -> PreparedAudio:
-    return PreparedAudio(data, f"{UPLOAD_STEM}.{found.name}", found.mime_type)
+def _as_is(data: bytes, found: AudioFormat, seconds: float | None) -> PreparedAudio:
+    return PreparedAudio(data, f"{UPLOAD_STEM}.{found.name}", found.mime_type, seconds=seconds)
 
 
 async def prepare_audio(
@@ -105,11 +107,13 @@ async def prepare_audio(
             "That file is not audio Parley can read, so it could not be transcribed.",
         )
     if found.accepted and _believable(len(data), duration):
-        return _as_is(data, found)
+        return _as_is(data, found, duration)
     async with on_disk(data, filename) as path:
         measured = await probe_seconds(path)
         check_audio_caps(None, measured, max_seconds=max_seconds, max_bytes=max_bytes)
         if found.accepted:
-            return _as_is(data, found)
+            return _as_is(data, found, measured)
         converted = await to_ogg_opus(path)
-    return PreparedAudio(converted, f"{UPLOAD_STEM}.ogg", "audio/ogg", converted=True)
+    return PreparedAudio(
+        converted, f"{UPLOAD_STEM}.ogg", "audio/ogg", converted=True, seconds=measured
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 import httpx
 
@@ -165,6 +166,15 @@ async def request_transcript(
     return text
 
 
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """What the audio said, and how long it was (None: neither stated nor measured): the
+    seconds are what a transcription is billed by, so the usage ledger records them."""
+
+    text: str
+    seconds: float | None
+
+
 async def transcribe(
     audio: bytes,
     filename: str,
@@ -174,8 +184,8 @@ async def transcribe(
     duration: float | None = None,
     language: str | None = None,
     http_client: httpx.AsyncClient | None = None,
-) -> str:
-    """The transcript of a voice note or audio file a user sent.
+) -> Transcript:
+    """The transcript of a voice note or audio file a user sent, with its length.
 
     Checks the caps (VOICE_MAX_BYTES, VOICE_MAX_SECONDS; `duration` is the platform's figure,
     None to measure it), converts with ffmpeg only a format the endpoint does not take, and
@@ -193,4 +203,5 @@ async def transcribe(
     )
     if prepared.converted:
         log.debug("%s converted to OGG/Opus for transcription", filename or "audio")
-    return await request_transcript(prepared, settings, language=language, http_client=http_client)
+    text = await request_transcript(prepared, settings, language=language, http_client=http_client)
+    return Transcript(text, prepared.seconds)

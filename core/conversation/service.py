@@ -40,14 +40,19 @@ import contextlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from core.chat_settings import parse_model, parse_system_prompt
-from core.client import AsyncClient
+from core.client import AsyncClient, estimate_usage
 from core.config import CoreSettings
+from core.content import image_count
 from core.errors import ParleyError
+from core.pricing import PriceTable, cost_of
+from core.usage import UsageKind, UsageRecord, sane_tokens, utc_now
 from storage import (
     ChatConfig,
     MessageImage,
@@ -117,7 +122,16 @@ class Arrival:
     than `ARRIVAL_HOLD_SECONDS`: then the place is given up for them, and the message, once
     read, is stored at the end of the chat's order."""
 
-    __slots__ = ("_hold", "_late", "_service", "chat", "stored", "stored_before", "taken")
+    __slots__ = (
+        "_hold",
+        "_late",
+        "_service",
+        "audio_seconds",
+        "chat",
+        "stored",
+        "stored_before",
+        "taken",
+    )
 
     def __init__(self, service: ConversationService, chat: ChatRef, hold: float) -> None:
         self.chat = chat
@@ -125,6 +139,9 @@ class Arrival:
         self.stored_before, self.stored = service._place(chat, None)
         self.taken = False
         self._late = False
+        #: Seconds of audio transcribed for the message: recorded as its author's usage when
+        #: the message is stored (`reply` or `remember`), where the author is known.
+        self.audio_seconds = 0.0
         self._hold = asyncio.get_running_loop().call_later(hold, self._let_others_pass)
 
     def take(self, chat: ChatRef) -> tuple[asyncio.Event | None, asyncio.Event]:
@@ -173,6 +190,8 @@ class ConversationService:
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         observer: ConversationObserver = NO_OBSERVER,
         arrival_hold: float = ARRIVAL_HOLD_SECONDS,
+        clock: Callable[[], datetime] = utc_now,
+        prices: PriceTable | None = None,
     ) -> None:
         self._store = store
         self._client = client
@@ -190,6 +209,11 @@ class ConversationService:
         self._running: dict[asyncio.Task[None], Reply] = {}
         self._undelivered: dict[str, list[UndeliveredReply]] = {}
         self._deliveries: dict[Reply, _Delivery] = {}
+        #: Aware UTC "now", for the usage ledger's days and months.
+        self._clock = clock
+        self._prices = prices if prices is not None else PriceTable.from_settings(settings)
+        #: Usage records written in the background (transcriptions), awaited by `aclose`.
+        self._recording: set[asyncio.Task[None]] = set()
 
     @property
     def observer(self) -> ConversationObserver:
@@ -254,6 +278,7 @@ class ConversationService:
         others = tuple(other for other in in_flight if other.author.id != author.id)
         in_flight[reply] = None
         stored_before, stored = self._place(chat, arrival)
+        self._record_transcription(chat, author, arrival)
         place = _Place(stored_before, stored, previous, others)
         if delivery:
             self._deliveries[reply] = _Delivery()
@@ -354,6 +379,7 @@ class ConversationService:
         `reply` (or by `arrive`, whose `arrival` is given). Awaiting the task raises StorageError
         if the message could not be stored."""
         stored_before, stored = self._place(chat, arrival)
+        self._record_transcription(chat, author, arrival)
         return asyncio.create_task(
             self._remember(
                 chat, author, text, platform_message_id, chat_title, stored_before, stored
@@ -477,8 +503,8 @@ class ConversationService:
         """Stop every reply (partial text kept as 'interrupted') and wait for all to be saved."""
         for reply in list(self._running.values()):
             reply.stop()
-        while self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        while self._running or self._recording:
+            await asyncio.gather(*self._running, *self._recording, return_exceptions=True)
 
     # The work behind one reply.
 
@@ -611,6 +637,7 @@ class ConversationService:
         state = ReplyState.DONE
         error: BaseException | None = None
         usage: Any = None
+        messages: list[dict[str, Any]] = []
         started = first_token = None
         outside_cancel = False
         with reply.stoppable():
@@ -668,6 +695,7 @@ class ConversationService:
                     self._observer.provider_error(provider, kind)
         if reply.message_id is not None:
             await self._save_outcome(reply, state, error, usage, started, first_token)
+            await self._record_chat_usage(reply, state, usage, messages)
         reply.end(state, error)
         if outside_cancel:
             raise asyncio.CancelledError
@@ -734,3 +762,106 @@ class ConversationService:
                     return
                 log.warning("Saving reply %s failed (%s); retrying", reply.message_id, exc)
                 await asyncio.sleep(delay)
+
+    # The usage ledger: what each model call used, recorded once it is over.
+
+    async def record_usage(
+        self,
+        chat: ChatRef,
+        author: Author,
+        kind: UsageKind,
+        model: str | None,
+        provider: str | None,
+        *,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        estimated: bool = False,
+        images_in: int = 0,
+        audio_seconds: float = 0.0,
+        images_out: int = 0,
+        message_id: int | None = None,
+    ) -> None:
+        """Write one call's use to the ledger, priced by the PriceTable (no price: no cost).
+        Never raises: the user has had what they asked for, and a ledger that cannot be
+        written is the operator's to hear about, in the log."""
+        try:
+            price = self._prices.price(model, provider)
+            cost = None
+            if price is not None:
+                cost = cost_of(
+                    price,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    images_in=images_in,
+                    audio_seconds=audio_seconds,
+                    images_out=images_out,
+                )
+            record = UsageRecord(
+                kind=kind,
+                at=self._clock(),
+                platform=chat.platform,
+                chat_id=chat.chat_id,
+                thread_id=chat.thread_id,
+                user_id=author.id,
+                user_name=author.name or None,
+                model=model,
+                provider=provider,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                estimated=estimated,
+                images_in=images_in,
+                audio_seconds=audio_seconds,
+                images_out=images_out,
+                cost_micros=cost,
+                # B's `Author.guest` (issue 12): a guest's use counts in the guests' pool too.
+                guest=getattr(author, "guest", False),
+                message_id=message_id,
+            )
+            await self._store.record_usage(record)
+        except Exception:  # a bug here must not cost the reply it comes after
+            log.exception("Could not record the %s usage of %s in %s", kind, author.id, chat)
+
+    async def _record_chat_usage(
+        self, reply: Reply, state: ReplyState, usage: Any, messages: list[dict[str, Any]]
+    ) -> None:
+        """Record a reply's tokens: the provider's count, else (none, or nonsense) the
+        estimate, marked. A request that failed before any text costs nothing: providers do
+        not bill a refused request."""
+        if state is ReplyState.ERROR and usage is None and not reply.text:
+            return
+        prompt = sane_tokens(getattr(usage, "prompt_tokens", None), "prompt_tokens")
+        completion = sane_tokens(getattr(usage, "completion_tokens", None), "completion_tokens")
+        estimated = bool(getattr(usage, "estimated", False))
+        if usage is None or prompt is None or completion is None:
+            guess = estimate_usage(messages, len(reply.text))
+            prompt, completion, estimated = guess.prompt_tokens, guess.completion_tokens, True
+        await self.record_usage(
+            reply.chat,
+            reply.author,
+            UsageKind.CHAT,
+            reply.model,
+            reply.provider,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            estimated=estimated,
+            images_in=sum(image_count(message.get("content")) for message in messages),
+            message_id=reply.message_id,
+        )
+
+    def _record_transcription(self, chat: ChatRef, author: Author, arrival: Arrival | None) -> None:
+        """Record, in the background, the transcription behind a message now being stored."""
+        if arrival is None or not arrival.audio_seconds:
+            return
+        provider = urlsplit(self._settings.transcribe_base_url or "").hostname
+        task = asyncio.create_task(
+            self.record_usage(
+                chat,
+                author,
+                UsageKind.TRANSCRIPTION,
+                self._settings.transcribe_model,
+                provider,
+                audio_seconds=arrival.audio_seconds,
+            )
+        )
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
