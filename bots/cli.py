@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -217,6 +218,25 @@ def _parser() -> argparse.ArgumentParser:
         choices=["check"],
         help="probe every working provider at once, timing the first token and the total",
     )
+    usage = _command(
+        commands,
+        "usage",
+        "show what the bots' model calls used and cost",
+        "Example: parley usage --since 7d --by model --format csv\n"
+        "Reads the usage ledger in the history database (DATABASE_URL); never creates one.",
+    )
+    usage.add_argument(
+        "--since",
+        metavar="SPAN_OR_DATE",
+        help="only use since then: 7d, 12h, 2w back from now, or a UTC date (2026-11-01); "
+        "default: all of it",
+    )
+    usage.add_argument(
+        "--by", choices=["user", "chat", "model", "day"], default="user", help="(default: user)"
+    )
+    usage.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="(default: table)"
+    )
     history = _command(
         commands,
         "history",
@@ -305,6 +325,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         await run_chat(settings)
         return 0
+    if args.command == "usage":
+        return await _usage(args, settings)
     from bots.history import list_chats
 
     if args.history_command == "list":
@@ -362,6 +384,39 @@ async def _export(args: argparse.Namespace, settings: Settings) -> int:
     elif output is not None:
         written = f" and {export.images} image(s) to {export.images_dir}" if export.images else ""
         errors_console.print(f"Wrote {output}{written}.", markup=False, highlight=False)
+    return 0
+
+
+async def _usage(args: argparse.Namespace, settings: Settings) -> int:
+    from bots.usage_report import as_csv, as_json, dollars, parse_since, usage_rows
+
+    try:
+        since = None if args.since is None else parse_since(args.since, datetime.now(UTC))
+    except ValueError as exc:
+        errors_console.print(str(exc), markup=False, highlight=False)
+        return 2
+    rows = await usage_rows(settings, since, args.by)
+    if args.format != "table":
+        text = as_csv(rows) if args.format == "csv" else as_json(rows)
+        console.print(text, markup=False, highlight=False, soft_wrap=True, end="")
+        return 0
+    if not rows:
+        console.print("No usage recorded" + (" since then." if since else " yet."))
+        return 0
+    table = Table(title=f"Usage by {args.by}, most costly first", box=box.SIMPLE_HEAD)
+    table.add_column(args.by, no_wrap=True)
+    for column in ("calls", "prompt tokens", "completion tokens", "cost (USD)", "estimated"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(
+            _outside(row.label),
+            f"{row.calls:,}",
+            f"{row.prompt_tokens:,}",
+            f"{row.completion_tokens:,}",
+            dollars(row.cost_micros) + (f" (+{row.unpriced} unpriced)" if row.unpriced else ""),
+            f"{row.estimated_share:.0%}",
+        )
+    _print_whole(table)
     return 0
 
 
