@@ -9,7 +9,7 @@ from pathlib import Path
 from bots.cli import _parser
 from tests.cli_support import run_parley
 
-COMMANDS = ("run", "chat", "doctor", "providers", "history")
+COMMANDS = ("run", "chat", "doctor", "providers", "usage", "history")
 
 
 def _parsers(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.ArgumentParser]]:
