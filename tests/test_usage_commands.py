@@ -148,3 +148,35 @@ async def test_usage_shows_what_is_left_of_each_budget_that_applies(tmp_path: Pa
         "$0.42",
         "$1,234.56",
     ]
+
+
+async def test_discord_usage_is_ephemeral_and_stats_need_manage_server(tmp_path: Path) -> None:
+    from bots.discord.commands import STATS_ADMINS_ONLY
+    from tests.fakes.discord_api import ALICE_ID, BOB_ID, GENERAL_ID, FakeDiscord
+    from tests.test_discord_bot import _bot
+
+    async with FakeDiscord() as fake, _bot(tmp_path, fake) as bot:
+        store = store_of(bot.service)
+        await spend(store, "discord", GENERAL_ID, BOB_ID, name="Bob", estimated=True)
+        await spend(store, "discord", GENERAL_ID, ALICE_ID, name="Alice", cost=1_000_000)
+        await spend(store, "discord", 77, ALICE_ID, name="Alice", cost=5_000_000)
+
+        usage = await fake.push_interaction("usage", user=BOB_ID)
+        text = await fake.wait_answered(usage)
+        assert usage.callback is not None and usage.callback["data"]["flags"] & 64  # ephemeral
+        assert text.startswith("Your use\nToday: 1,234 tokens*, $0.42\n")
+        assert "This chat\nToday: 2,468 tokens*, $1.42" in text and ESTIMATED_NOTE in text
+
+        refused = await fake.push_interaction("stats", user=BOB_ID)
+        assert await fake.wait_answered(refused) == STATS_ADMINS_ONLY
+        in_dm = await fake.push_interaction(
+            "stats", user=ALICE_ID, channel=fake.dm_channel_id(ALICE_ID)
+        )
+        assert await fake.wait_answered(in_dm) == STATS_ADMINS_ONLY  # no server, no Manage Server
+
+        stats = await fake.push_interaction("stats", user=ALICE_ID)
+        text = await fake.wait_answered(stats)
+        assert stats.callback is not None and stats.callback["data"]["flags"] & 64
+        assert text.startswith("Usage of this chat\n\nToday: 2,468 tokens*, $1.42 in 2 calls")
+        assert text.index("Alice: 1,234 tokens, $1.00") < text.index("Bob: 1,234 tokens*")
+        assert "$5.00" not in text  # another channel's
