@@ -20,6 +20,7 @@ from bots.config import Settings
 from bots.doctor import preflight
 from bots.errors import BotStartupError
 from bots.monitoring import Monitoring
+from bots.open_access import open_platforms
 from bots.platform_observer import NO_PLATFORM_OBSERVER, PlatformObserver
 from bots.startup import seconds
 from core.client import AsyncClient, client_for
@@ -90,6 +91,12 @@ def _warn_if_no_default_provider(client: AsyncClient) -> None:
         )
 
 
+def _warn_if_open(settings: Settings) -> None:
+    """One warning per bot that anyone may use: said at every start, not only in the docs."""
+    for platform in open_platforms(settings):
+        log.warning("%s", platform.warning)
+
+
 class _Stopper:
     """SIGTERM (systemd, docker stop) and SIGINT (Ctrl-C) stop the run, in two steps.
 
@@ -140,6 +147,7 @@ async def run_bots(settings: Settings) -> None:
     stopper = _Stopper(settings.shutdown_grace_seconds)
     stopper.install()
     await preflight(settings)  # a rejected token or a missing intent stops here, with its fix
+    _warn_if_open(settings)
     tune_gc_for_streaming()
     monitoring = Monitoring(settings)
     store = await open_store(settings.database_url, on_write=monitoring.on_write)

@@ -3,8 +3,8 @@
 Each check returns findings instead of raising, so one bad setting does not hide the next:
 the settings parse, the database can be written and its schema is one this Parley can use,
 each bot token is accepted by its platform (Telegram's getMe; Discord's application info,
-whose flags say whether the Message Content intent is on), each configured provider answers
-a probe. An error is something that would stop the bots or every reply; a warning is
+whose flags say whether the Message Content intent is on), who may use each bot (an empty
+access list is a warning, `bots.open_access`), each configured provider answers a probe. An error is something that would stop the bots or every reply; a warning is
 something they survive (a platform out of reach, rate limited, or something else answering in
 its place but for a 404: the bots retry these, by the same rules, `bots.startup`).
 
@@ -30,6 +30,7 @@ from rich.markup import escape
 from bots.config import Settings, setting_problems
 from bots.errors import BotStartupError, NotTheApi
 from bots.logs import configure_logging, settings_secrets
+from bots.open_access import open_platforms
 from bots.startup import host_of, network_cause
 from bots.version import parley_version
 from core.errors import ParleyError
@@ -409,7 +410,16 @@ async def diagnose(settings: Settings) -> list[Finding]:
     database, providers = await asyncio.gather(
         check_database(settings), check_provider_probes(settings)
     )
-    return [database, *tokens, *providers]
+    return [database, *tokens, *check_access(settings), *providers]
+
+
+def check_access(settings: Settings) -> list[Finding]:
+    """A warning for each bot anyone may use (`bots.open_access`): it runs, but on the key's
+    owner's money."""
+    return [
+        Finding(Level.WARNING, f"{platform.name.lower()} access", platform.risk, platform.fix)
+        for platform in open_platforms(settings)
+    ]
 
 
 _STYLES = {Level.OK: "green", Level.WARNING: "yellow", Level.ERROR: "red"}

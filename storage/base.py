@@ -353,10 +353,19 @@ class Store(Protocol):
         ...
 
     async def usage_report(
-        self, since: datetime | None, by: UsageGrouping, *, limit: int | None = None
+        self,
+        since: datetime | None,
+        by: UsageGrouping,
+        *,
+        limit: int | None = None,
+        platform: str | None = None,
+        chat_id: str | None = None,
+        user_id: str | None = None,
     ) -> list[UsageRow]:
         """The ledger since `since` (everything when None), grouped `by`, most costly first
-        (then most tokens); at most `limit` rows."""
+        (then most tokens); at most `limit` rows. `platform`, `chat_id` (all its threads) and
+        `user_id` keep only that platform's, chat's or user's calls: a group admin's /stats
+        shows their chat, and /usage marks a user's own estimated figures."""
         ...
 
     async def current_conversation(self, chat: ChatKey) -> int | None: ...

@@ -132,3 +132,58 @@ async def test_parley_run_recovers_only_the_platforms_it_serves(tmp_path, monkey
     finally:
         await store.close()
     assert status == {"telegram": MessageStatus.INTERRUPTED, "discord": MessageStatus.STREAMING}
+
+
+async def start_both_and_stop(monkeypatch, database, **env: str) -> None:
+    """`parley run` with both bots, configured through the environment plus `env`, stopped
+    once both platforms confirmed it: every start-up warning has been logged by then."""
+    async with FakeTelegramAPI() as tg, FakeDiscord() as discord:
+        for name, value in {
+            "TELEGRAM_BOT_TOKEN": tg.token,
+            "TELEGRAM_API_BASE": tg.base_url,
+            "DISCORD_BOT_TOKEN": discord.token,
+            "DISCORD_API_BASE": discord.api_base,
+            "DISCORD_GATEWAY_URL": discord.gateway_url,
+            "DATABASE_URL": f"sqlite:///{database}",
+            **env,
+        }.items():
+            monkeypatch.setenv(name, value)
+        running = asyncio.create_task(run_bots(Settings()))
+        try:
+            await tg.wait_calls("getUpdates", ok=None, timeout=WAIT)
+            await discord.wait_connected(WAIT)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(running, WAIT)
+
+
+def open_bot_warnings(caplog) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "bots.app" and r.levelname == "WARNING" and "ALLOWED_IDS" in r.getMessage()
+    ]
+
+
+async def test_parley_run_warns_once_per_bot_that_anyone_may_use(tmp_path, monkeypatch, caplog):
+    await start_both_and_stop(monkeypatch, tmp_path / "parley.db")
+    telegram, discord = open_bot_warnings(caplog)
+    assert telegram.startswith("Telegram: TELEGRAM_ALLOWED_IDS is empty, so anyone who finds")
+    assert "Set TELEGRAM_ALLOWED_IDS" in telegram and "GUEST_DAILY_TOKENS" in telegram
+    assert discord.startswith("Discord: DISCORD_ALLOWED_IDS is empty")
+    assert "Set DISCORD_ALLOWED_IDS" in discord and "GUEST_DAILY_TOKENS" in discord
+
+
+async def test_parley_run_says_nothing_of_access_when_the_lists_are_set(
+    tmp_path, monkeypatch, caplog
+):
+    await start_both_and_stop(
+        monkeypatch,
+        tmp_path / "parley.db",
+        TELEGRAM_ALLOWED_IDS="1001",
+        DISCORD_ALLOWED_IDS=str(ALICE_ID),
+    )
+    assert open_bot_warnings(caplog) == []
+    # The check is on the list, not on the log being quiet: the provider warning is there.
+    assert any("OPENAI_API_KEY" in r.getMessage() for r in caplog.records)

@@ -27,6 +27,7 @@ from bots.doctor import (
     GATEWAY_MESSAGE_CONTENT,
     Finding,
     Level,
+    check_access,
     check_database,
     check_discord,
     check_provider_probes,
@@ -57,11 +58,14 @@ class Fakes:
     folder: Path
 
     def env(self, **changes: str) -> dict[str, str]:
-        """A configuration that works, as environment variables, with `changes` applied."""
+        """A configuration that works, as environment variables, with `changes` applied; both
+        bots closed to strangers (an empty list is a warning of its own)."""
         return {
             "TELEGRAM_BOT_TOKEN": self.tg.token,
             "TELEGRAM_API_BASE": self.tg.base_url,
+            "TELEGRAM_ALLOWED_IDS": "1001",
             "DISCORD_BOT_TOKEN": self.discord.token,
+            "DISCORD_ALLOWED_IDS": "2002",
             "DISCORD_API_BASE": self.discord.api_base,
             "DISCORD_GATEWAY_URL": self.discord.gateway_url,
             "OPENAI_BASE_URL": self.llm.base_url,
@@ -115,6 +119,26 @@ async def test_a_working_configuration_is_ok_on_every_line(fakes: Fakes) -> None
     assert fakes.tg.calls_of("getMe")
     assert fakes.discord.calls_to("GET", "/oauth2/applications/@me")
     assert not (fakes.folder / "data").exists()  # doctor looks; it creates nothing
+
+
+async def test_bots_anyone_may_use_are_a_warning_naming_what_closes_and_bounds_them(
+    fakes: Fakes,
+) -> None:
+    finished = await fakes.doctor(TELEGRAM_ALLOWED_IDS="", DISCORD_ALLOWED_IDS="")
+    assert finished.code == 0, finished.out + finished.err  # it runs: a warning, not an error
+    telegram, discord = lines_of("warning", finished.out)
+    assert telegram.startswith("warning telegram access: TELEGRAM_ALLOWED_IDS is empty")
+    assert "found by username" in telegram and "spend your API key" in telegram
+    assert "Fix: Set TELEGRAM_ALLOWED_IDS" in telegram and "GUEST_DAILY_TOKENS" in telegram
+    assert discord.startswith("warning discord access: DISCORD_ALLOWED_IDS is empty")
+    assert "Fix: Set DISCORD_ALLOWED_IDS" in discord and "GUEST_DAILY_TOKENS" in discord
+    assert finished.out.rstrip().endswith("0 error(s), 2 warning(s): ready to run.")
+
+    [open_discord] = check_access(fakes.settings(DISCORD_ALLOWED_IDS=""))
+    assert open_discord.subject == "discord access"
+    no_discord = fakes.settings(TELEGRAM_ALLOWED_IDS="", DISCORD_BOT_TOKEN="")
+    assert [f.subject for f in check_access(no_discord)] == ["telegram access"]  # no bot, no risk
+    assert check_access(fakes.settings()) == []
 
 
 async def test_a_rejected_telegram_token_and_the_intent_switched_off_are_errors(

@@ -132,3 +132,18 @@ async def test_nonsense_never_enters_the_ledger(store: Store) -> None:
     with pytest.raises(ValueError, match="aware"):
         await store.record_usage(use(at=datetime(2026, 11, 30, 12, 0)))
     assert (await store.usage_totals(keys()[:1], NOON))[keys()[0]] == Totals()
+
+
+async def test_reports_keep_one_platform_chat_or_user_when_asked(store: Store) -> None:
+    await store.record_usage(use("1", cost_micros=5_000))
+    await store.record_usage(use("2", thread_id="7"))  # another topic of the same chat
+    await store.record_usage(use("1", chat_id="99"))
+    await store.record_usage(replace(use("1"), platform="discord"))
+    in_chat = await store.usage_report(None, "user", platform="telegram", chat_id=ROOM.chat_id)
+    assert [(r.key, r.calls) for r in in_chat] == [("telegram:1", 1), ("telegram:2", 1)]
+    mine = await store.usage_report(None, "chat", platform="telegram", user_id="1")
+    assert sorted(r.key for r in mine) == sorted(
+        [f"telegram:99:{ROOM.thread_id}", f"telegram:{ROOM.chat_id}:{ROOM.thread_id}"]
+    )
+    later = await store.usage_report(NOON + timedelta(hours=1), "user", user_id="1")
+    assert later == []

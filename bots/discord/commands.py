@@ -1,5 +1,5 @@
-"""Slash commands: /reset /model /system /stop /image, for the channel (or thread) they are
-used in."""
+"""Slash commands: /reset /model /system /stop /image /usage /stats, for the channel (or
+thread) they are used in."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from bots.discord.access import is_allowed, may_change_settings
 from bots.discord.messages import chat_of
 from bots.discord.surface import NO_PINGS, clip
 from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
+from bots.usage_view import limits_from_settings, stats_text, store_of, usage_text, utc_now
 from core import chat_settings
 from core.conversation import ChatRef, ConversationService, describe_reset, describe_stop
 from core.errors import ParleyError, describe
@@ -24,6 +25,9 @@ log = logging.getLogger(__name__)
 NOT_ALLOWED = "You are not allowed to use this bot here."
 ADMINS_ONLY = "Only members with Manage Server (or listed in ADMIN_IDS) can change this."
 FAILED = "That did not work. Please try again."
+STATS_ADMINS_ONLY = (
+    "Only members with Manage Server (or listed in ADMIN_IDS) can see /stats, in a server."
+)
 #: Discord refused the drawn image's upload: over the channel's upload limit (10 MiB without
 #: boosts), which only a huge IMAGE_SIZE reaches.
 IMAGE_TOO_LARGE = "The image was too large to send here."
@@ -137,6 +141,37 @@ class SettingsCog(commands.Cog):
             if exc.status != _ENTITY_TOO_LARGE:
                 raise
             await interaction.followup.send(IMAGE_TOO_LARGE, allowed_mentions=NO_PINGS)
+
+    @app_commands.command(name="usage", description="Your use and what is left of your budget")
+    async def usage(self, interaction: discord.Interaction) -> None:
+        """Only the caller sees it (ephemeral): their own use, budgets, and the channel's."""
+        limits = limits_from_settings(
+            self.settings,
+            exempt=interaction.user.id in self.settings.admin_ids,
+            guest=not self.settings.discord_allowed_ids,
+        )
+        text = await usage_text(
+            store_of(self.service),
+            _chat(interaction),
+            str(interaction.user.id),
+            limits,
+            utc_now(),
+            in_private=interaction.guild_id is None,
+        )
+        await _say(interaction, text, ephemeral=True)
+
+    @app_commands.command(name="stats", description="Top users, models and cost (admins)")
+    async def stats(self, interaction: discord.Interaction) -> None:
+        """ADMIN_IDS see the whole bot, anywhere; Manage Server, this channel (a DM makes no
+        one an admin). Ephemeral: the figures name people."""
+        operator = interaction.user.id in self.settings.admin_ids
+        if not operator and (
+            interaction.guild_id is None or not interaction.permissions.manage_guild
+        ):
+            raise app_commands.CheckFailure(STATS_ADMINS_ONLY)
+        chat = None if operator else _chat(interaction)
+        text = await stats_text(store_of(self.service), utc_now(), chat=chat)
+        await _say(interaction, text, ephemeral=True)
 
     def _whose_replies(self, interaction: discord.Interaction) -> str | None:
         """The author whose replies /stop and /reset act on: in a server, the caller's own (the

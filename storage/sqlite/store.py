@@ -536,10 +536,28 @@ class SQLiteStore:
         return totals
 
     async def usage_report(
-        self, since: datetime | None, by: UsageGrouping, *, limit: int | None = None
+        self,
+        since: datetime | None,
+        by: UsageGrouping,
+        *,
+        limit: int | None = None,
+        platform: str | None = None,
+        chat_id: str | None = None,
+        user_id: str | None = None,
     ) -> list[UsageRow]:
         key, label = _REPORT_GROUPS[by]
-        where = "" if since is None else " WHERE u.at >= ?"
+        conditions: list[str] = []
+        values: list[object] = []
+        for column, value in (
+            ("u.at >= ?", None if since is None else _timestamp(since)),
+            ("u.platform = ?", platform),
+            ("u.chat_id = ?", chat_id),
+            ("u.user_id = ?", user_id),
+        ):
+            if value is not None:
+                conditions.append(column)
+                values.append(value)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = await self._fetch(
             f"SELECT {key} AS k, {label}, count(*), sum(u.prompt_tokens),"
             " sum(u.completion_tokens), coalesce(sum(u.cost_micros), 0),"
@@ -548,7 +566,7 @@ class SQLiteStore:
             f" FROM usage u{where} GROUP BY k"
             " ORDER BY 6 DESC, sum(u.prompt_tokens + u.completion_tokens) DESC, k"
             + ("" if limit is None else f" LIMIT {int(limit)}"),
-            () if since is None else (_timestamp(since),),
+            values,
         )
         return [
             UsageRow(

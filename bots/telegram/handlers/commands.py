@@ -1,4 +1,5 @@
-"""The commands: /start /help /reset /model /system /stop /image, and an answer to unknown ones."""
+"""The commands: /start /help /reset /model /system /stop /image /usage /stats, and an answer to
+unknown ones."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiogram import Bot, Router
 from aiogram.enums import ChatMemberStatus
-from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
 from aiogram.filters import Command, CommandObject, CommandStart
 from aiogram.types import BotCommand, BufferedInputFile, Message
 from aiogram.utils.chat_action import ChatActionSender
@@ -16,6 +17,7 @@ from bots.config import Settings
 from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
 from bots.telegram.chats import author_of, chat_ref, is_anonymous_admin, is_group
 from bots.telegram.filters import UnknownCommand
+from bots.usage_view import limits_from_settings, stats_text, store_of, usage_text, utc_now
 from core import chat_settings
 from core.conversation import ConversationService, describe_reset, describe_stop
 from core.errors import ParleyError, describe
@@ -30,6 +32,8 @@ COMMANDS = (
     BotCommand(command="system", description="Show or change the system prompt"),
     BotCommand(command="stop", description="Stop the reply being written"),
     BotCommand(command="image", description="Draw an image: /image PROMPT"),
+    BotCommand(command="usage", description="Your use and what is left of your budget"),
+    BotCommand(command="stats", description="Top users, models and cost (admins)"),
     BotCommand(command="help", description="How to use this bot"),
 )
 #: The answer showing a system prompt is cut to this, to fit one Telegram message.
@@ -46,6 +50,9 @@ HELP = (
     "/system [TEXT]: show or change the system prompt\n"
     "/stop: stop your reply being written (group admins: every reply)\n"
     "/image PROMPT: draw an image, if the bot's operator set it up\n"
+    "/usage: your use today and this month, and what is left of your budget "
+    "(in a group, sent to you privately)\n"
+    "/stats: top users, models and cost (group admins and the operator)\n"
     "In groups only admins may change the model or the system prompt, or turn drawing "
     "off and on (/image off, /image on)."
 )
@@ -54,6 +61,12 @@ ADMINS_ONLY = "Only group admins can change this."
 #: Telegram refused the drawn image (over its 10 MB for photos, or a shape it will not take).
 IMAGE_NOT_SENT = "The image was drawn, but Telegram would not take it. Please try again."
 UNKNOWN = "I don't know that command. /help lists what I can do."
+SENT_PRIVATELY = "I sent you the figures in a private message."
+#: In a group, when the bot may not write to the person (they never started it).
+NOT_PRIVATE = (
+    "I cannot write to you privately (start a chat with me first), so here it is:\n\n{text}"
+)
+STATS_ADMINS_ONLY = "Only group admins and the bot's operator (ADMIN_IDS) can see /stats."
 
 
 def make_router() -> Router:
@@ -65,6 +78,8 @@ def make_router() -> Router:
     router.message.register(model, Command("model"))
     router.message.register(system, Command("system"))
     router.message.register(image, Command("image"))
+    router.message.register(usage, Command("usage"))
+    router.message.register(stats, Command("stats"))
     known = [command.command for command in COMMANDS] + ["start"]
     router.message.register(unknown, UnknownCommand(known))
     return router
@@ -177,6 +192,59 @@ async def _draw(
     except TelegramBadRequest as exc:
         log.warning("/image in %s: Telegram refused the photo: %s", message.chat.id, exc.message)
         await message.reply(IMAGE_NOT_SENT)
+
+
+async def usage(
+    message: Message, bot: Bot, service: ConversationService, settings: Settings
+) -> None:
+    """`/usage`: the caller's own use and budgets, and the chat's; privately in a group."""
+    caller = author_of(message)
+    limits = limits_from_settings(
+        settings,
+        exempt=message.from_user is not None and message.from_user.id in settings.admin_ids,
+        guest=not settings.telegram_allowed_ids,
+    )
+    text = await usage_text(
+        store_of(service),
+        chat_ref(message),
+        caller.id,
+        limits,
+        utc_now(),
+        in_private=not is_group(message.chat),
+    )
+    await _tell_privately(message, bot, text)
+
+
+async def stats(
+    message: Message, bot: Bot, service: ConversationService, settings: Settings
+) -> None:
+    """`/stats`: ADMIN_IDS see the whole bot, anywhere; a group's admins see that group."""
+    user = message.from_user
+    operator = user is not None and user.id in settings.admin_ids
+    if not operator and not (
+        is_group(message.chat) and await may_configure(message, bot, settings)
+    ):
+        await message.reply(STATS_ADMINS_ONLY)
+        return
+    chat = None if operator else chat_ref(message)
+    text = await stats_text(store_of(service), utc_now(), chat=chat)
+    await _tell_privately(message, bot, text)
+
+
+async def _tell_privately(message: Message, bot: Bot, text: str) -> None:
+    """`text` as a reply in a private chat; in a group, to the person privately when the bot
+    may write to them (Telegram refuses until they started it), else as a reply saying so."""
+    user = message.from_user
+    if not is_group(message.chat) or user is None or message.sender_chat is not None:
+        await message.reply(_clip(text))
+        return
+    try:
+        await bot.send_message(user.id, _clip(text))
+    except (TelegramForbiddenError, TelegramBadRequest) as exc:
+        log.info("Could not write to %s privately: %s", user.id, exc.message)
+        await message.reply(_clip(NOT_PRIVATE.format(text=text)))
+        return
+    await message.reply(SENT_PRIVATELY)
 
 
 async def unknown(message: Message) -> None:
