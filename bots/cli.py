@@ -39,6 +39,9 @@ CHECK_CELL_CHARS = 80
 TITLE_MIN_CHARS = 12
 #: Wider than any table Parley prints; the width a table is measured in.
 WIDEST_TABLE = 1000
+#: Rows `parley usage` prints as a table unless --limit says otherwise: the heavy users fit on a
+#: screen; CSV and JSON, meant for other tools, get them all.
+TABLE_ROWS = 50
 
 console = Console()
 # Errors name files and URLs: a line break inserted at the terminal width would cut them.
@@ -237,6 +240,13 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument(
         "--format", choices=["table", "csv", "json"], default="table", help="(default: table)"
     )
+    usage.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help=f"the N most costly rows; 0: all (default: {TABLE_ROWS} in a table, all in CSV "
+        "and JSON)",
+    )
     history = _command(
         commands,
         "history",
@@ -395,7 +405,14 @@ async def _usage(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         errors_console.print(str(exc), markup=False, highlight=False)
         return 2
-    rows = await usage_rows(settings, since, args.by)
+    limit = args.limit if args.limit is not None else (TABLE_ROWS if args.format == "table" else 0)
+    if limit < 0:
+        errors_console.print("--limit must be 0 (all) or more.", markup=False, highlight=False)
+        return 2
+    # One row more than shown: whether some were left out, without counting them all.
+    rows = await usage_rows(settings, since, args.by, limit + 1 if limit else None)
+    left_out = bool(limit) and len(rows) > limit
+    rows = rows[:limit] if left_out else rows
     if args.format != "table":
         text = as_csv(rows) if args.format == "csv" else as_json(rows)
         console.print(text, markup=False, highlight=False, soft_wrap=True, end="")
@@ -417,6 +434,8 @@ async def _usage(args: argparse.Namespace, settings: Settings) -> int:
             f"{row.estimated_share:.0%}",
         )
     _print_whole(table)
+    if left_out:
+        console.print(f"Only the {limit} most costly are shown: --limit 0 shows all of them.")
     return 0
 
 

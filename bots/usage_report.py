@@ -38,12 +38,13 @@ def parse_since(text: str, now: datetime) -> datetime:
 
 
 async def usage_rows(
-    settings: Settings, since: datetime | None, by: UsageGrouping
+    settings: Settings, since: datetime | None, by: UsageGrouping, limit: int | None = None
 ) -> list[UsageRow]:
-    """The report's rows; StorageError when the database is missing or unusable."""
+    """The report's rows, the `limit` most costly (None: all); StorageError when the database
+    is missing or unusable."""
     store = await open_store(settings.database_url, must_exist=True)
     try:
-        return await store.usage_report(since, by)
+        return await store.usage_report(since, by, limit=limit)
     finally:
         await store.close()
 

@@ -57,3 +57,16 @@ async def test_usage_as_a_table_and_a_bad_since(tmp_path: Path) -> None:
     assert table.code == 0 and "User 1" in table.out and "0.0075" in table.out
     bad = await run_parley("usage", "--since", "last tuesday", env=env, cwd=tmp_path)
     assert bad.code == 2 and "give a span (7d, 12h, 2w) or a date" in bad.err
+
+
+async def test_a_table_shows_the_most_costly_and_says_what_it_left_out(tmp_path: Path) -> None:
+    env = await ledger(tmp_path)
+    top = await run_parley("usage", "--limit", "1", env=env, cwd=tmp_path)
+    assert top.code == 0 and "User 1" in top.out and "User 2" not in top.out
+    assert "Only the 1 most costly are shown: --limit 0 shows all of them." in top.out
+    every = await run_parley("usage", "--limit", "0", env=env, cwd=tmp_path)
+    assert "User 2" in every.out and "Only the" not in every.out
+    csv_top = await run_parley("usage", "--format", "csv", "--limit", "1", env=env, cwd=tmp_path)
+    assert len(csv_top.out.splitlines()) == 2  # the header and the costliest row
+    negative = await run_parley("usage", "--limit", "-1", env=env, cwd=tmp_path)
+    assert negative.code == 2 and "--limit must be 0 (all) or more." in negative.err
