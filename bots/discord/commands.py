@@ -61,6 +61,7 @@ class SettingsCog(commands.Cog):
             interaction.user,
             interaction.channel,
             interaction.guild,
+            allow_guests=self.settings.allow_guests,
         )
         if not allowed:
             raise app_commands.CheckFailure(NOT_ALLOWED)
