@@ -1,6 +1,7 @@
 """Per-chat history storage. Callers use `open_store(url)` and the `Store` interface only."""
 
 from storage.base import (
+    ALL_GUESTS,
     ChatConfig,
     ChatKey,
     ChatRecord,
@@ -13,8 +14,17 @@ from storage.base import (
     Store,
     StoredMessage,
     StoreStatus,
+    Totals,
     UndeliveredReply,
+    UsageGrouping,
+    UsageKey,
+    UsageKind,
+    UsagePeriod,
+    UsageRecord,
+    UsageRow,
+    UsageScope,
     WriteObserver,
+    period_start,
 )
 from storage.errors import (
     DatabaseURLError,
@@ -28,6 +38,7 @@ from storage.errors import (
 from storage.factory import inspect_store, open_store
 
 __all__ = [
+    "ALL_GUESTS",
     "ChatConfig",
     "ChatKey",
     "ChatRecord",
@@ -47,8 +58,17 @@ __all__ = [
     "Store",
     "StoreStatus",
     "StoredMessage",
+    "Totals",
     "UndeliveredReply",
+    "UsageGrouping",
+    "UsageKey",
+    "UsageKind",
+    "UsagePeriod",
+    "UsageRecord",
+    "UsageRow",
+    "UsageScope",
     "WriteObserver",
     "inspect_store",
     "open_store",
+    "period_start",
 ]

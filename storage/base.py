@@ -23,8 +23,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 #: Told how long each write took, in seconds, waiting for the write lock included: how the app
 #: measures database write latency without storage knowing any metrics library.
@@ -200,6 +201,116 @@ class UndeliveredReply:
     platform_message_ids: tuple[str, ...]
 
 
+class UsageKind(StrEnum):
+    """What a model was paid for."""
+
+    CHAT = "chat"
+    TRANSCRIPTION = "transcription"
+    IMAGE = "image"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One model call's use, as the usage ledger keeps it: who, where, which model, how much.
+
+    Money is integer micro-dollars (1 USD = 1,000,000): sums stay exact. `cost_micros` is None
+    when the model has no price (the tokens still count against token budgets). `at` is an
+    aware UTC time; the day and month it falls in are UTC's."""
+
+    kind: UsageKind
+    at: datetime
+    platform: str
+    chat_id: str
+    thread_id: str
+    user_id: str
+    user_name: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    #: The token counts are the client's estimate: the provider reported none (or nonsense).
+    estimated: bool = False
+    images_in: int = 0
+    audio_seconds: float = 0.0
+    images_out: int = 0
+    cost_micros: int | None = None
+    #: The user was let in as a guest (not in *_ALLOWED_IDS): counted in the guests' pool too.
+    guest: bool = False
+    #: The stored reply this use belongs to, when there is one.
+    message_id: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+UsageScope = Literal["user", "chat", "guests"]
+UsagePeriod = Literal["day", "month"]
+#: Every guest's use of the bot, on any platform, is summed under this key.
+ALL_GUESTS = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageKey:
+    """A running total the ledger keeps: one user's, one chat's or the guests', for the current
+    UTC day or month. Keys: user "platform:user_id", chat "platform:chat_id:thread_id", guests
+    `ALL_GUESTS` (all platforms) or "platform" (one platform's guests)."""
+
+    scope: UsageScope
+    key: str
+    period: UsagePeriod
+
+    @staticmethod
+    def user(platform: str, user_id: str, period: UsagePeriod) -> UsageKey:
+        return UsageKey("user", f"{platform}:{user_id}", period)
+
+    @staticmethod
+    def chat(chat: ChatKey, period: UsagePeriod) -> UsageKey:
+        return UsageKey("chat", f"{chat.platform}:{chat.chat_id}:{chat.thread_id}", period)
+
+    @staticmethod
+    def guests(period: UsagePeriod, platform: str = ALL_GUESTS) -> UsageKey:
+        return UsageKey("guests", platform, period)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """A running total: tokens (prompt + completion) and cost in micro-dollars."""
+
+    tokens: int = 0
+    cost_micros: int = 0
+
+
+UsageGrouping = Literal["user", "chat", "model", "day"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One line of a usage report: a user, chat, model or day, and what it used."""
+
+    key: str
+    #: What a person reads for the key: the user's or chat's name, the model, the date.
+    label: str
+    #: Model calls recorded (chat replies, transcriptions, drawings).
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_micros: int
+    #: Share of the tokens that were estimated, 0.0 to 1.0.
+    estimated_share: float
+    #: Calls whose model had no price (their cost is not in `cost_micros`).
+    unpriced: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+def period_start(at: datetime, period: UsagePeriod) -> str:
+    """The UTC day ("2026-12-01") or month ("2026-12") `at` falls in: the totals' period key."""
+    return at.astimezone(UTC).strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
+
+
 class Store(Protocol):
     """Per-chat history. Every method that changes state is one transaction.
 
@@ -229,6 +340,24 @@ class Store(Protocol):
     async def set_chat_image_generation(self, chat: ChatKey, enabled: bool | None) -> None: ...
 
     async def new_conversation(self, chat: ChatKey) -> int: ...
+
+    # Usage: a ledger row per model call, and running totals per user, chat and guests.
+    async def record_usage(self, record: UsageRecord) -> None:
+        """Add `record` to the ledger and to the day and month totals of its user, chat and (for
+        a guest) the guests' pools, in one transaction: a budget check reads a total, never
+        the ledger."""
+        ...
+
+    async def usage_totals(self, keys: Sequence[UsageKey], now: datetime) -> dict[UsageKey, Totals]:
+        """Each key's total for the UTC day or month `now` falls in (zeros when none)."""
+        ...
+
+    async def usage_report(
+        self, since: datetime | None, by: UsageGrouping, *, limit: int | None = None
+    ) -> list[UsageRow]:
+        """The ledger since `since` (everything when None), grouped `by`, most costly first
+        (then most tokens); at most `limit` rows."""
+        ...
 
     async def current_conversation(self, chat: ChatKey) -> int | None: ...
 

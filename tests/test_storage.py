@@ -68,6 +68,29 @@ EXPECTED_COLUMNS = {
     # m005
     "images": ["id", "sha256", "media_type", "width", "height", "data", "created_at"],
     "message_images": ["message", "position", "image"],
+    # m007
+    "usage": [
+        "id",
+        "at",
+        "kind",
+        "platform",
+        "chat_id",
+        "thread_id",
+        "user_id",
+        "user_name",
+        "model",
+        "provider",
+        "prompt_tokens",
+        "completion_tokens",
+        "estimated",
+        "images_in",
+        "audio_seconds",
+        "images_out",
+        "cost_micros",
+        "guest",
+        "message",
+    ],
+    "usage_totals": ["scope", "key", "period", "tokens", "cost_micros"],
 }
 EXPECTED_INDEXES = {
     "chats_by_chat_id",
@@ -76,6 +99,7 @@ EXPECTED_INDEXES = {
     "messages_streaming",
     "messages_delivery_pending",
     "message_images_by_image",
+    "usage_by_time",
 }
 #: Text that breaks naive SQL building, quoting or JSON, used in every text field.
 NASTY = "'; DROP TABLE messages; -- \" \\ % _ ? :name $1 ` \x00 NULL ' OR '1'='1"

@@ -180,6 +180,55 @@ async def m006_image_generation(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m007_usage(db: aiosqlite.Connection) -> None:
+    # The usage ledger: one row per model call (a chat reply, a transcription, a drawing), kept
+    # for reports (`parley usage`, /stats); and running totals per user, chat and the guests'
+    # pools for each UTC day and month, updated in the same transaction as the ledger row, so a
+    # budget check is one primary-key lookup however long the ledger grows. Money is integer
+    # micro-dollars; a NULL cost is a model without a price. `message` names the reply row a
+    # chat call belongs to (SET NULL: a deleted history keeps what was spent).
+    await _run(
+        db,
+        (
+            """
+            CREATE TABLE usage (
+                id INTEGER PRIMARY KEY,
+                at TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('chat', 'transcription', 'image')),
+                platform TEXT NOT NULL,
+                chat_id TEXT NOT NULL,
+                thread_id TEXT NOT NULL,
+                user_id TEXT NOT NULL,
+                user_name TEXT,
+                model TEXT,
+                provider TEXT,
+                prompt_tokens INTEGER NOT NULL CHECK (prompt_tokens >= 0),
+                completion_tokens INTEGER NOT NULL CHECK (completion_tokens >= 0),
+                estimated INTEGER NOT NULL CHECK (estimated IN (0, 1)),
+                images_in INTEGER NOT NULL CHECK (images_in >= 0),
+                audio_seconds REAL NOT NULL CHECK (audio_seconds >= 0),
+                images_out INTEGER NOT NULL CHECK (images_out >= 0),
+                cost_micros INTEGER CHECK (cost_micros >= 0),
+                guest INTEGER NOT NULL CHECK (guest IN (0, 1)),
+                message INTEGER REFERENCES messages (id) ON DELETE SET NULL
+            )
+            """,
+            "CREATE INDEX usage_by_time ON usage (at)",
+            """
+            CREATE TABLE usage_totals (
+                scope TEXT NOT NULL CHECK (scope IN ('user', 'chat', 'guests')),
+                key TEXT NOT NULL,
+                period TEXT NOT NULL,
+                tokens INTEGER NOT NULL,
+                cost_micros INTEGER NOT NULL,
+                PRIMARY KEY (scope, key, period)
+            ) WITHOUT ROWID
+            """,
+        ),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -20,12 +20,14 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from storage.base import (
+    ALL_GUESTS,
     ChatConfig,
     ChatKey,
     ChatRecord,
@@ -37,8 +39,14 @@ from storage.base import (
     Role,
     StoredMessage,
     StoreStatus,
+    Totals,
     UndeliveredReply,
+    UsageGrouping,
+    UsageKey,
+    UsageRecord,
+    UsageRow,
     WriteObserver,
+    period_start,
 )
 from storage.errors import (
     ForeignDatabaseError,
@@ -137,6 +145,28 @@ def _message(row: Sequence[Any]) -> StoredMessage:
         bool(row[19]),
         row[20],
     )
+
+
+#: `usage_report`'s groupings: the SQL of each group's key, and of what a person reads for it
+#: (the newest name a user had; the chat's title, kept by `_keep_title`; the model; the date).
+_REPORT_GROUPS = {
+    "user": ("u.platform || ':' || u.user_id", "max(u.user_name)"),
+    "chat": (
+        "u.platform || ':' || u.chat_id || ':' || u.thread_id",
+        "(SELECT c.title FROM chats c WHERE c.platform = u.platform AND c.chat_id = u.chat_id"
+        " AND c.thread_id = u.thread_id)",
+    ),
+    "model": ("coalesce(u.model, '(unknown)')", "NULL"),
+    "day": ("substr(u.at, 1, 10)", "NULL"),
+}
+
+
+def _timestamp(at: datetime) -> str:
+    """An aware time as the ledger stores it: UTC, ISO 8601 with milliseconds and a Z, so that
+    text order is time order (the same form as `_NOW`)."""
+    if at.tzinfo is None:
+        raise ValueError("usage times must be aware (UTC)")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def _inserted_id(row_id: int | None) -> int:
@@ -443,6 +473,96 @@ class SQLiteStore:
                 "UPDATE chats SET image_generation = ? WHERE id = ?",
                 (None if enabled is None else int(enabled), chat_row),
             )
+
+    # Usage.
+
+    async def record_usage(self, record: UsageRecord) -> None:
+        keys = [("user", f"{record.platform}:{record.user_id}")]
+        keys.append(("chat", f"{record.platform}:{record.chat_id}:{record.thread_id}"))
+        if record.guest:
+            keys += [("guests", ALL_GUESTS), ("guests", record.platform)]
+        periods = (period_start(record.at, "day"), period_start(record.at, "month"))
+        cost = record.cost_micros or 0
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO usage (at, kind, platform, chat_id, thread_id, user_id, user_name,"
+                " model, provider, prompt_tokens, completion_tokens, estimated, images_in,"
+                " audio_seconds, images_out, cost_micros, guest, message)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    _timestamp(record.at),
+                    record.kind.value,
+                    _utf8(record.platform),
+                    _utf8(record.chat_id),
+                    _utf8(record.thread_id),
+                    _utf8(record.user_id),
+                    _utf8_or_none(record.user_name),
+                    _utf8_or_none(record.model),
+                    _utf8_or_none(record.provider),
+                    record.prompt_tokens,
+                    record.completion_tokens,
+                    int(record.estimated),
+                    record.images_in,
+                    record.audio_seconds,
+                    record.images_out,
+                    record.cost_micros,
+                    int(record.guest),
+                    record.message_id,
+                ),
+            )
+            await db.executemany(
+                "INSERT INTO usage_totals (scope, key, period, tokens, cost_micros)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (scope, key, period) DO UPDATE SET"
+                " tokens = tokens + excluded.tokens, cost_micros = cost_micros + excluded.cost_micros",
+                [
+                    (scope, _utf8(key), period, record.tokens, cost)
+                    for scope, key in keys
+                    for period in periods
+                ],
+            )
+
+    async def usage_totals(self, keys: Sequence[UsageKey], now: datetime) -> dict[UsageKey, Totals]:
+        wanted = {(k.scope, k.key, period_start(now, k.period)): k for k in keys}
+        totals = {key: Totals() for key in keys}
+        if not wanted:
+            return totals
+        clause = " OR ".join(["(scope = ? AND key = ? AND period = ?)"] * len(wanted))
+        rows = await self._fetch(
+            f"SELECT scope, key, period, tokens, cost_micros FROM usage_totals WHERE {clause}",
+            [value for triple in wanted for value in triple],
+        )
+        for scope, key, period, tokens, cost in rows:
+            totals[wanted[(scope, key, period)]] = Totals(tokens, cost)
+        return totals
+
+    async def usage_report(
+        self, since: datetime | None, by: UsageGrouping, *, limit: int | None = None
+    ) -> list[UsageRow]:
+        key, label = _REPORT_GROUPS[by]
+        where = "" if since is None else " WHERE u.at >= ?"
+        rows = await self._fetch(
+            f"SELECT {key} AS k, {label}, count(*), sum(u.prompt_tokens),"
+            " sum(u.completion_tokens), coalesce(sum(u.cost_micros), 0),"
+            " sum(CASE WHEN u.estimated THEN u.prompt_tokens + u.completion_tokens ELSE 0 END),"
+            " sum(u.cost_micros IS NULL)"
+            f" FROM usage u{where} GROUP BY k"
+            " ORDER BY 6 DESC, sum(u.prompt_tokens + u.completion_tokens) DESC, k"
+            + ("" if limit is None else f" LIMIT {int(limit)}"),
+            () if since is None else (_timestamp(since),),
+        )
+        return [
+            UsageRow(
+                key=str(k),
+                label=str(shown or k),
+                calls=calls,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_micros=cost,
+                estimated_share=(estimated / (prompt + completion)) if prompt + completion else 0.0,
+                unpriced=unpriced,
+            )
+            for k, shown, calls, prompt, completion, cost, estimated, unpriced in rows
+        ]
 
     async def new_conversation(self, chat: ChatKey) -> int:
         async with self._transaction() as db:
