@@ -61,6 +61,7 @@ from storage import (
 
 from .chat import Author, ChatRef
 from .context import load_context
+from .gate import Gate
 from .observer import NO_OBSERVER, ConversationObserver, provider_failures
 from .reply import BLIND_MODEL_NOTE, Reply, ReplyState
 from .reset import ResetReport, names_of
@@ -99,6 +100,8 @@ class _Place:
     previous: Reply | None
     #: Other people's replies in flight at its arrival: they are left out of its context.
     others: tuple[Reply, ...]
+    #: Why it is not answered, decided on arrival (its author is over the rate limit).
+    refusal: str | None = None
 
 
 #: Seconds the chat's later messages wait, at most, for the place of a message whose files are
@@ -173,8 +176,11 @@ class ConversationService:
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         observer: ConversationObserver = NO_OBSERVER,
         arrival_hold: float = ARRIVAL_HOLD_SECONDS,
+        gate: Gate | None = None,
     ) -> None:
         self._store = store
+        #: The rate limit, budgets and model slots every reply passes (`gate`).
+        self._gate = gate or Gate.from_settings(store, settings)
         self._client = client
         self._settings = settings
         self._checkpoint_seconds = checkpoint_seconds
@@ -254,7 +260,8 @@ class ConversationService:
         others = tuple(other for other in in_flight if other.author.id != author.id)
         in_flight[reply] = None
         stored_before, stored = self._place(chat, arrival)
-        place = _Place(stored_before, stored, previous, others)
+        refusal = self._gate.arrived(author, chat.platform)
+        place = _Place(stored_before, stored, previous, others, refusal)
         if delivery:
             self._deliveries[reply] = _Delivery()
         self._observer.reply_queued(chat.platform)
@@ -386,6 +393,11 @@ class ConversationService:
             self._arrived(chat, stored)
 
     @property
+    def gate(self) -> Gate:
+        """The rate limit, budgets and model slots: /budget and /usage read and set budgets."""
+        return self._gate
+
+    @property
     def client(self) -> AsyncClient:
         """The completion client: the bots draw images (`/image`) with it too."""
         return self._client
@@ -502,15 +514,23 @@ class ConversationService:
                 return
             if previous is not None:
                 await reply.wait_turn(previous)
-            if not reply.begin():  # stopped while it waited
+            passage = await self._gate.through(reply, place.refusal)
+            if passage is None:  # refused, or stopped while it waited: it has ended
                 return
-            turn_started = time.monotonic()
-            self._observer.reply_started(reply.chat.platform)
-            # Stored before this one's message, so their ids are known by now.
-            leave_out = {
-                other.user_message_id for other in place.others if other.user_message_id is not None
-            }
-            await self._stream(reply, user_message_id, group, leave_out, text, bool(images))
+            try:
+                if not reply.begin():  # stopped while it waited
+                    return
+                turn_started = time.monotonic()
+                self._observer.reply_started(reply.chat.platform)
+                # Stored before this one's message, so their ids are known by now.
+                leave_out = {
+                    other.user_message_id
+                    for other in place.others
+                    if other.user_message_id is not None
+                }
+                await self._stream(reply, user_message_id, group, leave_out, text, bool(images))
+            finally:  # charged by now (the outcome's save records the usage)
+                await passage.leave()
         finally:
             if not reply.state.final:  # only when cancelled from outside
                 reply.end(ReplyState.INTERRUPTED)
