@@ -1,4 +1,4 @@
-"""Slash commands: /reset /model /system /stop /image, for the channel (or thread) they are
+"""Slash commands: /reset /model /system /stop /image /budget, for the channel (or thread) they are
 used in."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from bots.discord.access import is_allowed, may_change_settings
 from bots.discord.messages import chat_of
 from bots.discord.surface import NO_PINGS, clip
 from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
-from core import chat_settings
+from core import budget_command, chat_settings
 from core.conversation import ChatRef, ConversationService, describe_reset, describe_stop
-from core.errors import ParleyError, describe
+from core.errors import InvalidSettingError, ParleyError, describe
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,31 @@ class SettingsCog(commands.Cog):
             if exc.status != _ENTITY_TOO_LARGE:
                 raise
             await interaction.followup.send(IMAGE_TOO_LARGE, allowed_mentions=NO_PINGS)
+
+    @app_commands.command(name="budget", description="Show the budgets here (operators: set them)")
+    @app_commands.describe(
+        change="e.g. 'chat daily_tokens 50000', 'user monthly_cost 2.5', '... off'",
+        user="The user a 'user ...' change is for",
+    )
+    async def budget(
+        self,
+        interaction: discord.Interaction,
+        change: str | None = None,
+        user: discord.User | None = None,
+    ) -> None:
+        """Anyone sees the budgets (only they do); ADMIN_IDS change them (`core.budget_command`)."""
+        try:
+            wish = budget_command.parse(change, None if user is None else str(user.id))
+        except InvalidSettingError as exc:
+            await _say(interaction, str(exc), ephemeral=True)
+            return
+        changing = isinstance(wish, budget_command.Change)
+        if changing and interaction.user.id not in self.settings.admin_ids:
+            raise app_commands.CheckFailure(budget_command.ADMINS_ONLY)
+        answer = await budget_command.apply(
+            self.service.gate.budgets, _chat(interaction), wish, str(interaction.user.id)
+        )
+        await _say(interaction, answer, ephemeral=not changing)
 
     def _whose_replies(self, interaction: discord.Interaction) -> str | None:
         """The author whose replies /stop and /reset act on: in a server, the caller's own (the

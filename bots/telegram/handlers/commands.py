@@ -1,4 +1,5 @@
-"""The commands: /start /help /reset /model /system /stop /image, and an answer to unknown ones."""
+"""The commands: /start /help /reset /model /system /stop /image /budget, and an answer to
+unknown ones."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from bots.config import Settings
 from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
 from bots.telegram.chats import author_of, chat_ref, is_anonymous_admin, is_group
 from bots.telegram.filters import UnknownCommand
-from core import chat_settings
+from core import budget_command, chat_settings
 from core.conversation import ConversationService, describe_reset, describe_stop
-from core.errors import ParleyError, describe
+from core.errors import InvalidSettingError, ParleyError, describe
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ COMMANDS = (
     BotCommand(command="system", description="Show or change the system prompt"),
     BotCommand(command="stop", description="Stop the reply being written"),
     BotCommand(command="image", description="Draw an image: /image PROMPT"),
+    BotCommand(command="budget", description="Show the budgets here (operators: set them)"),
     BotCommand(command="help", description="How to use this bot"),
 )
 #: The answer showing a system prompt is cut to this, to fit one Telegram message.
@@ -46,6 +48,7 @@ HELP = (
     "/system [TEXT]: show or change the system prompt\n"
     "/stop: stop your reply being written (group admins: every reply)\n"
     "/image PROMPT: draw an image, if the bot's operator set it up\n"
+    "/budget: the spending limits here (the bot's operators set them)\n"
     "In groups only admins may change the model or the system prompt, or turn drawing "
     "off and on (/image off, /image on)."
 )
@@ -65,6 +68,7 @@ def make_router() -> Router:
     router.message.register(model, Command("model"))
     router.message.register(system, Command("system"))
     router.message.register(image, Command("image"))
+    router.message.register(budget, Command("budget"))
     known = [command.command for command in COMMANDS] + ["start"]
     router.message.register(unknown, UnknownCommand(known))
     return router
@@ -177,6 +181,30 @@ async def _draw(
     except TelegramBadRequest as exc:
         log.warning("/image in %s: Telegram refused the photo: %s", message.chat.id, exc.message)
         await message.reply(IMAGE_NOT_SENT)
+
+
+async def budget(
+    message: Message, command: CommandObject, service: ConversationService, settings: Settings
+) -> None:
+    """`/budget` shows the budgets here; ADMIN_IDS set or clear one for the chat, or for a user
+    by id or as a reply to their message (`core.budget_command`)."""
+    replied = message.reply_to_message
+    target = replied.from_user if replied is not None and replied.from_user is not None else None
+    asker = message.from_user
+    try:
+        wish = budget_command.parse(command.args, None if target is None else str(target.id))
+    except InvalidSettingError as exc:
+        await message.reply(str(exc))
+        return
+    if isinstance(wish, budget_command.Change) and (
+        asker is None or asker.id not in settings.admin_ids
+    ):
+        await message.reply(budget_command.ADMINS_ONLY)
+        return
+    asker_id = author_of(message).id
+    await message.reply(
+        await budget_command.apply(service.gate.budgets, chat_ref(message), wish, asker_id)
+    )
 
 
 async def unknown(message: Message) -> None:
