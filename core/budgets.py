@@ -25,6 +25,7 @@ both platforms together, which is what an operator who opens the bot needs to kn
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,10 +33,12 @@ from typing import TYPE_CHECKING, Literal
 
 from core.config import CoreSettings
 from core.usage import MICROS_PER_DOLLAR, Totals, UsageKey, UsagePeriod, UsageScope
-from storage import BudgetOverride, Store
+from storage import BudgetOverride, StorageError, Store
 
 if TYPE_CHECKING:  # the conversation service imports this module: only a type import goes back
     from core.conversation.chat import Author, ChatRef
+
+log = logging.getLogger(__name__)
 
 #: What budgets read "now" from: an aware UTC time (tests inject theirs).
 WallClock = Callable[[], datetime]
@@ -323,6 +326,9 @@ class BudgetPolicy:
             self._charges[key] = self._charges.get(key, 0) + 1
         try:
             after = await self._store.usage_totals(list(admission.keys), self._clock())
+        except StorageError as exc:  # only the lesson is lost; the next charge teaches it
+            log.warning("Could not read what a reply spent: %s", exc)
+            return
         finally:
             self._charged.set()
             self._charged = asyncio.Event()

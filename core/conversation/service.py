@@ -16,6 +16,10 @@ chat. A reset takes its place in the same order of arrival: the messages before 
 conversation, those after it wait for the new one, even while the reset waits for the replies
 in flight (it stops the caller's own, lets other people's finish: `reset.ResetReport`).
 
+Before its model is called a reply passes the gate (`gate.py`): its author's rate, taken on
+arrival; its budgets, at its turn; then one of the process's model slots, waiting in line. A
+message refused there is stored all the same, and its reply is the line saying why.
+
 Every state change is written as it happens: the user message before the model is called, the
 reply row when streaming starts, its text every `CHECKPOINT_SECONDS`, and its outcome at the
 end. A process killed mid-reply leaves the row `streaming`; `recover()` at start-up marks it
