@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from bots.access import Access, access, standing
 from bots.config import Settings, setting_problems
 from core import AsyncClient
 from core.budget_command import ADMINS_ONLY, Change, Show, parse
@@ -322,3 +323,26 @@ async def test_a_check_says_when_a_spent_budget_resets(store: Store, llm: FakeLL
     assert await answer(service, ALICE, "q") == "fine"
     over = await service.gate.budgets.check(ALICE, chat())
     assert over is not None and over.resets_at == at("2026-12-02T00:00")
+
+
+@pytest.mark.parametrize(
+    ("listed", "allowed_ids", "allow_guests", "expected"),
+    [
+        (False, [], False, "guest"),  # an open bot: everyone is a guest
+        (False, [], True, "guest"),
+        (True, [5], False, "member"),
+        (False, [5], False, "refused"),
+        (False, [5], True, "guest"),
+    ],
+)
+def test_one_access_rule_for_both_bots(
+    listed: bool, allowed_ids: list[int], allow_guests: bool, expected: str
+) -> None:
+    level = access(listed=listed, allowed_ids=allowed_ids, allow_guests=allow_guests)
+    assert level == expected
+
+
+def test_an_admin_is_never_a_guest() -> None:
+    admin = standing(Author("9", "Op"), 9, Access.GUEST, admin_ids=[9])
+    guest = standing(Author("8", "Someone"), 8, Access.GUEST, admin_ids=[9])
+    assert (admin.admin, admin.guest, guest.admin, guest.guest) == (True, False, False, True)
