@@ -53,8 +53,11 @@ class Settings(CoreSettings):
     telegram_proxy: ProxySetting = None
     discord_proxy: ProxySetting = None
 
-    # Who may change settings in groups, on every platform.
+    # Who may change settings in groups, on every platform; exempt from budgets and limits.
     admin_ids: IdList = Field(default_factory=list)
+    # With a non-empty *_ALLOWED_IDS, let everyone else in too, as guests: they share
+    # GUEST_DAILY_TOKENS (`bots.access`).
+    allow_guests: bool = False
 
     # Storage.
     database_url: str = "sqlite:///data/parley.db"

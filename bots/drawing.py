@@ -63,15 +63,15 @@ async def draw(
     settings: CoreSettings,
     chat: ChatRef,
     prompt: str,
-    *,
-    author: Author | None = None,
+    author: Author,
 ) -> Drawing:
-    """Draw `prompt` for `chat`, at `author`'s request: the image is recorded as their usage
-    (not recorded without an author: the usage ledger files every call under a user).
+    """Draw `prompt` for `chat`, at `author`'s request: their budgets are checked first, as for
+    a chat reply, and the image is recorded as their usage.
 
     Raises `ImageGenerationOffError` when drawing is off (IMAGE_MODEL unset, or the chat's
-    admins turned it off), `ContentPolicyError` when the model refuses the prompt, and the
-    provider's errors otherwise: `core.errors.describe` gives each one's line for the user.
+    admins turned it off), `OverBudgetError` when a budget of theirs is spent,
+    `ContentPolicyError` when the model refuses the prompt, and the provider's errors
+    otherwise: `core.errors.describe` gives each one's line for the user.
     """
     if not settings.image_model:
         raise errors.ImageGenerationOffError("/image: IMAGE_MODEL is not set.")
@@ -80,10 +80,13 @@ async def draw(
             f"/image is turned off in {chat}.",
             "Drawing images is turned off in this chat. Its admins can turn it on with /image on.",
         )
+    over = await service.gate.budgets.check(author, chat)
+    if over is not None:
+        raise errors.OverBudgetError(f"/image by {author.id} in {chat}: over budget", over.line)
     response = await service.client.images.generate(
         prompt, model=settings.image_model, response_format="b64_json", size=settings.image_size
     )
-    if author is not None and response.data:  # the images were made, so they are paid for
+    if response.data:  # the images were made, so they are paid for
         await service.record_usage(
             chat,
             author,

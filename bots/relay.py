@@ -18,7 +18,10 @@ What the database says about a reply's delivery, and when (`DeliveryRecord`):
   mid-reply) is `interrupted`, even if the model finished it: the row's status says what the user
   has, its text what the model said.
 
-A reply that waits for the same person's earlier one shows `QUEUED_NOTE` until its turn comes
+A reply waiting for a model slot (MAX_CONCURRENT_REPLIES) shows `QUEUE_POSITION_NOTE`, edited as
+the queue moves, then streams. A message refused before the model (over the rate limit or a
+budget) is answered with its line, the reply's notice. A reply that waits for the same person's
+earlier one shows `QUEUED_NOTE` until its turn comes
 (other people's questions are answered meanwhile: the service queues per person); one stopped
 before it said anything (`/reset` stops the asker's queued questions) ends with `NOT_ANSWERED`.
 The core's notice for the user (`Reply.notice`: the chat's model cannot see the images sent) is
@@ -46,6 +49,9 @@ log = logging.getLogger(__name__)
 STORAGE_TROUBLE = "I could not save this conversation. Please tell the bot's operator."
 #: Shown while a question waits for the answer to the asker's previous one.
 QUEUED_NOTE = "⏳ Queued: I will answer this after your previous question."
+#: Shown while a question waits for one of the process's model slots (MAX_CONCURRENT_REPLIES),
+#: edited as the queue moves.
+QUEUE_POSITION_NOTE = "⏳ Queued ({ahead} ahead)"
 #: The last text of a reply stopped before it said anything.
 NOT_ANSWERED = "⏹ Stopped before I answered this."
 
@@ -142,7 +148,9 @@ async def relay(
     )
     placeholder = QUEUED_NOTE if reply.queued_behind_own else None
     try:
-        return await engine.run(_shown(reply), placeholder=placeholder)
+        return await engine.run(
+            _shown(reply), placeholder=placeholder, placeholders=_queue_positions(reply)
+        )
     finally:  # however delivery ended: cancelled, or even a bug in the engine
         service.delivery_ended(reply, whole=record.whole)
 
@@ -169,6 +177,14 @@ async def _shown(reply: Reply) -> AsyncIterator[str]:
         yield NOT_ANSWERED
     elif reply.notice and not noticed:
         yield reply.notice
+
+
+async def _queue_positions(reply: Reply) -> AsyncIterator[str]:
+    """The reply's place among those waiting for a model slot, each time it changes."""
+    while True:
+        ahead = await reply.queue_moved()
+        if ahead is not None:
+            yield QUEUE_POSITION_NOTE.format(ahead=ahead)
 
 
 def _ids(handles: list[object]) -> list[str]:

@@ -7,7 +7,9 @@ text, so every delta that arrives while a call is in flight or waiting is folded
 edit. Every send and edit waits for its turn in the chat's `WriteBudget` (`bots.write_budget`),
 which every reply streaming into that chat shares: one reply alone is paced as the platform
 allows, several take turns (first texts first, then the longest waiting), never meeting a 429.
-A reply queued behind its asker's earlier one may show a `placeholder` until its text comes.
+A reply queued behind its asker's earlier one may show a `placeholder` until its text comes;
+one waiting for a model slot shows its place in the queue, edited as it moves (`placeholders`),
+each edit taking its turn in the chat's budget like any other.
 
 A reply longer than `max_length` is split exactly as `bots.splitting.split_message` splits the
 whole text (see there for how the parts join back); a finished part gets a final edit and the
@@ -150,19 +152,25 @@ class StreamingEngine:
         self._delivery = _Delivery(delivery_timeout, backoff or DELIVERY_BACKOFF, listener)
 
     async def run(
-        self, deltas: AsyncIterable[str], *, placeholder: str | None = None
+        self,
+        deltas: AsyncIterable[str],
+        *,
+        placeholder: str | None = None,
+        placeholders: AsyncIterable[str] | None = None,
     ) -> StreamResult:
         """Stream `deltas` into messages until the final text is delivered, or delivery gave up.
 
         `placeholder` is shown at once, until the first text replaces it (a reply that waits its
-        turn says so). An Exception from `deltas` is shown as a warning line and returned as
+        turn says so); each text of `placeholders` replaces it meanwhile (a queued reply's place
+        in the queue), the newest one only when they come faster than the chat's budget allows
+        an edit. An Exception from `deltas` is shown as a warning line and returned as
         `.error`, never raised. Cancellation makes a bounded best-effort final edit, then
         propagates.
         """
         stream = _Stream(
             self._surface, self._describe_error, self._clock, self._delivery, placeholder
         )
-        return await stream.run(deltas)
+        return await stream.run(deltas, placeholders)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,9 +235,24 @@ class _Stream:
         self._changed = asyncio.Event()
         self._typing: asyncio.Task[None] | None = None
 
-    async def run(self, deltas: AsyncIterable[str]) -> StreamResult:
+    async def run(
+        self, deltas: AsyncIterable[str], placeholders: AsyncIterable[str] | None = None
+    ) -> StreamResult:
         with self._budget.in_use():
-            return await self._run(deltas)
+            follow = (
+                None if placeholders is None else asyncio.create_task(self._follow(placeholders))
+            )
+            try:
+                return await self._run(deltas)
+            finally:
+                if follow is not None:
+                    follow.cancel()
+
+    async def _follow(self, placeholders: AsyncIterable[str]) -> None:
+        """Each new placeholder replaces the one to show, while no text is on screen."""
+        async for text in placeholders:
+            self._placeholder = text
+            self._changed.set()
 
     async def _run(self, deltas: AsyncIterable[str]) -> StreamResult:
         consume = asyncio.create_task(self._consume(deltas))
@@ -333,7 +356,12 @@ class _Stream:
                     return
             elif has_text and current != message.shown:
                 await self._write(message, current, final=False)
-            elif self._placeholder is not None and not self._handles and not has_text:
+            elif (
+                self._placeholder is not None
+                and not self._text_shown
+                and not has_text
+                and message.shown != self._placeholder
+            ):
                 await self._write(message, self._placeholder, final=False, placeholder=True)
             else:
                 self._release_turn(wrote=False)  # nothing to show after all
@@ -355,7 +383,9 @@ class _Stream:
             if (wait := self._backoff_left()) > 0:
                 await self._clock.sleep(wait)
                 return False
-            await self._take_turn(self._urgency(final))
+            # A placeholder moving in the queue is no first text: it waits behind those.
+            moved = placeholder and message.handle is not None
+            await self._take_turn(Urgency.ROUTINE if moved else self._urgency(final))
             return False
         return await self._attempt(message, text, final=final, placeholder=placeholder)
 

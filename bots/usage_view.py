@@ -16,8 +16,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from core.conversation import ChatRef, ConversationService
-from core.usage import MICROS_PER_DOLLAR, Totals, UsageKey, UsagePeriod, UsageRow, period_start
+from core.budgets import DAILY_COST, DAILY_TOKENS, MONTHLY_COST, MONTHLY_TOKENS, BudgetPolicy
+from core.conversation import Author, ChatRef
+from core.usage import (
+    MICROS_PER_DOLLAR,
+    Totals,
+    UsageKey,
+    UsagePeriod,
+    UsageRow,
+    UsageScope,
+    period_start,
+)
 from storage import Store
 
 #: How many users and models `/stats` names per period.
@@ -88,37 +97,24 @@ class UsageLimits:
     exempt: bool = False
 
 
-def _micros(dollars: object) -> int | None:
-    return None if dollars is None else round(float(str(dollars)) * MICROS_PER_DOLLAR)
+async def limits_in_force(policy: BudgetPolicy, chat: ChatRef, author: Author) -> UsageLimits:
+    """What applies to `author` in `chat`: the operator's budgets with the admins' overrides
+    (`BudgetPolicy.limits`), the guests' pool for a guest; none for ADMIN_IDS."""
 
-
-def _count(value: object) -> int | None:
-    return None if value is None else int(str(value))
-
-
-def limits_from_settings(settings: object, *, exempt: bool, guest: bool) -> UsageLimits:
-    """The budgets the settings set (USER_DAILY_TOKENS ... GUEST_DAILY_TOKENS; unset: none).
-
-    The seam for `core.budgets.BudgetPolicy`: once it lands, the limits come from it instead,
-    with the admins' per-chat and per-user overrides; until then the settings are read by their
-    contract names, and a Parley without them has no budgets to show."""
-
-    def setting(name: str) -> object:
-        return getattr(settings, name, None)
+    async def scope(kind: UsageScope, key: str) -> Limits:
+        found = {name: value for name, (value, _) in (await policy.limits(kind, key)).items()}
+        return Limits(
+            daily_tokens=found.get(DAILY_TOKENS.name),
+            monthly_tokens=found.get(MONTHLY_TOKENS.name),
+            daily_cost_micros=found.get(DAILY_COST.name),
+            monthly_cost_micros=found.get(MONTHLY_COST.name),
+        )
 
     return UsageLimits(
-        user=Limits(
-            daily_tokens=_count(setting("user_daily_tokens")),
-            monthly_tokens=_count(setting("user_monthly_tokens")),
-            daily_cost_micros=_micros(setting("user_daily_cost")),
-            monthly_cost_micros=_micros(setting("user_monthly_cost")),
-        ),
-        chat=Limits(
-            daily_tokens=_count(setting("chat_daily_tokens")),
-            monthly_cost_micros=_micros(setting("chat_monthly_cost")),
-        ),
-        guests=Limits(daily_tokens=_count(setting("guest_daily_tokens"))) if guest else None,
-        exempt=exempt,
+        user=await scope("user", UsageKey.user(chat.platform, author.id, "day").key),
+        chat=await scope("chat", UsageKey.chat(chat, "day").key),
+        guests=await scope("guests", UsageKey.guests("day").key) if author.guest else None,
+        exempt=author.admin,
     )
 
 
@@ -251,17 +247,3 @@ async def stats_text(
     if estimated:
         lines += ["", ESTIMATED_NOTE]
     return "\n".join(lines)
-
-
-def utc_now() -> datetime:
-    """The commands' clock: aware UTC, as the ledger's periods are."""
-    return datetime.now(UTC)
-
-
-def store_of(service: ConversationService) -> Store:
-    """The store the service keeps its history and ledger in.
-
-    A seam: `ConversationService` has no public accessor yet, and its module is not this
-    change's to edit; a `store` property there replaces this one reach inside."""
-    store: Store = service._store
-    return store

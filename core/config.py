@@ -32,6 +32,11 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 60.0
 #: Retries of a 429 or 5xx answer that came before the first byte of a body.
 DEFAULT_MAX_RETRIES = 2
+#: Above this a budget or a rate is not a limit but a typo (10^12 tokens, or dollars): refused.
+MAX_LIMIT = 10**12
+#: Above this a rate or a count of concurrent calls is a typo: refused.
+MAX_RATE = 100_000
+
 #: Bytes of one incoming image: Telegram's download limit for bots, so any photo a bot can
 #: fetch from Telegram is accepted; above it, even the download is refused.
 DEFAULT_IMAGE_MAX_BYTES = 20 * 1024 * 1024
@@ -107,6 +112,25 @@ class CoreSettings(BaseSettings):
     image_model: str | None = None
     #: The size asked for; "1024x1024" is the one every image model takes.
     image_size: str = "1024x1024"
+
+    # Budgets (`core.budgets`): unset, no limit. Tokens count prompt and completion; costs are
+    # dollars (`0.50`), priced by `core.pricing`. Days and months are UTC. A user's budgets
+    # apply in every chat; a chat's to everyone in it; guests (let in without being listed in
+    # *_ALLOWED_IDS) also share GUEST_DAILY_TOKENS, one pool for the whole bot. ADMIN_IDS are
+    # exempt. Admins override them per chat or user with /budget.
+    user_daily_tokens: int | None = Field(None, gt=0, le=MAX_LIMIT)
+    user_monthly_tokens: int | None = Field(None, gt=0, le=MAX_LIMIT)
+    user_daily_cost: float | None = Field(None, gt=0, le=MAX_LIMIT, allow_inf_nan=False)
+    user_monthly_cost: float | None = Field(None, gt=0, le=MAX_LIMIT, allow_inf_nan=False)
+    chat_daily_tokens: int | None = Field(None, gt=0, le=MAX_LIMIT)
+    chat_monthly_cost: float | None = Field(None, gt=0, le=MAX_LIMIT, allow_inf_nan=False)
+    guest_daily_tokens: int | None = Field(None, gt=0, le=MAX_LIMIT)
+
+    # Fair use (`core.fair_use`). Messages one user may send per minute (a token bucket: a
+    # burst of this many, then one every 60/N s); unset, no limit.
+    user_messages_per_minute: int | None = Field(None, gt=0, le=MAX_RATE)
+    #: Model calls at once, process-wide; the rest wait in order, shown "Queued (N ahead)".
+    max_concurrent_replies: int | None = Field(None, gt=0, le=MAX_RATE)
 
 
 @lru_cache(maxsize=1)

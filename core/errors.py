@@ -26,7 +26,8 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
   + TranscriptionError            the transcription endpoint failed; carries `status_code`
     - NoSpeechError               it answered with an empty transcript
   + InvalidRequestError           the caller's arguments are wrong (also a ValueError)
-  + InvalidSettingError           a /model or /system argument breaks a chat-settings rule
+  + InvalidSettingError           a /model, /system or /budget argument breaks its rule
+  + OverBudgetError               the asker's budget is spent: `user_hint` names it and its reset
   + ProviderNotFoundError         no provider of that name
   + ProviderNotWorkingError       the provider has no key or address
   + StreamNotSupportedError
@@ -167,7 +168,13 @@ class RetryNoProviderError(ParleyError):
 
 
 class InvalidSettingError(ParleyError):
-    """A /model or /system argument breaks a rule of `core.chat_settings`; the message says which."""
+    """A /model or /system argument breaks a rule of `core.chat_settings`, or a /budget one of
+    `core.budget_command`; the message says which."""
+
+
+class OverBudgetError(ParleyError):
+    """A paid call outside a conversation (`/image`) asked by someone whose budget is spent;
+    `user_hint` is the budget's polite line (`core.budgets.OverBudget.line`)."""
 
 
 class TranscriptionOffError(ConfigurationError):
@@ -318,6 +325,7 @@ __all__ = [
     "ModelNotFoundError",
     "NoSpeechError",
     "NotUTF8Error",
+    "OverBudgetError",
     "ParleyError",
     "ProviderConnectionError",
     "ProviderNotFoundError",

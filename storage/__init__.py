@@ -2,6 +2,7 @@
 
 from storage.base import (
     ALL_GUESTS,
+    BudgetOverride,
     ChatConfig,
     ChatKey,
     ChatRecord,
@@ -39,6 +40,7 @@ from storage.factory import inspect_store, open_store
 
 __all__ = [
     "ALL_GUESTS",
+    "BudgetOverride",
     "ChatConfig",
     "ChatKey",
     "ChatRecord",

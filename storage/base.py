@@ -306,6 +306,17 @@ class UsageRow:
         return self.prompt_tokens + self.completion_tokens
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetOverride:
+    """A budget an admin set for one user or chat (/budget), in place of the operator's: `key`
+    as in `UsageKey`, `name` a budget's name ("daily_tokens"), `value` tokens or micro-dollars."""
+
+    scope: Literal["user", "chat"]
+    key: str
+    name: str
+    value: int
+
+
 def period_start(at: datetime, period: UsagePeriod) -> str:
     """The UTC day ("2026-12-01") or month ("2026-12") `at` falls in: the totals' period key."""
     return at.astimezone(UTC).strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
@@ -366,6 +377,18 @@ class Store(Protocol):
         (then most tokens); at most `limit` rows. `platform`, `chat_id` (all its threads) and
         `user_id` keep only that platform's, chat's or user's calls: a group admin's /stats
         shows their chat, and /usage marks a user's own estimated figures."""
+        ...
+
+    # Budgets an admin set per user or chat.
+    async def set_budget_override(
+        self, scope: Literal["user", "chat"], key: str, name: str, value: int | None
+    ) -> None:
+        """Set one user's or chat's budget `name` to `value` (> 0); None removes the override,
+        so the operator's setting applies again."""
+        ...
+
+    async def budget_overrides(self) -> list[BudgetOverride]:
+        """Every override set: few, as admins set them one by one; read once at start-up."""
         ...
 
     async def current_conversation(self, chat: ChatKey) -> int | None: ...

@@ -91,6 +91,8 @@ EXPECTED_COLUMNS = {
         "message",
     ],
     "usage_totals": ["scope", "key", "period", "tokens", "cost_micros"],
+    # m008
+    "budget_overrides": ["scope", "key", "name", "value"],
 }
 EXPECTED_INDEXES = {
     "chats_by_chat_id",

@@ -105,10 +105,19 @@ async def test_a_database_with_a_damaged_schema_page(tmp_path: Path) -> None:
 async def test_damaged_data_pages_fail_the_read_clearly(tmp_path: Path) -> None:
     path = tmp_path / "parley.db"
     await make_parley_db(path)
+    # The pages of the chats table and its indexes, which the read below needs; the schema
+    # (sqlite_master, over more than the first page since m007) stays intact.
+    with sqlite3.connect(path) as db:
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+        pages = [
+            row[0]
+            for row in db.execute("SELECT rootpage FROM sqlite_master WHERE tbl_name = 'chats'")
+        ]
     data = bytearray(path.read_bytes())
-    data[4096:] = b"\xff" * (len(data) - 4096)
+    for page in pages:
+        data[(page - 1) * size : page * size] = b"\xff" * size
     path.write_bytes(bytes(data))
-    store = await open_store(f"sqlite:///{path}")  # the schema page is intact
+    store = await open_store(f"sqlite:///{path}")
     try:
         with pytest.raises(StorageCorruptError, match=re.escape(str(path))):
             await store.find_chats("1")

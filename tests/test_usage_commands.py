@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bots.telegram.handlers import commands as texts
-from bots.usage_view import ESTIMATED_NOTE, store_of
+from bots.usage_view import ESTIMATED_NOTE
 from core.usage import UsageKind, UsageRecord
 from storage import Store
 from tests.test_telegram_bot import ALICE, BOB, CAROL, replies, running_bot
@@ -55,7 +55,7 @@ async def test_telegram_usage_in_private_and_in_a_group(
     tmp_path: Path, clean_logs: Callable[[], None]
 ) -> None:
     async with running_bot(tmp_path) as h:
-        store = store_of(h.service)
+        store = h.service.store
         await spend(store, "telegram", ALICE["id"], ALICE)
         await spend(store, "telegram", GROUP_ID, ALICE, estimated=True, cost=2_500)
         await spend(store, "telegram", GROUP_ID, BOB, prompt=10_000, completion=0)
@@ -85,7 +85,7 @@ async def test_telegram_stats_are_for_admins_and_show_their_group(
     tmp_path: Path, clean_logs: Callable[[], None]
 ) -> None:
     async with running_bot(tmp_path, admin_ids=[CAROL["id"]]) as h:
-        store = store_of(h.service)
+        store = h.service.store
         await spend(store, "telegram", GROUP_ID, ALICE, cost=1_500_000)
         await spend(store, "telegram", GROUP_ID, BOB, model="other-model", cost=None)
         await spend(store, "telegram", -5, CAROL, name="Elsewhere", cost=9_000_000)
@@ -156,7 +156,7 @@ async def test_discord_usage_is_ephemeral_and_stats_need_manage_server(tmp_path:
     from tests.test_discord_bot import _bot
 
     async with FakeDiscord() as fake, _bot(tmp_path, fake) as bot:
-        store = store_of(bot.service)
+        store = bot.service.store
         await spend(store, "discord", GENERAL_ID, BOB_ID, name="Bob", estimated=True)
         await spend(store, "discord", GENERAL_ID, ALICE_ID, name="Alice", cost=1_000_000)
         await spend(store, "discord", 77, ALICE_ID, name="Alice", cost=5_000_000)
@@ -180,3 +180,23 @@ async def test_discord_usage_is_ephemeral_and_stats_need_manage_server(tmp_path:
         assert text.startswith("Usage of this chat\n\nToday: 2,468 tokens*, $1.42 in 2 calls")
         assert text.index("Alice: 1,234 tokens, $1.00") < text.index("Bob: 1,234 tokens*")
         assert "$5.00" not in text  # another channel's
+
+
+async def test_telegram_usage_shows_the_budgets_in_force_with_an_admins_override(
+    tmp_path: Path, clean_logs: Callable[[], None]
+) -> None:
+    """The limits come from the settings and the /budget overrides the gate enforces, so
+    what /usage says is left is what the next check sees."""
+    async with running_bot(tmp_path, user_daily_tokens=20_000, chat_monthly_cost=5.0) as h:
+        await spend(h.service.store, "telegram", ALICE["id"], ALICE)  # 1,234 tokens
+        mine = h.tg.private_chat(ALICE)
+        asked = await h.ask(mine, ALICE, "/usage")
+        answer = (await h.any_reply(mine, asked)).text or ""
+        assert "Left of your daily 20,000 tokens: 18,766" in answer
+        assert "Left of this chat's monthly $5.00: $4.58" in answer
+        budgets = h.service.gate.budgets
+        await budgets.set_override("user", f"telegram:{ALICE['id']}", "daily_tokens", 2_000)
+        again = await h.ask(mine, ALICE, "/usage")
+        assert "Left of your daily 2,000 tokens: 766" in (
+            (await h.any_reply(mine, again)).text or ""
+        )

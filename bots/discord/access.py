@@ -1,4 +1,5 @@
-"""Who may use the bot (DISCORD_ALLOWED_IDS) and who may change a chat's settings (ADMIN_IDS)."""
+"""Who may use the bot (DISCORD_ALLOWED_IDS, ALLOW_GUESTS), as what (`bots.access`), and who
+may change a chat's settings (ADMIN_IDS)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,59 @@ from collections.abc import Collection
 
 import discord
 
+from bots.access import Access, access, standing
+from bots.discord.messages import author_of
+from core.conversation import Author
+
 
 def is_allowed(
     allowed_ids: Collection[int],
     user: discord.abc.User,
     channel: object,
     guild: discord.Guild | None,
+    *,
+    allow_guests: bool = False,
 ) -> bool:
-    """True when the list is empty, or names the user, one of their roles, the channel
-    (a thread counts as its parent channel too) or the guild.
+    """True for a member or a guest (`access_of`)."""
+    return access_of(allowed_ids, user, channel, guild, allow_guests) is not Access.REFUSED
+
+
+def access_of(
+    allowed_ids: Collection[int],
+    user: discord.abc.User,
+    channel: object,
+    guild: discord.Guild | None,
+    allow_guests: bool,
+) -> Access:
+    """A member when the list names the user, one of their roles, the channel (a thread
+    counts as its parent channel too) or the guild; otherwise a guest or refused.
 
     Discord ids never collide across kinds, so one flat list is unambiguous for operators.
     """
-    if not allowed_ids:
-        return True
+    listed = bool(allowed_ids) and _listed(allowed_ids, user, channel, guild)
+    return access(listed=listed, allowed_ids=allowed_ids, allow_guests=allow_guests)
+
+
+def asker_of(
+    user: discord.abc.User,
+    channel: object,
+    guild: discord.Guild | None,
+    *,
+    allowed_ids: Collection[int],
+    allow_guests: bool,
+    admin_ids: Collection[int],
+) -> Author:
+    """The author of a question to answer, marked as guest or admin for the budgets."""
+    level = access_of(allowed_ids, user, channel, guild, allow_guests)
+    return standing(author_of(user), user.id, level, admin_ids)
+
+
+def _listed(
+    allowed_ids: Collection[int],
+    user: discord.abc.User,
+    channel: object,
+    guild: discord.Guild | None,
+) -> bool:
     ids = {user.id}
     if isinstance(user, discord.Member):
         ids.update(role.id for role in user.roles)

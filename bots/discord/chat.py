@@ -14,7 +14,7 @@ import discord
 from discord.ext import commands
 
 from bots.config import Settings
-from bots.discord.access import is_allowed
+from bots.discord.access import asker_of, is_allowed
 from bots.discord.media import attachments_of, may_have_attachments
 from bots.discord.messages import author_of, chat_of, chat_title, is_for_bot, prompt_of
 from bots.discord.surface import DiscordBudgets, DiscordSurface, clip
@@ -90,7 +90,13 @@ class ChatCog(commands.Cog):
         if me is None or not is_for_bot(message, me):
             return
         allowed_ids = self.settings.discord_allowed_ids
-        if not is_allowed(allowed_ids, message.author, message.channel, message.guild):
+        if not is_allowed(
+            allowed_ids,
+            message.author,
+            message.channel,
+            message.guild,
+            allow_guests=self.settings.allow_guests,
+        ):
             log.debug("ignoring user %s: not in DISCORD_ALLOWED_IDS", message.author.id)
             return
         if self._stopping:
@@ -141,7 +147,14 @@ class ChatCog(commands.Cog):
             self.service,
             surface,
             chat_of(message.channel),
-            author_of(message.author),
+            asker_of(
+                message.author,
+                message.channel,
+                message.guild,
+                allowed_ids=self.settings.discord_allowed_ids,
+                allow_guests=self.settings.allow_guests,
+                admin_ids=self.settings.admin_ids,
+            ),
             text,
             group=message.guild is not None,
             platform_message_id=str(message.id),

@@ -1,5 +1,5 @@
-"""Slash commands: /reset /model /system /stop /image /usage /stats, for the channel (or
-thread) they are used in."""
+"""Slash commands: /reset /model /system /stop /image /usage /stats /budget, for the channel
+(or thread) they are used in."""
 
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from bots.config import Settings
-from bots.discord.access import is_allowed, may_change_settings
+from bots.discord.access import asker_of, is_allowed, may_change_settings
 from bots.discord.messages import chat_of
 from bots.discord.surface import NO_PINGS, clip
 from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
-from bots.usage_view import limits_from_settings, stats_text, store_of, usage_text, utc_now
-from core import chat_settings
-from core.conversation import ChatRef, ConversationService, describe_reset, describe_stop
-from core.errors import ParleyError, describe
+from bots.usage_view import limits_in_force, stats_text, usage_text
+from core import budget_command, chat_settings
+from core.conversation import Author, ChatRef, ConversationService, describe_reset, describe_stop
+from core.errors import InvalidSettingError, ParleyError, describe
+from core.usage import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ class SettingsCog(commands.Cog):
             interaction.user,
             interaction.channel,
             interaction.guild,
+            allow_guests=self.settings.allow_guests,
         )
         if not allowed:
             raise app_commands.CheckFailure(NOT_ALLOWED)
@@ -128,7 +130,8 @@ class SettingsCog(commands.Cog):
     async def _send_drawing(self, interaction: discord.Interaction, prompt: str) -> None:
         """The image with its prompt as caption, or the line saying why there is none."""
         try:
-            drawing = await draw(self.service, self.settings, _chat(interaction), prompt)
+            asker = self._asker(interaction)
+            drawing = await draw(self.service, self.settings, _chat(interaction), prompt, asker)
         except ParleyError as exc:
             await interaction.followup.send(clip(describe(exc)), allowed_mentions=NO_PINGS)
             return
@@ -142,19 +145,27 @@ class SettingsCog(commands.Cog):
                 raise
             await interaction.followup.send(IMAGE_TOO_LARGE, allowed_mentions=NO_PINGS)
 
+    def _asker(self, interaction: discord.Interaction) -> Author:
+        """Who is asking, marked guest or admin as the budgets see them."""
+        return asker_of(
+            interaction.user,
+            interaction.channel,
+            interaction.guild,
+            allowed_ids=self.settings.discord_allowed_ids,
+            allow_guests=self.settings.allow_guests,
+            admin_ids=self.settings.admin_ids,
+        )
+
     @app_commands.command(name="usage", description="Your use and what is left of your budget")
     async def usage(self, interaction: discord.Interaction) -> None:
         """Only the caller sees it (ephemeral): their own use, budgets, and the channel's."""
-        limits = limits_from_settings(
-            self.settings,
-            exempt=interaction.user.id in self.settings.admin_ids,
-            guest=not self.settings.discord_allowed_ids,
-        )
+        caller = self._asker(interaction)
+        chat = _chat(interaction)
         text = await usage_text(
-            store_of(self.service),
-            _chat(interaction),
-            str(interaction.user.id),
-            limits,
+            self.service.store,
+            chat,
+            caller.id,
+            await limits_in_force(self.service.gate.budgets, chat, caller),
             utc_now(),
             in_private=interaction.guild_id is None,
         )
@@ -170,8 +181,33 @@ class SettingsCog(commands.Cog):
         ):
             raise app_commands.CheckFailure(STATS_ADMINS_ONLY)
         chat = None if operator else _chat(interaction)
-        text = await stats_text(store_of(self.service), utc_now(), chat=chat)
+        text = await stats_text(self.service.store, utc_now(), chat=chat)
         await _say(interaction, text, ephemeral=True)
+
+    @app_commands.command(name="budget", description="Show the budgets here (operators: set them)")
+    @app_commands.describe(
+        change="e.g. 'chat daily_tokens 50000', 'user monthly_cost 2.5', '... off'",
+        user="The user a 'user ...' change is for",
+    )
+    async def budget(
+        self,
+        interaction: discord.Interaction,
+        change: str | None = None,
+        user: discord.User | None = None,
+    ) -> None:
+        """Anyone sees the budgets (only they do); ADMIN_IDS change them (`core.budget_command`)."""
+        try:
+            wish = budget_command.parse(change, None if user is None else str(user.id))
+        except InvalidSettingError as exc:
+            await _say(interaction, str(exc), ephemeral=True)
+            return
+        changing = isinstance(wish, budget_command.Change)
+        if changing and interaction.user.id not in self.settings.admin_ids:
+            raise app_commands.CheckFailure(budget_command.ADMINS_ONLY)
+        answer = await budget_command.apply(
+            self.service.gate.budgets, _chat(interaction), wish, str(interaction.user.id)
+        )
+        await _say(interaction, answer, ephemeral=not changing)
 
     def _whose_replies(self, interaction: discord.Interaction) -> str | None:
         """The author whose replies /stop and /reset act on: in a server, the caller's own (the

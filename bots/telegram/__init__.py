@@ -157,7 +157,9 @@ def build_dispatcher(
     `settings` and `budgets` as arguments (aiogram passes Dispatcher keywords through)."""
     dispatcher = Dispatcher(disable_fsm=True, service=service, settings=settings, budgets=budgets)
     dispatcher.message.filter(FromPerson())
-    dispatcher.message.middleware(AccessMiddleware(settings.telegram_allowed_ids))
+    dispatcher.message.middleware(
+        AccessMiddleware(settings.telegram_allowed_ids, settings.allow_guests)
+    )
     dispatcher.include_routers(*routers())
     return dispatcher
 

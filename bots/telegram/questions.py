@@ -23,6 +23,7 @@ from bots.config import Settings
 from bots.relay import relay
 from bots.telegram.chats import author_of, chat_ref, chat_title, is_group
 from bots.telegram.media import attachments_of
+from bots.telegram.middlewares import asker_of
 from bots.telegram.surface import TelegramBudgets, TelegramSurface, defuse_mentions
 from core.conversation import Arrival, ConversationService
 from storage import MessageImage
@@ -47,7 +48,7 @@ async def answer(
         service,
         TelegramSurface.answering(bot, message, budgets),
         chat_ref(message),
-        author_of(message),
+        asker_of(message, settings),
         text,
         images=images,
         group=is_group(message.chat),

@@ -5,12 +5,14 @@ Its parts, each with one job:
 - `reply`: one answer's life as a state machine, and the deltas its consumer reads;
 - `service`: the per-person queues that drive each reply through its life and save every step;
 - `reset`: what a reset did to the replies in flight, and the answer that says so;
-- `observer`: what the service tells whoever watches it (the app's metrics).
+- `observer`: what the service tells whoever watches it (the app's metrics);
+- `gate`: what a reply passes before its model call (rate limit, budgets, model slots).
 """
 
 from ..errors import IllegalMoveError
 from .chat import Author, ChatRef
 from .context import TRUNCATION_MARKER, build_context
+from .gate import Gate
 from .observer import NO_OBSERVER, ConversationObserver, NoObserver
 from .reply import BLIND_MODEL_NOTE, INTERRUPTED_NOTE, Reply, ReplyState
 from .reset import ResetReport, describe_reset, describe_stop
@@ -26,6 +28,7 @@ __all__ = [
     "ChatRef",
     "ConversationObserver",
     "ConversationService",
+    "Gate",
     "IllegalMoveError",
     "NoObserver",
     "Reply",

@@ -16,5 +16,13 @@ class ChatRef:
 
 @dataclass(frozen=True, slots=True)
 class Author:
+    """Who asks. The platform's access check decides the two flags (`bots.access`); the
+    budgets read them (`core.budgets`): a guest also spends from the shared guest budget, an
+    admin (ADMIN_IDS) from none and is never rate-limited."""
+
     id: str
     name: str
+    #: Let in without being listed in *_ALLOWED_IDS.
+    guest: bool = False
+    #: Listed in ADMIN_IDS.
+    admin: bool = False

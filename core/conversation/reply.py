@@ -29,14 +29,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Iterator, Mapping
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any, TypeVar
 
 from storage import MessageStatus
 
 from ..errors import IllegalMoveError
 from .chat import Author, ChatRef
+
+T = TypeVar("T")
 
 #: The line a chat shows under a reply the user will never see finished: one a stop of the bot
 #: cut short (SIGTERM, Ctrl-C, a restart), and one a crash or a long outage left cut off on
@@ -97,6 +100,18 @@ STORED_STATUS: Mapping[ReplyState, MessageStatus] = MappingProxyType(
 )
 
 
+async def _first_of_future(task: asyncio.Future[T], event: asyncio.Event) -> None:
+    """Until `task` is done or `event` set; at once if `event` is set already."""
+    if event.is_set():
+        return
+    waiter = asyncio.ensure_future(event.wait())
+    either: list[asyncio.Future[Any]] = [task, waiter]
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+
+
 async def _first_of(*events: asyncio.Event) -> None:
     waiters = [asyncio.ensure_future(event.wait()) for event in events]
     try:
@@ -126,6 +141,10 @@ class Reply:
         self.provider: str | None = None
         #: A line for the user to read above the answer (`BLIND_MODEL_NOTE`); not stored.
         self.notice: str | None = None
+        #: Replies waiting ahead of it for a model call (MAX_CONCURRENT_REPLIES), while it
+        #: waits too; None otherwise. `queue_moved` tells when it changes.
+        self.queue_position: int | None = None
+        self._queue_moved = asyncio.Event()
         #: How many characters of the text the store holds (its last checkpoint).
         self.saved_length = 0
         #: Why the reply failed (state ERROR); re-raised to the consumer.
@@ -162,6 +181,13 @@ class Reply:
         """When it arrived, its author's previous reply in the chat was still in flight, so
         it waits for that one's turn: a delivery shows it as queued rather than silent."""
         return self._queued_behind_own
+
+    async def queue_moved(self) -> int | None:
+        """Wait until `queue_position` changes (at once if it changed since the last call);
+        return it. One consumer at a time."""
+        await self._queue_moved.wait()
+        self._queue_moved.clear()
+        return self.queue_position
 
     def __aiter__(self) -> AsyncGenerator[str, None]:
         if self._iterated:
@@ -209,6 +235,23 @@ class Reply:
         """Until `previous`, its author's reply in the chat before this one, is over, or a
         stop is asked."""
         await _first_of(previous._turn_over, self._stop_asked)
+
+    def move_in_queue(self, ahead: int | None) -> None:
+        """How many replies wait ahead of it for a model call now (None: it waits no more)."""
+        if ahead != self.queue_position:
+            self.queue_position = ahead
+            self._queue_moved.set()
+
+    async def unless_stopped(self, waiting: Awaitable[T]) -> T | None:
+        """`waiting`'s result; or None, with `waiting` cancelled, if a stop is asked first
+        (a stop asked before also wins)."""
+        task = asyncio.ensure_future(waiting)
+        await _first_of_future(task, self._stop_asked)
+        if task.done():
+            return task.result()
+        task.cancel()
+        await asyncio.wait([task])  # its own cancellation is not ours: not raised here
+        return None
 
     def begin(self) -> bool:
         """Its turn came: QUEUED → STREAMING, True. If a stop was asked while it waited, it

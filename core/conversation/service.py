@@ -16,6 +16,10 @@ chat. A reset takes its place in the same order of arrival: the messages before 
 conversation, those after it wait for the new one, even while the reset waits for the replies
 in flight (it stops the caller's own, lets other people's finish: `reset.ResetReport`).
 
+Before its model is called a reply passes the gate (`gate.py`): its author's rate, taken on
+arrival; its budgets, at its turn; then one of the process's model slots, waiting in line. A
+message refused there is stored all the same, and its reply is the line saying why.
+
 Every state change is written as it happens: the user message before the model is called, the
 reply row when streaming starts, its text every `CHECKPOINT_SECONDS`, and its outcome at the
 end. A process killed mid-reply leaves the row `streaming`; `recover()` at start-up marks it
@@ -66,6 +70,7 @@ from storage import (
 
 from .chat import Author, ChatRef
 from .context import load_context
+from .gate import Gate
 from .observer import NO_OBSERVER, ConversationObserver, provider_failures
 from .reply import BLIND_MODEL_NOTE, Reply, ReplyState
 from .reset import ResetReport, names_of
@@ -104,6 +109,8 @@ class _Place:
     previous: Reply | None
     #: Other people's replies in flight at its arrival: they are left out of its context.
     others: tuple[Reply, ...]
+    #: Why it is not answered, decided on arrival (its author is over the rate limit).
+    refusal: str | None = None
 
 
 #: Seconds the chat's later messages wait, at most, for the place of a message whose files are
@@ -192,8 +199,11 @@ class ConversationService:
         arrival_hold: float = ARRIVAL_HOLD_SECONDS,
         clock: Callable[[], datetime] = utc_now,
         prices: PriceTable | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._store = store
+        #: The rate limit, budgets and model slots every reply passes (`gate`).
+        self._gate = gate or Gate.from_settings(store, settings, clock=clock)
         self._client = client
         self._settings = settings
         self._checkpoint_seconds = checkpoint_seconds
@@ -279,7 +289,8 @@ class ConversationService:
         in_flight[reply] = None
         stored_before, stored = self._place(chat, arrival)
         self._record_transcription(chat, author, arrival)
-        place = _Place(stored_before, stored, previous, others)
+        refusal = self._gate.arrived(author, chat.platform)
+        place = _Place(stored_before, stored, previous, others, refusal)
         if delivery:
             self._deliveries[reply] = _Delivery()
         self._observer.reply_queued(chat.platform)
@@ -412,6 +423,16 @@ class ConversationService:
             self._arrived(chat, stored)
 
     @property
+    def gate(self) -> Gate:
+        """The rate limit, budgets and model slots: /budget and /usage read and set budgets."""
+        return self._gate
+
+    @property
+    def store(self) -> Store:
+        """The history and the usage ledger: /usage and /stats read their figures from it."""
+        return self._store
+
+    @property
     def client(self) -> AsyncClient:
         """The completion client: the bots draw images (`/image`) with it too."""
         return self._client
@@ -528,15 +549,23 @@ class ConversationService:
                 return
             if previous is not None:
                 await reply.wait_turn(previous)
-            if not reply.begin():  # stopped while it waited
+            passage = await self._gate.through(reply, place.refusal)
+            if passage is None:  # refused, or stopped while it waited: it has ended
                 return
-            turn_started = time.monotonic()
-            self._observer.reply_started(reply.chat.platform)
-            # Stored before this one's message, so their ids are known by now.
-            leave_out = {
-                other.user_message_id for other in place.others if other.user_message_id is not None
-            }
-            await self._stream(reply, user_message_id, group, leave_out, text, bool(images))
+            try:
+                if not reply.begin():  # stopped while it waited
+                    return
+                turn_started = time.monotonic()
+                self._observer.reply_started(reply.chat.platform)
+                # Stored before this one's message, so their ids are known by now.
+                leave_out = {
+                    other.user_message_id
+                    for other in place.others
+                    if other.user_message_id is not None
+                }
+                await self._stream(reply, user_message_id, group, leave_out, text, bool(images))
+            finally:  # charged by now (the outcome's save records the usage)
+                await passage.leave()
         finally:
             if not reply.state.final:  # only when cancelled from outside
                 reply.end(ReplyState.INTERRUPTED)
@@ -813,8 +842,7 @@ class ConversationService:
                 audio_seconds=audio_seconds,
                 images_out=images_out,
                 cost_micros=cost,
-                # B's `Author.guest` (issue 12): a guest's use counts in the guests' pool too.
-                guest=getattr(author, "guest", False),
+                guest=author.guest,
                 message_id=message_id,
             )
             await self._store.record_usage(record)

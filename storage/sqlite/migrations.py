@@ -229,6 +229,28 @@ async def m007_usage(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m008_budget_overrides(db: aiosqlite.Connection) -> None:
+    # Budgets an admin set with /budget for one user or chat, in place of the operator's
+    # setting: the key is the usage totals' ("platform:user_id", "platform:chat_id:thread_id"),
+    # the name a `core.budgets.LIMITS` one, the value tokens or micro-dollars. No row: the
+    # setting applies.
+    await _run(
+        db,
+        (
+            """
+            CREATE TABLE budget_overrides (
+                scope TEXT NOT NULL CHECK (scope IN ('user', 'chat')),
+                key TEXT NOT NULL,
+                name TEXT NOT NULL,
+                value INTEGER NOT NULL CHECK (value > 0),
+                PRIMARY KEY (scope, key, name)
+            ) WITHOUT ROWID
+            """,
+        ),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -22,12 +22,13 @@ from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 
 from storage.base import (
     ALL_GUESTS,
+    BudgetOverride,
     ChatConfig,
     ChatKey,
     ChatRecord,
@@ -581,6 +582,28 @@ class SQLiteStore:
             )
             for k, shown, calls, prompt, completion, cost, estimated, unpriced in rows
         ]
+
+    # Budget overrides.
+
+    async def set_budget_override(
+        self, scope: Literal["user", "chat"], key: str, name: str, value: int | None
+    ) -> None:
+        async with self._transaction() as db:
+            if value is None:
+                await db.execute(
+                    "DELETE FROM budget_overrides WHERE scope = ? AND key = ? AND name = ?",
+                    (scope, _utf8(key), name),
+                )
+            else:
+                await db.execute(
+                    "INSERT INTO budget_overrides (scope, key, name, value) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (scope, key, name) DO UPDATE SET value = excluded.value",
+                    (scope, _utf8(key), name, value),
+                )
+
+    async def budget_overrides(self) -> list[BudgetOverride]:
+        rows = await self._fetch("SELECT scope, key, name, value FROM budget_overrides")
+        return [BudgetOverride(scope, key, name, value) for scope, key, name, value in rows]
 
     async def new_conversation(self, chat: ChatKey) -> int:
         async with self._transaction() as db:

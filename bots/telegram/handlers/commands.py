@@ -1,5 +1,5 @@
-"""The commands: /start /help /reset /model /system /stop /image /usage /stats, and an answer to
-unknown ones."""
+"""The commands: /start /help /reset /model /system /stop /image /usage /stats /budget, and an
+answer to unknown ones."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ from bots.config import Settings
 from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
 from bots.telegram.chats import author_of, chat_ref, is_anonymous_admin, is_group
 from bots.telegram.filters import UnknownCommand
-from bots.usage_view import limits_from_settings, stats_text, store_of, usage_text, utc_now
-from core import chat_settings
+from bots.telegram.middlewares import asker_of
+from bots.usage_view import limits_in_force, stats_text, usage_text
+from core import budget_command, chat_settings
 from core.conversation import ConversationService, describe_reset, describe_stop
-from core.errors import ParleyError, describe
+from core.errors import InvalidSettingError, ParleyError, describe
+from core.usage import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ COMMANDS = (
     BotCommand(command="image", description="Draw an image: /image PROMPT"),
     BotCommand(command="usage", description="Your use and what is left of your budget"),
     BotCommand(command="stats", description="Top users, models and cost (admins)"),
+    BotCommand(command="budget", description="Show the budgets here (operators: set them)"),
     BotCommand(command="help", description="How to use this bot"),
 )
 #: The answer showing a system prompt is cut to this, to fit one Telegram message.
@@ -53,6 +56,7 @@ HELP = (
     "/usage: your use today and this month, and what is left of your budget "
     "(in a group, sent to you privately)\n"
     "/stats: top users, models and cost (group admins and the operator)\n"
+    "/budget: the spending limits here (the bot's operators set them)\n"
     "In groups only admins may change the model or the system prompt, or turn drawing "
     "off and on (/image off, /image on)."
 )
@@ -80,6 +84,7 @@ def make_router() -> Router:
     router.message.register(image, Command("image"))
     router.message.register(usage, Command("usage"))
     router.message.register(stats, Command("stats"))
+    router.message.register(budget, Command("budget"))
     known = [command.command for command in COMMANDS] + ["start"]
     router.message.register(unknown, UnknownCommand(known))
     return router
@@ -181,7 +186,9 @@ async def _draw(
         async with ChatActionSender.upload_photo(
             bot=bot, chat_id=message.chat.id, message_thread_id=topic
         ):
-            drawing = await draw(service, settings, chat_ref(message), prompt)
+            drawing = await draw(
+                service, settings, chat_ref(message), prompt, asker_of(message, settings)
+            )
     except ParleyError as exc:
         log.info("/image in %s: %s", message.chat.id, exc)
         await message.reply(describe(exc))
@@ -198,17 +205,12 @@ async def usage(
     message: Message, bot: Bot, service: ConversationService, settings: Settings
 ) -> None:
     """`/usage`: the caller's own use and budgets, and the chat's; privately in a group."""
-    caller = author_of(message)
-    limits = limits_from_settings(
-        settings,
-        exempt=message.from_user is not None and message.from_user.id in settings.admin_ids,
-        guest=not settings.telegram_allowed_ids,
-    )
+    caller, chat = asker_of(message, settings), chat_ref(message)
     text = await usage_text(
-        store_of(service),
-        chat_ref(message),
+        service.store,
+        chat,
         caller.id,
-        limits,
+        await limits_in_force(service.gate.budgets, chat, caller),
         utc_now(),
         in_private=not is_group(message.chat),
     )
@@ -227,7 +229,7 @@ async def stats(
         await message.reply(STATS_ADMINS_ONLY)
         return
     chat = None if operator else chat_ref(message)
-    text = await stats_text(store_of(service), utc_now(), chat=chat)
+    text = await stats_text(service.store, utc_now(), chat=chat)
     await _tell_privately(message, bot, text)
 
 
@@ -245,6 +247,30 @@ async def _tell_privately(message: Message, bot: Bot, text: str) -> None:
         await message.reply(_clip(NOT_PRIVATE.format(text=text)))
         return
     await message.reply(SENT_PRIVATELY)
+
+
+async def budget(
+    message: Message, command: CommandObject, service: ConversationService, settings: Settings
+) -> None:
+    """`/budget` shows the budgets here; ADMIN_IDS set or clear one for the chat, or for a user
+    by id or as a reply to their message (`core.budget_command`)."""
+    replied = message.reply_to_message
+    target = replied.from_user if replied is not None and replied.from_user is not None else None
+    asker = message.from_user
+    try:
+        wish = budget_command.parse(command.args, None if target is None else str(target.id))
+    except InvalidSettingError as exc:
+        await message.reply(str(exc))
+        return
+    if isinstance(wish, budget_command.Change) and (
+        asker is None or asker.id not in settings.admin_ids
+    ):
+        await message.reply(budget_command.ADMINS_ONLY)
+        return
+    asker_id = author_of(message).id
+    await message.reply(
+        await budget_command.apply(service.gate.budgets, chat_ref(message), wish, asker_id)
+    )
 
 
 async def unknown(message: Message) -> None:
