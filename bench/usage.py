@@ -38,7 +38,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import REPO_ROOT, machine_report, percentile
-from core.conversation import ChatRef
+from core.budgets import Admission, BudgetPolicy
+from core.config import CoreSettings
+from core.conversation import Author, ChatRef
 from storage import UsageKey, UsageKind, UsageRecord, open_store, period_start
 
 USERS = 10_000
@@ -209,6 +211,30 @@ async def run(args: argparse.Namespace) -> None:
             began = time.perf_counter()
             await store.usage_totals(keys, NOW)
             checks.append(time.perf_counter() - began)
+        # The check a reply passes (`BudgetPolicy.admit`, then `release` once charged), with
+        # every budget set: the user's day and month in tokens and cost, the chat's, a guest's.
+        policy = BudgetPolicy(
+            store,
+            CoreSettings(
+                _env_file=None,
+                user_daily_tokens=10**9,
+                user_monthly_tokens=10**9,
+                user_daily_cost=1_000,
+                user_monthly_cost=1_000,
+                chat_daily_tokens=10**9,
+                chat_monthly_cost=1_000,
+                guest_daily_tokens=10**9,
+            ),
+            clock=lambda: NOW,
+        )
+        admissions = []
+        for _ in range(args.checks):
+            asker = Author(str(rng.randrange(USERS)), "someone", guest=True)
+            began = time.perf_counter()
+            admitted = await policy.admit(asker, ROOM)
+            assert isinstance(admitted, Admission)
+            await admitted.release()
+            admissions.append(time.perf_counter() - began)
         writes = []
         for _ in range(args.writes):
             user = str(rng.randrange(USERS))
@@ -254,6 +280,10 @@ async def run(args: argparse.Namespace) -> None:
         peer_report = time.perf_counter() - began
 
     print(f"budget check (5 totals): {ms(checks)} (n={args.checks})")
+    print(
+        f"a reply's pass through the budgets (admit + release, 7 budgets set): "
+        f"{ms(admissions)} (n={args.checks})"
+    )
     print(f"usage write (ledger row + 6 totals, one transaction): {ms(writes)} (n={args.writes})")
     print(f"usage_report by user, in process: {in_process:.2f} s")
     print(f"parley usage --by user (a fresh process): {cli_user:.2f} s")
