@@ -27,7 +27,10 @@ def parse_since(text: str, now: datetime) -> datetime:
     Raises ValueError with the line for the user."""
     span = _SPAN.fullmatch(text.strip())
     if span:
-        return now - timedelta(**{_UNITS[span.group(2)]: int(span.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[span.group(2)]: int(span.group(1))})
+        except OverflowError:  # further back than the calendar goes: all of it
+            return datetime.min.replace(tzinfo=UTC)
     try:
         day = date.fromisoformat(text.strip())
     except ValueError:

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bots.usage_report import parse_since
 from core.usage import UsageKind, UsageRecord
 from storage import open_store
 from tests.cli_support import run_parley
@@ -70,3 +71,11 @@ async def test_a_table_shows_the_most_costly_and_says_what_it_left_out(tmp_path:
     assert len(csv_top.out.splitlines()) == 2  # the header and the costliest row
     negative = await run_parley("usage", "--limit", "-1", env=env, cwd=tmp_path)
     assert negative.code == 2 and "--limit must be 0 (all) or more." in negative.err
+
+
+def test_a_span_longer_than_the_calendar_means_all_of_it() -> None:
+    """`--since 999999d` reaches before year 1: everything, not an OverflowError's traceback."""
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    assert parse_since("999999d", now) == datetime.min.replace(tzinfo=UTC)
+    assert parse_since("99999999999999999999w", now) == datetime.min.replace(tzinfo=UTC)
+    assert parse_since("2d", now) == now - timedelta(days=2)

@@ -8,8 +8,9 @@ import itertools
 
 import pytest
 
-from core.conversation import IllegalMoveError, Reply, ReplyState
+from core.conversation import Author, ChatRef, IllegalMoveError, Reply, ReplyState
 from core.conversation.reply import MOVES
+from core.fair_use import ReplySlots
 from storage import MessageStatus
 from tests.test_conversation_fakes import ALICE, WAIT, chat
 
@@ -143,3 +144,19 @@ async def test_the_consumer_sees_the_pieces_then_the_end() -> None:
     failed.end(ERROR, RuntimeError("provider down"))
     with pytest.raises(RuntimeError, match="provider down"):
         [piece async for piece in failed]
+
+
+async def test_a_wait_cancelled_from_outside_takes_no_model_slot_with_it() -> None:
+    """`unless_stopped` cancelled by its caller's cancellation (not a stop) cancels the wait:
+    left running, it would take the slot when its turn came and never give it back."""
+    slots = ReplySlots(1)
+    await slots.acquire(lambda ahead: None)  # the one slot is held
+    reply = Reply(ChatRef("telegram", "1", ""), Author("1", "A"))
+    queued = asyncio.Event()
+    waiting = asyncio.ensure_future(reply.unless_stopped(slots.acquire(lambda ahead: queued.set())))
+    await asyncio.wait_for(queued.wait(), 1)
+    waiting.cancel()
+    await asyncio.wait([waiting])
+    assert slots.waiting == 0  # the cancelled wait left the queue
+    slots.release()
+    await asyncio.wait_for(slots.acquire(lambda ahead: None), 1)  # and the slot is free

@@ -246,7 +246,12 @@ class Reply:
         """`waiting`'s result; or None, with `waiting` cancelled, if a stop is asked first
         (a stop asked before also wins)."""
         task = asyncio.ensure_future(waiting)
-        await _first_of_future(task, self._stop_asked)
+        try:
+            await _first_of_future(task, self._stop_asked)
+        except asyncio.CancelledError:  # cancelled from outside: the wait must not live on
+            task.cancel()  # (a slot or an admission it would take is never given back)
+            await asyncio.wait([task])
+            raise
         if task.done():
             return task.result()
         task.cancel()
