@@ -20,6 +20,7 @@ from enum import StrEnum
 
 from bots.splitting import utf16_length
 from core import errors
+from core.budgets import OverBudget
 from core.config import CoreSettings
 from core.content import sniff_media_type
 from core.conversation import Author, ChatRef, ConversationService
@@ -80,21 +81,26 @@ async def draw(
             f"/image is turned off in {chat}.",
             "Drawing images is turned off in this chat. Its admins can turn it on with /image on.",
         )
-    over = await service.gate.budgets.check(author, chat)
-    if over is not None:
-        raise errors.OverBudgetError(f"/image by {author.id} in {chat}: over budget", over.line)
-    response = await service.client.images.generate(
-        prompt, model=settings.image_model, response_format="b64_json", size=settings.image_size
-    )
-    if response.data:  # the images were made, so they are paid for
-        await service.record_usage(
-            chat,
-            author,
-            UsageKind.IMAGE,
-            response.model or settings.image_model,
-            response.provider,
-            images_out=len(response.data),
+    # Admitted like a chat reply, so racing /image requests cannot all pass before any is
+    # charged (found in review); released once the drawing is charged.
+    admitted = await service.gate.budgets.admit(author, chat)
+    if isinstance(admitted, OverBudget):
+        raise errors.OverBudgetError(f"/image by {author.id} in {chat}: over budget", admitted.line)
+    try:
+        response = await service.client.images.generate(
+            prompt, model=settings.image_model, response_format="b64_json", size=settings.image_size
         )
+        if response.data:  # the images were made, so they are paid for
+            await service.record_usage(
+                chat,
+                author,
+                UsageKind.IMAGE,
+                response.model or settings.image_model,
+                response.provider,
+                images_out=len(response.data),
+            )
+    finally:
+        await admitted.release()
     if not response.data or not response.data[0].b64_json:
         raise errors.EmptyResponseError(f"{settings.image_model} answered with no image.")
     try:

@@ -7,14 +7,21 @@ running totals (`Store.usage_totals`), charged once a reply's outcome is known; 
 one indexed read.
 
 Checked before the model is called, charged after: a reply in flight is never cut by its own
-charge. Replies of one user (or chat, or the guests) racing each other would all pass a check
-made before any of them is charged; so a reply that passes is *admitted*, and counts as in
-flight on its budgets until it is charged (`Admission.release`). A reply passes at once only if
-its budgets' spending plus one reply's worth (the largest seen on that budget) for every
-admitted one and for itself fits under the limit; otherwise, while others are in flight, it
-waits for their charges and looks again; with none in flight it passes even if it may end past
-the limit. So spending crosses a limit by at most one reply (as long as one reply costs no more
-than the largest seen), and a budget already spent refuses at once.
+charge. Replies racing each other would all pass a check made before any of them is charged;
+so a reply that passes is *admitted*, and counts as in flight on its budgets until it is charged
+(`Admission.release`).
+- **A user's budget admits one reply at a time** (their replies in other chats wait for its
+  charge): a person can cross their own limit by one reply at most, however big it is. (Their
+  replies in one chat take turns anyway; across chats, this costs only a person racing themself.)
+- **A chat's or the guests' budget, shared by several people, is not serialised** (that would
+  make a group answer one person at a time): a reply passes at once if the budget's spending
+  plus one reply's worth (the largest seen on it) for every admitted one and for itself fits
+  under the limit; otherwise, while others are in flight, it waits for their charges and looks
+  again. So a shared budget is crossed by the replies in flight when it runs out, and by about
+  one reply's worth if replies are no bigger than the largest seen; found in review: eight
+  replies four times bigger than any before ran a user's budget to 3,300 of 1,000 tokens under
+  that rule alone, which is why a user's own budget takes turns.
+A budget already spent refuses at once.
 
 ADMIN_IDS (`Author.admin`) are exempt from every budget. A guest (`Author.guest`) spends from
 its own user budgets and from the guests' daily pool, which is one for the whole bot
@@ -78,7 +85,9 @@ LIMITS: Mapping[str, Limit] = {
 
 
 def _micros(dollars: float | None) -> int | None:
-    return None if dollars is None else round(dollars * MICROS_PER_DOLLAR)
+    """Dollars as micro-dollars; a limit above 0 never rounds down to 0 (which would refuse
+    everyone: found in review, USER_DAILY_COST=0.0000001)."""
+    return None if dollars is None else max(1, round(dollars * MICROS_PER_DOLLAR))
 
 
 def setting_limits(settings: CoreSettings) -> dict[str, dict[str, int]]:
@@ -303,10 +312,13 @@ class BudgetPolicy:
         return OverBudget(over_budget_line(last.scope, last.limit, last.value, reset, now), reset)
 
     def _fits(self, budget: _Budget, totals: Totals) -> bool:
-        """Whether one more reply fits beside those in flight (always, with none in flight)."""
+        """Whether one more reply fits beside those in flight (always, with none in flight;
+        never beside another on a user's own budget: see the module's docstring)."""
         in_flight = self._in_flight.get(budget.key, 0)
         if not in_flight:
             return True
+        if budget.scope == "user":
+            return False
         one = budget.limit.spent(self._largest.get(budget.key, Totals()))
         if not one:  # no idea yet how big a reply is: wait for one to be charged
             return False

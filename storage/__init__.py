@@ -2,6 +2,8 @@
 
 from storage.base import (
     ALL_GUESTS,
+    AUDIO_MINUTE_TOKENS,
+    DRAWING_TOKENS,
     BudgetOverride,
     ChatConfig,
     ChatKey,
@@ -40,6 +42,8 @@ from storage.factory import inspect_store, open_store
 
 __all__ = [
     "ALL_GUESTS",
+    "AUDIO_MINUTE_TOKENS",
+    "DRAWING_TOKENS",
     "BudgetOverride",
     "ChatConfig",
     "ChatKey",

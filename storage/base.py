@@ -21,6 +21,7 @@ and blobs passing through the WAL once more; exports write them out as files
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -201,6 +202,14 @@ class UndeliveredReply:
     platform_message_ids: tuple[str, ...]
 
 
+#: What one generated image counts against token budgets: about what OpenAI bills a
+#: 1024x1024 gpt-image-1 picture at medium quality (1,056 output tokens), rounded.
+DRAWING_TOKENS = 1_000
+#: What a minute of transcribed audio counts against token budgets: roughly what a minute of
+#: speech comes to as text in and out (about 150 words), with room for the audio's own cost.
+AUDIO_MINUTE_TOKENS = 1_000
+
+
 class UsageKind(StrEnum):
     """What a model was paid for."""
 
@@ -241,7 +250,13 @@ class UsageRecord:
 
     @property
     def tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
+        """What the call counts against token budgets: its prompt and completion tokens, and
+        for a drawing or a transcription, which a provider bills by the image or the minute,
+        `DRAWING_TOKENS` an image and `AUDIO_MINUTE_TOKENS` a minute, so that a budget set in
+        tokens alone (GUEST_DAILY_TOKENS) bounds those calls too."""
+        weighed = self.images_out * DRAWING_TOKENS
+        weighed += math.ceil(self.audio_seconds * AUDIO_MINUTE_TOKENS / 60)
+        return self.prompt_tokens + self.completion_tokens + weighed
 
 
 UsageScope = Literal["user", "chat", "guests"]

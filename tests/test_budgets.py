@@ -16,7 +16,7 @@ from bots.access import Access, access, standing
 from bots.config import Settings, setting_problems
 from core import AsyncClient
 from core.budget_command import ADMINS_ONLY, Change, Show, parse
-from core.budgets import DAILY_TOKENS, resets_at
+from core.budgets import DAILY_TOKENS, resets_at, setting_limits
 from core.config import CoreSettings
 from core.conversation import Author, ConversationService, Gate, Reply, ReplyState
 from core.errors import InvalidSettingError
@@ -342,3 +342,30 @@ def test_an_admin_is_never_a_guest() -> None:
     admin = standing(Author("9", "Op"), 9, Access.GUEST, admin_ids=[9])
     guest = standing(Author("8", "Someone"), 8, Access.GUEST, admin_ids=[9])
     assert (admin.admin, admin.guest, guest.admin, guest.guest) == (True, False, False, True)
+
+
+async def test_bigger_replies_racing_a_users_budget_overspend_by_one_reply_at_most(
+    store: Store, llm: FakeLLMServer
+) -> None:
+    """Found in review: sized by the largest reply seen (100 tokens), eight racing replies of
+    400 tokens each all passed, 3,300 spent of 1,000. A user's own budget now admits one reply at
+    a time, so the limit is crossed by one reply, whatever its size."""
+    clock = MovableClock(at("2026-12-01T12:00"))
+    service = service_for(store, llm, clock=clock, user_daily_tokens=1000)
+    llm.enqueue(Script(pieces=["fine"], usage={"prompt_tokens": 60, "completion_tokens": 40}))
+    assert await answer(service, ALICE, "small") == "fine"
+    big = {"prompt_tokens": 300, "completion_tokens": 100}
+    llm.enqueue(*(Script(pieces=["fine"], usage=big) for _ in range(8)))
+    replies = [service.reply(chat(str(n + 10)), ALICE, f"q{n}") for n in range(8)]
+    texts = await asyncio.gather(*(said(r) for r in replies))
+    total = await spent(store, ALICE, clock())
+    assert 1000 <= total <= 1000 + 400
+    assert texts.count("fine") == 3  # 100 + 3 x 400 = 1,300: the third crossed it
+    await service.aclose()
+
+
+def test_a_tiny_cost_limit_never_rounds_down_to_nothing() -> None:
+    """Found in review: USER_DAILY_COST=0.0000001 is above 0, but rounded to 0 micro-dollars it
+    refused every message as over a "$0.00" budget."""
+    limits = setting_limits(CoreSettings(_env_file=None, user_daily_cost=0.0000001))
+    assert limits["user"]["daily_cost"] == 1

@@ -3,6 +3,7 @@ per-chat switch on a real store."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from core import errors
 from core.config import CoreSettings
 from core.conversation import ConversationService
 from core.usage import UsageKind, utc_now
-from storage import Store, UsageKey, open_store
+from storage import DRAWING_TOKENS, Store, UsageKey, open_store
 from tests.fakes.llm_server import GENERATED_PNG, FakeLLMServer
 from tests.test_conversation_fakes import ALICE, chat
 from tests.test_conversation_people import make_service
@@ -149,5 +150,27 @@ async def test_a_spent_budget_stops_a_drawing_before_the_model_is_asked(
         assert not [r for r in server.requests if r.path.endswith("/images/generations")]
         day = UsageKey.user(ROOM.platform, ALICE.id, "day")
         assert (await service.store.usage_totals([day], utc_now()))[day].tokens == 150
+    finally:
+        await service.aclose()
+
+
+async def test_drawings_count_against_a_token_budget_and_racing_ones_take_turns(
+    store: Store, server: FakeLLMServer
+) -> None:
+    """Found in review: a drawing recorded 0 tokens, so GUEST_DAILY_TOKENS (the bound an open
+    bot is told to set) never stopped /image; and racing /image requests were only checked, not
+    admitted, so all passed before any was charged. A drawing now counts DRAWING_TOKENS."""
+    service = make_service(store, server, user_daily_tokens=DRAWING_TOKENS + 1)
+    try:
+        results = await asyncio.gather(
+            *(draw(service, settings(), ROOM, f"cat {n}", ALICE) for n in range(4)),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, errors.OverBudgetError)]
+        drawn = [r for r in results if not isinstance(r, BaseException)]
+        assert (len(drawn), len(refused)) == (2, 2)  # the second crossed the limit
+        day = UsageKey.user(ROOM.platform, ALICE.id, "day")
+        totals = await service.store.usage_totals([day], utc_now())
+        assert totals[day].tokens == 2 * DRAWING_TOKENS
     finally:
         await service.aclose()

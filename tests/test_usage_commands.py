@@ -115,6 +115,10 @@ async def test_telegram_stats_are_for_admins_and_show_their_group(
         assert answer.index("Elsewhere") < answer.index("Alice")  # the costliest first
         assert "This week (since Monday)" in answer and "This month:" in answer
         assert replies(group, asked)  # answered in the group, once
+
+        # An admin posting as the group has no private chat: the figures are not posted.
+        anonymous = await h.tg.message(group, None, "/stats", sender_chat=group)
+        await h.reply_text(group, anonymous, texts.STATS_NOT_ANONYMOUSLY)
     clean_logs()
 
 

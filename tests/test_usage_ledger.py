@@ -12,6 +12,8 @@ import pytest
 
 from storage import (
     ALL_GUESTS,
+    AUDIO_MINUTE_TOKENS,
+    DRAWING_TOKENS,
     StorageError,
     Store,
     Totals,
@@ -147,3 +149,18 @@ async def test_reports_keep_one_platform_chat_or_user_when_asked(store: Store) -
     )
     later = await store.usage_report(NOON + timedelta(hours=1), "user", user_id="1")
     assert later == []
+
+
+async def test_drawings_and_audio_weigh_on_token_totals(store: Store) -> None:
+    """So a budget set in tokens alone bounds /image and voice notes too (found in review)."""
+    await store.record_usage(
+        use(kind=UsageKind.IMAGE, prompt_tokens=0, completion_tokens=0, images_out=2)
+    )
+    await store.record_usage(
+        use(kind=UsageKind.TRANSCRIPTION, prompt_tokens=0, completion_tokens=0, audio_seconds=90)
+    )
+    day = keys()[0]
+    expected = 2 * DRAWING_TOKENS + 90 * AUDIO_MINUTE_TOKENS // 60
+    assert (await store.usage_totals([day], NOON))[day].tokens == expected
+    (row,) = await store.usage_report(None, "user")
+    assert row.tokens == 0  # the report's columns stay the provider's tokens

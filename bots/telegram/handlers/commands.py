@@ -70,6 +70,11 @@ SENT_PRIVATELY = "I sent you the figures in a private message."
 NOT_PRIVATE = (
     "I cannot write to you privately (start a chat with me first), so here it is:\n\n{text}"
 )
+#: /stats from an admin who posts as the group: it could only be answered in the group.
+STATS_NOT_ANONYMOUSLY = (
+    "Ask for /stats from your own account: the figures name people, and an anonymous admin "
+    "can only be answered in the group."
+)
 STATS_ADMINS_ONLY = "Only group admins and the bot's operator (ADMIN_IDS) can see /stats."
 
 
@@ -227,6 +232,9 @@ async def stats(
         is_group(message.chat) and await may_configure(message, bot, settings)
     ):
         await message.reply(STATS_ADMINS_ONLY)
+        return
+    if is_anonymous_admin(message):  # no one to write to privately: the figures name people
+        await message.reply(STATS_NOT_ANONYMOUSLY)
         return
     chat = None if operator else chat_ref(message)
     text = await stats_text(service.store, utc_now(), chat=chat)
