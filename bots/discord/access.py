@@ -8,6 +8,7 @@ from collections.abc import Collection
 import discord
 
 from bots.access import Access, access, standing
+from bots.config import Settings
 from bots.discord.messages import author_of
 from core.conversation import Author
 
@@ -41,17 +42,12 @@ def access_of(
 
 
 def asker_of(
-    user: discord.abc.User,
-    channel: object,
-    guild: discord.Guild | None,
-    *,
-    allowed_ids: Collection[int],
-    allow_guests: bool,
-    admin_ids: Collection[int],
+    user: discord.abc.User, channel: object, guild: discord.Guild | None, settings: Settings
 ) -> Author:
-    """The author of a question to answer, marked as guest or admin for the budgets."""
-    level = access_of(allowed_ids, user, channel, guild, allow_guests)
-    return standing(author_of(user), user.id, level, admin_ids)
+    """The author of a question to answer, marked as guest or admin for the budgets
+    (DISCORD_ALLOWED_IDS, ALLOW_GUESTS, ADMIN_IDS)."""
+    level = access_of(settings.discord_allowed_ids, user, channel, guild, settings.allow_guests)
+    return standing(author_of(user), user.id, level, settings.admin_ids)
 
 
 def _listed(

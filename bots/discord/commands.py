@@ -147,14 +147,7 @@ class SettingsCog(commands.Cog):
 
     def _asker(self, interaction: discord.Interaction) -> Author:
         """Who is asking, marked guest or admin as the budgets see them."""
-        return asker_of(
-            interaction.user,
-            interaction.channel,
-            interaction.guild,
-            allowed_ids=self.settings.discord_allowed_ids,
-            allow_guests=self.settings.allow_guests,
-            admin_ids=self.settings.admin_ids,
-        )
+        return asker_of(interaction.user, interaction.channel, interaction.guild, self.settings)
 
     @app_commands.command(name="usage", description="Your use and what is left of your budget")
     async def usage(self, interaction: discord.Interaction) -> None:
