@@ -28,7 +28,11 @@ from .stop import StopFilter, normalize_stop
 from .types import (
     ChatCompletion,
     ChatCompletionChunk,
+    ChatCompletionMessageToolCall,
+    ChoiceDeltaToolCall,
+    ChoiceDeltaToolCallFunction,
     FinishReason,
+    Function,
     ImagesResponse,
     ProviderInfo,
     ResponseId,
@@ -50,12 +54,46 @@ def _normalize_messages(messages: Any) -> list[dict[str, Any]]:
         )
     normalized = []
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+        if not isinstance(message, dict) or "role" not in message or not _has_content(message):
             raise errors.InvalidRequestError(
                 f"messages[{index}] must be a dict with 'role' and 'content', got {message!r:.80}"
             )
         normalized.append(dict(message))
     return normalized
+
+
+def _has_content(message: dict[str, Any]) -> bool:
+    """OpenAI lets an assistant message that calls tools leave its content out."""
+    return "content" in message or bool(message.get("tool_calls"))
+
+
+def gather_tool_calls(
+    pieces: list[ChoiceDeltaToolCall],
+) -> list[ChatCompletionMessageToolCall] | None:
+    """The whole calls of an answer from its streamed pieces, in the order of their `index`.
+
+    The arguments are concatenated per index, as they were split; the id, type and name are
+    the first the pieces gave (servers send them once, some repeat them on every piece).
+    """
+    if not pieces:
+        return None
+    calls: dict[int, tuple[list[str | None], list[str]]] = {}
+    for piece in pieces:
+        head, arguments = calls.setdefault(piece.index, ([None, None, None], []))
+        function = piece.function
+        for slot, value in enumerate(
+            (piece.id, piece.type, function.name if function is not None else None)
+        ):
+            if head[slot] is None and value:
+                head[slot] = value
+        if function is not None and function.arguments:
+            arguments.append(function.arguments)
+    return [
+        ChatCompletionMessageToolCall(
+            ident or f"call_{index}", Function(name or "", "".join(arguments)), kind or "function"
+        )
+        for index, ((ident, kind, name), arguments) in sorted(calls.items())
+    ]
 
 
 def estimate_usage(messages: list[dict[str, Any]], completion_chars: int) -> Usage:
@@ -140,6 +178,10 @@ async def _one_chunk(request: _Request) -> AsyncGenerator[ChatCompletionChunk, N
     choice = completion.choices[0]
     if choice.message.content:
         yield ChatCompletionChunk(choice.message.content, None, *head)
+    for index, call in enumerate(choice.message.tool_calls or ()):
+        function = ChoiceDeltaToolCallFunction(call.function.name, call.function.arguments)
+        piece = ChoiceDeltaToolCall(index, call.id, function, call.type)
+        yield ChatCompletionChunk(None, None, *head, tool_calls=[piece])
     yield ChatCompletionChunk(None, choice.finish_reason, *head, completion.usage)
 
 
@@ -148,7 +190,9 @@ async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChun
 
     The id is the server's when its provider says it before the first text; the usage is the
     server's when it arrived before the answer ended (also when a stop string cut the text:
-    the server billed what it generated), else an estimate marked `estimated`.
+    the server billed what it generated), else an estimate marked `estimated`. A tool call
+    piece gets a chunk of its own (`delta.tool_calls`); an answer that called a tool finishes
+    with `tool_calls`, also from a server that said `stop` (OpenAI does, for a forced call).
     """
     completion_id, created = new_completion_id()
     model = request.model
@@ -158,6 +202,7 @@ async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChun
     finish = "stop"
     stopper = StopFilter(request.stops) if request.stops else None
     produced = 0  # characters, for the usage estimate
+    called = False
     items = request.provider.create_async_generator(model, request.messages, **request.kwargs)
     try:
         async for item in items:
@@ -175,6 +220,13 @@ async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChun
                 if isinstance(item, ResponseId):
                     if not produced:  # every chunk of one answer carries the same id
                         completion_id = item.id
+                    continue
+                if isinstance(item, ChoiceDeltaToolCall):
+                    called = True
+                    produced += _call_chars(item)
+                    yield ChatCompletionChunk(
+                        None, None, completion_id, created, model, provider, tool_calls=[item]
+                    )
                     continue
                 if not isinstance(item, str):
                     continue
@@ -206,6 +258,8 @@ async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChun
         aclose = getattr(items, "aclose", None)
         if aclose is not None:
             await aclose()
+    if called and finish == "stop":
+        finish = "tool_calls"
     yield ChatCompletionChunk(
         None,
         finish,
@@ -217,25 +271,41 @@ async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChun
     )
 
 
+def _call_chars(piece: ChoiceDeltaToolCall) -> int:
+    """Characters a tool call piece adds to the answer, for the usage estimate."""
+    function = piece.function
+    if function is None:
+        return 0
+    return len(function.name or "") + len(function.arguments or "")
+
+
 async def _complete(request: _Request) -> ChatCompletion:
     """A whole answer; built from the same chunk sequence so both paths agree."""
     pieces: list[str] = []
+    calls: list[ChoiceDeltaToolCall] = []
     last: ChatCompletionChunk | None = None
     async for chunk in _stream_chunks(request):
         last = chunk
-        content = chunk.choices[0].delta.content
+        delta = chunk.choices[0].delta
+        content = delta.content
         if content:
             pieces.append(content)
+        if delta.tool_calls:
+            calls.extend(delta.tool_calls)
     # _stream_chunks always ends with the final chunk, and that one carries the usage.
     assert last is not None and last.usage is not None
+    tool_calls = gather_tool_calls(calls)
+    text = "".join(pieces)
     return ChatCompletion(
-        "".join(pieces),
+        # As OpenAI's: a message that only calls tools has no content, not an empty one.
+        None if tool_calls and not text else text,
         last.choices[0].finish_reason or "stop",
         id=last.id,
         created=last.created,
         model=last.model,
         provider=last.provider,
         usage=last.usage,
+        tool_calls=tool_calls,
     )
 
 

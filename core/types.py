@@ -121,12 +121,83 @@ class ProviderInfo:
         self.name = name
 
 
-class ChatCompletionMessage(_Dumpable):
-    __slots__ = ("content", "role")
+class Function(_Dumpable):
+    """The function a finished tool call names, its arguments a JSON string (OpenAI's
+    `chat_completion_message_tool_call.Function`)."""
 
-    def __init__(self, content: str | None, role: str = "assistant") -> None:
+    __slots__ = ("arguments", "name")
+
+    def __init__(self, name: str, arguments: str) -> None:
+        self.arguments = arguments
+        self.name = name
+
+
+class ChatCompletionMessageToolCall(_Dumpable):
+    """One tool call of a whole answer, its arguments gathered from every streamed piece."""
+
+    __slots__ = ("function", "id", "type")
+
+    def __init__(self, id: str, function: Function, type: str = "function") -> None:
+        self.id = id
+        self.function = function
+        self.type = type
+
+
+class ChoiceDeltaToolCallFunction(_Dumpable):
+    """A piece of a streamed call's function: the name comes once, the arguments in pieces."""
+
+    __slots__ = ("arguments", "name")
+
+    def __init__(self, name: str | None = None, arguments: str | None = None) -> None:
+        self.arguments = arguments
+        self.name = name
+
+
+class ChoiceDeltaToolCall(_Dumpable):
+    """A piece of a streamed tool call, in OpenAI's chunk shape.
+
+    Providers yield these as they read them (`index` tells parallel calls apart; `id`, `type`
+    and the function's name come with a call's first piece), and the client puts each in a
+    chunk's `delta.tool_calls` as it is.
+    """
+
+    __slots__ = ("function", "id", "index", "type")
+
+    def __init__(
+        self,
+        index: int,
+        id: str | None = None,
+        function: ChoiceDeltaToolCallFunction | None = None,
+        type: str | None = None,
+    ) -> None:
+        self.index = index
+        self.id = id
+        self.function = function
+        self.type = type
+
+
+def _dump_tool_calls(dumped: dict[str, Any]) -> dict[str, Any]:
+    """A message or delta without tool calls dumps as before tools existed: no `tool_calls`."""
+    if dumped.get("tool_calls") is None:
+        dumped.pop("tool_calls", None)
+    return dumped
+
+
+class ChatCompletionMessage(_Dumpable):
+    __slots__ = ("content", "role", "tool_calls")
+
+    def __init__(
+        self,
+        content: str | None,
+        role: str = "assistant",
+        tool_calls: list[ChatCompletionMessageToolCall] | None = None,
+    ) -> None:
         self.role = role
         self.content = content
+        self.tool_calls = tool_calls
+
+    def model_dump(self) -> dict[str, Any]:
+        return _dump_tool_calls(super().model_dump())
 
 
 class Choice(_Dumpable):
@@ -145,7 +216,7 @@ class ChatCompletion(_Dumpable):
 
     def __init__(
         self,
-        content: str,
+        content: str | None,
         finish_reason: str,
         *,
         id: str,
@@ -153,22 +224,33 @@ class ChatCompletion(_Dumpable):
         model: str,
         provider: str,
         usage: Usage,
+        tool_calls: list[ChatCompletionMessageToolCall] | None = None,
     ) -> None:
         self.id = id
         self.object = "chat.completion"
         self.created = created
         self.model = model
         self.provider = provider
-        self.choices = [Choice(ChatCompletionMessage(content), finish_reason)]
+        message = ChatCompletionMessage(content, "assistant", tool_calls)
+        self.choices = [Choice(message, finish_reason)]
         self.usage = usage
 
 
 class ChoiceDelta(_Dumpable):
-    __slots__ = ("content", "role")
+    __slots__ = ("content", "role", "tool_calls")
 
-    def __init__(self, content: str | None, role: str | None = "assistant") -> None:
+    def __init__(
+        self,
+        content: str | None,
+        role: str | None = "assistant",
+        tool_calls: list[ChoiceDeltaToolCall] | None = None,
+    ) -> None:
         self.role = role
         self.content = content
+        self.tool_calls = tool_calls
+
+    def model_dump(self) -> dict[str, Any]:
+        return _dump_tool_calls(super().model_dump())
 
 
 class ChunkChoice(_Dumpable):
@@ -194,6 +276,7 @@ class ChatCompletionChunk(_Dumpable):
         model: str,
         provider: str,
         usage: Usage | None = None,
+        tool_calls: list[ChoiceDeltaToolCall] | None = None,
     ) -> None:
         self.id = id
         self.object = "chat.completion.chunk"
@@ -201,7 +284,8 @@ class ChatCompletionChunk(_Dumpable):
         self.model = model
         self.provider = provider
         # Positional arguments throughout: this runs once per streamed piece.
-        self.choices = [ChunkChoice(ChoiceDelta(content, "assistant"), finish_reason, 0)]
+        delta = ChoiceDelta(content, "assistant", tool_calls)
+        self.choices = [ChunkChoice(delta, finish_reason, 0)]
         self.usage = usage
 
 

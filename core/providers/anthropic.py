@@ -7,33 +7,35 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from .. import errors
-from ..content import anthropic_content, content_text
+from ..content import content_text
 from ..redact import Redactor
 from ..types import FinishReason, Usage
 from .base import Messages, StreamItem
 from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
 from .sse import iter_sse
+from .tools import AnthropicToolReader, anthropic_tool_fields, anthropic_turns
 from .wire import response_id, server_error
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com/v1"
 ANTHROPIC_VERSION = "2023-06-01"
 #: The Messages API requires max_tokens; this is the answer length a chat reply may take.
 DEFAULT_MAX_TOKENS = 4096
-_STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+}
 
 
 def split_system(messages: Messages) -> tuple[str | None, Messages]:
     """Anthropic takes the system prompt apart and wants user/assistant turns only.
 
-    A turn's OpenAI-style parts become Anthropic's blocks (`core.content.anthropic_content`);
-    a system prompt given as parts keeps its text."""
+    A turn's OpenAI-style parts become Anthropic's blocks (`core.content.anthropic_content`),
+    tool calls and results too (`tools.anthropic_turns`); a system prompt given as parts keeps
+    its text."""
     system = [content_text(m.get("content")) for m in messages if m.get("role") == "system"]
-    turns = [
-        {"role": m["role"], "content": anthropic_content(m.get("content"))}
-        for m in messages
-        if m.get("role") in ("user", "assistant")
-    ]
-    return ("\n\n".join(system) or None), turns
+    return ("\n\n".join(system) or None), anthropic_turns(messages)
 
 
 class Anthropic(HTTPProvider):
@@ -78,9 +80,14 @@ class Anthropic(HTTPProvider):
             body["stop_sequences"] = [stop] if isinstance(stop, str) else stop
         if options.get("temperature") is not None:
             body["temperature"] = options["temperature"]
+        body.update(anthropic_tool_fields(options))
         return body, {"x-api-key": key or "", "anthropic-version": ANTHROPIC_VERSION}
 
-    def _read_json(self, body: bytes, redact: Redactor) -> list[StreamItem]:
+    def _read_json(
+        self, body: bytes, redact: Redactor, tools: AnthropicToolReader | None = None
+    ) -> list[StreamItem]:
+        """`tools`: the call's reader of `tool_use` blocks; without one they are read as plain
+        calls (an `Exchange.whole` caller has no request body to tell a JSON answer by)."""
         try:
             payload = json.loads(body)
             text = "".join(b.get("text", "") for b in payload["content"] if b.get("type") == "text")
@@ -89,6 +96,9 @@ class Anthropic(HTTPProvider):
                 int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
             )
             reason = _STOP_REASONS.get(payload.get("stop_reason") or "end_turn", "stop")
+            tools = tools or AnthropicToolReader({})
+            calls = tools.whole(payload["content"])
+            reason = tools.finish_reason(reason)
         except SHAPE_ERRORS:
             raise errors.ResponseStatusError(
                 f"{self.name}: the answer was not a message: {body[:200]!r}"
@@ -96,6 +106,7 @@ class Anthropic(HTTPProvider):
         # Id and usage before the text, as `OpenAICompatible._read_json` explains.
         ident = response_id(payload)
         items: list[StreamItem] = [tokens, text] if ident is None else [ident, tokens, text]
+        items.extend(calls)
         if reason != "stop":
             items.append(FinishReason(reason))
         return items
@@ -103,8 +114,9 @@ class Anthropic(HTTPProvider):
     async def _read(self, exchange: Exchange) -> AsyncIterator[StreamItem]:
         redact = exchange.redact
         async with exchange.open() as response:
+            tools = AnthropicToolReader(exchange.body)
             if not exchange.is_stream(response):
-                for item in await exchange.whole(response):
+                for item in self._read_json(await response.aread(), redact, tools):
                     yield item
                 return
             input_tokens = output_tokens = 0
@@ -118,11 +130,15 @@ class Anthropic(HTTPProvider):
                         raise errors.ResponseStatusError(
                             f"{self.name}: the stream sent invalid JSON: {event.data[:120]!r}"
                         ) from None
-                    text = ident = None
+                    text = ident = call = None
                     try:
                         kind = payload.get("type", event.event)
                         if kind == "content_block_delta":
                             text = payload.get("delta", {}).get("text")
+                            if text is None:
+                                call = tools.delta(payload)
+                        elif kind == "content_block_start":
+                            call = tools.start(payload)
                         elif kind == "message_start":
                             message = payload["message"]
                             input_tokens = int(message.get("usage", {}).get("input_tokens") or 0)
@@ -145,6 +161,8 @@ class Anthropic(HTTPProvider):
                         ) from None
                     if text:
                         yield text
+                    elif call is not None:
+                        yield call
                     elif kind == "message_stop":
                         finished = True
                         break
@@ -157,5 +175,6 @@ class Anthropic(HTTPProvider):
                     f"{self.name}: the stream ended before the answer was finished."
                 )
             yield Usage(input_tokens, output_tokens)
+            reason = tools.finish_reason(reason)
             if reason != "stop":
                 yield FinishReason(reason)

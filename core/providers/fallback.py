@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from .. import errors
-from ..types import ImagesResponse, ProviderInfo
+from ..types import ChoiceDeltaToolCall, ImagesResponse, ProviderInfo
 from .base import BaseProvider, Messages, StreamItem, provider_name
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,8 @@ class IterListProvider(BaseProvider):
                     items = provider.create_async_generator(model, messages, **kwargs)
                     async with _closing(items):
                         async for item in items:
-                            if isinstance(item, str):
+                            # A tool call is an answer as much as text is.
+                            if isinstance(item, str | ChoiceDeltaToolCall):
                                 if not item:
                                     continue
                                 if not started:

@@ -15,11 +15,12 @@ import httpx
 
 from .. import errors
 from ..redact import Redactor
-from ..types import FinishReason, Image, ImagesResponse, Usage
+from ..types import ChoiceDeltaToolCall, FinishReason, Image, ImagesResponse, Usage
 from .base import Messages, StreamItem
 from .http import open_stream
 from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
 from .sse import iter_sse
+from .tools import openai_tool_calls
 from .wire import response_id, server_error
 
 #: OpenAI accepts at most four stop strings; more are applied by the client alone.
@@ -102,6 +103,7 @@ class OpenAICompatible(HTTPProvider):
             payload = json.loads(body)
             choice = payload["choices"][0]
             content = choice["message"].get("content") or ""
+            calls = openai_tool_calls(choice["message"].get("tool_calls"))
             usage = usage_from(payload["usage"]) if payload.get("usage") else None
         except SHAPE_ERRORS:
             raise errors.ResponseStatusError(
@@ -116,6 +118,7 @@ class OpenAICompatible(HTTPProvider):
         if usage is not None:
             items.append(usage)
         items.append(content)
+        items.extend(calls)
         if choice.get("finish_reason") not in (None, "stop"):
             items.append(FinishReason(choice["finish_reason"]))
         return items
@@ -132,6 +135,17 @@ class OpenAICompatible(HTTPProvider):
         except SHAPE_ERRORS:
             raise errors.ResponseStatusError(
                 f"{self.name}: the stream sent a malformed chunk: {data[:120]!r}"
+            ) from None
+
+    def _streamed_calls(self, payload: Any, data: str) -> list[ChoiceDeltaToolCall]:
+        """The tool call pieces of one chunk's delta."""
+        try:
+            choices = payload.get("choices")
+            delta = choices[0].get("delta") if choices else None
+            return openai_tool_calls(delta.get("tool_calls")) if delta else []
+        except SHAPE_ERRORS:
+            raise errors.ResponseStatusError(
+                f"{self.name}: the stream sent malformed tool calls: {data[:120]!r}"
             ) from None
 
     async def _read(self, exchange: Exchange) -> AsyncIterator[StreamItem]:
@@ -173,6 +187,10 @@ class OpenAICompatible(HTTPProvider):
                         content, finish, usage = self._irregular_chunk(payload, data, redact)
                     if content:
                         yield content
+                    # A plain search of the raw text keeps the JSON walk off text chunks.
+                    if '"tool_calls"' in data:
+                        for call in self._streamed_calls(payload, data):
+                            yield call
                     if finish:
                         finish_reason = finish
                     if usage:

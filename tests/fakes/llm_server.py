@@ -71,7 +71,23 @@ _ANTHROPIC_ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
-_ANTHROPIC_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
+_ANTHROPIC_STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
+_ANTHROPIC_TOOL_CHOICES = frozenset({"auto", "any", "tool", "none"})
+
+
+@dataclass
+class ToolCall:
+    """A tool call the server makes after the script's text: its arguments are sent in the
+    pieces given (OpenAI `delta.tool_calls[].function.arguments`, Anthropic `input_json_delta`),
+    so a test splits one call's JSON across as many chunks as it likes."""
+
+    name: str
+    arguments: list[str] = field(default_factory=lambda: ["{}"])
+    id: str = field(default_factory=lambda: f"call_{uuid.uuid4().hex[:12]}")
+
+    @property
+    def input(self) -> Any:
+        return json.loads("".join(self.arguments))
 
 
 @dataclass
@@ -101,6 +117,9 @@ class Script:
     #: `headers` gives another `Content-Type`: a real server's exact JSON answer, for one. It is
     #: sent with `status`, so an error body can be replayed byte for byte too.
     raw_sse: bytes | list[bytes] | None = None
+    #: Calls made after the text, in order; the finish reason becomes `tool_calls` (Anthropic:
+    #: `tool_use`) unless `finish_reason` says otherwise.
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass
@@ -219,6 +238,8 @@ class _Reply:
     @classmethod
     def build(cls, script: Script, max_tokens: int | None, prompt_tokens: int) -> _Reply:
         pieces, finish = script.pieces, script.finish_reason
+        if script.tool_calls and finish == "stop":
+            finish = "tool_calls"
         if max_tokens is not None and len(pieces) > max_tokens:
             pieces, finish = pieces[:max_tokens], "length"
         return cls(script, pieces, finish, prompt_tokens)
@@ -490,6 +511,7 @@ class FakeLLMServer:
             )
         max_tokens = _max_tokens(body, "max_completion_tokens", "max_tokens")
         _check_openai_images(messages)
+        _check_openai_tools(body)
         return messages, model, bool(body.get("stream")), max_tokens
 
     async def _serve_openai(
@@ -681,6 +703,7 @@ class FakeLLMServer:
         if max_tokens is None:
             raise _BadRequest(400, "max_tokens: field required")
         _check_anthropic_images(messages)
+        _check_anthropic_tools(body)
         return messages, model, bool(body.get("stream")), max_tokens
 
     async def _serve_anthropic(
@@ -748,7 +771,7 @@ def _check_anthropic_images(messages: list[Any]) -> None:
     """Refuse what Anthropic would: OpenAI's `image_url` parts, or a malformed image block."""
     for where, part in _content_parts(messages):
         kind = part.get("type")
-        if kind not in ("text", "image"):
+        if kind not in ("text", "image", "tool_use", "tool_result"):
             raise _BadRequest(
                 400,
                 f"{where}: Input tag {kind!r} found using 'type' does not match any of the expected tags",
@@ -765,6 +788,61 @@ def _check_anthropic_images(messages: list[Any]) -> None:
                 400, f"{where}.source.media_type: unsupported {source.get('media_type')!r}"
             )
         _check_base64(source.get("data"), where)
+
+
+# -- tools -------------------------------------------------------------------------------------
+
+
+def _check_openai_tools(body: dict[str, Any]) -> None:
+    """Refuse what OpenAI would: a malformed tool, or a tool result answering no call."""
+    for index, tool in enumerate(body.get("tools") or []):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if tool.get("type") != "function" or not isinstance(function, dict):
+            raise _BadRequest(400, f"Invalid 'tools[{index}]': expected a function tool.")
+        if not isinstance(function.get("name"), str):
+            raise _BadRequest(400, f"Missing required parameter: 'tools[{index}].function.name'.")
+    called: set[str] = set()
+    for index, message in enumerate(body["messages"]):
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "assistant":
+            called = {call.get("id") for call in message.get("tool_calls") or []}
+        elif message.get("role") == "tool" and message.get("tool_call_id") not in called:
+            raise _BadRequest(
+                400,
+                f"Invalid parameter: messages[{index}]: messages with role 'tool' must be a "
+                "response to a preceeding message with 'tool_calls'.",
+            )
+
+
+def _check_anthropic_tools(body: dict[str, Any]) -> None:
+    """Refuse what Anthropic would: a tool without an input_schema, an unknown tool_choice,
+    a `tool_result` that answers no `tool_use` of the assistant turn before it."""
+    for index, tool in enumerate(body.get("tools") or []):
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise _BadRequest(400, f"tools.{index}.name: Field required")
+        if not isinstance(tool.get("input_schema"), dict):
+            raise _BadRequest(400, f"tools.{index}.input_schema: Field required")
+    choice = body.get("tool_choice")
+    if choice is not None and (
+        not isinstance(choice, dict) or choice.get("type") not in _ANTHROPIC_TOOL_CHOICES
+    ):
+        raise _BadRequest(400, "tool_choice: Input tag does not match any of the expected tags")
+    used: set[str] = set()
+    for index, message in enumerate(body["messages"]):
+        content = message.get("content") if isinstance(message, dict) else None
+        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        if message.get("role") == "assistant":
+            used = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
+            continue
+        for block in blocks:
+            if block.get("type") == "tool_result" and block.get("tool_use_id") not in used:
+                raise _BadRequest(
+                    400,
+                    f"messages.{index}: unexpected `tool_use_id` found in `tool_result` blocks: "
+                    f"{block.get('tool_use_id')}. Each `tool_result` block must have a "
+                    "corresponding `tool_use` block in the previous message.",
+                )
 
 
 # -- audio transcriptions ----------------------------------------------------------------------
@@ -856,7 +934,17 @@ def _anthropic_error(
 
 
 def _openai_completion(reply: _Reply, completion_id: str, created: int, model: str) -> dict:
-    message = {"role": "assistant", "content": reply.text, "refusal": None}
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
+    if reply.script.tool_calls:
+        message["content"] = reply.text or None
+        message["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": "".join(call.arguments)},
+            }
+            for call in reply.script.tool_calls
+        ]
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -887,6 +975,18 @@ def _openai_events(
     first = prefix + b'"role":"assistant","content":'
     rest = prefix + b'"content":'
     events = [(rest if i else first) + _encode(p) + suffix for i, p in enumerate(reply.pieces)]
+    for index, call in enumerate(reply.script.tool_calls):
+        start = {
+            "index": index,
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": ""},
+        }
+        opening = {"role": "assistant", "content": None} if not events else {}
+        events.append(prefix + _dumps({**opening, "tool_calls": [start]})[1:-1] + suffix)
+        for piece in call.arguments:
+            delta = {"tool_calls": [{"index": index, "function": {"arguments": piece}}]}
+            events.append(prefix + _dumps(delta)[1:-1] + suffix)
 
     def event(choices: list[dict], usage: dict | None) -> bytes:
         chunk = {**head, "choices": choices}
@@ -912,11 +1012,43 @@ def _anthropic_message(reply: _Reply, message_id: str, model: str) -> dict:
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": reply.text}],
+        "content": _anthropic_blocks(reply),
         "stop_reason": _ANTHROPIC_STOP_REASONS.get(reply.finish_reason, reply.finish_reason),
         "stop_sequence": None,
         "usage": reply.anthropic_usage(),
     }
+
+
+def _anthropic_blocks(reply: _Reply) -> list[dict[str, Any]]:
+    """A whole message's content: the text (left out when empty and tools were called, as
+    Anthropic does), then one `tool_use` block per call."""
+    calls = reply.script.tool_calls
+    blocks: list[dict[str, Any]] = [] if calls and not reply.text else [_text_block(reply.text)]
+    blocks += [
+        {"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}
+        for call in calls
+    ]
+    return blocks
+
+
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _anthropic_tool_events(reply: _Reply, first_index: int) -> list[bytes]:
+    """Each call as Anthropic streams it: a `tool_use` block start, its input in
+    `input_json_delta` pieces, the block's stop."""
+    events = []
+    for index, call in enumerate(reply.script.tool_calls, start=first_index):
+        block = {"type": "tool_use", "id": call.id, "name": call.name, "input": {}}
+        start = {"type": "content_block_start", "index": index, "content_block": block}
+        events.append(_sse("content_block_start", start))
+        for piece in call.arguments:
+            delta = {"type": "input_json_delta", "partial_json": piece}
+            payload = {"type": "content_block_delta", "index": index, "delta": delta}
+            events.append(_sse("content_block_delta", payload))
+        events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+    return events
 
 
 def _anthropic_events(
@@ -945,8 +1077,9 @@ def _anthropic_events(
     )
     events = [prefix + _encode(piece) + b"}}\n\n" for piece in reply.pieces]
     stop_reason = _ANTHROPIC_STOP_REASONS.get(reply.finish_reason, reply.finish_reason)
+    text_stop = _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
     tail = [
-        _sse("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        text_stop,
         _sse(
             "message_delta",
             {
@@ -957,6 +1090,13 @@ def _anthropic_events(
         ),
         _sse("message_stop", {"type": "message_stop"}),
     ]
+    if reply.script.tool_calls:  # the text block (if any) closes before the calls open
+        tail.remove(text_stop)
+        if reply.pieces:
+            events.append(text_stop)
+        else:
+            del head[1]
+        events += _anthropic_tool_events(reply, 1 if reply.pieces else 0)
     return events, head, tail
 
 
