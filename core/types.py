@@ -109,6 +109,27 @@ class ResponseId:
         return f"ResponseId({self.id!r})"
 
 
+class Reasoning:
+    """Yielded by a provider for a piece of the model's thinking, apart from its answer (g4f's
+    `Reasoning`, its `token`): OpenAI-compatible servers' `reasoning_content` / `reasoning`
+    deltas, Anthropic's thinking blocks, and `<think>` blocks in the text (`core.reasoning`).
+
+    The client passes it on as a chunk whose `delta.reasoning_content` holds it and whose
+    `delta.content` is None, so code that reads only `content` never sees thinking.
+    """
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __str__(self) -> str:
+        return self.token
+
+    def __repr__(self) -> str:
+        return f"Reasoning({self.token!r})"
+
+
 class ProviderInfo:
     """Yielded by a fallback provider just before the first text: who is answering.
 
@@ -121,12 +142,35 @@ class ProviderInfo:
         self.name = name
 
 
-class ChatCompletionMessage(_Dumpable):
-    __slots__ = ("content", "role")
+def _dump_reasoning(fields: _Dumpable) -> dict[str, Any]:
+    """A message's or delta's dump, with `reasoning_content` only when there is some: an answer
+    without thinking dumps in exactly OpenAI's shape."""
+    dumped = {"role": getattr(fields, "role"), "content": getattr(fields, "content")}
+    reasoning = getattr(fields, "reasoning_content")
+    if reasoning is not None:
+        dumped["reasoning_content"] = reasoning
+    return dumped
 
-    def __init__(self, content: str | None, role: str = "assistant") -> None:
+
+class ChatCompletionMessage(_Dumpable):
+    """`reasoning_content`: the model's thinking, as OpenAI-compatible servers name it (None
+    when it had none); `reasoning` reads it under g4f's name."""
+
+    __slots__ = ("content", "reasoning_content", "role")
+
+    def __init__(
+        self, content: str | None, role: str = "assistant", reasoning_content: str | None = None
+    ) -> None:
         self.role = role
         self.content = content
+        self.reasoning_content = reasoning_content
+
+    @property
+    def reasoning(self) -> str | None:
+        return self.reasoning_content
+
+    def model_dump(self) -> dict[str, Any]:
+        return _dump_reasoning(self)
 
 
 class Choice(_Dumpable):
@@ -153,22 +197,39 @@ class ChatCompletion(_Dumpable):
         model: str,
         provider: str,
         usage: Usage,
+        reasoning_content: str | None = None,
     ) -> None:
         self.id = id
         self.object = "chat.completion"
         self.created = created
         self.model = model
         self.provider = provider
-        self.choices = [Choice(ChatCompletionMessage(content), finish_reason)]
+        message = ChatCompletionMessage(content, "assistant", reasoning_content)
+        self.choices = [Choice(message, finish_reason)]
         self.usage = usage
 
 
 class ChoiceDelta(_Dumpable):
-    __slots__ = ("content", "role")
+    """`reasoning_content`: a piece of the model's thinking (then `content` is None)."""
 
-    def __init__(self, content: str | None, role: str | None = "assistant") -> None:
+    __slots__ = ("content", "reasoning_content", "role")
+
+    def __init__(
+        self,
+        content: str | None,
+        role: str | None = "assistant",
+        reasoning_content: str | None = None,
+    ) -> None:
         self.role = role
         self.content = content
+        self.reasoning_content = reasoning_content
+
+    @property
+    def reasoning(self) -> str | None:
+        return self.reasoning_content
+
+    def model_dump(self) -> dict[str, Any]:
+        return _dump_reasoning(self)
 
 
 class ChunkChoice(_Dumpable):
@@ -194,6 +255,7 @@ class ChatCompletionChunk(_Dumpable):
         model: str,
         provider: str,
         usage: Usage | None = None,
+        reasoning_content: str | None = None,
     ) -> None:
         self.id = id
         self.object = "chat.completion.chunk"
@@ -201,7 +263,8 @@ class ChatCompletionChunk(_Dumpable):
         self.model = model
         self.provider = provider
         # Positional arguments throughout: this runs once per streamed piece.
-        self.choices = [ChunkChoice(ChoiceDelta(content, "assistant"), finish_reason, 0)]
+        delta = ChoiceDelta(content, "assistant", reasoning_content)
+        self.choices = [ChunkChoice(delta, finish_reason, 0)]
         self.usage = usage
 
 

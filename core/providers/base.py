@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ..types import FinishReason, ProviderInfo, ResponseId, Usage
+from ..types import FinishReason, ProviderInfo, Reasoning, ResponseId, Usage
 
 Messages = list[dict[str, Any]]
-#: What a provider's generator may yield: text pieces, plus at most one `ResponseId`, `Usage`
-#: and `FinishReason` (and, from fallback providers, `ProviderInfo`).
-StreamItem = str | Usage | FinishReason | ResponseId | ProviderInfo | None
+#: What a provider's generator may yield: text pieces and `Reasoning` pieces, plus at most one
+#: `ResponseId`, `Usage` and `FinishReason` (and, from fallback providers, `ProviderInfo`).
+StreamItem = str | Reasoning | Usage | FinishReason | ResponseId | ProviderInfo | None
 
 
 @runtime_checkable
