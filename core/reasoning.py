@@ -57,7 +57,9 @@ class ThinkSplitter:
                     break
                 start = at + 1
                 continue
-            self._add(pieces, text[:at])
+            inner = self._depth > (0 if tag == OPEN_TAG else 1)
+            # An inner tag is the reasoning's own text; only the outer pair is markup.
+            self._add(pieces, text[: at + len(tag)] if inner else text[:at])
             self._depth += 1 if tag == OPEN_TAG else -1
             text = text[at + len(tag) :]
             start = 0

@@ -142,13 +142,12 @@ class ProviderInfo:
         self.name = name
 
 
-def _dump_reasoning(fields: _Dumpable) -> dict[str, Any]:
+def _dump_reasoning(fields: ChatCompletionMessage | ChoiceDelta) -> dict[str, Any]:
     """A message's or delta's dump, with `reasoning_content` only when there is some: an answer
     without thinking dumps in exactly OpenAI's shape."""
-    dumped = {"role": getattr(fields, "role"), "content": getattr(fields, "content")}
-    reasoning = getattr(fields, "reasoning_content")
-    if reasoning is not None:
-        dumped["reasoning_content"] = reasoning
+    dumped: dict[str, Any] = {"role": fields.role, "content": fields.content}
+    if fields.reasoning_content is not None:
+        dumped["reasoning_content"] = fields.reasoning_content
     return dumped
 
 

@@ -85,9 +85,7 @@ class Anthropic(HTTPProvider):
             payload = json.loads(body)
             blocks = payload["content"]
             text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-            thinking = "".join(
-                b.get("thinking", "") for b in blocks if b.get("type") == "thinking"
-            )
+            thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
             usage = payload.get("usage") or {}
             tokens = Usage(
                 int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
