@@ -251,6 +251,24 @@ async def m008_budget_overrides(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m010_reply_reasoning(db: aiosqlite.Connection) -> None:
+    # A reply's reasoning (a thinking model's thoughts, `core.reasoning`), apart from its text:
+    # a table of its own rather than a column, so no query that builds a model's context, and
+    # no history export, ever reads it by accident. At most one row per reply; most have none.
+    await _run(
+        db,
+        (
+            """
+            CREATE TABLE reply_reasoning (
+                message INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+                text TEXT NOT NULL
+            )
+            """,
+        ),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 
