@@ -110,6 +110,11 @@ class Settings(CoreSettings):
     # up; until then its text is retried with capped backoff (1 s doubling to 30 s).
     delivery_timeout_seconds: float = Field(default=600.0, gt=0)
 
+    # A thinking model's reasoning (`bots.reasoning_view`): shown while it thinks as a
+    # collapsed block above the answer; in the finished reply `full`, as a one-line summary
+    # (`collapsed`), or not at all (`off`, which also hides it while streaming).
+    show_reasoning: Literal["full", "collapsed", "off"] = "collapsed"
+
     @field_validator("telegram_allowed_ids", "discord_allowed_ids", "admin_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:

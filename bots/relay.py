@@ -27,6 +27,11 @@ before it said anything (`/reset` stops the asker's queued questions) ends with 
 The core's notice for the user (`Reply.notice`: the chat's model cannot see the images sent) is
 shown above the answer, and is the whole answer to a message that was only images.
 
+A thinking model's reasoning shows above the answer as `bots.reasoning_view` draws it
+(`SHOW_REASONING`), as the engine's `Lead`: never part of the reply's text, so never stored as
+it. A reply that is all reasoning and no answer shows the whole reasoning (unless `off`): it is
+all the model said.
+
 The service hears when delivery ended (`ConversationService.delivery_ended`), after the record is
 written: only then is a reply's outcome known, so only then does it count in the metrics.
 """
@@ -35,9 +40,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 
-from bots.streaming import DELIVERY_TIMEOUT, StreamingEngine, StreamResult, Surface
+from bots.reasoning_view import ShowReasoning, thinking_block, thought_block
+from bots.streaming import DELIVERY_TIMEOUT, Lead, StreamingEngine, StreamResult, Surface
 from core.conversation import Arrival, Author, ChatRef, ConversationService, Reply, ReplyState
 from core.errors import describe
 from storage import MessageImage, StorageError
@@ -117,11 +124,13 @@ async def relay(
     delivery_timeout: float = DELIVERY_TIMEOUT,
     images: Sequence[MessageImage] = (),
     arrival: Arrival | None = None,
+    show_reasoning: ShowReasoning = "collapsed",
 ) -> StreamResult:
     """Answer `text` (and `images`, from `bots.attachments.gather`) on `surface`, recording
     which platform messages carry the reply; `chat_title` is stored as the chat's name;
     `arrival`: the place the message took in the chat's order when it came, if it was taken
-    before its files were read (`ConversationService.arrive`).
+    before its files were read (`ConversationService.arrive`); `show_reasoning`: how a
+    thinking model's reasoning shows (`SHOW_REASONING`).
 
     Provider failures end up in the message as a short warning (the engine's job); a message
     deleted mid-stream stops the reply, which the engine reports to the service via `aclose`,
@@ -149,34 +158,57 @@ async def relay(
     placeholder = QUEUED_NOTE if reply.queued_behind_own else None
     try:
         return await engine.run(
-            _shown(reply), placeholder=placeholder, placeholders=_queue_positions(reply)
+            _shown(reply, show_reasoning),
+            placeholder=placeholder,
+            placeholders=_queue_positions(reply),
         )
     finally:  # however delivery ended: cancelled, or even a bug in the engine
         service.delivery_ended(reply, whole=record.whole)
 
 
-async def _shown(reply: Reply) -> AsyncIterator[str]:
+async def _shown(reply: Reply, show: ShowReasoning) -> AsyncIterator[str | Lead]:
     """The reply's deltas under its notice, if any; and `NOT_ANSWERED` if it was stopped before
     saying anything (a message cannot be empty, and "(empty reply)" would blame the model).
+    Its reasoning is the `Lead` above them, redrawn as it grows and once it is over.
 
     The notice is set before the first delta, so it is known by then; a reply with no delta
     shows it at the end (it is the answer to a message of images alone), or above the error."""
     noticed = False
-    async with contextlib.aclosing(aiter(reply)) as deltas:
+    began: float | None = None  # when the model began to think
+    thought: float | None = None  # how long it thought, once its answer began
+    async with contextlib.aclosing(reply.pieces()) as pieces:
         try:
-            async for delta in deltas:
+            async for piece in pieces:
+                if not isinstance(piece, str):
+                    began = time.monotonic() if began is None else began
+                    if thought is None:
+                        yield Lead(thinking_block(reply.reasoning, show))
+                    continue
+                if thought is None and began is not None:
+                    thought = time.monotonic() - began
+                    yield Lead(thought_block(reply.reasoning, thought, show))
                 if not noticed and reply.notice:
                     yield f"{reply.notice}\n\n"
                 noticed = True
-                yield delta
+                yield piece
         except Exception:
+            if thought is None and began is not None:  # it failed while thinking
+                yield _unanswered_lead(reply, began, show)
             if reply.notice and not noticed:  # the model failed: the line still explains
                 yield f"{reply.notice}\n\n"
             raise
+    if thought is None and began is not None:  # it thought, and no answer came
+        yield _unanswered_lead(reply, began, show)
     if reply.state is ReplyState.STOPPED and not reply.text:
         yield NOT_ANSWERED
     elif reply.notice and not noticed:
         yield reply.notice
+
+
+def _unanswered_lead(reply: Reply, began: float, show: ShowReasoning) -> Lead:
+    """The reasoning of a reply that has no answer: whole, as it is all the model said."""
+    shown: ShowReasoning = "off" if show == "off" else "full"
+    return Lead(thought_block(reply.reasoning, time.monotonic() - began, shown))
 
 
 async def _queue_positions(reply: Reply) -> AsyncIterator[str]:

@@ -22,6 +22,11 @@ failing for `delivery_timeout` seconds: then delivery gives up. A rate limit hol
 chat's budget for its `retry_after` and does not count as a failure. Each failure is one log line; so is the success after failures, or giving up. Only
 this reply's own tasks wait meanwhile: other chats' replies run in their own.
 
+The deltas may carry a `Lead`: a block to show above the text in the reply's first message
+(a thinking model's reasoning, `bots.reasoning_view`), each one replacing the one before. It
+is not part of the text: it takes its room in the first message only, and once that message
+is finished (its part cut at the limit) a new lead no longer shows.
+
 A stream cancelled from outside (the bot stopping) mid-reply makes one bounded last edit that
 ends with `INTERRUPTED_NOTE`. A `DeliveryListener` hears before each send or edit, of each
 message as it is sent, and of how the delivery ended, so the caller can record it all as it
@@ -61,6 +66,13 @@ EMPTY_NOTICE = "(empty reply)"
 FAILURE_LOG_CHARS = 200
 #: Waits between tries of a failing send or edit: 1 s doubling to 30 s, jittered.
 DELIVERY_BACKOFF = Backoff(first=1.0, cap=30.0, jitter=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Lead:
+    """The block shown above the text of a reply's first message, in place of the last one."""
+
+    text: str
 
 
 class Surface(Protocol):
@@ -153,7 +165,7 @@ class StreamingEngine:
 
     async def run(
         self,
-        deltas: AsyncIterable[str],
+        deltas: AsyncIterable[str | Lead],
         *,
         placeholder: str | None = None,
         placeholders: AsyncIterable[str] | None = None,
@@ -221,6 +233,8 @@ class _Stream:
         #: Some of the model's text (not just the placeholder) is on screen.
         self._text_shown = False
         self._text = ""
+        #: The block above the text of the first message (`Lead`), while that one is open.
+        self._lead = ""
         self._final: str | None = None
         self._error: BaseException | None = None
         self._gone = False
@@ -236,7 +250,7 @@ class _Stream:
         self._typing: asyncio.Task[None] | None = None
 
     async def run(
-        self, deltas: AsyncIterable[str], placeholders: AsyncIterable[str] | None = None
+        self, deltas: AsyncIterable[str | Lead], placeholders: AsyncIterable[str] | None = None
     ) -> StreamResult:
         with self._budget.in_use():
             follow = (
@@ -254,7 +268,7 @@ class _Stream:
             self._placeholder = text
             self._changed.set()
 
-    async def _run(self, deltas: AsyncIterable[str]) -> StreamResult:
+    async def _run(self, deltas: AsyncIterable[str | Lead]) -> StreamResult:
         consume = asyncio.create_task(self._consume(deltas))
         deliver = asyncio.create_task(self._deliver())
         self._typing = asyncio.create_task(self._keep_typing())
@@ -296,10 +310,13 @@ class _Stream:
         """Delivery is over before its end: the message is gone, or the platform kept failing."""
         return self._gone or self._gave_up
 
-    async def _consume(self, deltas: AsyncIterable[str]) -> None:
+    async def _consume(self, deltas: AsyncIterable[str | Lead]) -> None:
         try:
             async for delta in deltas:
-                if delta:
+                if isinstance(delta, Lead):
+                    self._lead = delta.text
+                    self._changed.set()
+                elif delta:
                     self._text += delta
                     self._changed.set()
         except Exception as exc:  # the provider failed: the user sees a warning instead
@@ -340,16 +357,19 @@ class _Stream:
             self._changed.clear()
             finished = self._final is not None
             text = self._final if self._final is not None else self._text
-            cut = next_cut(text, message.start, message.fence, self._limit, self._length)
+            lead = self._lead if not self._handles or message.handle == self._handles[0] else ""
+            limit = self._limit - self._length(lead) if lead else self._limit
+            cut = next_cut(text, message.start, message.fence, limit, self._length)
             if cut is not None:
-                if text[message.start : cut.end].strip() and not await self._write(
-                    message, cut.part, final=True
+                if (lead or text[message.start : cut.end].strip()) and not await self._write(
+                    message, lead + cut.part, final=True
                 ):
                     continue  # not through yet: the part's text is fixed, so try it again
+                self._lead = ""  # the first message is finished: a later lead has no place
                 message = self._new_message(cut.end, cut.fence)
                 continue
-            has_text = bool(text[message.start :].strip())
-            current = message.prefix + text[message.start :]
+            has_text = bool(lead or text[message.start :].strip())
+            current = lead + message.prefix + text[message.start :]
             if finished:
                 if not has_text or await self._write(message, current, final=True):
                     self._delivered = not self._stopped
@@ -500,7 +520,7 @@ class _Stream:
             self._typing.cancel()
 
     async def _stop_consuming(
-        self, consume: asyncio.Task[None], deltas: AsyncIterable[str]
+        self, consume: asyncio.Task[None], deltas: AsyncIterable[str | Lead]
     ) -> None:
         """Stop reading the model and tell the deltas' owner (e.g. `Reply.aclose`) we gave up."""
         consume.cancel()
@@ -513,7 +533,10 @@ class _Stream:
                 logger.warning("could not close the reply stream", exc_info=True)
 
     async def _finish_cancelled(
-        self, consume: asyncio.Task[None], deliver: asyncio.Task[None], deltas: AsyncIterable[str]
+        self,
+        consume: asyncio.Task[None],
+        deliver: asyncio.Task[None],
+        deltas: AsyncIterable[str | Lead],
     ) -> None:
         """Best effort, bounded: stop the deltas and show what the reply had. A reply the model
         had not finished ends with the interrupted note (alone if no text came yet: the question

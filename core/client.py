@@ -24,6 +24,7 @@ from .providers.base import provider_name
 from .providers.fallback import IterListProvider
 from .providers.openai_compatible import OpenAICompatible
 from .providers.registry import ProviderRegistry, current_registry, resolve_provider
+from .reasoning import ThinkSplitter
 from .stop import StopFilter, normalize_stop
 from .types import (
     ChatCompletion,
@@ -35,6 +36,7 @@ from .types import (
     Function,
     ImagesResponse,
     ProviderInfo,
+    Reasoning,
     ResponseId,
     Usage,
     new_completion_id,
@@ -176,6 +178,8 @@ async def _one_chunk(request: _Request) -> AsyncGenerator[ChatCompletionChunk, N
     completion = await _complete(request)
     head = (completion.id, completion.created, completion.model, completion.provider)
     choice = completion.choices[0]
+    if choice.message.reasoning_content:
+        yield _thought(choice.message.reasoning_content, *head)
     if choice.message.content:
         yield ChatCompletionChunk(choice.message.content, None, *head)
     for index, call in enumerate(choice.message.tool_calls or ()):
@@ -193,6 +197,10 @@ async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChun
     the server billed what it generated), else an estimate marked `estimated`. A tool call
     piece gets a chunk of its own (`delta.tool_calls`); an answer that called a tool finishes
     with `tool_calls`, also from a server that said `stop` (OpenAI does, for a forced call).
+
+    Thinking comes out apart, in chunks whose `delta.reasoning_content` holds it and whose
+    `content` is None: a provider's `Reasoning` items, and `<think>` blocks in its text
+    (`core.reasoning`). Stop strings apply to the answer only.
     """
     completion_id, created = new_completion_id()
     model = request.model
@@ -201,12 +209,18 @@ async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChun
     usage: Usage | None = None
     finish = "stop"
     stopper = StopFilter(request.stops) if request.stops else None
+    splitter = ThinkSplitter()
     produced = 0  # characters, for the usage estimate
     called = False
     items = request.provider.create_async_generator(model, request.messages, **request.kwargs)
     try:
         async for item in items:
             if item.__class__ is not str:
+                if isinstance(item, Reasoning):
+                    if item.token:
+                        produced += len(item.token)
+                        yield _thought(item.token, completion_id, created, model, provider)
+                    continue
                 if isinstance(item, ProviderInfo):
                     if not named:
                         provider, named = item.name, True
@@ -232,22 +246,34 @@ async def _stream_chunks(request: _Request) -> AsyncGenerator[ChatCompletionChun
                     continue
             if not item:
                 continue
-            if stopper is not None:
-                item = stopper.feed(item)
-                if stopper.stopped:
-                    finish = "stop"
-                    if item:
-                        produced += len(item)
-                        yield ChatCompletionChunk(
-                            item, None, completion_id, created, model, provider
-                        )
-                    break
-                if not item:
+            stopped = False
+            for thinking, text in splitter.feed(item):
+                if thinking:
+                    produced += len(text)
+                    yield _thought(text, completion_id, created, model, provider)
                     continue
-            produced += len(item)
-            yield ChatCompletionChunk(item, None, completion_id, created, model, provider)
+                if stopper is not None:
+                    text = stopper.feed(text)
+                    stopped = stopper.stopped
+                produced += len(text)
+                if text:
+                    yield ChatCompletionChunk(text, None, completion_id, created, model, provider)
+                if stopped:
+                    finish = "stop"
+                    break
+            if stopped:
+                break
         else:
-            tail = stopper.flush() if stopper is not None else ""
+            for thinking, text in splitter.flush():  # a tag begun at the very end was text
+                if thinking:
+                    produced += len(text)
+                    yield _thought(text, completion_id, created, model, provider)
+                    continue
+                text = stopper.feed(text) if stopper is not None else text
+                produced += len(text)
+                if text:
+                    yield ChatCompletionChunk(text, None, completion_id, created, model, provider)
+            tail = stopper.flush() if stopper is not None and not stopper.stopped else ""
             if tail:
                 produced += len(tail)
                 yield ChatCompletionChunk(tail, None, completion_id, created, model, provider)
@@ -279,17 +305,26 @@ def _call_chars(piece: ChoiceDeltaToolCall) -> int:
     return len(function.name or "") + len(function.arguments or "")
 
 
+def _thought(
+    text: str, completion_id: str, created: int, model: str, provider: str
+) -> ChatCompletionChunk:
+    """A chunk of the model's thinking: `delta.reasoning_content`, no `content`."""
+    return ChatCompletionChunk(None, None, completion_id, created, model, provider, None, text)
+
+
 async def _complete(request: _Request) -> ChatCompletion:
     """A whole answer; built from the same chunk sequence so both paths agree."""
     pieces: list[str] = []
     calls: list[ChoiceDeltaToolCall] = []
+    thoughts: list[str] = []
     last: ChatCompletionChunk | None = None
     async for chunk in _stream_chunks(request):
         last = chunk
         delta = chunk.choices[0].delta
-        content = delta.content
-        if content:
-            pieces.append(content)
+        if delta.content:
+            pieces.append(delta.content)
+        elif delta.reasoning_content:
+            thoughts.append(delta.reasoning_content)
         if delta.tool_calls:
             calls.extend(delta.tool_calls)
     # _stream_chunks always ends with the final chunk, and that one carries the usage.
@@ -306,6 +341,7 @@ async def _complete(request: _Request) -> ChatCompletion:
         provider=last.provider,
         usage=last.usage,
         tool_calls=tool_calls,
+        reasoning_content="".join(thoughts) or None,
     )
 
 

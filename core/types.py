@@ -109,6 +109,27 @@ class ResponseId:
         return f"ResponseId({self.id!r})"
 
 
+class Reasoning:
+    """Yielded by a provider for a piece of the model's thinking, apart from its answer (g4f's
+    `Reasoning`, its `token`): OpenAI-compatible servers' `reasoning_content` / `reasoning`
+    deltas, Anthropic's thinking blocks, and `<think>` blocks in the text (`core.reasoning`).
+
+    The client passes it on as a chunk whose `delta.reasoning_content` holds it and whose
+    `delta.content` is None, so code that reads only `content` never sees thinking.
+    """
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __str__(self) -> str:
+        return self.token
+
+    def __repr__(self) -> str:
+        return f"Reasoning({self.token!r})"
+
+
 class ProviderInfo:
     """Yielded by a fallback provider just before the first text: who is answering.
 
@@ -176,28 +197,42 @@ class ChoiceDeltaToolCall(_Dumpable):
         self.type = type
 
 
-def _dump_tool_calls(dumped: dict[str, Any]) -> dict[str, Any]:
-    """A message or delta without tool calls dumps as before tools existed: no `tool_calls`."""
-    if dumped.get("tool_calls") is None:
-        dumped.pop("tool_calls", None)
+def _dump_message(fields: ChatCompletionMessage | ChoiceDelta) -> dict[str, Any]:
+    """A message's or delta's dump: `tool_calls` only when it called tools, and
+    `reasoning_content` only when there is some, so a plain answer dumps in exactly OpenAI's
+    shape."""
+    dumped: dict[str, Any] = {"role": fields.role, "content": fields.content}
+    if fields.tool_calls is not None:
+        dumped["tool_calls"] = [call.model_dump() for call in fields.tool_calls]
+    if fields.reasoning_content is not None:
+        dumped["reasoning_content"] = fields.reasoning_content
     return dumped
 
 
 class ChatCompletionMessage(_Dumpable):
-    __slots__ = ("content", "role", "tool_calls")
+    """`reasoning_content`: the model's thinking, as OpenAI-compatible servers name it (None
+    when it had none); `reasoning` reads it under g4f's name."""
+
+    __slots__ = ("content", "reasoning_content", "role", "tool_calls")
 
     def __init__(
         self,
         content: str | None,
         role: str = "assistant",
         tool_calls: list[ChatCompletionMessageToolCall] | None = None,
+        reasoning_content: str | None = None,
     ) -> None:
         self.role = role
         self.content = content
         self.tool_calls = tool_calls
+        self.reasoning_content = reasoning_content
+
+    @property
+    def reasoning(self) -> str | None:
+        return self.reasoning_content
 
     def model_dump(self) -> dict[str, Any]:
-        return _dump_tool_calls(super().model_dump())
+        return _dump_message(self)
 
 
 class Choice(_Dumpable):
@@ -224,6 +259,7 @@ class ChatCompletion(_Dumpable):
         model: str,
         provider: str,
         usage: Usage,
+        reasoning_content: str | None = None,
         tool_calls: list[ChatCompletionMessageToolCall] | None = None,
     ) -> None:
         self.id = id
@@ -231,26 +267,36 @@ class ChatCompletion(_Dumpable):
         self.created = created
         self.model = model
         self.provider = provider
-        message = ChatCompletionMessage(content, "assistant", tool_calls)
+        message = ChatCompletionMessage(
+            content, "assistant", tool_calls=tool_calls, reasoning_content=reasoning_content
+        )
         self.choices = [Choice(message, finish_reason)]
         self.usage = usage
 
 
 class ChoiceDelta(_Dumpable):
-    __slots__ = ("content", "role", "tool_calls")
+    """`reasoning_content`: a piece of the model's thinking (then `content` is None)."""
+
+    __slots__ = ("content", "reasoning_content", "role", "tool_calls")
 
     def __init__(
         self,
         content: str | None,
         role: str | None = "assistant",
         tool_calls: list[ChoiceDeltaToolCall] | None = None,
+        reasoning_content: str | None = None,
     ) -> None:
         self.role = role
         self.content = content
         self.tool_calls = tool_calls
+        self.reasoning_content = reasoning_content
+
+    @property
+    def reasoning(self) -> str | None:
+        return self.reasoning_content
 
     def model_dump(self) -> dict[str, Any]:
-        return _dump_tool_calls(super().model_dump())
+        return _dump_message(self)
 
 
 class ChunkChoice(_Dumpable):
@@ -276,6 +322,7 @@ class ChatCompletionChunk(_Dumpable):
         model: str,
         provider: str,
         usage: Usage | None = None,
+        reasoning_content: str | None = None,
         tool_calls: list[ChoiceDeltaToolCall] | None = None,
     ) -> None:
         self.id = id
@@ -284,7 +331,7 @@ class ChatCompletionChunk(_Dumpable):
         self.model = model
         self.provider = provider
         # Positional arguments throughout: this runs once per streamed piece.
-        delta = ChoiceDelta(content, "assistant", tool_calls)
+        delta = ChoiceDelta(content, "assistant", tool_calls, reasoning_content)
         self.choices = [ChunkChoice(delta, finish_reason, 0)]
         self.usage = usage
 

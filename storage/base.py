@@ -186,6 +186,9 @@ class ReplyOutcome:
     #: The token counts are the client's estimate: the provider reported no usage.
     tokens_estimated: bool = False
     error: str | None = None
+    #: The model's thinking, stored apart from `text` (`Store.reply_reasoning`) and never
+    #: part of a context; None when it had none.
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,7 +438,14 @@ class Store(Protocol):
         """Checkpoint a streaming reply's text so a crash loses at most the last few seconds."""
         ...
 
-    async def finish_reply(self, message_id: int, outcome: ReplyOutcome) -> None: ...
+    async def finish_reply(self, message_id: int, outcome: ReplyOutcome) -> None:
+        """Write the reply's outcome, its reasoning (if any) apart from its text, in one
+        transaction."""
+        ...
+
+    async def reply_reasoning(self, message_id: int) -> str | None:
+        """The reasoning stored with a reply, None if it had none."""
+        ...
 
     async def set_platform_message_ids(
         self, message_id: int, ids: Sequence[str], *, delivery_pending: bool = False

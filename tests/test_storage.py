@@ -93,6 +93,8 @@ EXPECTED_COLUMNS = {
     "usage_totals": ["scope", "key", "period", "tokens", "cost_micros"],
     # m008
     "budget_overrides": ["scope", "key", "name", "value"],
+    # m010
+    "reply_reasoning": ["message", "text"],
 }
 EXPECTED_INDEXES = {
     "chats_by_chat_id",

@@ -155,6 +155,7 @@ class ChatCog(commands.Cog):
             delivery_timeout=self.settings.delivery_timeout_seconds,
             images=images,
             arrival=arrival,
+            show_reasoning=self.settings.show_reasoning,
         )
 
     @staticmethod

@@ -56,6 +56,7 @@ async def answer(
         chat_title=chat_title(message),
         delivery_timeout=settings.delivery_timeout_seconds,
         arrival=arrival,
+        show_reasoning=settings.show_reasoning,
     )
 
 

@@ -9,6 +9,10 @@ caller gets None and sends the plain text instead. Entities only style text that
 visible, and Telegram validates them; the one exception is a link into Telegram itself:
 `[hi](tg://user?id=N)` is a mention that notifies user N, so such links are dropped (the text
 stays) and model output cannot ping anyone that way.
+
+A reply that opens with a thinking model's reasoning (`bots.reasoning_view`: subtext lines,
+the first starting "💭") shows that block as an expandable blockquote, collapsed until tapped,
+while it streams and once finished (`render_reasoning`); the answer under it renders as above.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import telegramify_markdown
 from aiogram.types import MessageEntity
 from telegramify_markdown.converter import STANDARD_OPTIONS
 
+from bots.reasoning_view import SUBTEXT
 from bots.splitting import utf16_length
 
 #: Telegram's limit per message, in UTF-16 code units.
@@ -30,6 +35,8 @@ LOST_CHARS_TOLERATED = 2
 TELEGRAM_SCHEME = "tg:"
 
 _HTML_EVENTS = ("Html", "InlineHtml")
+#: How a reasoning block's first line begins (`bots.reasoning_view`).
+REASONING_START = SUBTEXT + "💭"
 
 
 def render_markdown(source: str) -> tuple[str, list[MessageEntity]] | None:
@@ -75,3 +82,33 @@ def lost_characters(source: str, rendered: str) -> int:
     need = Counter(char for char in source if char.isalnum())
     have = Counter(char for char in rendered if char.isalnum())
     return sum((need - have).values())
+
+
+def split_reasoning(text: str) -> tuple[str, str] | None:
+    """(the reasoning block's lines without their subtext marks, the text after it), or None
+    when `text` does not open with a reasoning block."""
+    if not text.startswith(REASONING_START):
+        return None
+    lines = text.split("\n")
+    count = next((i for i, line in enumerate(lines) if not line.startswith(SUBTEXT)), len(lines))
+    quote = "\n".join(line[len(SUBTEXT) :] for line in lines[:count])
+    return quote, "\n".join(lines[count:]).lstrip("\n")
+
+
+def render_reasoning(text: str, *, final: bool) -> tuple[str, list[MessageEntity]] | None:
+    """A reply that opens with reasoning: the block as an expandable blockquote, the answer
+    under it plain while streaming and rendered from Markdown when `final` (plain if that
+    fails). None when `text` has no reasoning block."""
+    split = split_reasoning(text)
+    if split is None:
+        return None
+    quote, rest = split
+    rendered = render_markdown(rest) if final and rest.strip() else None
+    body, entities = rendered if rendered is not None else (rest, [])
+    gap = "\n\n" if body else ""
+    offset = utf16_length(quote + gap)
+    if offset + utf16_length(body) > MAX_LENGTH and rendered is not None:
+        body, entities = rest, []  # the rendering grew past the limit: the answer goes plain
+    block = MessageEntity(type="expandable_blockquote", offset=0, length=utf16_length(quote))
+    moved = [entity.model_copy(update={"offset": entity.offset + offset}) for entity in entities]
+    return quote + gap + body, [block, *moved]

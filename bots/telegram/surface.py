@@ -1,6 +1,6 @@
 """One reply's `Surface` on Telegram: what the streaming engine's send, edit and typing mean here.
 
-Streamed text goes out plain, with @mentions made inert so model output never notifies anyone. A message's final text is rendered from Markdown to entities
+Streamed text goes out plain (but for a reasoning block, a collapsed quote), with @mentions made inert so model output never notifies anyone. A message's final text is rendered from Markdown to entities
 (`render.render_markdown`); if Telegram rejects the formatting, the same text goes out plain.
 Telegram's answers map to the engine's terms: flood control is `RateLimited`; a deleted message
 or chat, a chat the bot may not write in, or a bot blocked by the user is `MessageGone`;
@@ -27,7 +27,7 @@ from aiogram.types import Message, MessageEntity, ReplyParameters
 
 from bots.errors import MessageGone, RateLimited
 from bots.splitting import utf16_length
-from bots.telegram.render import MAX_LENGTH, render_markdown
+from bots.telegram.render import MAX_LENGTH, render_markdown, render_reasoning
 from bots.write_budget import ChatBudgets, WriteBudget, WriteLimits
 from storage import UndeliveredReply
 
@@ -157,7 +157,7 @@ class TelegramSurface:
                 ),
             )
 
-        sent = await _deliver(send, text, render_markdown(text) if final else None)
+        sent = await _deliver(send, text, _rendered(text, final))
         self._remember(sent)
         self._reply_to = sent.message_id
         return sent.message_id
@@ -165,7 +165,7 @@ class TelegramSurface:
     async def edit(self, handle: object, text: str, *, final: bool) -> None:
         message_id = cast(int, handle)
         text = defuse_mentions(text)
-        rendered = render_markdown(text) if final else None
+        rendered = _rendered(text, final)
         if self._unchanged(message_id, text, rendered):
             return
 
@@ -200,6 +200,15 @@ class TelegramSurface:
             return False
         body = rendered[0] if rendered is not None else text
         return self._plain.get(message_id) == body.strip()
+
+
+def _rendered(text: str, final: bool) -> tuple[str, list[MessageEntity]] | None:
+    """Text and entities to send, or None for the plain text: a reasoning block is a collapsed
+    quote on every edit; the rest is Markdown rendered once final."""
+    with_reasoning = render_reasoning(text, final=final)
+    if with_reasoning is not None:
+        return with_reasoning
+    return render_markdown(text) if final else None
 
 
 async def _deliver(

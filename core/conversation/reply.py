@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from storage import MessageStatus
 
 from ..errors import IllegalMoveError
+from ..types import Reasoning
 from .chat import Author, ChatRef
 
 T = TypeVar("T")
@@ -124,7 +125,9 @@ async def _first_of(*events: asyncio.Event) -> None:
 class Reply:
     """One answer in the making: an async iterator of text deltas (`async for delta in reply`).
 
-    It can be iterated once. Leaving the iteration early (`break`, `aclose()`, the consuming
+    A thinking model's reasoning is kept apart (`reasoning`): the plain iteration leaves it
+    out, `pieces()` gives it in its place among the deltas, as `core.types.Reasoning`.
+    It can be iterated once, either way. Leaving the iteration early (`break`, `aclose()`, the consuming
     task being cancelled) stops the reply and keeps its partial text as 'interrupted'.
     """
 
@@ -151,7 +154,8 @@ class Reply:
         self.error: BaseException | None = None
         self._state = ReplyState.QUEUED
         self._parts: list[str] = []
-        self._deltas: asyncio.Queue[str | None] = asyncio.Queue()
+        self._thoughts: list[str] = []
+        self._deltas: asyncio.Queue[str | Reasoning | None] = asyncio.Queue()
         self._iterated = False
         self._task: asyncio.Task[None] | None = None
         #: True while the model is being read: then, and only then, a stop cancels the task.
@@ -177,6 +181,11 @@ class Reply:
         return "".join(self._parts)
 
     @property
+    def reasoning(self) -> str:
+        """The model's thinking so far, apart from the text; stored apart, never context."""
+        return "".join(self._thoughts)
+
+    @property
     def queued_behind_own(self) -> bool:
         """When it arrived, its author's previous reply in the chat was still in flight, so
         it waits for that one's turn: a delivery shows it as queued rather than silent."""
@@ -190,12 +199,25 @@ class Reply:
         return self.queue_position
 
     def __aiter__(self) -> AsyncGenerator[str, None]:
+        return self._text_deltas(self.pieces())
+
+    @staticmethod
+    async def _text_deltas(
+        pieces: AsyncGenerator[str | Reasoning, None],
+    ) -> AsyncGenerator[str, None]:
+        async with contextlib.aclosing(pieces):
+            async for piece in pieces:
+                if isinstance(piece, str):
+                    yield piece
+
+    def pieces(self) -> AsyncGenerator[str | Reasoning, None]:
+        """The text deltas and, in their place among them, the reasoning pieces."""
         if self._iterated:
             raise RuntimeError("A Reply can be iterated only once.")
         self._iterated = True
         return self._deltas_until_end()
 
-    async def _deltas_until_end(self) -> AsyncGenerator[str, None]:
+    async def _deltas_until_end(self) -> AsyncGenerator[str | Reasoning, None]:
         # A fresh generator, not referenced by the Reply: when the consumer breaks out, it is
         # collected at once and the event loop's async-generator hook runs its `finally`.
         finished = False
@@ -300,6 +322,11 @@ class Reply:
         """A piece of the model's text: kept, and handed to the consumer."""
         self._parts.append(piece)
         self._deltas.put_nowait(piece)
+
+    def add_reasoning(self, piece: str) -> None:
+        """A piece of the model's thinking: kept apart from the text, and handed on."""
+        self._thoughts.append(piece)
+        self._deltas.put_nowait(Reasoning(piece))
 
     def end(self, state: ReplyState, error: BaseException | None = None) -> None:
         """The outcome is stored, or there was none to store: move to a final `state` and let

@@ -695,8 +695,11 @@ class ConversationService:
                         reply.provider = chunk.provider or reply.provider
                         reply.model = chunk.model or reply.model
                         usage = chunk.usage or usage
-                        piece = chunk.choices[0].delta.content
+                        delta = chunk.choices[0].delta
+                        piece = delta.content
                         if not piece:
+                            if delta.reasoning_content:
+                                reply.add_reasoning(delta.reasoning_content)
                             continue
                         if first_token is None:
                             first_token = time.monotonic()
@@ -780,6 +783,7 @@ class ConversationService:
             total_tokens=getattr(usage, "total_tokens", None),
             tokens_estimated=getattr(usage, "estimated", False),
             error=_reason(error) if error is not None else None,
+            reasoning=reply.reasoning or None,
         )
         for delay in (*FINAL_SAVE_RETRY_DELAYS, None):
             try:

@@ -9,7 +9,7 @@ from typing import Any
 from .. import errors
 from ..content import content_text
 from ..redact import Redactor
-from ..types import FinishReason, Usage
+from ..types import FinishReason, Reasoning, Usage
 from .base import Messages, StreamItem
 from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
 from .sse import iter_sse
@@ -90,7 +90,9 @@ class Anthropic(HTTPProvider):
         calls (an `Exchange.whole` caller has no request body to tell a JSON answer by)."""
         try:
             payload = json.loads(body)
-            text = "".join(b.get("text", "") for b in payload["content"] if b.get("type") == "text")
+            blocks = payload["content"]
+            text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
+            thinking = "".join(b.get("thinking", "") for b in blocks if b.get("type") == "thinking")
             usage = payload.get("usage") or {}
             tokens = Usage(
                 int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0)
@@ -105,7 +107,10 @@ class Anthropic(HTTPProvider):
             ) from None
         # Id and usage before the text, as `OpenAICompatible._read_json` explains.
         ident = response_id(payload)
-        items: list[StreamItem] = [tokens, text] if ident is None else [ident, tokens, text]
+        items: list[StreamItem] = [tokens] if ident is None else [ident, tokens]
+        if thinking:
+            items.append(Reasoning(thinking))
+        items.append(text)
         items.extend(calls)
         if reason != "stop":
             items.append(FinishReason(reason))
@@ -130,12 +135,15 @@ class Anthropic(HTTPProvider):
                         raise errors.ResponseStatusError(
                             f"{self.name}: the stream sent invalid JSON: {event.data[:120]!r}"
                         ) from None
-                    text = ident = call = None
+                    text = ident = call = thinking = None
                     try:
                         kind = payload.get("type", event.event)
                         if kind == "content_block_delta":
-                            text = payload.get("delta", {}).get("text")
-                            if text is None:
+                            delta = payload.get("delta", {})
+                            text = delta.get("text")
+                            # Extended thinking: `thinking_delta`s in a `thinking` block.
+                            thinking = delta.get("thinking")
+                            if text is None and thinking is None:
                                 call = tools.delta(payload)
                         elif kind == "content_block_start":
                             call = tools.start(payload)
@@ -163,6 +171,8 @@ class Anthropic(HTTPProvider):
                         yield text
                     elif call is not None:
                         yield call
+                    elif thinking:
+                        yield Reasoning(thinking)
                     elif kind == "message_stop":
                         finished = True
                         break

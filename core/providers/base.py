@@ -11,13 +11,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ..types import ChoiceDeltaToolCall, FinishReason, ProviderInfo, ResponseId, Usage
+from ..types import ChoiceDeltaToolCall, FinishReason, ProviderInfo, Reasoning, ResponseId, Usage
 
 Messages = list[dict[str, Any]]
-#: What a provider's generator may yield: text pieces and tool call pieces
+#: What a provider's generator may yield: text pieces, `Reasoning` pieces and tool call pieces
 #: (`ChoiceDeltaToolCall`), plus at most one `ResponseId`, `Usage` and `FinishReason` (and,
 #: from fallback providers, `ProviderInfo`).
-StreamItem = str | ChoiceDeltaToolCall | Usage | FinishReason | ResponseId | ProviderInfo | None
+StreamItem = (
+    str | Reasoning | ChoiceDeltaToolCall | Usage | FinishReason | ResponseId | ProviderInfo | None
+)
 
 
 @runtime_checkable

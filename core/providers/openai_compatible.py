@@ -15,7 +15,7 @@ import httpx
 
 from .. import errors
 from ..redact import Redactor
-from ..types import ChoiceDeltaToolCall, FinishReason, Image, ImagesResponse, Usage
+from ..types import ChoiceDeltaToolCall, FinishReason, Image, ImagesResponse, Reasoning, Usage
 from .base import Messages, StreamItem
 from .http import open_stream
 from .http_provider import SHAPE_ERRORS, Exchange, HTTPProvider
@@ -40,20 +40,29 @@ def usage_from(payload: dict[str, Any]) -> Usage:
     )
 
 
-def _chunk_fields(payload: dict[str, Any]) -> tuple[Any, Any, Any]:
-    """(text, finish reason, usage dict) of one streamed chunk; raises `SHAPE_ERRORS` if malformed."""
-    content = finish_reason = None
+def reasoning_of(fields: dict[str, Any]) -> Reasoning | None:
+    """The thinking in a delta or message: `reasoning_content` (DeepSeek, vLLM, LiteLLM) or
+    `reasoning` (OpenRouter, Ollama's `/v1`), whichever holds text."""
+    text = fields.get("reasoning_content") or fields.get("reasoning")
+    return Reasoning(text) if isinstance(text, str) and text else None
+
+
+def _chunk_fields(payload: dict[str, Any]) -> tuple[Any, Any, Any, Reasoning | None]:
+    """(text, finish reason, usage dict, reasoning) of one streamed chunk; raises
+    `SHAPE_ERRORS` if malformed."""
+    content = finish_reason = thinking = None
     choices = payload.get("choices")
     if choices:
         choice = choices[0]
         delta = choice.get("delta")
         if delta:
             content = delta.get("content")
+            thinking = reasoning_of(delta)
         finish_reason = choice.get("finish_reason")
     usage = payload.get("usage")
     if usage is not None and not isinstance(usage, dict):
         raise TypeError("usage is not an object")
-    return content, finish_reason, usage
+    return content, finish_reason, usage, thinking
 
 
 class OpenAICompatible(HTTPProvider):
@@ -104,6 +113,7 @@ class OpenAICompatible(HTTPProvider):
             choice = payload["choices"][0]
             content = choice["message"].get("content") or ""
             calls = openai_tool_calls(choice["message"].get("tool_calls"))
+            thinking = reasoning_of(choice["message"])
             usage = usage_from(payload["usage"]) if payload.get("usage") else None
         except SHAPE_ERRORS:
             raise errors.ResponseStatusError(
@@ -117,17 +127,22 @@ class OpenAICompatible(HTTPProvider):
             items.append(ident)
         if usage is not None:
             items.append(usage)
+        if thinking is not None:
+            items.append(thinking)
         items.append(content)
         items.extend(calls)
         if choice.get("finish_reason") not in (None, "stop"):
             items.append(FinishReason(choice["finish_reason"]))
         return items
 
-    def _irregular_chunk(self, payload: Any, data: str, redact: Redactor) -> tuple[Any, Any, Any]:
-        """(text, finish reason, usage) of a chunk off the common shape: the role-only first
-        chunk, the usage-only last one, an error sent inside the stream, or junk."""
+    def _irregular_chunk(
+        self, payload: Any, data: str, redact: Redactor
+    ) -> tuple[Any, Any, Any, Reasoning | None]:
+        """(text, finish reason, usage, reasoning) of a chunk off the common shape: the
+        role-only first chunk, the usage-only last one, a thinking delta with no `content` key
+        (vLLM), an error sent inside the stream, or junk."""
         if not isinstance(payload, dict):
-            return None, None, None
+            return None, None, None, None
         if "error" in payload:
             raise server_error(self.name, payload["error"], redact)
         try:
@@ -180,11 +195,18 @@ class OpenAICompatible(HTTPProvider):
                     # key out: `.get` takes both down this path.
                     try:
                         choice = payload["choices"][0]
-                        content = choice["delta"]["content"]
+                        delta = choice["delta"]
+                        content = delta["content"]
                         finish = choice.get("finish_reason")
                         usage = payload.get("usage")
+                        # A thinking model's delta has `content` null or "" beside its thinking.
+                        thinking = None if content else reasoning_of(delta)
                     except (LookupError, TypeError, AttributeError):
-                        content, finish, usage = self._irregular_chunk(payload, data, redact)
+                        content, finish, usage, thinking = self._irregular_chunk(
+                            payload, data, redact
+                        )
+                    if thinking is not None:
+                        yield thinking
                     if content:
                         yield content
                     # A plain search of the raw text keeps the JSON walk off text chunks.

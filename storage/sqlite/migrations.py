@@ -251,6 +251,32 @@ async def m008_budget_overrides(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m009_reserved(db: aiosqlite.Connection) -> None:
+    # Issue 13's m009 belongs to another part of it (built on another branch): this empty step
+    # only holds its number here, so m010 runs as the tenth. On merge, m009's real step
+    # replaces it.
+    return None
+
+
+@migration
+async def m010_reply_reasoning(db: aiosqlite.Connection) -> None:
+    # A reply's reasoning (a thinking model's thoughts, `core.reasoning`), apart from its text:
+    # a table of its own rather than a column, so no query that builds a model's context, and
+    # no history export, ever reads it by accident. At most one row per reply; most have none.
+    await _run(
+        db,
+        (
+            """
+            CREATE TABLE reply_reasoning (
+                message INTEGER PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+                text TEXT NOT NULL
+            )
+            """,
+        ),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

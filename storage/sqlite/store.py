@@ -706,7 +706,25 @@ class SQLiteStore:
         )
 
     async def finish_reply(self, message_id: int, outcome: ReplyOutcome) -> None:
-        await self._write(
+        if outcome.reasoning:
+            async with self._transaction() as db:
+                await db.execute(*self._finish_statement(message_id, outcome))
+                await db.execute(
+                    "INSERT OR REPLACE INTO reply_reasoning (message, text) VALUES (?, ?)",
+                    (message_id, _utf8(outcome.reasoning)),
+                )
+            return
+        await self._write(*self._finish_statement(message_id, outcome))
+
+    async def reply_reasoning(self, message_id: int) -> str | None:
+        rows = await self._fetch(
+            "SELECT text FROM reply_reasoning WHERE message = ?", (message_id,)
+        )
+        return str(rows[0][0]) if rows else None
+
+    @staticmethod
+    def _finish_statement(message_id: int, outcome: ReplyOutcome) -> tuple[str, tuple[Any, ...]]:
+        return (
             "UPDATE messages SET status = ?, text = ?, model = coalesce(?, model), provider = ?,"
             " first_token_ms = ?, total_ms = ?, prompt_tokens = ?, completion_tokens = ?,"
             f" total_tokens = ?, tokens_estimated = ?, error = ?, updated_at = {_NOW}"

@@ -120,6 +120,13 @@ class Script:
     #: Calls made after the text, in order; the finish reason becomes `tool_calls` (Anthropic:
     #: `tool_use`) unless `finish_reason` says otherwise.
     tool_calls: list[ToolCall] = field(default_factory=list)
+    #: The model's thinking, sent before `pieces` as reasoning deltas: on the OpenAI wire in
+    #: the delta's `reasoning_field` (`reasoning_content` as DeepSeek and vLLM name it,
+    #: `reasoning` as OpenRouter and Ollama do) with `content` null; on Anthropic's as a
+    #: `thinking` block of `thinking_delta`s (and its `signature_delta`) before the text block.
+    #: They count as pieces for `hold_after` and the other markers.
+    reasoning: list[str] = field(default_factory=list)
+    reasoning_field: str = "reasoning_content"
 
 
 @dataclass
@@ -945,6 +952,8 @@ def _openai_completion(reply: _Reply, completion_id: str, created: int, model: s
             }
             for call in reply.script.tool_calls
         ]
+    if reply.script.reasoning:
+        message[reply.script.reasoning_field] = "".join(reply.script.reasoning)
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -974,7 +983,20 @@ def _openai_events(
     suffix = b'},"logprobs":null,"finish_reason":null}]' + usage_null + b"}\n\n"
     first = prefix + b'"role":"assistant","content":'
     rest = prefix + b'"content":'
-    events = [(rest if i else first) + _encode(p) + suffix for i, p in enumerate(reply.pieces)]
+    thinking = [
+        prefix
+        + (b'"role":"assistant",' if i == 0 else b"")
+        + b'"content":null,"'
+        + reply.script.reasoning_field.encode()
+        + b'":'
+        + _encode(piece)
+        + suffix
+        for i, piece in enumerate(reply.script.reasoning)
+    ]
+    said = bool(thinking)
+    events = thinking + [
+        (rest if i or said else first) + _encode(p) + suffix for i, p in enumerate(reply.pieces)
+    ]
     for index, call in enumerate(reply.script.tool_calls):
         start = {
             "index": index,
@@ -1012,7 +1034,14 @@ def _anthropic_message(reply: _Reply, message_id: str, model: str) -> dict:
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": _anthropic_blocks(reply),
+        "content": [
+            *(
+                [{"type": "thinking", "thinking": "".join(reply.script.reasoning)}]
+                if reply.script.reasoning
+                else []
+            ),
+            *_anthropic_blocks(reply),
+        ],
         "stop_reason": _ANTHROPIC_STOP_REASONS.get(reply.finish_reason, reply.finish_reason),
         "stop_sequence": None,
         "usage": reply.anthropic_usage(),
@@ -1059,25 +1088,38 @@ def _anthropic_events(
     start = _anthropic_message(reply, message_id, model)
     start.update(content=[], stop_reason=None)
     start["usage"] = {"input_tokens": usage["input_tokens"], "output_tokens": 1}
+    thinking = reply.script.reasoning
+    text_index = 1 if thinking else 0
+
+    def block_start(index: int, block: dict) -> bytes:
+        start = {"type": "content_block_start", "index": index, "content_block": block}
+        return _sse("content_block_start", start)
+
+    def block_delta(index: int, delta: dict) -> bytes:
+        return _sse(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
+
     head = [
         _sse("message_start", {"type": "message_start", "message": start}),
-        _sse(
-            "content_block_start",
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": {"type": "text", "text": ""},
-            },
+        block_start(
+            0, {"type": "thinking", "thinking": ""} if thinking else {"type": "text", "text": ""}
         ),
         _sse("ping", {"type": "ping"}),
     ]
+    events = [block_delta(0, {"type": "thinking_delta", "thinking": piece}) for piece in thinking]
+    if thinking:
+        events[-1] += block_delta(0, {"type": "signature_delta", "signature": "ZmFrZQ=="})
+        events[-1] += _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+        events[-1] += block_start(1, {"type": "text", "text": ""})
     prefix = (
-        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
-        b'"delta":{"type":"text_delta","text":'
+        b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+        + str(text_index).encode()
+        + b',"delta":{"type":"text_delta","text":'
     )
-    events = [prefix + _encode(piece) + b"}}\n\n" for piece in reply.pieces]
+    events += [prefix + _encode(piece) + b"}}\n\n" for piece in reply.pieces]
     stop_reason = _ANTHROPIC_STOP_REASONS.get(reply.finish_reason, reply.finish_reason)
-    text_stop = _sse("content_block_stop", {"type": "content_block_stop", "index": 0})
+    text_stop = _sse("content_block_stop", {"type": "content_block_stop", "index": text_index})
     tail = [
         text_stop,
         _sse(
@@ -1092,11 +1134,13 @@ def _anthropic_events(
     ]
     if reply.script.tool_calls:  # the text block (if any) closes before the calls open
         tail.remove(text_stop)
-        if reply.pieces:
+        if reply.pieces or thinking:  # after thinking, the text block was opened already
             events.append(text_stop)
         else:
             del head[1]
-        events += _anthropic_tool_events(reply, 1 if reply.pieces else 0)
+        events += _anthropic_tool_events(
+            reply, text_index + 1 if reply.pieces or thinking else text_index
+        )
     return events, head, tail
 
 
