@@ -93,6 +93,7 @@ EXPECTED_COLUMNS = {
     "usage_totals": ["scope", "key", "period", "tokens", "cost_micros"],
     # m008
     "budget_overrides": ["scope", "key", "name", "value"],
+    "history_summaries": ["conversation", "through", "text", "model", "updated_at"],
 }
 EXPECTED_INDEXES = {
     "chats_by_chat_id",

@@ -251,6 +251,27 @@ async def m008_budget_overrides(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m009_history_summaries(db: aiosqlite.Connection) -> None:
+    # One summary per conversation of its turns that fell out of the model's context window
+    # (SUMMARY_MODEL), up to and including message `through`; rewritten as more fall out.
+    await _run(
+        db,
+        (
+            """
+            CREATE TABLE history_summaries (
+                conversation INTEGER PRIMARY KEY
+                    REFERENCES conversations (id) ON DELETE CASCADE,
+                through INTEGER NOT NULL,
+                text TEXT NOT NULL,
+                model TEXT NOT NULL DEFAULT '',
+                updated_at TEXT NOT NULL
+            )
+            """,
+        ),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 
