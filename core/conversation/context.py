@@ -91,6 +91,8 @@ class Context:
     cut: bool = False
     #: A summary of turns left out was sent.
     summarised: bool = False
+    #: The conversation the history is from (None when none was found).
+    conversation_id: int | None = None
 
 
 @dataclass(slots=True)
@@ -300,6 +302,7 @@ async def prepare_context(
         tokens,
         cut=cut,
         summarised=bool(summary),
+        conversation_id=history[-1].conversation_id if history else None,
     )
 
 

@@ -29,12 +29,12 @@ import aiosqlite
 from storage.base import (
     ALL_GUESTS,
     BudgetOverride,
-    HistorySummary,
     ChatConfig,
     ChatKey,
     ChatRecord,
     ChatSummary,
     ConversationRecord,
+    HistorySummary,
     MessageImage,
     MessageStatus,
     ReplyOutcome,
