@@ -155,7 +155,9 @@ def _model_entries(table: Any) -> Entries:
         prices = {key: _price(entry[key], f"{where} {key}") for key in PRICE_KEYS if key in entry}
         window, reserve = _context(entry, where)
         if vision is None and not prices and window is None and reserve is None:
-            raise ValueError(f"{where} needs vision = true or false, prices or a context_window")
+            raise ValueError(
+                f"{where} needs vision = true or false, or prices, or a context_window"
+            )
         if vision is not None:
             vision_of.append((pattern, vision))
         if prices:
