@@ -25,7 +25,8 @@ earlier one shows `QUEUED_NOTE` until its turn comes
 (other people's questions are answered meanwhile: the service queues per person); one stopped
 before it said anything (`/reset` stops the asker's queued questions) ends with `NOT_ANSWERED`.
 The core's notice for the user (`Reply.notice`: the chat's model cannot see the images sent) is
-shown above the answer, and is the whole answer to a message that was only images.
+shown above the answer, and is the whole answer to a message that was only images. When older
+turns were left out of the context (`Reply.history_cut`), `HISTORY_CUT_NOTE` ends the answer.
 
 A thinking model's reasoning shows above the answer as `bots.reasoning_view` draws it
 (`SHOW_REASONING`), as the engine's `Lead`: never part of the reply's text, so never stored as
@@ -61,6 +62,9 @@ QUEUED_NOTE = "⏳ Queued: I will answer this after your previous question."
 QUEUE_POSITION_NOTE = "⏳ Queued ({ahead} ahead)"
 #: The last text of a reply stopped before it said anything.
 NOT_ANSWERED = "⏹ Stopped before I answered this."
+#: The footer of the first reply of a conversation whose older turns did not fit the model's
+#: context window (`Reply.history_cut`): said once, so the user knows why early details fade.
+HISTORY_CUT_NOTE = "ℹ️ Older messages were left out to fit the model's context."
 
 
 def describe_failure(exc: BaseException) -> str:
@@ -203,6 +207,8 @@ async def _shown(reply: Reply, show: ShowReasoning) -> AsyncIterator[str | Lead]
         yield NOT_ANSWERED
     elif reply.notice and not noticed:
         yield reply.notice
+    elif reply.history_cut and reply.text:
+        yield f"\n\n{HISTORY_CUT_NOTE}"
 
 
 def _unanswered_lead(reply: Reply, began: float, show: ShowReasoning) -> Lead:

@@ -18,8 +18,8 @@ import httpx
 
 from . import errors, image_api
 from .config import CoreSettings
-from .content import CHARS_PER_TOKEN, attach_images, content_chars, g4f_images
-from .models import Model, model_name
+from .content import attach_images, chars_tokens, content_chars, g4f_images
+from .models import ContextWindow, Model, model_name
 from .providers.base import provider_name
 from .providers.fallback import IterListProvider
 from .providers.openai_compatible import OpenAICompatible
@@ -102,8 +102,8 @@ def estimate_usage(messages: list[dict[str, Any]], completion_chars: int) -> Usa
     """A guess for an answer whose server reported no usage (or nonsense), marked as one."""
     prompt_chars = sum(content_chars(m.get("content")) for m in messages)
     return Usage(
-        -(-prompt_chars // CHARS_PER_TOKEN),
-        -(-completion_chars // CHARS_PER_TOKEN),
+        chars_tokens(prompt_chars),
+        chars_tokens(completion_chars),
         estimated=True,
     )
 
@@ -415,6 +415,12 @@ class _ClientBase(Generic[_ChatT]):
         name = model_name(model, registry.settings)
         provider = resolve_provider(self.provider, registry) if self.provider else None
         return registry.sees_images(name, provider)
+
+    def context_window(self, model: str | Model = "") -> ContextWindow:
+        """`model`'s (`""`: the default's) context window and output reserve, for the
+        conversation service to fit the history in (`ProviderRegistry.context_window`)."""
+        registry = self.registry or current_registry()
+        return registry.context_window(model_name(model, registry.settings))
 
 
 class AsyncCompletions:

@@ -78,6 +78,9 @@ class CoreSettings(BaseSettings):
     # How much history the conversation service sends with each message.
     context_max_messages: int = Field(40, gt=0)
     context_max_chars: int = Field(24_000, gt=0)
+    # Older turns that no longer fit the model's window are summarised by this model (once,
+    # the summary kept and sent after the system prompt); unset, they are just left out.
+    summary_model: str | None = None
     # Images: at most this many per message go to the model (the rest are left out, saying so),
     # each at most this many bytes as it arrives; only the newest turns' images are sent again
     # (older ones become "[image]"), the one being answered always among them. An image costs

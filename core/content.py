@@ -28,6 +28,9 @@ CHARS_PER_TOKEN = 4
 #: so this is a middle guess, not a bill.
 IMAGE_TOKENS = 765
 IMAGE_CHARS = IMAGE_TOKENS * CHARS_PER_TOKEN
+#: What a message costs beyond its content: the chat template's role and separator tokens
+#: (OpenAI's cookbook counts 3 a message, plus 3 priming the answer; rounded up).
+MESSAGE_TOKENS = 4
 #: The image formats every vision API Parley talks to accepts (Anthropic's list is the
 #: narrowest), found by their first bytes.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -67,6 +70,18 @@ def image_count(content: Any) -> int:
 def content_chars(content: Any) -> int:
     """Characters `content` weighs in a budget: its text, plus `IMAGE_CHARS` per image."""
     return len(content_text(content)) + IMAGE_CHARS * image_count(content)
+
+
+def chars_tokens(chars: int) -> int:
+    """Tokens `chars` characters are estimated at (`CHARS_PER_TOKEN`), rounded up."""
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def message_tokens(content: Any) -> int:
+    """Tokens a message with `content` is estimated to take in a prompt: its text and images
+    (`content_chars`) and the template's `MESSAGE_TOKENS`. The context window is filled by
+    this count, the usage estimate made by the same (`core.client.estimate_usage`)."""
+    return chars_tokens(content_chars(content)) + MESSAGE_TOKENS
 
 
 def text_part(text: str) -> dict[str, Any]:

@@ -125,3 +125,99 @@ def sees_images(model: str | Model) -> bool:
     if any(fnmatchcase(short, pattern) for pattern in TEXT_ONLY_PRESETS):
         return False
     return any(fnmatchcase(short, pattern) for pattern in VISION_PRESETS)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextWindow:
+    """How many tokens `model` takes in one request (`window`: prompt and answer together),
+    and how many of them are kept free for the answer (`reserve`): the context sent is at most
+    `window - reserve` tokens, so the model never runs out of room mid-answer."""
+
+    window: int
+    reserve: int
+
+    @property
+    def prompt_budget(self) -> int:
+        """Tokens the prompt (system prompt, summary, history) may take."""
+        return max(self.window - self.reserve, 1)
+
+
+#: What a model with no known window gets: 8k is what the smallest chat models still in use
+#: (Llama 3.0, Gemma 2, GPT-4) take, so a context within it fits nearly anything.
+DEFAULT_CONTEXT = ContextWindow(8_192, 1_024)
+
+#: (pattern, window, reserve) of well-known models, first match wins (so a narrow name comes
+#: before its family), matched as `VISION_PRESETS` are. Windows are the vendors' documented
+#: ones as known without network access here; reserves are room for a long chat answer (and a
+#: reasoning model's thinking), not the model's largest output. Open models are given their
+#: native window: a server may run them with less (Ollama's default `num_ctx` is a few
+#: thousand tokens), which the operator declares in the providers file.
+CONTEXT_PRESETS: tuple[tuple[str, int, int], ...] = (
+    # OpenAI
+    ("gpt-5*", 400_000, 32_768),
+    ("gpt-4.1*", 1_047_576, 32_768),
+    ("gpt-4o*", 128_000, 16_384),
+    ("gpt-4-turbo*", 128_000, 4_096),
+    ("gpt-4-32k*", 32_768, 4_096),
+    ("gpt-4", 8_192, 1_024),
+    ("gpt-4-0*", 8_192, 1_024),
+    ("gpt-3.5-turbo*", 16_385, 4_096),
+    *((pattern, 128_000, 32_768) for pattern in ("o1-mini*", "o1-preview*")),
+    *((pattern, 200_000, 32_768) for pattern in ("o1*", "o3*", "o4*")),
+    # Anthropic: Claude 3, 3.5, 3.7 and the 4 names (claude-sonnet-4-5, claude-opus-4-1)
+    *((pattern, 200_000, 8_192) for pattern in ("claude-3*", "claude-*-4*", "claude-*")),
+    # Google
+    ("gemini-1.5-pro*", 2_097_152, 8_192),
+    *((pattern, 32_760, 2_048) for pattern in ("gemini-pro", "gemini-1.0-pro*")),
+    ("gemini-*", 1_048_576, 8_192),
+    *((pattern, 32_768, 2_048) for pattern in ("gemma3:1b*", "gemma3:270m*", "gemma-3-1b*")),
+    ("gemma-3-270m*", 32_768, 2_048),
+    *((pattern, 131_072, 4_096) for pattern in ("gemma3*", "gemma-3-*")),
+    *((pattern, 8_192, 1_024) for pattern in ("gemma2*", "gemma-2-*", "gemma:*", "gemma-*")),
+    # Meta: Llama 3.1 to 3.3 take 128k, Llama 3.0 8k
+    *((pattern, 131_072, 4_096) for pattern in ("llama3.[123]*", "llama-3.[123]-*")),
+    *((pattern, 8_192, 1_024) for pattern in ("llama3", "llama3:*", "llama-3-*", "llama3-*")),
+    # Alibaba: Qwen 2.5 and 3 natively take 32k (more only with YaRN scaling switched on)
+    *((pattern, 32_768, 4_096) for pattern in ("qwen2.5*", "qwen-2.5*", "qwen3*", "qwen-3*")),
+    # Mistral
+    *((pattern, 256_000, 8_192) for pattern in ("codestral*", "devstral*")),
+    *(
+        (pattern, 131_072, 4_096)
+        for pattern in (
+            *("mistral-large*", "mistral-medium*", "mistral-small-3*", "mistral-small3*"),
+            *("mistral-nemo*", "open-mistral-nemo*", "ministral*", "pixtral*", "magistral*"),
+        )
+    ),
+    *((pattern, 32_768, 4_096) for pattern in ("mistral*", "open-mistral*", "mixtral*")),
+)
+
+
+def declared_context(
+    model: str | Model, declared: Sequence[tuple[str, int | None, int | None]]
+) -> tuple[int | None, int | None]:
+    """(window, reserve) the first of `declared` (pattern, window, reserve) entries matching
+    `model` gives, each None when it gives none; (None, None) when none matches."""
+    name, short = _names(model)
+    for pattern, window, reserve in declared:
+        folded = pattern.casefold()
+        if fnmatchcase(name, folded) or fnmatchcase(short, folded):
+            return window, reserve
+    return None, None
+
+
+def context_window(
+    model: str | Model, declared: Sequence[tuple[str, int | None, int | None]] = ()
+) -> ContextWindow:
+    """`model`'s window and output reserve: what the providers file declares for it, the rest
+    from `CONTEXT_PRESETS`, else `DEFAULT_CONTEXT`. A reserve that would leave the prompt less
+    than half the window (a small declared window under a preset's reserve) is cut to half."""
+    window, reserve = declared_context(model, declared)
+    if window is None or reserve is None:
+        short = _names(model)[1]
+        preset = next(
+            (ContextWindow(w, r) for p, w, r in CONTEXT_PRESETS if fnmatchcase(short, p)),
+            DEFAULT_CONTEXT,
+        )
+        window = preset.window if window is None else window
+        reserve = preset.reserve if reserve is None else reserve
+    return ContextWindow(window, min(reserve, window // 2))

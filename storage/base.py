@@ -153,6 +153,16 @@ class StoredMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class HistorySummary:
+    """A conversation's older turns in a few lines, written by the summary model when they fell
+    out of the context window: every message of the conversation up to `through` (an id)."""
+
+    text: str
+    through: int
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class MessageImage:
     """An image a user message carries, exactly as the model is sent it: already checked,
     downscaled and re-encoded (`core.images`), so storage keeps the bytes as given.
@@ -490,6 +500,14 @@ class Store(Protocol):
     async def message_images(self, message_ids: Collection[int]) -> dict[int, list[MessageImage]]:
         """The images of these messages, each message's in the order they were sent; messages
         without images are absent. For the newest turns of a context and for exports."""
+        ...
+
+    async def history_summary(self, conversation_id: int) -> HistorySummary | None:
+        """The summary of the conversation's older turns, None before any was written."""
+        ...
+
+    async def save_history_summary(self, conversation_id: int, summary: HistorySummary) -> None:
+        """Keep `summary` as the conversation's one summary, replacing the previous one."""
         ...
 
     async def find_chats(self, chat_id: str, platform: str | None = None) -> list[ChatRecord]: ...

@@ -93,6 +93,8 @@ EXPECTED_COLUMNS = {
     "usage_totals": ["scope", "key", "period", "tokens", "cost_micros"],
     # m008
     "budget_overrides": ["scope", "key", "name", "value"],
+    # m009
+    "history_summaries": ["conversation", "through", "text", "model", "updated_at"],
     # m010
     "reply_reasoning": ["message", "text"],
 }

@@ -3,6 +3,14 @@
 A chat's own model and system prompt win over the operator's (`None` in the store means the
 operator's default applies). The budget keeps a long conversation from outgrowing the model's
 window: older messages are dropped first, whole, and the message being answered is always sent.
+The budget is the model's context window less its output reserve (`core.models.context_window`),
+in tokens as `core.content.message_tokens` estimates them (there is no tokenizer: none that
+fits every model family ships its vocabulary without downloading it at run time), with
+CONTEXT_MAX_MESSAGES and CONTEXT_MAX_CHARS as upper bounds on top.
+
+With `SUMMARY_MODEL` set, the turns left out are summarised (`summary.Summariser`), the
+summary stored and sent in the system message, after the system prompt: room for it is kept
+from the turns once turns are left out, and a summary longer than that room is cut to it.
 
 Images go as OpenAI-style content parts (`{"type": "image_url", "image_url": {"url": data URL}}`
 after the message's text part), for the newest `CONTEXT_IMAGE_TURNS` user turns only; an older
@@ -13,14 +21,21 @@ the size of its data URL, and capping how many turns carry images is what bounds
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from core.config import CoreSettings
+from core.content import CHARS_PER_TOKEN, IMAGE_TOKENS, MESSAGE_TOKENS, message_tokens
 from core.images import data_url
-from storage import MessageImage, Role, Store, StoredMessage
+from core.models import ContextWindow, context_window
+from storage import HistorySummary, MessageImage, Role, Store, StoredMessage
 
 from .chat import ChatRef
+from .summary import SUMMARY_MAX_TOKENS, Summariser
+
+log = logging.getLogger(__name__)
 
 #: Appended to a message cut to fit the context budget, so the model knows text is missing.
 TRUNCATION_MARKER = "\n[… message truncated]"
@@ -28,6 +43,12 @@ TRUNCATION_MARKER = "\n[… message truncated]"
 IMAGE_PLACEHOLDER = "[image]"
 #: Brackets in a name become parentheses, so "[Name] " is the only bracketed label in a line.
 _NAME_BRACKETS = str.maketrans("[]", "()")
+#: Between the system prompt and the summary of the turns left out.
+SUMMARY_HEADING = "Summary of the earlier conversation (its messages are not shown):\n"
+#: At most this share of the prompt budget goes to the summary; the turns keep the rest.
+SUMMARY_SHARE = 4
+#: No summary is sent in less room than this many tokens: a few words would mislead.
+MIN_SUMMARY_TOKENS = 16
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -56,6 +77,91 @@ def _placeholders(count: int) -> str:
     return " ".join([IMAGE_PLACEHOLDER] * count)
 
 
+@dataclass(slots=True)
+class Context:
+    """What one answer is sent, and how it was fitted."""
+
+    messages: list[dict[str, Any]]
+    model: str
+    window: ContextWindow
+    #: The prompt's estimated tokens: at most `window.prompt_budget` (bar a lone question
+    #: whose images alone are more).
+    tokens: int
+    #: Older turns of the conversation were not sent (the window, or the upper bounds).
+    cut: bool = False
+    #: A summary of turns left out was sent.
+    summarised: bool = False
+    #: The conversation the history is from (None when none was found).
+    conversation_id: int | None = None
+
+
+@dataclass(slots=True)
+class _Selection:
+    messages: list[dict[str, Any]]
+    #: Index in the history of the oldest message sent.
+    first: int
+    tokens: int
+
+
+def _select(
+    history: Sequence[StoredMessage],
+    *,
+    group: bool,
+    max_messages: int,
+    max_chars: int,
+    max_tokens: int | None,
+    images: Mapping[int, Sequence[MessageImage]],
+) -> _Selection:
+    """The newest messages of `history` within the bounds; see `build_context`."""
+    kept: list[dict[str, Any]] = []
+    indexes: list[int] = []
+    budget = max_chars
+    tokens_left = max_tokens if max_tokens is not None else None
+    spent = 0
+    for index in range(len(history) - 1, -1, -1):
+        if len(kept) >= max(max_messages, 1):
+            break
+        message = history[index]
+        content = message.text
+        attached = images.get(message.id, ()) if message.image_count else ()
+        if message.image_count and not attached:
+            content = "\n".join(filter(None, (_placeholders(message.image_count), content)))
+        if message.role is Role.USER and group:
+            content = _author_label(message) + content
+        if not kept:
+            limit = budget
+            if tokens_left is not None:
+                fixed = MESSAGE_TOKENS + IMAGE_TOKENS * len(attached)
+                limit = min(limit, max(tokens_left - fixed, 0) * CHARS_PER_TOKEN)
+            content = _truncate(content, limit)
+        elif len(content) > budget:
+            break
+        sent: str | list[dict[str, Any]] = _with_images(content, attached) if attached else content
+        cost = message_tokens(sent)
+        if kept and tokens_left is not None and cost > tokens_left:
+            break
+        kept.append({"role": message.role.value, "content": sent})
+        indexes.append(index)
+        budget -= len(content)
+        spent += cost
+        if tokens_left is not None:
+            tokens_left -= cost
+    kept.reverse()
+    indexes.reverse()
+    while len(kept) > 1 and kept[0]["role"] == Role.ASSISTANT.value:
+        spent -= message_tokens(kept.pop(0)["content"])
+        indexes.pop(0)
+    return _Selection(kept, indexes[0] if indexes else len(history), spent)
+
+
+def _system(system_prompt: str, summary: str = "") -> list[dict[str, Any]]:
+    """The one system message: some servers take no second one, so a summary joins it."""
+    if summary:
+        joined = f"{system_prompt}\n\n{SUMMARY_HEADING}{summary}" if system_prompt else ""
+        return [{"role": "system", "content": joined or SUMMARY_HEADING + summary}]
+    return [{"role": "system", "content": system_prompt}] if system_prompt else []
+
+
 def build_context(
     system_prompt: str,
     history: Sequence[StoredMessage],
@@ -64,43 +170,140 @@ def build_context(
     max_messages: int,
     max_chars: int,
     images: Mapping[int, Sequence[MessageImage]] | None = None,
+    max_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """The messages to send: the system prompt, then the newest history that fits the budget.
 
     `history` is oldest first and ends with the user message being answered, which is always
     included (cut to the budget if it alone exceeds it). Older messages are dropped first, and
-    never one out of the middle. The budget counts the characters of the history as sent (with
-    the "[Name] " prefixes of a group); the system prompt is outside it. A context never starts
-    with an assistant message, which some APIs refuse.
+    never one out of the middle. The character budget counts the characters of the history as
+    sent (with the "[Name] " prefixes of a group); the system prompt is outside it. The token
+    budget (`max_tokens`, none when None) counts everything sent, the system prompt included,
+    images at `IMAGE_TOKENS` each. A context never starts with an assistant message, which
+    some APIs refuse.
 
     `images` holds the images to send, by message id; a message that had images but is not in
     it gets one `IMAGE_PLACEHOLDER` per image before its text instead. A message sent with
     images has a list of parts as its content, its text (counted in the budget) first.
     """
-    images = images or {}
-    kept: list[dict[str, Any]] = []
-    budget = max_chars
-    for message in reversed(history):
-        if len(kept) >= max(max_messages, 1):
-            break
-        content = message.text
-        attached = images.get(message.id, ()) if message.image_count else ()
-        if message.image_count and not attached:
-            content = "\n".join(filter(None, (_placeholders(message.image_count), content)))
-        if message.role is Role.USER and group:
-            content = _author_label(message) + content
-        if not kept:
-            content = _truncate(content, budget)
-        elif len(content) > budget:
-            break
-        sent: str | list[dict[str, Any]] = _with_images(content, attached) if attached else content
-        kept.append({"role": message.role.value, "content": sent})
-        budget -= len(content)
-    kept.reverse()
-    while len(kept) > 1 and kept[0]["role"] == Role.ASSISTANT.value:
-        kept.pop(0)
-    system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    return system + kept
+    system = _system(system_prompt)
+    if max_tokens is not None and system:
+        max_tokens -= message_tokens(system_prompt)
+    selection = _select(
+        history,
+        group=group,
+        max_messages=max_messages,
+        max_chars=max_chars,
+        max_tokens=max_tokens,
+        images=images or {},
+    )
+    return system + selection.messages
+
+
+def _trimmed_summary(text: str, room: int) -> str:
+    """`text` cut to what `room` tokens of a system message hold; "" when too little room."""
+    room -= -(-len(SUMMARY_HEADING) // CHARS_PER_TOKEN) + 1
+    if room < MIN_SUMMARY_TOKENS:
+        return ""
+    return _truncate(text, room * CHARS_PER_TOKEN)
+
+
+async def _updated_summary(
+    store: Store,
+    summariser: Summariser,
+    conversation_id: int,
+    left_out: Sequence[StoredMessage],
+) -> HistorySummary | None:
+    """The conversation's summary, brought up to date with the turns `left_out` it does not
+    cover yet (each turn is summarised once). A failure keeps the stored one, and is logged."""
+    stored = await store.history_summary(conversation_id)
+    through = stored.through if stored else 0
+    new = [message for message in left_out if message.id > through]
+    if not new:
+        return stored
+    try:
+        text = await summariser.summarise(stored.text if stored else "", new)
+        summary = HistorySummary(text, max(m.id for m in new), summariser.model)
+        await store.save_history_summary(conversation_id, summary)
+    except Exception as exc:  # the reply goes on without the new summary
+        log.warning(
+            "Summarising %d older messages with %s failed: %s", len(new), summariser.model, exc
+        )
+        return stored
+    return summary
+
+
+async def prepare_context(
+    store: Store,
+    settings: CoreSettings,
+    chat: ChatRef,
+    user_message_id: int,
+    *,
+    group: bool,
+    leave_out: Collection[int] = (),
+    sees_images: Callable[[str], bool] | None = None,
+    window_of: Callable[[str], ContextWindow] = context_window,
+    summariser: Summariser | None = None,
+) -> Context:
+    """The context answering stored user message `user_message_id`, and the model to ask.
+
+    The replies to the user messages in `leave_out` are not sent: in a group they are other
+    people's replies that were still being written when this question arrived, so the history
+    is as the asker saw it, whether or not they have finished since. The images of the newest
+    `context_image_turns` user messages are read from the store, and only theirs; none when
+    `sees_images` says the chat's model cannot see (every image is then "[image]").
+    `window_of` gives the model's window (the client's, with the providers file's entries);
+    two more messages than CONTEXT_MAX_MESSAGES are read, so a cut is always seen.
+    """
+    config = await store.chat_config(chat)
+    limit = settings.context_max_messages
+    read = limit + 2
+    history = await store.context_messages(user_message_id, read + len(leave_out))
+    if leave_out:
+        history = [message for message in history if message.reply_to not in leave_out][-read:]
+    newest_turns = [m for m in reversed(history[-limit:]) if m.role is Role.USER]
+    model = config.model or settings.default_model
+    wanted = [m.id for m in newest_turns[: settings.context_image_turns] if m.image_count]
+    if wanted and sees_images is not None and not sees_images(model):
+        wanted = []
+    images = await store.message_images(wanted) if wanted else {}
+    window = window_of(model)
+    system_prompt = config.system_prompt or settings.system_prompt
+    fixed = message_tokens(system_prompt) if system_prompt else 0
+
+    def select(max_tokens: int) -> _Selection:
+        return _select(
+            history,
+            group=group,
+            max_messages=limit,
+            max_chars=settings.context_max_chars,
+            max_tokens=max_tokens,
+            images=images,
+        )
+
+    budget = window.prompt_budget - fixed
+    selection = select(budget)
+    cut = selection.first > 0
+    summary = ""
+    if cut and summariser is not None and history:
+        room = min(budget // SUMMARY_SHARE, SUMMARY_MAX_TOKENS + MIN_SUMMARY_TOKENS)
+        selection = select(budget - room)
+        stored = await _updated_summary(
+            store, summariser, history[-1].conversation_id, history[: selection.first]
+        )
+        if stored is not None:
+            summary = _trimmed_summary(stored.text, budget - selection.tokens)
+    system = _system(system_prompt, summary)
+    tokens = selection.tokens + sum(message_tokens(m["content"]) for m in system)
+    return Context(
+        system + selection.messages,
+        model,
+        window,
+        tokens,
+        cut=cut,
+        summarised=bool(summary),
+        conversation_id=history[-1].conversation_id if history else None,
+    )
 
 
 async def load_context(
@@ -113,31 +316,15 @@ async def load_context(
     leave_out: Collection[int] = (),
     sees_images: Callable[[str], bool] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
-    """The messages answering stored user message `user_message_id`, and the model to ask.
-
-    The replies to the user messages in `leave_out` are not sent: in a group they are other
-    people's replies that were still being written when this question arrived, so the history
-    is as the asker saw it, whether or not they have finished since. The images of the newest
-    `context_image_turns` user messages are read from the store, and only theirs; none when
-    `sees_images` says the chat's model cannot see (every image is then "[image]").
-    """
-    config = await store.chat_config(chat)
-    limit = settings.context_max_messages
-    history = await store.context_messages(user_message_id, limit + len(leave_out))
-    if leave_out:
-        history = [message for message in history if message.reply_to not in leave_out][-limit:]
-    newest_turns = [m for m in reversed(history) if m.role is Role.USER]
-    model = config.model or settings.default_model
-    wanted = [m.id for m in newest_turns[: settings.context_image_turns] if m.image_count]
-    if wanted and sees_images is not None and not sees_images(model):
-        wanted = []
-    images = await store.message_images(wanted) if wanted else {}
-    messages = build_context(
-        config.system_prompt or settings.system_prompt,
-        history,
+    """The messages answering stored user message `user_message_id`, and the model to ask,
+    fitted to the presets' window for it (`prepare_context` says more, and how it was cut)."""
+    context = await prepare_context(
+        store,
+        settings,
+        chat,
+        user_message_id,
         group=group,
-        max_messages=limit,
-        max_chars=settings.context_max_chars,
-        images=images,
+        leave_out=leave_out,
+        sees_images=sees_images,
     )
-    return messages, model
+    return context.messages, context.model

@@ -144,6 +144,9 @@ class Reply:
         self.provider: str | None = None
         #: A line for the user to read above the answer (`BLIND_MODEL_NOTE`); not stored.
         self.notice: str | None = None
+        #: Older turns of the conversation were left out of this reply's context, and the chat
+        #: has not been told yet in this conversation: the bots add a footer line; not stored.
+        self.history_cut = False
         #: Replies waiting ahead of it for a model call (MAX_CONCURRENT_REPLIES), while it
         #: waits too; None otherwise. `queue_moved` tells when it changes.
         self.queue_position: int | None = None

@@ -55,6 +55,7 @@ from core.client import AsyncClient, estimate_usage
 from core.config import CoreSettings
 from core.content import image_count
 from core.errors import ParleyError
+from core.models import ContextWindow, context_window
 from core.pricing import PriceTable, cost_of
 from core.usage import UsageKind, UsageRecord, sane_tokens, utc_now
 from storage import (
@@ -69,11 +70,12 @@ from storage import (
 )
 
 from .chat import Author, ChatRef
-from .context import load_context
+from .context import Context, prepare_context
 from .gate import Gate
 from .observer import NO_OBSERVER, ConversationObserver, provider_failures
 from .reply import BLIND_MODEL_NOTE, Reply, ReplyState
 from .reset import ResetReport, names_of
+from .summary import Summariser
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,12 @@ class ConversationService:
         #: Aware UTC "now", for the usage ledger's days and months.
         self._clock = clock
         self._prices = prices if prices is not None else PriceTable.from_settings(settings)
+        #: Conversations whose chat was told that older turns were left out: told once each
+        #: (kept in memory: after a restart a conversation is told once more).
+        self._told_cut: set[int] = set()
+        self._summariser = (
+            Summariser(client, settings.summary_model) if settings.summary_model else None
+        )
         #: Usage records written in the background (transcriptions), awaited by `aclose`.
         self._recording: set[asyncio.Task[None]] = set()
 
@@ -671,7 +679,7 @@ class ConversationService:
         outside_cancel = False
         with reply.stoppable():
             try:
-                messages, reply.model = await load_context(
+                context = await prepare_context(
                     self._store,
                     self._settings,
                     reply.chat,
@@ -679,7 +687,11 @@ class ConversationService:
                     group=group,
                     leave_out=leave_out,
                     sees_images=self._sees_images,
+                    window_of=self._window_of,
+                    summariser=self._summariser,
                 )
+                messages, reply.model = context.messages, context.model
+                self._tell_cut(reply, context)
                 if with_images and not self._sees_images(reply.model):
                     reply.notice = BLIND_MODEL_NOTE
                     if not text.strip():  # only images: the notice is the whole answer
@@ -731,6 +743,20 @@ class ConversationService:
         reply.end(state, error)
         if outside_cancel:
             raise asyncio.CancelledError
+
+    def _window_of(self, model: str) -> ContextWindow:
+        """The chat's model's window; a model the registry cannot place gets the presets'."""
+        try:
+            return self._client.context_window(model)
+        except ParleyError:
+            return context_window(model)
+
+    def _tell_cut(self, reply: Reply, context: Context) -> None:
+        """Mark the reply for the footer the first time its conversation's history is cut."""
+        conversation = context.conversation_id
+        if context.cut and conversation is not None and conversation not in self._told_cut:
+            self._told_cut.add(conversation)
+            reply.history_cut = True
 
     def _sees_images(self, model: str) -> bool:
         """Whether the chat's model takes images; a model the registry cannot place is given

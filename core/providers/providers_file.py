@@ -26,13 +26,17 @@ output = 1.20                        # per million completion tokens
 image = 0.001                        # per image sent to the model (beyond its tokens)
 audio_minute = 0.006                 # per minute of audio transcribed
 generated_image = 0.04               # per image drawn
+[models."llama3.1:*"]                # tokens, overruling `core.models.CONTEXT_PRESETS`
+context_window = 16384               # what the server runs it with (Ollama's num_ctx)
+output_reserve = 2048                # kept free for the answer
 ```
 
 Which models take images is decided in that order: the first `[models]` pattern that matches
 (in file order), then the `vision` of the provider the model is routed to, then the presets.
-A `[models]` entry may give vision, prices or both; a price left out of an entry is 0. Prices
+A `[models]` entry may give vision, prices, a context window or any of them; a price left out of an entry is 0. Prices
 are checked here, where the operator can be told which key is wrong: a number of dollars from
-0 to `MAX_PRICE_USD`.
+0 to `MAX_PRICE_USD`; a window a whole number of tokens from `MIN_CONTEXT_WINDOW` to
+`MAX_CONTEXT_WINDOW`, a reserve one below the window.
 """
 
 from __future__ import annotations
@@ -60,6 +64,9 @@ class ProvidersFile:
     vision: list[tuple[str, bool]] = field(default_factory=list)
     #: (pattern, {price key: USD}) from the `[models]` tables that give prices, in file order.
     prices: list[tuple[str, dict[str, float]]] = field(default_factory=list)
+    #: (pattern, context window, output reserve) from the `[models]` tables that give either
+    #: (the other None), in file order.
+    windows: list[tuple[str, int | None, int | None]] = field(default_factory=list)
 
 
 #: The price keys of a `[models]` entry (USD; `core.pricing.Price` says what each is per).
@@ -67,6 +74,12 @@ PRICE_KEYS = ("input", "output", "image", "audio_minute", "generated_image")
 #: Above this a price is a typo (cents for dollars, a missing decimal point), not a price: the
 #: dearest model listed costs a few hundred dollars per million tokens.
 MAX_PRICE_USD = 10_000.0
+#: The context keys of a `[models]` entry, in tokens.
+CONTEXT_KEYS = ("context_window", "output_reserve")
+#: Below this no system prompt and question fit; above it is a typo (the largest windows
+#: offered are a few million tokens).
+MIN_CONTEXT_WINDOW = 512
+MAX_CONTEXT_WINDOW = 100_000_000
 
 
 def _names(value: Any, where: str) -> list[str]:
@@ -91,12 +104,41 @@ def _price(value: Any, where: str) -> float:
     return float(value)
 
 
-def _model_entries(table: Any) -> tuple[list[tuple[str, bool]], list[tuple[str, dict[str, float]]]]:
-    """The `[models]` tables: (pattern, vision) and (pattern, prices) pairs, in file order."""
+def _tokens(value: Any, where: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{where} must be a whole number of tokens, not {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{where} must be from {low:,} to {high:,} tokens, not {value:,}")
+    return value
+
+
+def _context(entry: dict[str, Any], where: str) -> tuple[int | None, int | None]:
+    """(window, reserve) of a `[models]` entry, each None when not given."""
+    window = entry.get("context_window")
+    if window is not None:
+        window = _tokens(window, f"{where} context_window", MIN_CONTEXT_WINDOW, MAX_CONTEXT_WINDOW)
+    reserve = entry.get("output_reserve")
+    if reserve is not None:
+        most = (window or MAX_CONTEXT_WINDOW) - 1
+        reserve = _tokens(reserve, f"{where} output_reserve", 0, most)
+    return window, reserve
+
+
+Entries = tuple[
+    list[tuple[str, bool]],
+    list[tuple[str, dict[str, float]]],
+    list[tuple[str, int | None, int | None]],
+]
+
+
+def _model_entries(table: Any) -> Entries:
+    """The `[models]` tables: (pattern, vision), (pattern, prices) and (pattern, window,
+    reserve) entries, in file order."""
     if not isinstance(table, dict):
         raise ValueError("[models] must be a table of model names or patterns")
     vision_of: list[tuple[str, bool]] = []
     prices_of: list[tuple[str, dict[str, float]]] = []
+    windows_of: list[tuple[str, int | None, int | None]] = []
     for pattern, entry in table.items():
         where = f"[models.{pattern!r}]"
         if not isinstance(entry, dict):  # `"pattern" = true` is vision alone
@@ -105,20 +147,24 @@ def _model_entries(table: Any) -> tuple[list[tuple[str, bool]], list[tuple[str, 
                 raise ValueError(f"{where} needs vision = true or false, or prices")
             vision_of.append((pattern, vision))
             continue
-        unknown = sorted(set(entry) - {"vision", *PRICE_KEYS})
+        unknown = sorted(set(entry) - {"vision", *PRICE_KEYS, *CONTEXT_KEYS})
         if unknown:
-            raise ValueError(
-                f"{where} has an unknown key {unknown[0]!r} (known: vision, {', '.join(PRICE_KEYS)})"
-            )
+            known = ", ".join(("vision", *PRICE_KEYS, *CONTEXT_KEYS))
+            raise ValueError(f"{where} has an unknown key {unknown[0]!r} (known: {known})")
         vision = _vision(entry.get("vision"), pattern)
         prices = {key: _price(entry[key], f"{where} {key}") for key in PRICE_KEYS if key in entry}
-        if vision is None and not prices:
-            raise ValueError(f"{where} needs vision = true or false, or prices")
+        window, reserve = _context(entry, where)
+        if vision is None and not prices and window is None and reserve is None:
+            raise ValueError(
+                f"{where} needs vision = true or false, or prices, or a context_window"
+            )
         if vision is not None:
             vision_of.append((pattern, vision))
         if prices:
             prices_of.append((pattern, prices))
-    return vision_of, prices_of
+        if window is not None or reserve is not None:
+            windows_of.append((pattern, window, reserve))
+    return vision_of, prices_of, windows_of
 
 
 def _provider(entry: dict[str, Any], settings: CoreSettings) -> BaseProvider:
@@ -163,7 +209,7 @@ def load_providers_file(path: Path, settings: CoreSettings) -> ProvidersFile:
             f"The providers file {path} is not valid TOML: {exc}."
         ) from None
     try:
-        vision, prices = _model_entries(data.get("models", {}))
+        vision, prices, windows = _model_entries(data.get("models", {}))
         return ProvidersFile(
             providers=[_provider(entry, settings) for entry in data.get("provider", [])],
             routes=[
@@ -173,6 +219,7 @@ def load_providers_file(path: Path, settings: CoreSettings) -> ProvidersFile:
             fallback=_names(data.get("fallback", []), "fallback"),
             vision=vision,
             prices=prices,
+            windows=windows,
         )
     except (KeyError, ValueError, TypeError) as exc:
         detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import errors
 from ..config import CoreSettings, get_settings
-from ..models import declared_vision, sees_images
+from ..models import ContextWindow, context_window, declared_vision, sees_images
 from .base import BaseProvider, provider_name
 from .fallback import IterListProvider
 from .presets import default_provider, preset_providers
@@ -37,10 +37,13 @@ class ProviderRegistry:
         *,
         settings: CoreSettings,
         vision: list[tuple[str, bool]] | None = None,
+        windows: list[tuple[str, int | None, int | None]] | None = None,
     ) -> None:
         self.settings = settings
         #: (pattern, takes images) declared per model in the providers file, in its order.
         self.vision = list(vision or [])
+        #: (pattern, context window, output reserve) declared in the providers file.
+        self.windows = list(windows or [])
         self.default = default
         self._by_key: dict[str, Any] = {}
         for provider in [default, *providers]:
@@ -69,6 +72,7 @@ class ProviderRegistry:
                 extra.fallback if extra else None,
                 settings=settings,
                 vision=extra.vision if extra else None,
+                windows=extra.windows if extra else None,
             )
         except errors.ProviderNotFoundError as exc:
             raise errors.ProviderNotFoundError(
@@ -124,6 +128,11 @@ class ProviderRegistry:
         served_by = provider if provider is not None else self.for_model(model)
         flag = getattr(served_by, "vision", None)
         return flag if isinstance(flag, bool) else sees_images(model)
+
+    def context_window(self, model: str) -> ContextWindow:
+        """`model`'s context window and output reserve: the providers file's, else the presets',
+        else `core.models.DEFAULT_CONTEXT`."""
+        return context_window(model, self.windows)
 
 
 _current: tuple[CoreSettings, ProviderRegistry] | None = None

@@ -252,11 +252,24 @@ async def m008_budget_overrides(db: aiosqlite.Connection) -> None:
 
 
 @migration
-async def m009_reserved(db: aiosqlite.Connection) -> None:
-    # Issue 13's m009 belongs to another part of it (built on another branch): this empty step
-    # only holds its number here, so m010 runs as the tenth. On merge, m009's real step
-    # replaces it.
-    return None
+async def m009_history_summaries(db: aiosqlite.Connection) -> None:
+    # One summary per conversation of its turns that fell out of the model's context window
+    # (SUMMARY_MODEL), up to and including message `through`; rewritten as more fall out.
+    await _run(
+        db,
+        (
+            """
+            CREATE TABLE history_summaries (
+                conversation INTEGER PRIMARY KEY
+                    REFERENCES conversations (id) ON DELETE CASCADE,
+                through INTEGER NOT NULL,
+                text TEXT NOT NULL,
+                model TEXT NOT NULL DEFAULT '',
+                updated_at TEXT NOT NULL
+            )
+            """,
+        ),
+    )
 
 
 @migration

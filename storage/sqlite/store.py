@@ -34,6 +34,7 @@ from storage.base import (
     ChatRecord,
     ChatSummary,
     ConversationRecord,
+    HistorySummary,
     MessageImage,
     MessageStatus,
     ReplyOutcome,
@@ -805,6 +806,22 @@ class SQLiteStore:
         for message_id, data, media_type, width, height in rows:
             found.setdefault(message_id, []).append(MessageImage(data, media_type, width, height))
         return found
+
+    async def history_summary(self, conversation_id: int) -> HistorySummary | None:
+        rows = await self._fetch(
+            "SELECT text, through, model FROM history_summaries WHERE conversation = ?",
+            (conversation_id,),
+        )
+        return next((HistorySummary(*row) for row in rows), None)
+
+    async def save_history_summary(self, conversation_id: int, summary: HistorySummary) -> None:
+        await self._write(
+            "INSERT INTO history_summaries (conversation, through, text, model, updated_at)"
+            f" VALUES (?, ?, ?, ?, {_NOW}) ON CONFLICT (conversation) DO UPDATE SET"
+            " through = excluded.through, text = excluded.text, model = excluded.model,"
+            " updated_at = excluded.updated_at",
+            (conversation_id, summary.through, _utf8(summary.text), _utf8(summary.model)),
+        )
 
     async def find_chats(self, chat_id: str, platform: str | None = None) -> list[ChatRecord]:
         rows = await self._fetch(
