@@ -73,7 +73,7 @@ def service_for(
 async def ask(service: ConversationService, text: str) -> tuple[str, bool]:
     """What the chat shows for the answer (footer included), and whether the footer was due."""
     reply = service.reply(chat(), ALICE, text)
-    shown = await asyncio.wait_for(_collect(_shown(reply)), WAIT)
+    shown = await asyncio.wait_for(_collect(_shown(reply, "collapsed")), WAIT)
     return shown, reply.history_cut
 
 
