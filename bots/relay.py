@@ -38,7 +38,15 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from bots.streaming import DELIVERY_TIMEOUT, StreamingEngine, StreamResult, Surface
-from core.conversation import Arrival, Author, ChatRef, ConversationService, Reply, ReplyState
+from core.conversation import (
+    Arrival,
+    Author,
+    ChatRef,
+    ConversationService,
+    FetchChain,
+    Reply,
+    ReplyState,
+)
 from core.errors import describe
 from storage import MessageImage, StorageError
 
@@ -117,11 +125,14 @@ async def relay(
     delivery_timeout: float = DELIVERY_TIMEOUT,
     images: Sequence[MessageImage] = (),
     arrival: Arrival | None = None,
+    continue_from: str | None = None,
+    fetch_chain: FetchChain | None = None,
 ) -> StreamResult:
     """Answer `text` (and `images`, from `bots.attachments.gather`) on `surface`, recording
     which platform messages carry the reply; `chat_title` is stored as the chat's name;
     `arrival`: the place the message took in the chat's order when it came, if it was taken
-    before its files were read (`ConversationService.arrive`).
+    before its files were read (`ConversationService.arrive`). `continue_from` and
+    `fetch_chain`: the reply chain it continues, as `ConversationService.reply` takes them.
 
     Provider failures end up in the message as a short warning (the engine's job); a message
     deleted mid-stream stops the reply, which the engine reports to the service via `aclose`,
@@ -138,6 +149,8 @@ async def relay(
         delivery=True,
         images=images,
         arrival=arrival,
+        continue_from=continue_from,
+        fetch_chain=fetch_chain,
     )
     record = DeliveryRecord(service, reply)
     engine = StreamingEngine(

@@ -20,6 +20,7 @@ from core.config import CoreSettings
 from core.images import data_url
 from storage import MessageImage, Role, Store, StoredMessage
 
+from .chain import REPLY_CHAIN_MAX_TURNS, ChainTurn, as_history
 from .chat import ChatRef
 
 #: Appended to a message cut to fit the context budget, so the model knows text is missing.
@@ -112,6 +113,8 @@ async def load_context(
     group: bool,
     leave_out: Collection[int] = (),
     sees_images: Callable[[str], bool] | None = None,
+    branch: bool = False,
+    fetched: Sequence[ChainTurn] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """The messages answering stored user message `user_message_id`, and the model to ask.
 
@@ -120,10 +123,24 @@ async def load_context(
     is as the asker saw it, whether or not they have finished since. The images of the newest
     `context_image_turns` user messages are read from the store, and only theirs; none when
     `sees_images` says the chat's model cannot see (every image is then "[image]").
+
+    `branch`: the message replies to an older answer of the bot (`chain`): its history is that
+    reply chain (`Store.branch_messages`), not the conversation's newest turns. `fetched`: the
+    chain as read from the platform, when the store did not have it; the history is then
+    those turns and the message.
     """
     config = await store.chat_config(chat)
     limit = settings.context_max_messages
-    history = await store.context_messages(user_message_id, limit + len(leave_out))
+    wanted_messages = limit + len(leave_out)
+    if fetched is not None:
+        question = await store.context_messages(user_message_id, 1)
+        history = as_history(fetched, question[-1]) if question else []
+    elif branch:
+        history = await store.branch_messages(
+            user_message_id, wanted_messages, REPLY_CHAIN_MAX_TURNS
+        )
+    else:
+        history = await store.context_messages(user_message_id, wanted_messages)
     if leave_out:
         history = [message for message in history if message.reply_to not in leave_out][-limit:]
     newest_turns = [m for m in reversed(history) if m.role is Role.USER]
