@@ -3,6 +3,8 @@ from that point, its context the chain ending there, from the store or (Discord)
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,6 +15,9 @@ from core.conversation import REPLY_CHAIN_MAX_TURNS, ChatRef
 from storage import MessageStatus, ReplyOutcome, Role
 from storage.factory import open_store
 from storage.sqlite.store import SQLiteStore
+from tests.fakes.discord_api import ALICE_ID, BOB_ID, BOT_ID, GENERAL_ID, OTHER_BOT_ID, FakeDiscord
+from tests.test_discord_bot import MENTION
+from tests.test_discord_bot import _bot as discord_bot
 from tests.test_telegram_bot import ALICE, BOB, OTHER_BOT, Harness, running_bot
 
 CHAT = ChatRef("telegram", "42")
@@ -35,6 +40,13 @@ async def turn(store: SQLiteStore, text: str, *, parent: int | None = None) -> t
     await store.finish_reply(answer, ReplyOutcome(MessageStatus.COMPLETE, f"re: {text}"))
     await store.set_platform_message_ids(answer, [f"p{answer}"])
     return question, answer
+
+
+def delete_answers(path: str, like: str) -> None:
+    """Delete the stored answers whose text is `like`, as a history clean-up would."""
+    with contextlib.closing(sqlite3.connect(path, timeout=10)) as db, db:
+        db.execute("PRAGMA foreign_keys = ON")
+        db.execute("DELETE FROM messages WHERE role = 'assistant' AND text LIKE ?", (like,))
 
 
 def texts(messages: list) -> list[str]:
@@ -83,9 +95,7 @@ async def test_a_deleted_answer_ends_the_chain_there(store: SQLiteStore) -> None
     question = await store.add_user_message(
         CHAT, author_id="1", author_name="A", text="b", parent=a2
     )
-    with sqlite3.connect(store.location) as db:
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("DELETE FROM messages WHERE id = ?", (a2,))
+    delete_answers(store.location, "re: q2")
     assert await store.find_message(CHAT, f"p{a2}") is None
     # Its parent gone, the branch follows the history before it, as any message does.
     assert texts(await store.branch_messages(question, 50, 100)) == [
@@ -143,11 +153,78 @@ async def test_telegram_reply_to_a_deleted_or_foreign_message_follows_the_newest
         await h.reply_text(group, foreign, "echo: [Bob] foreign")
         assert sent(h)[0]["content"] == "[Alice] first"
         # The store lost the first answer (a history deleted): the newest history again.
-        with sqlite3.connect(h.settings.database_url.removeprefix("sqlite:///")) as db:
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("DELETE FROM messages WHERE role = 'assistant' AND text LIKE '%first'")
+        path = h.settings.database_url.removeprefix("sqlite:///")
+        # In a thread: the bot's own writes go on meanwhile, on this event loop.
+        await asyncio.to_thread(delete_answers, path, "%first")
         gone = await h.ask(group, BOB, "about first", reply_to=first_answer.message_id)
         await h.reply_text(group, gone, "echo: [Bob] about first")
         contents = [m["content"] for m in sent(h)]
         assert contents[0] == "[Alice] first" and "[Bob] foreign" in contents
         assert contents[-1] == "[Bob] about first"
+
+
+# ---------------------------------------------------------------------- Discord, end to end
+
+
+async def test_discord_reply_to_an_older_answer_continues_from_it(tmp_path: Path) -> None:
+    async with FakeDiscord() as fake, discord_bot(tmp_path, fake) as d:
+        answers = []
+        for number, text in enumerate(("one", "two", "three"), start=1):
+            await fake.push_message(f"{MENTION} {text}", author=ALICE_ID)
+            answers.append((await d.answer(GENERAL_ID, f"echo: [Alice] {text}"))[-1])
+            await d.model_request(number)
+        # A reply to the bot, no mention: the chain ending at the first answer, then this.
+        await fake.push_message("why one?", author=BOB_ID, reply_to=answers[0].id)
+        await d.answer(GENERAL_ID, "echo: [Bob] why one?")
+        assert [m["content"] for m in await d.model_request(4) if m["role"] != "system"] == [
+            "[Alice] one", "echo: [Alice] one", "[Bob] why one?",
+        ]  # fmt: skip
+        # A mention without a reply starts from the channel's newest conversation, as before.
+        await fake.push_message(f"{MENTION} plain", author=ALICE_ID)
+        await d.answer(GENERAL_ID, "echo: [Alice] plain")
+        plain = [m["content"] for m in await d.model_request(5) if m["role"] != "system"]
+        assert plain[0] == "[Alice] one" and "[Alice] three" in plain
+        assert not fake.calls_to("GET", r"/channels/\d+/messages/\d+")  # all from the store
+
+
+async def test_discord_chain_unknown_to_the_store_is_read_through_the_api_capped(
+    tmp_path: Path,
+) -> None:
+    async with FakeDiscord() as fake, discord_bot(tmp_path, fake, context_max_messages=12) as d:
+        previous = None
+        for depth in range(500):  # a chain written before this database: 500 messages deep
+            author = BOT_ID if depth % 2 else ALICE_ID
+            sent = await fake.push_message(
+                f"m{depth}", author=author, reply_to=previous, offline=True
+            )
+            previous = sent.id
+        await fake.push_message("and now?", author=ALICE_ID, reply_to=previous)
+        await d.answer(GENERAL_ID, "echo: [Alice] and now?")
+        sent_texts = [m["content"] for m in await d.model_request(1) if m["role"] != "system"]
+        assert sent_texts[-1] == "[Alice] and now?"
+        assert sent_texts[-2] == "m499" and len(sent_texts) <= 12
+        assert sent_texts[:-1] == [
+            f"[Alice] m{n}" if n % 2 == 0 else f"m{n}"
+            for n in range(499 - len(sent_texts) + 2, 500)
+        ]
+        # The walk stopped at the cap: one message came with the reply, the rest were fetched.
+        assert len(fake.calls_to("GET", r"/channels/\d+/messages/\d+")) <= 12
+
+
+async def test_discord_reply_to_a_deleted_or_foreign_message_follows_the_newest(
+    tmp_path: Path,
+) -> None:
+    async with FakeDiscord() as fake, discord_bot(tmp_path, fake) as d:
+        await fake.push_message(f"{MENTION} first", author=ALICE_ID)
+        first = (await d.answer(GENERAL_ID, "echo: [Alice] first"))[-1]
+        await d.model_request(1)
+        theirs = await fake.push_message("beep", author=OTHER_BOT_ID)
+        await fake.push_message(f"{MENTION} foreign", author=BOB_ID, reply_to=theirs.id)
+        await d.answer(GENERAL_ID, "echo: [Bob] foreign")
+        foreign = [m["content"] for m in await d.model_request(2) if m["role"] != "system"]
+        assert foreign == ["[Alice] first", "echo: [Alice] first", "[Bob] foreign"]
+        await fake.delete_message(first.id)
+        await fake.push_message(f"{MENTION} gone", author=BOB_ID, reply_to=first.id)
+        await d.answer(GENERAL_ID, "echo: [Bob] gone")
+        gone = [m["content"] for m in await d.model_request(3) if m["role"] != "system"]
+        assert gone[0] == "[Alice] first" and gone[-1] == "[Bob] gone"
