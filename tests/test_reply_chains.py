@@ -215,16 +215,18 @@ async def test_discord_reply_to_a_deleted_or_foreign_message_follows_the_newest(
     tmp_path: Path,
 ) -> None:
     async with FakeDiscord() as fake, discord_bot(tmp_path, fake) as d:
+        # One asker: each question waits for the answer before it (another person's answer
+        # still being delivered would be left out of the context, as in any group).
         await fake.push_message(f"{MENTION} first", author=ALICE_ID)
         first = (await d.answer(GENERAL_ID, "echo: [Alice] first"))[-1]
         await d.model_request(1)
         theirs = await fake.push_message("beep", author=OTHER_BOT_ID)
-        await fake.push_message(f"{MENTION} foreign", author=BOB_ID, reply_to=theirs.id)
-        await d.answer(GENERAL_ID, "echo: [Bob] foreign")
+        await fake.push_message(f"{MENTION} foreign", author=ALICE_ID, reply_to=theirs.id)
+        await d.answer(GENERAL_ID, "echo: [Alice] foreign")
         foreign = [m["content"] for m in await d.model_request(2) if m["role"] != "system"]
-        assert foreign == ["[Alice] first", "echo: [Alice] first", "[Bob] foreign"]
+        assert foreign == ["[Alice] first", "echo: [Alice] first", "[Alice] foreign"]
         await fake.delete_message(first.id)
-        await fake.push_message(f"{MENTION} gone", author=BOB_ID, reply_to=first.id)
-        await d.answer(GENERAL_ID, "echo: [Bob] gone")
+        await fake.push_message(f"{MENTION} gone", author=ALICE_ID, reply_to=first.id)
+        await d.answer(GENERAL_ID, "echo: [Alice] gone")
         gone = [m["content"] for m in await d.model_request(3) if m["role"] != "system"]
-        assert gone[0] == "[Alice] first" and gone[-1] == "[Bob] gone"
+        assert gone[0] == "[Alice] first" and gone[-1] == "[Alice] gone"
