@@ -46,7 +46,15 @@ from collections.abc import AsyncIterator, Sequence
 
 from bots.reasoning_view import ShowReasoning, thinking_block, thought_block
 from bots.streaming import DELIVERY_TIMEOUT, Lead, StreamingEngine, StreamResult, Surface
-from core.conversation import Arrival, Author, ChatRef, ConversationService, Reply, ReplyState
+from core.conversation import (
+    Arrival,
+    Author,
+    ChatRef,
+    ConversationService,
+    FetchChain,
+    Reply,
+    ReplyState,
+)
 from core.errors import describe
 from storage import MessageImage, StorageError
 
@@ -129,12 +137,15 @@ async def relay(
     images: Sequence[MessageImage] = (),
     arrival: Arrival | None = None,
     show_reasoning: ShowReasoning = "collapsed",
+    continue_from: str | None = None,
+    fetch_chain: FetchChain | None = None,
 ) -> StreamResult:
     """Answer `text` (and `images`, from `bots.attachments.gather`) on `surface`, recording
     which platform messages carry the reply; `chat_title` is stored as the chat's name;
     `arrival`: the place the message took in the chat's order when it came, if it was taken
     before its files were read (`ConversationService.arrive`); `show_reasoning`: how a
-    thinking model's reasoning shows (`SHOW_REASONING`).
+    thinking model's reasoning shows (`SHOW_REASONING`). `continue_from` and `fetch_chain`: the
+    reply chain it continues, as `ConversationService.reply` takes them.
 
     Provider failures end up in the message as a short warning (the engine's job); a message
     deleted mid-stream stops the reply, which the engine reports to the service via `aclose`,
@@ -151,6 +162,8 @@ async def relay(
         delivery=True,
         images=images,
         arrival=arrival,
+        continue_from=continue_from,
+        fetch_chain=fetch_chain,
     )
     record = DeliveryRecord(service, reply)
     engine = StreamingEngine(

@@ -432,12 +432,15 @@ class Store(Protocol):
         platform_message_id: str | None = None,
         chat_title: str | None = None,
         images: Sequence[MessageImage] = (),
+        parent: int | None = None,
     ) -> int:
         """Store a user message in the chat's current conversation; return its id.
 
         `chat_title`, when given, becomes the chat's title (chats get renamed, so the newest
         message's says what the chat is called now). `images` are stored with the message in
-        the same transaction, in their order: a crash keeps both or neither."""
+        the same transaction, in their order: a crash keeps both or neither. `parent`: the
+        stored reply the message answers by replying to it, which makes it a branch
+        (`branch_messages`); None: it follows the conversation's newest turn."""
         ...
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
@@ -495,6 +498,20 @@ class Store(Protocol):
         Oldest first, from `up_to`'s conversation: the earlier turns and `up_to` itself (not a
         reply to it). Rows in `error` or `streaming` and empty replies are left out.
         """
+        ...
+
+    async def branch_messages(self, up_to: int, limit: int, max_turns: int) -> list[StoredMessage]:
+        """The newest `limit` messages fit to send as context for user message `up_to`, a
+        branch: oldest first, the turns its chain of `parent`s leads through (at most
+        `max_turns` of them), ending with `up_to`. A chain that ends at a message without a
+        parent (or whose parent was deleted) goes on with the history before that message,
+        as `context_messages` gives it; one cut by `max_turns` does not. Rows are kept as
+        `context_messages` keeps them; [] when `up_to` is no stored user message."""
+        ...
+
+    async def find_message(self, chat: ChatKey, platform_message_id: str) -> StoredMessage | None:
+        """The newest message of `chat` (any of its conversations) that platform message
+        `platform_message_id` carries; None when none does (deleted, or never stored)."""
         ...
 
     async def message_images(self, message_ids: Collection[int]) -> dict[int, list[MessageImage]]:

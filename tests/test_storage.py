@@ -64,6 +64,7 @@ EXPECTED_COLUMNS = {
         "tokens_estimated",  # m002
         "delivery_pending",  # m004
         "image_count",  # m005
+        "parent",  # m011
     ],
     # m005
     "images": ["id", "sha256", "media_type", "width", "height", "data", "created_at"],
@@ -97,6 +98,8 @@ EXPECTED_COLUMNS = {
     "history_summaries": ["conversation", "through", "text", "model", "updated_at"],
     # m010
     "reply_reasoning": ["message", "text"],
+    # m011
+    "platform_messages": ["platform_id", "message"],
 }
 EXPECTED_INDEXES = {
     "chats_by_chat_id",
@@ -106,6 +109,7 @@ EXPECTED_INDEXES = {
     "messages_delivery_pending",
     "message_images_by_image",
     "usage_by_time",
+    "platform_messages_by_message",  # m011
 }
 #: Text that breaks naive SQL building, quoting or JSON, used in every text field.
 NASTY = "'; DROP TABLE messages; -- \" \\ % _ ? :name $1 ` \x00 NULL ' OR '1'='1"
@@ -155,7 +159,7 @@ async def test_migrations_on_an_empty_database_give_the_expected_schema(tmp_path
     assert indexes == EXPECTED_INDEXES
     assert version == LATEST_VERSION == len(MIGRATIONS)
     assert journal == "wal"
-    assert foreign_keys == 2  # conversation and reply_to
+    assert foreign_keys == 3  # conversation, reply_to and parent (m011)
 
     again = await open_store(f"sqlite:///{path}")  # a second start migrates nothing
     await again.close()

@@ -15,6 +15,7 @@ from discord.ext import commands
 
 from bots.config import Settings
 from bots.discord.access import asker_of, is_allowed
+from bots.discord.chains import chain_reader, continued_id
 from bots.discord.media import attachments_of, may_have_attachments
 from bots.discord.messages import author_of, chat_of, chat_title, is_for_bot, prompt_of
 from bots.discord.surface import DiscordBudgets, DiscordSurface, clip
@@ -143,6 +144,9 @@ class ChatCog(commands.Cog):
         images: Sequence[MessageImage] = (),
         arrival: Arrival | None = None,
     ) -> None:
+        me = self.bot.user
+        assert me is not None  # a message reached the bot: it is logged in
+        continue_from = continued_id(message, me)
         await relay(
             self.service,
             surface,
@@ -156,6 +160,8 @@ class ChatCog(commands.Cog):
             images=images,
             arrival=arrival,
             show_reasoning=self.settings.show_reasoning,
+            continue_from=continue_from,
+            fetch_chain=chain_reader(message, me) if continue_from is not None else None,
         )
 
     @staticmethod

@@ -43,7 +43,8 @@ async def answer(
     arrival: Arrival | None = None,
 ) -> None:
     """Stream the model's answer to `text` (and `images`) as a reply to `message`, in the
-    place `arrival` took in the chat's order (None: now)."""
+    place `arrival` took in the chat's order (None: now); a reply to an older answer of the
+    bot continues from it (`continued`)."""
     await relay(
         service,
         TelegramSurface.answering(bot, message, budgets),
@@ -57,7 +58,19 @@ async def answer(
         delivery_timeout=settings.delivery_timeout_seconds,
         arrival=arrival,
         show_reasoning=settings.show_reasoning,
+        continue_from=continued(message, bot.id),
     )
+
+
+def continued(message: Message, bot_id: int) -> str | None:
+    """The id of the bot's message that `message` replies to, whose point in the conversation
+    the answer continues from (a branch, rebuilt from the store: the Bot API tells only this
+    one level of the chain); None for a reply to anyone else, or to nothing. In a forum topic
+    every message "replies" to the topic's first (service) message, which is no answer."""
+    target = message.reply_to_message
+    if target is None or target.forum_topic_created is not None or target.from_user is None:
+        return None
+    return str(target.message_id) if target.from_user.id == bot_id else None
 
 
 async def answer_with_files(

@@ -1,6 +1,7 @@
 """Conversations: a chat's message in, the model's streamed reply out, all of it in the store.
 
 Its parts, each with one job:
+- `chain`: reply chains, a reply to an older answer continuing from that point (a branch);
 - `context`: what the model is sent (the system prompt and the newest history that fits);
 - `reply`: one answer's life as a state machine, and the deltas its consumer reads;
 - `service`: the per-person queues that drive each reply through its life and save every step;
@@ -10,6 +11,7 @@ Its parts, each with one job:
 """
 
 from ..errors import IllegalMoveError
+from .chain import REPLY_CHAIN_MAX_TURNS, ChainTurn, FetchChain
 from .chat import Author, ChatRef
 from .context import TRUNCATION_MARKER, build_context
 from .gate import Gate
@@ -22,12 +24,15 @@ __all__ = [
     "BLIND_MODEL_NOTE",
     "INTERRUPTED_NOTE",
     "NO_OBSERVER",
+    "REPLY_CHAIN_MAX_TURNS",
     "TRUNCATION_MARKER",
     "Arrival",
     "Author",
+    "ChainTurn",
     "ChatRef",
     "ConversationObserver",
     "ConversationService",
+    "FetchChain",
     "Gate",
     "IllegalMoveError",
     "NoObserver",

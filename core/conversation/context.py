@@ -32,6 +32,7 @@ from core.images import data_url
 from core.models import ContextWindow, context_window
 from storage import HistorySummary, MessageImage, Role, Store, StoredMessage
 
+from .chain import REPLY_CHAIN_MAX_TURNS, ChainTurn, as_history
 from .chat import ChatRef
 from .summary import SUMMARY_MAX_TOKENS, Summariser
 
@@ -244,6 +245,8 @@ async def prepare_context(
     sees_images: Callable[[str], bool] | None = None,
     window_of: Callable[[str], ContextWindow] = context_window,
     summariser: Summariser | None = None,
+    branch: bool = False,
+    fetched: Sequence[ChainTurn] | None = None,
 ) -> Context:
     """The context answering stored user message `user_message_id`, and the model to ask.
 
@@ -254,11 +257,25 @@ async def prepare_context(
     `sees_images` says the chat's model cannot see (every image is then "[image]").
     `window_of` gives the model's window (the client's, with the providers file's entries);
     two more messages than CONTEXT_MAX_MESSAGES are read, so a cut is always seen.
+
+    `branch`: the message replies to an older answer of the bot (`chain`): its history is that
+    reply chain (`Store.branch_messages`), not the conversation's newest turns. `fetched`: the
+    chain as read from the platform, when the store did not have it; the history is then
+    those turns and the message.
     """
     config = await store.chat_config(chat)
     limit = settings.context_max_messages
     read = limit + 2
-    history = await store.context_messages(user_message_id, read + len(leave_out))
+    wanted_messages = read + len(leave_out)
+    if fetched is not None:
+        question = await store.context_messages(user_message_id, 1)
+        history = as_history(fetched, question[-1]) if question else []
+    elif branch:
+        history = await store.branch_messages(
+            user_message_id, wanted_messages, REPLY_CHAIN_MAX_TURNS
+        )
+    else:
+        history = await store.context_messages(user_message_id, wanted_messages)
     if leave_out:
         history = [message for message in history if message.reply_to not in leave_out][-read:]
     newest_turns = [m for m in reversed(history[-limit:]) if m.role is Role.USER]
@@ -315,6 +332,8 @@ async def load_context(
     group: bool,
     leave_out: Collection[int] = (),
     sees_images: Callable[[str], bool] | None = None,
+    branch: bool = False,
+    fetched: Sequence[ChainTurn] | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """The messages answering stored user message `user_message_id`, and the model to ask,
     fitted to the presets' window for it (`prepare_context` says more, and how it was cut)."""
@@ -326,5 +345,7 @@ async def load_context(
         group=group,
         leave_out=leave_out,
         sees_images=sees_images,
+        branch=branch,
+        fetched=fetched,
     )
     return context.messages, context.model

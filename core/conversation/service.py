@@ -63,12 +63,14 @@ from storage import (
     MessageImage,
     MessageStatus,
     ReplyOutcome,
+    Role,
     StorageError,
     Store,
     StoredMessage,
     UndeliveredReply,
 )
 
+from .chain import REPLY_CHAIN_MAX_TURNS, ChainTurn, FetchChain
 from .chat import Author, ChatRef
 from .context import Context, prepare_context
 from .gate import Gate
@@ -177,6 +179,23 @@ class Arrival:
             self._service._arrived(self.chat, self.stored)
 
 
+@dataclass(frozen=True, slots=True)
+class _Continuation:
+    """What a message replies to: `ConversationService.reply`'s `continue_from` and
+    `fetch_chain`."""
+
+    platform_message_id: str | None
+    fetch: FetchChain | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    """A branch's context: from the store (`stored`), or as fetched from the platform."""
+
+    stored: bool
+    fetched: Sequence[ChainTurn] | None
+
+
 @dataclass
 class _Delivery:
     """A started reply a caller delivers: its end is reported once both parts are over."""
@@ -273,6 +292,8 @@ class ConversationService:
         delivery: bool = False,
         images: Sequence[MessageImage] = (),
         arrival: Arrival | None = None,
+        continue_from: str | None = None,
+        fetch_chain: FetchChain | None = None,
     ) -> Reply:
         """Queue an answer to `text`; the user message is stored at once, before the model runs.
 
@@ -283,6 +304,12 @@ class ConversationService:
         `images` (prepared by `core.images.prepare_images`) are stored with the message, in the
         same transaction, and go to the model with it. `arrival` (from `arrive`): the place the
         message took in the chat's order when it arrived; None: it takes it now.
+        `continue_from`: the platform id of the bot's message this one replies to; the answer
+        continues from that point (`chain`): its context is the reply chain ending there, not
+        the chat's newest history. When the store has no such reply of the bot (deleted,
+        another bot's, from before the database), `fetch_chain` reads the chain from the
+        platform; without it, or when it finds nothing, the message follows the newest
+        conversation as any other.
         Raises ValueError for a message with neither text nor images, which adapters should
         answer themselves.
         """
@@ -303,7 +330,16 @@ class ConversationService:
             self._deliveries[reply] = _Delivery()
         self._observer.reply_queued(chat.platform)
         task = asyncio.create_task(
-            self._run(reply, place, text, group, platform_message_id, chat_title, images),
+            self._run(
+                reply,
+                place,
+                text,
+                group,
+                platform_message_id,
+                chat_title,
+                images,
+                _Continuation(continue_from, fetch_chain),
+            ),
             name=f"reply {chat.platform}:{chat.chat_id}:{chat.thread_id}",
         )
         reply.attach(task)
@@ -546,15 +582,25 @@ class ConversationService:
         platform_message_id: str | None,
         chat_title: str | None,
         images: Sequence[MessageImage],
+        continuation: _Continuation,
     ) -> None:
         previous = place.previous
         turn_started: float | None = None
         try:
-            user_message_id = await self._store_user_message(
-                reply, place, text, platform_message_id, chat_title, images
+            user_message_id, parent = await self._store_user_message(
+                reply,
+                place,
+                text,
+                platform_message_id,
+                chat_title,
+                images,
+                continuation.platform_message_id,
             )
             if user_message_id is None:
                 return
+            fetched = None
+            if parent is None and continuation.fetch is not None:
+                fetched = await self._fetch_chain(reply.chat, continuation.fetch)
             if previous is not None:
                 await reply.wait_turn(previous)
             passage = await self._gate.through(reply, place.refusal)
@@ -571,7 +617,15 @@ class ConversationService:
                     for other in place.others
                     if other.user_message_id is not None
                 }
-                await self._stream(reply, user_message_id, group, leave_out, text, bool(images))
+                await self._stream(
+                    reply,
+                    user_message_id,
+                    group,
+                    leave_out,
+                    text,
+                    bool(images),
+                    _Chain(parent is not None, fetched),
+                )
             finally:  # charged by now (the outcome's save records the usage)
                 await passage.leave()
         finally:
@@ -636,11 +690,14 @@ class ConversationService:
         platform_message_id: str | None,
         chat_title: str | None,
         images: Sequence[MessageImage],
-    ) -> int | None:
+        continue_from: str | None = None,
+    ) -> tuple[int | None, int | None]:
         """Store the message, after what the chat received before it (a message, a reset); its
-        id, or None on failure."""
-        message_id: int | None = None
+        id, or None on failure, and the stored reply it continues from (`continue_from`, a
+        branch) or None."""
+        message_id = parent = None
         try:
+            parent = await self._parent(reply.chat, continue_from)
             if place.stored_before is not None:
                 await place.stored_before.wait()
             message_id = await self._store.add_user_message(
@@ -651,6 +708,7 @@ class ConversationService:
                 platform_message_id=platform_message_id,
                 chat_title=chat_title,
                 images=images,
+                parent=parent,
             )
         except StorageError as exc:
             log.error(
@@ -660,7 +718,7 @@ class ConversationService:
         finally:
             reply.settle_user_message(message_id)
             self._arrived(reply.chat, place.stored)
-        return message_id
+        return message_id, parent
 
     async def _stream(
         self,
@@ -670,6 +728,7 @@ class ConversationService:
         leave_out: set[int],
         text: str,
         with_images: bool,
+        chain: _Chain | None = None,
     ) -> None:
         state = ReplyState.DONE
         error: BaseException | None = None
@@ -689,6 +748,8 @@ class ConversationService:
                     sees_images=self._sees_images,
                     window_of=self._window_of,
                     summariser=self._summariser,
+                    branch=chain is not None and chain.stored,
+                    fetched=chain.fetched if chain is not None else None,
                 )
                 messages, reply.model = context.messages, context.model
                 self._tell_cut(reply, context)
@@ -757,6 +818,31 @@ class ConversationService:
         if context.cut and conversation is not None and conversation not in self._told_cut:
             self._told_cut.add(conversation)
             reply.history_cut = True
+
+    async def _parent(self, chat: ChatRef, platform_message_id: str | None) -> int | None:
+        """The stored reply of the bot that platform message `platform_message_id` carries,
+        which a message replying to it continues from; None when there is none (deleted,
+        someone else's message) or the store cannot say: the message then follows the newest
+        conversation, as one that replies to nothing."""
+        if platform_message_id is None:
+            return None
+        try:
+            found = await self._store.find_message(chat, platform_message_id)
+        except StorageError as exc:
+            log.warning("Could not look up replied-to message %s: %s", platform_message_id, exc)
+            return None
+        return found.id if found is not None and found.role is Role.ASSISTANT else None
+
+    async def _fetch_chain(self, chat: ChatRef, fetch: FetchChain) -> Sequence[ChainTurn] | None:
+        """The reply chain as the platform has it (at most what a context can hold); None when
+        it has none, or reading it failed: the message then follows the newest conversation."""
+        most = min(self._settings.context_max_messages, 2 * REPLY_CHAIN_MAX_TURNS)
+        try:
+            turns = await fetch(most)
+        except Exception as exc:  # the platform's failure costs the chain, never the answer
+            log.warning("Could not read a reply chain in %s: %s", chat, _reason(exc))
+            return None
+        return list(turns)[-most:] or None
 
     def _sees_images(self, model: str) -> bool:
         """Whether the chat's model takes images; a model the registry cannot place is given

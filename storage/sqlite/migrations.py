@@ -290,6 +290,48 @@ async def m010_reply_reasoning(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m011_reply_chains(db: aiosqlite.Connection) -> None:
+    # Reply chains: `parent` is the bot's reply a user message answers by replying to it (a
+    # branch), NULL for a message that follows the conversation's newest turn. SET NULL: a
+    # deleted reply ends the chain there. `platform_messages` indexes the platform ids of
+    # `messages.platform_ids` (a JSON array, not searchable by index), kept by triggers so no
+    # write path changes; it finds the stored message a platform message carries.
+    await _run(
+        db,
+        (
+            "ALTER TABLE messages ADD COLUMN parent INTEGER"
+            " REFERENCES messages (id) ON DELETE SET NULL",
+            """
+            CREATE TABLE platform_messages (
+                platform_id TEXT NOT NULL,
+                message INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
+                PRIMARY KEY (platform_id, message)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX platform_messages_by_message ON platform_messages (message)",
+            """
+            CREATE TRIGGER platform_ids_inserted AFTER INSERT ON messages
+            WHEN new.platform_ids != '[]' BEGIN
+                INSERT OR IGNORE INTO platform_messages (platform_id, message)
+                SELECT value, new.id FROM json_each(new.platform_ids);
+            END
+            """,
+            """
+            CREATE TRIGGER platform_ids_updated AFTER UPDATE OF platform_ids ON messages
+            WHEN new.platform_ids IS NOT old.platform_ids BEGIN
+                DELETE FROM platform_messages WHERE message = new.id;
+                INSERT OR IGNORE INTO platform_messages (platform_id, message)
+                SELECT value, new.id FROM json_each(new.platform_ids);
+            END
+            """,
+            "INSERT OR IGNORE INTO platform_messages (platform_id, message)"
+            " SELECT j.value, m.id FROM messages m, json_each(m.platform_ids) j"
+            " WHERE m.platform_ids != '[]'",
+        ),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

@@ -74,6 +74,9 @@ _MESSAGE_COLUMNS = (
     "created_at, updated_at, platform_ids, tokens_estimated, image_count"
 )
 
+#: The same, named through the alias `m` for queries that join messages to other tables.
+_M_COLUMNS = ", ".join(f"m.{column}" for column in _MESSAGE_COLUMNS.split(", "))
+
 _CHAT_COLUMNS = "id, platform, chat_id, thread_id, model, system_prompt, created_at, title"
 
 #: Titles remembered as written, so the hot path skips the no-op UPDATE; past this many chats
@@ -110,12 +113,40 @@ CONTEXT_QUERY = (
 
 _INSERT_USER_MESSAGE = (
     "INSERT INTO messages (conversation, role, author_id, author_name, text, status,"
-    " platform_ids, image_count, created_at, updated_at)"
-    f" SELECT v.id, 'user', ?, ?, ?, 'complete', ?, ?, {_NOW}, {_NOW}"
+    " platform_ids, image_count, parent, created_at, updated_at)"
+    f" SELECT v.id, 'user', ?, ?, ?, 'complete', ?, ?, ?, {_NOW}, {_NOW}"
     " FROM chats c JOIN conversations v ON v.chat = c.id"
     " WHERE c.platform = ? AND c.chat_id = ? AND c.thread_id = ? ORDER BY v.id DESC LIMIT 1"
 )
 
+
+#: A branch, newest turn first: from user message ?, each step goes to the reply its `parent`
+#: names and the user message that reply answers, at most ? steps. `root` is the deepest user
+#: message; its parent is NULL unless the cap stopped the walk (or the parent is no reply).
+BRANCH_QUERY = (
+    "WITH RECURSIVE chain (question, answer, depth) AS ("
+    " SELECT id, NULL, 0 FROM messages WHERE id = ? AND role = 'user'"
+    " UNION ALL"
+    " SELECT a.reply_to, a.id, chain.depth + 1 FROM chain"
+    " JOIN messages u ON u.id = chain.question"
+    " JOIN messages a ON a.id = u.parent AND a.role = 'assistant' AND a.reply_to IS NOT NULL"
+    " WHERE chain.depth < ?)"
+    f" SELECT chain.depth, m.parent, {_M_COLUMNS}"
+    " FROM chain JOIN messages m ON m.id IN (chain.question, chain.answer)"
+    " ORDER BY chain.depth DESC, m.role DESC"
+)
+
+#: The newest message of a chat that a platform message carries (`platform_messages`, m011).
+FIND_BY_PLATFORM_ID = (
+    f"SELECT {_M_COLUMNS}"
+    " FROM platform_messages p JOIN messages m ON m.id = p.message"
+    " JOIN conversations v ON v.id = m.conversation JOIN chats c ON c.id = v.chat"
+    " WHERE p.platform_id = ? AND c.platform = ? AND c.chat_id = ? AND c.thread_id = ?"
+    " ORDER BY m.id DESC LIMIT 1"
+)
+
+#: Rows of a branch that go to the model (as `CONTEXT_QUERY` keeps them).
+_SENDABLE = frozenset({MessageStatus.COMPLETE, MessageStatus.INTERRUPTED})
 
 # Enum calls cost a microsecond each; a context load maps 50 rows, so look members up instead.
 _ROLES = {role.value: role for role in Role}
@@ -634,9 +665,18 @@ class SQLiteStore:
         platform_message_id: str | None = None,
         chat_title: str | None = None,
         images: Sequence[MessageImage] = (),
+        parent: int | None = None,
     ) -> int:
         ids = json.dumps([] if platform_message_id is None else [platform_message_id])
-        values = (_utf8(author_id), _utf8(author_name), _utf8(text), ids, len(images), *_key(chat))
+        values = (
+            _utf8(author_id),
+            _utf8(author_name),
+            _utf8(text),
+            ids,
+            len(images),
+            parent,
+            *_key(chat),
+        )
         message_id = None
         if not images:
             # One statement into the chat's newest conversation: the hot path, one round trip.
@@ -790,6 +830,26 @@ class SQLiteStore:
     async def context_messages(self, up_to: int, limit: int) -> list[StoredMessage]:
         rows = await self._fetch(CONTEXT_QUERY, (up_to, up_to, up_to, limit))
         return [_message(row) for row in reversed(rows)]
+
+    async def branch_messages(self, up_to: int, limit: int, max_turns: int) -> list[StoredMessage]:
+        rows = await self._fetch(BRANCH_QUERY, (up_to, min(limit, max_turns)))
+        if not rows:
+            return []
+        root_depth, root_parent = rows[0][0], rows[0][1]
+        branch = [_message(row[2:]) for row in rows]
+        # The question and answer a branch is made of are kept as CONTEXT_QUERY keeps them.
+        branch = [m for m in branch if m.status in _SENDABLE and (m.role is Role.USER or m.text)]
+        earlier: list[StoredMessage] = []
+        room = limit - len(branch)
+        if root_parent is None and root_depth < max_turns and room > 0:
+            # The root followed its conversation's newest turn: that history comes before it.
+            earlier = await self.context_messages(rows[0][2], room + 1)
+            earlier = earlier[:-1]  # the root itself is the branch's first message
+        return (earlier + branch)[-limit:]
+
+    async def find_message(self, chat: ChatKey, platform_message_id: str) -> StoredMessage | None:
+        rows = await self._fetch(FIND_BY_PLATFORM_ID, (_utf8(platform_message_id), *_key(chat)))
+        return _message(rows[0]) if rows else None
 
     async def message_images(self, message_ids: Collection[int]) -> dict[int, list[MessageImage]]:
         found: dict[int, list[MessageImage]] = {}

@@ -539,8 +539,10 @@ class FakeDiscord:
         attachments: Sequence[Attachment | dict] = (),
         sticker_items: Sequence[dict] = (),
         flags: int = 0,
+        offline: bool = False,
     ) -> Message:
-        """A user posts a message: stored, then sent to connected clients as MESSAGE_CREATE.
+        """A user posts a message: stored, then sent to connected clients as MESSAGE_CREATE
+        (`offline`: not sent, as one written while the bot was away: only the REST API has it).
 
         Mentions in `content` (`<@id>`, `<@&id>`, `@everyone`) are resolved as Discord does;
         a reply pings the replied-to author unless `ping_reply` is off (the "@ ON" toggle).
@@ -564,7 +566,8 @@ class FakeDiscord:
         allowed = None if ping_reply else {"parse": ["users", "roles"], "replied_user": False}
         message.pings = self._pings(content, allowed, replied, may_ping_everyone=False)
         self.messages[message.id] = message
-        await self._dispatch("MESSAGE_CREATE", self._message_payload(message))
+        if not offline:
+            await self._dispatch("MESSAGE_CREATE", self._message_payload(message))
         return message
 
     async def push_voice_message(
@@ -1262,7 +1265,9 @@ class FakeDiscord:
         del member["user"]
         return member
 
-    def _message_payload(self, message: Message) -> dict:
+    def _message_payload(self, message: Message, *, nested: bool = False) -> dict:
+        """The message as Discord sends it; a reply carries the message it replies to
+        (`referenced_message`), one level deep: that one's own is left out (`nested`)."""
         pings = message.pings
         payload: dict[str, Any] = {
             "id": str(message.id),
@@ -1304,7 +1309,10 @@ class FakeDiscord:
                     "guild_id": _s(message.guild_id),
                 }
             )
-            payload["referenced_message"] = self._message_payload(replied) if replied else None
+            if not nested:
+                payload["referenced_message"] = (
+                    self._message_payload(replied, nested=True) if replied else None
+                )
         return payload
 
     # ------------------------------------------------------------------ gateway
