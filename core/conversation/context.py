@@ -18,6 +18,7 @@ from typing import Any
 
 from core.config import CoreSettings
 from core.images import data_url
+from core.personas import Persona
 from storage import MessageImage, Role, Store, StoredMessage
 
 from .chat import ChatRef
@@ -112,6 +113,7 @@ async def load_context(
     group: bool,
     leave_out: Collection[int] = (),
     sees_images: Callable[[str], bool] | None = None,
+    persona: Persona | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """The messages answering stored user message `user_message_id`, and the model to ask.
 
@@ -120,6 +122,8 @@ async def load_context(
     is as the asker saw it, whether or not they have finished since. The images of the newest
     `context_image_turns` user messages are read from the store, and only theirs; none when
     `sees_images` says the chat's model cannot see (every image is then "[image]").
+    The chat's `persona` fills in the prompt and model the chat did not set itself, before the
+    operator's (`core.personas` on precedence).
     """
     config = await store.chat_config(chat)
     limit = settings.context_max_messages
@@ -127,13 +131,16 @@ async def load_context(
     if leave_out:
         history = [message for message in history if message.reply_to not in leave_out][-limit:]
     newest_turns = [m for m in reversed(history) if m.role is Role.USER]
-    model = config.model or settings.default_model
+    persona_model = persona.model if persona is not None else None
+    model = config.model or persona_model or settings.default_model
     wanted = [m.id for m in newest_turns[: settings.context_image_turns] if m.image_count]
     if wanted and sees_images is not None and not sees_images(model):
         wanted = []
     images = await store.message_images(wanted) if wanted else {}
     messages = build_context(
-        config.system_prompt or settings.system_prompt,
+        config.system_prompt
+        or (persona.system_prompt if persona is not None else None)
+        or settings.system_prompt,
         history,
         group=group,
         max_messages=limit,

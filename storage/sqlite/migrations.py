@@ -251,6 +251,30 @@ async def m008_budget_overrides(db: aiosqlite.Connection) -> None:
     )
 
 
+# m009 to m011 are other branches' steps of issue 13; these stand in for them here so that this
+# branch's m012 has its number. MERGE: replace them by the real steps (never release them).
+@migration
+async def m009_reserved(db: aiosqlite.Connection) -> None:
+    pass
+
+
+@migration
+async def m010_reserved(db: aiosqlite.Connection) -> None:
+    pass
+
+
+@migration
+async def m011_reserved(db: aiosqlite.Connection) -> None:
+    pass
+
+
+@migration
+async def m012_chat_persona(db: aiosqlite.Connection) -> None:
+    # The persona a chat chose with /persona, by name (`core.personas`); NULL: none. A name, not
+    # a copy of the prompt: the operator's edits to the personas file reach every chat using it.
+    await _run(db, ("ALTER TABLE chats ADD COLUMN persona TEXT",))
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 
