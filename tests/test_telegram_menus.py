@@ -223,3 +223,19 @@ async def test_the_fake_holds_the_bot_api_limits_of_keyboards_and_answers() -> N
         with pytest.raises(ApiError, match=QUERY_INVALID):  # answered once only
             await tg._api_answercallbackquery({"callback_query_id": query.id})
         assert tg.updates[-1]["callback_query"]["data"] == "é" * 32
+
+
+async def test_a_press_from_someone_not_let_in_is_refused(tmp_path: Path) -> None:
+    async with running_bot(
+        tmp_path, personas_file=personas_file(tmp_path), telegram_allowed_ids=[ALICE["id"]]
+    ) as h:
+        group = h.tg.supergroup()
+        h.tg.set_admins(group, [ALICE["id"], BOB["id"]])
+        shown = await h.ask(group, ALICE, "/persona")
+        menu = await keyboard_reply(h.tg, group, shown)
+        refused = await h.tg.press_button(group, menu.message_id, BOB, "persona:terse")
+        await h.tg.wait_until(lambda: refused.answered, WAIT)
+        assert (refused.text, refused.show_alert) == (menus.NOT_ALLOWED, True)
+        assert (await h.service.chat_config(_chat(group))).persona is None
+        await h.tg.press_button(group, menu.message_id, ALICE, "persona:terse")
+        await h.tg.wait_until(lambda: menu.text == "Persona set to terse.", WAIT)

@@ -16,11 +16,12 @@ from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, Message
 
-from bots.access import Access, access
+from bots.access import Access
 from bots.config import Settings
 from bots.telegram.chats import chat_ref
 from bots.telegram.handlers.commands import ADMINS_ONLY, may_configure, may_configure_as
 from bots.telegram.keyboards import Choice, Menu, parse, persona_keyboard
+from bots.telegram.middlewares import access_of_ids
 from core import chat_settings
 from core.conversation import ChatRef, ConversationService
 from core.errors import InvalidSettingError
@@ -79,12 +80,10 @@ async def pressed(
     if choice is None or not isinstance(message, Message):
         await query.answer(STALE, show_alert=True)
         return
-    ids = {message.chat.id, query.from_user.id}
-    listed = not ids.isdisjoint(settings.telegram_allowed_ids)
-    level = access(
-        listed=listed,
-        allowed_ids=settings.telegram_allowed_ids,
-        allow_guests=settings.allow_guests,
+    level = access_of_ids(
+        {message.chat.id, query.from_user.id},
+        settings.telegram_allowed_ids,
+        settings.allow_guests,
     )
     if level is Access.REFUSED:
         await query.answer(NOT_ALLOWED, show_alert=True)
