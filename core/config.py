@@ -69,6 +69,8 @@ class CoreSettings(BaseSettings):
 
     # Extra providers, model routing and fallback order (TOML); keys stay in the environment.
     providers_file: Path | None = None
+    # Personas a chat picks with /persona (TOML, `core.personas`); unset, there are none.
+    personas_file: Path | None = None
 
     # Network behaviour of the providers.
     connect_timeout: float = Field(DEFAULT_CONNECT_TIMEOUT, gt=0)

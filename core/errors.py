@@ -8,6 +8,7 @@ ever contains an API key. The tree (g4f's names kept where g4f has them):
 * ParleyError
   + ConfigurationError            the operator's settings cannot work as they are
     - ProvidersFileError          the providers file cannot be read or is invalid
+    - PersonasFileError           the personas file cannot be read or is invalid
     - TranscriptionOffError       TRANSCRIBE_BASE_URL is unset: voice notes are not set up
     - FFmpegMissingError          an audio file needs ffmpeg or ffprobe, which is not installed
     - ImageGenerationOffError     /image with IMAGE_MODEL unset, or turned off in that chat
@@ -82,6 +83,10 @@ class ConfigurationError(ParleyError):
 
 class ProvidersFileError(ConfigurationError):
     """The providers file cannot be used; the message names the file and the fix."""
+
+
+class PersonasFileError(ConfigurationError):
+    """The personas file cannot be used; the message names the file, the persona and the fix."""
 
 
 class InvalidRequestError(ParleyError, ValueError):

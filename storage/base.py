@@ -71,6 +71,8 @@ class ChatConfig:
     system_prompt: str | None = None
     #: Whether `/image` draws in this chat; None: yes, when the operator set IMAGE_MODEL.
     image_generation: bool | None = None
+    #: The name of the persona chosen with /persona (`core.personas`); None: none.
+    persona: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -377,6 +379,8 @@ class Store(Protocol):
     async def set_chat_system_prompt(self, chat: ChatKey, prompt: str | None) -> None: ...
 
     async def set_chat_image_generation(self, chat: ChatKey, enabled: bool | None) -> None: ...
+
+    async def set_chat_persona(self, chat: ChatKey, persona: str | None) -> None: ...
 
     async def new_conversation(self, chat: ChatKey) -> int: ...
 

@@ -39,6 +39,7 @@ EXPECTED_COLUMNS = {
         "created_at",
         "title",  # m003
         "image_generation",  # m006
+        "persona",  # m012
     ],
     "conversations": ["id", "chat", "created_at"],
     "messages": [
@@ -266,6 +267,17 @@ async def test_the_image_switch_is_per_chat_and_keeps_the_other_settings(store: 
     assert (await store.chat_config(chat())).image_generation is True
     await store.set_chat_image_generation(chat(), None)
     assert (await store.chat_config(chat())).image_generation is None
+
+
+async def test_the_persona_is_per_chat_and_keeps_the_other_settings(store: Store) -> None:
+    assert (await store.chat_config(chat())).persona is None
+    await store.set_chat_model(chat(), "gpt-x")
+    await store.set_chat_persona(chat(), "pirate")
+    config = await store.chat_config(chat())
+    assert (config.model, config.persona) == ("gpt-x", "pirate")
+    assert (await store.chat_config(chat("2"))).persona is None
+    await store.set_chat_persona(chat(), None)
+    assert (await store.chat_config(chat())).persona is None
 
 
 async def test_a_queued_turn_keeps_its_reply_next_to_its_question(store: Store) -> None:

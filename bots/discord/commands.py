@@ -1,5 +1,11 @@
-"""Slash commands: /reset /model /system /stop /image /usage /stats /budget, for the channel
-(or thread) they are used in."""
+"""Slash commands: /reset /model /system /persona /stop /image /usage /stats /budget, for the
+channel (or thread) they are used in.
+
+/persona and /model offer their values as autocomplete (the personas, and the configured
+models of `core.model_menu`), rather than as fixed choices: Discord caps fixed choices at 25
+and fixes them when the commands are synced, while autocomplete filters by what is typed and
+follows the personas file. A typed value that is not offered is still taken, as before.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from bots.usage_view import limits_in_force, stats_text, usage_text
 from core import budget_command, chat_settings
 from core.conversation import Author, ChatRef, ConversationService, describe_reset, describe_stop
 from core.errors import InvalidSettingError, ParleyError, describe
+from core.model_menu import matching
+from core.personas import describe_persona, persona_changed
 from core.usage import utc_now
 
 log = logging.getLogger(__name__)
@@ -34,6 +42,10 @@ STATS_ADMINS_ONLY = (
 IMAGE_TOO_LARGE = "The image was too large to send here."
 #: Discord's answer to an upload over the limit.
 _ENTITY_TOO_LARGE = 413
+#: Discord shows at most 25 autocomplete choices.
+MAX_CHOICES = 25
+#: A choice's name is 1 to 100 characters.
+MAX_CHOICE_NAME = 100
 
 
 def _chat(interaction: discord.Interaction) -> ChatRef:
@@ -51,6 +63,11 @@ async def _acknowledged(interaction: discord.Interaction, whose: str | None) -> 
     """`whose`, once Discord knows an answer to `interaction` is coming."""
     await interaction.response.defer()
     return whose
+
+
+def _choice_name(text: str) -> str:
+    """`text` cut to a choice's 100 characters."""
+    return text if len(text) <= MAX_CHOICE_NAME else text[: MAX_CHOICE_NAME - 1] + "…"
 
 
 class SettingsCog(commands.Cog):
@@ -104,6 +121,43 @@ class SettingsCog(commands.Cog):
     @app_commands.describe(name="Model name, or 'default' for the operator's")
     async def model(self, interaction: discord.Interaction, name: str | None = None) -> None:
         await self._configure(chat_settings.MODEL, interaction, name)
+
+    @model.autocomplete("name")
+    async def model_choices(
+        self, interaction: discord.Interaction, typed: str
+    ) -> list[app_commands.Choice[str]]:
+        """The configured models containing what is typed; a name too long for a choice's
+        value (100) is left out, and still taken typed in full."""
+        models = [m for m in self.service.offered_models() if len(m) <= MAX_CHOICE_NAME]
+        return [app_commands.Choice(name=m, value=m) for m in matching(models, typed, MAX_CHOICES)]
+
+    @app_commands.command(name="persona", description="Show or choose the persona used here")
+    @app_commands.describe(name="A persona, or 'default' for none")
+    async def persona(self, interaction: discord.Interaction, name: str | None = None) -> None:
+        """Anyone sees the persona; `may_change_settings` choose one (shown to the channel)."""
+        chat = _chat(interaction)
+        if chat_settings.asks_current(name):
+            chosen = (await self.service.chat_config(chat)).persona
+            await _say(interaction, describe_persona(chosen, self.service.personas), ephemeral=True)
+            return
+        if not may_change_settings(interaction, self.settings.admin_ids):
+            raise app_commands.CheckFailure(ADMINS_ONLY)
+        try:
+            persona = await self.service.set_persona(chat, name)
+        except InvalidSettingError as exc:
+            await _say(interaction, str(exc), ephemeral=True)
+            return
+        await _say(interaction, persona_changed(persona, await self.service.chat_config(chat)))
+
+    @persona.autocomplete("name")
+    async def persona_choices(
+        self, interaction: discord.Interaction, typed: str
+    ) -> list[app_commands.Choice[str]]:
+        """The personas whose name or description contains what is typed, described."""
+        return [
+            app_commands.Choice(name=_choice_name(f"{p.name}: {p.description}"), value=p.name)
+            for p in self.service.personas.matching(typed, MAX_CHOICES)
+        ]
 
     @app_commands.command(name="system", description="Show or set the system prompt used here")
     @app_commands.describe(prompt="The new system prompt, or 'default' for the operator's")

@@ -50,7 +50,12 @@ def access_of(message: Message, allowed_ids: Collection[int], allow_guests: bool
         ids.add(message.from_user.id)
     if message.sender_chat is not None:
         ids.add(message.sender_chat.id)
-    listed = not ids.isdisjoint(allowed_ids)
+    return access_of_ids(ids, allowed_ids, allow_guests)
+
+
+def access_of_ids(ids: Collection[int], allowed_ids: Collection[int], allow_guests: bool) -> Access:
+    """The access of a person or chat known by `ids` (a button's presser and its chat)."""
+    listed = not set(ids).isdisjoint(allowed_ids)
     return access(listed=listed, allowed_ids=allowed_ids, allow_guests=allow_guests)
 
 

@@ -30,6 +30,7 @@ from core.config import CoreSettings
 from core.content import CHARS_PER_TOKEN, IMAGE_TOKENS, MESSAGE_TOKENS, message_tokens
 from core.images import data_url
 from core.models import ContextWindow, context_window
+from core.personas import Persona
 from storage import HistorySummary, MessageImage, Role, Store, StoredMessage
 
 from .chain import REPLY_CHAIN_MAX_TURNS, ChainTurn, as_history
@@ -247,6 +248,7 @@ async def prepare_context(
     summariser: Summariser | None = None,
     branch: bool = False,
     fetched: Sequence[ChainTurn] | None = None,
+    persona: Persona | None = None,
 ) -> Context:
     """The context answering stored user message `user_message_id`, and the model to ask.
 
@@ -261,7 +263,8 @@ async def prepare_context(
     `branch`: the message replies to an older answer of the bot (`chain`): its history is that
     reply chain (`Store.branch_messages`), not the conversation's newest turns. `fetched`: the
     chain as read from the platform, when the store did not have it; the history is then
-    those turns and the message.
+    those turns and the message. The chat's `persona` fills in the prompt and model the chat did
+    not set itself, before the operator's (`core.personas` on precedence).
     """
     config = await store.chat_config(chat)
     limit = settings.context_max_messages
@@ -279,13 +282,17 @@ async def prepare_context(
     if leave_out:
         history = [message for message in history if message.reply_to not in leave_out][-read:]
     newest_turns = [m for m in reversed(history[-limit:]) if m.role is Role.USER]
-    model = config.model or settings.default_model
+    model = config.model or (persona.model if persona else None) or settings.default_model
     wanted = [m.id for m in newest_turns[: settings.context_image_turns] if m.image_count]
     if wanted and sees_images is not None and not sees_images(model):
         wanted = []
     images = await store.message_images(wanted) if wanted else {}
     window = window_of(model)
-    system_prompt = config.system_prompt or settings.system_prompt
+    system_prompt = (
+        config.system_prompt
+        or (persona.system_prompt if persona else None)
+        or settings.system_prompt
+    )
     fixed = message_tokens(system_prompt) if system_prompt else 0
 
     def select(max_tokens: int) -> _Selection:
@@ -334,6 +341,7 @@ async def load_context(
     sees_images: Callable[[str], bool] | None = None,
     branch: bool = False,
     fetched: Sequence[ChainTurn] | None = None,
+    persona: Persona | None = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """The messages answering stored user message `user_message_id`, and the model to ask,
     fitted to the presets' window for it (`prepare_context` says more, and how it was cut)."""
@@ -347,5 +355,6 @@ async def load_context(
         sees_images=sees_images,
         branch=branch,
         fetched=fetched,
+        persona=persona,
     )
     return context.messages, context.model

@@ -55,8 +55,11 @@ from core.client import AsyncClient, estimate_usage
 from core.config import CoreSettings
 from core.content import image_count
 from core.errors import ParleyError
+from core.model_menu import offered_models
 from core.models import ContextWindow, context_window
+from core.personas import Persona, Personas, parse_persona, personas_at
 from core.pricing import PriceTable, cost_of
+from core.providers.registry import ProviderRegistry
 from core.usage import UsageKind, UsageRecord, sane_tokens, utc_now
 from storage import (
     ChatConfig,
@@ -221,8 +224,13 @@ class ConversationService:
         clock: Callable[[], datetime] = utc_now,
         prices: PriceTable | None = None,
         gate: Gate | None = None,
+        personas: Personas | None = None,
     ) -> None:
         self._store = store
+        #: What /persona offers (`core.personas`); by default PERSONAS_FILE's, read now, so a
+        #: bad file stops the start with its line instead of failing the first /persona.
+        self._personas = personas if personas is not None else personas_at(settings.personas_file)
+        self._menu_registry: ProviderRegistry | None = None
         #: The rate limit, budgets and model slots every reply passes (`gate`).
         self._gate = gate or Gate.from_settings(store, settings, clock=clock)
         self._client = client
@@ -505,6 +513,29 @@ class ConversationService:
         await self._store.set_chat_system_prompt(chat, value)
         return value
 
+    @property
+    def personas(self) -> Personas:
+        """The personas a chat may choose."""
+        return self._personas
+
+    def offered_models(self) -> list[str]:
+        """The models `/model` offers as a menu (`core.model_menu`)."""
+        if self._menu_registry is None:  # the client's, else one from the service's settings
+            self._menu_registry = self._client.registry or ProviderRegistry.from_settings(
+                self._settings
+            )
+        return offered_models(self._menu_registry, self._personas)
+
+    async def set_persona(self, chat: ChatRef, name: str | None) -> Persona | None:
+        """Choose the chat's persona by a user's argument (`core.personas.parse_persona`);
+        None, 'default' or 'reset' clears it. Returns the persona chosen (None: none).
+
+        Raises `InvalidSettingError`, whose message is the answer for the user.
+        """
+        persona = None if name is None else parse_persona(self._personas, name)
+        await self._store.set_chat_persona(chat, None if persona is None else persona.name)
+        return persona
+
     async def set_image_generation(self, chat: ChatRef, enabled: bool | None) -> None:
         """Turn `/image` on or off in the chat (its admins' switch); None: the operator's
         default (on when IMAGE_MODEL is set)."""
@@ -738,6 +769,7 @@ class ConversationService:
         outside_cancel = False
         with reply.stoppable():
             try:
+                persona = self._personas.get((await self._store.chat_config(reply.chat)).persona)
                 context = await prepare_context(
                     self._store,
                     self._settings,
@@ -750,6 +782,7 @@ class ConversationService:
                     summariser=self._summariser,
                     branch=chain is not None and chain.stored,
                     fetched=chain.fetched if chain is not None else None,
+                    persona=persona,
                 )
                 messages, reply.model = context.messages, context.model
                 self._tell_cut(reply, context)
@@ -761,7 +794,11 @@ class ConversationService:
                 await self._open_row(reply, user_message_id)
                 started = last_save = time.monotonic()
                 stream = self._client.chat.completions.create(
-                    messages, model=reply.model, stream=True
+                    messages,
+                    model=reply.model,
+                    stream=True,
+                    # The persona's, else none is sent: the provider's default.
+                    temperature=None if persona is None else persona.temperature,
                 )
                 async with contextlib.aclosing(stream):
                     async for chunk in stream:

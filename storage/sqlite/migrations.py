@@ -332,6 +332,13 @@ async def m011_reply_chains(db: aiosqlite.Connection) -> None:
     )
 
 
+@migration
+async def m012_chat_persona(db: aiosqlite.Connection) -> None:
+    # The persona a chat chose with /persona, by name (`core.personas`); NULL: none. A name, not
+    # a copy of the prompt: the operator's edits to the personas file reach every chat using it.
+    await _run(db, ("ALTER TABLE chats ADD COLUMN persona TEXT",))
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

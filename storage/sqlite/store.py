@@ -473,15 +473,16 @@ class SQLiteStore:
 
     async def chat_config(self, chat: ChatKey) -> ChatConfig:
         rows = await self._fetch(
-            "SELECT model, system_prompt, image_generation FROM chats"
+            "SELECT model, system_prompt, image_generation, persona FROM chats"
             " WHERE platform = ? AND chat_id = ? AND thread_id = ?",
             _key(chat),
         )
-        for model, system_prompt, image_generation in rows:
+        for model, system_prompt, image_generation, persona in rows:
             return ChatConfig(
                 model=model,
                 system_prompt=system_prompt,
                 image_generation=None if image_generation is None else bool(image_generation),
+                persona=persona,
             )
         return ChatConfig()
 
@@ -505,6 +506,13 @@ class SQLiteStore:
             await db.execute(
                 "UPDATE chats SET image_generation = ? WHERE id = ?",
                 (None if enabled is None else int(enabled), chat_row),
+            )
+
+    async def set_chat_persona(self, chat: ChatKey, persona: str | None) -> None:
+        async with self._transaction() as db:
+            chat_row, _, _ = await self._ensure_chat(db, chat)
+            await db.execute(
+                "UPDATE chats SET persona = ? WHERE id = ?", (_utf8_or_none(persona), chat_row)
             )
 
     # Usage.

@@ -274,6 +274,10 @@ class Interaction:
     callback: dict | None = None
     response_message_id: int | None = None
     followups: list[int] = field(default_factory=list)
+    #: 2: a command run; 4: an autocomplete request (answered with choices, callback type 8).
+    kind: int = 2
+    #: The choices an autocomplete request was answered with.
+    choices: list[dict] | None = None
     #: time.monotonic() when the interaction was sent to the bot.
     created_at: float = field(default_factory=time.monotonic)
 
@@ -675,8 +679,12 @@ class FakeDiscord:
         *,
         user: int = BOB_ID,
         channel: int = GENERAL_ID,
+        focused: str | None = None,
     ) -> Interaction:
-        """A user runs slash command `name` (string options only), as INTERACTION_CREATE."""
+        """A user runs slash command `name` (string options only), as INTERACTION_CREATE.
+
+        With `focused` (an option's name), the user is still typing that option: an
+        APPLICATION_COMMAND_AUTOCOMPLETE request, whose answer `wait_choices` returns."""
         command = next(
             (c for cmds in self.commands.values() for c in cmds if c["name"] == name), None
         )
@@ -688,14 +696,19 @@ class FakeDiscord:
             name=name,
             channel_id=channel,
             user_id=user,
+            kind=2 if focused is None else 4,
         )
+        if focused is not None:
+            declared = {option["name"]: option for option in command.get("options", [])}
+            if not declared.get(focused, {}).get("autocomplete"):
+                raise AssertionError(f"/{name} has no autocomplete option {focused!r}")
         self.interactions[interaction.id] = interaction
         channel_data = self.channels[channel]
         in_guild = channel_data["type"] != 1
         payload: dict[str, Any] = {
             "id": str(interaction.id),
             "application_id": str(APP_ID),
-            "type": 2,
+            "type": interaction.kind,
             "token": interaction.token,
             "version": 1,
             "data": {
@@ -704,6 +717,7 @@ class FakeDiscord:
                 "type": 1,
                 "options": [
                     {"name": key, "type": 3, "value": value}
+                    | ({"focused": True} if key == focused else {})
                     for key, value in (options or {}).items()
                 ],
             },
@@ -724,6 +738,12 @@ class FakeDiscord:
             payload["user"] = self.users[user]
         await self._dispatch("INTERACTION_CREATE", payload)
         return interaction
+
+    async def wait_choices(
+        self, interaction: Interaction, within: float = DEFAULT_TIMEOUT
+    ) -> list[dict]:
+        """Wait for the bot's answer to an autocomplete request: its choices."""
+        return await self.wait_for(lambda: interaction.choices, within)
 
     async def wait_answered(self, interaction: Interaction, within: float = DEFAULT_TIMEOUT) -> str:
         """Wait for the bot's visible answer to `interaction` and return its text."""
@@ -1104,6 +1124,10 @@ class FakeDiscord:
             raise _Reject(400, 40060, "Interaction has already been acknowledged.")
         body = _body(self._call(request))
         kind = body.get("type")
+        if interaction.kind == 4:
+            interaction.callback = body
+            interaction.choices = _checked_choices(body)
+            return web.Response(status=204)
         if kind not in (4, 5):
             raise _invalid_form(
                 "type", "BASE_TYPE_CHOICES", f"Value must be one of (4, 5); got {kind}."
@@ -1534,6 +1558,35 @@ def _body(call: Call) -> dict:
 def _guild_of(request: web.Request) -> int | None:
     guild = request.match_info.get("guild_id")
     return int(guild) if guild else None
+
+
+#: An autocomplete answer: at most 25 choices, each named 1 to 100 characters, a string value
+#: at most 100.
+MAX_CHOICES = 25
+MAX_CHOICE_CHARS = 100
+
+
+def _checked_choices(body: dict) -> list[dict]:
+    """Discord's checks on the answer to an autocomplete request (callback type 8)."""
+    if body.get("type") != 8:
+        raise _invalid_form("type", "BASE_TYPE_CHOICES", "Value must be 8 for autocomplete.")
+    choices = (body.get("data") or {}).get("choices")
+    if not isinstance(choices, list):
+        raise _invalid_form("data.choices", "BASE_TYPE_REQUIRED", "This field is required")
+    if len(choices) > MAX_CHOICES:
+        raise _invalid_form(
+            "data.choices", "BASE_TYPE_MAX_LENGTH", f"Must be {MAX_CHOICES} or fewer in length."
+        )
+    for index, choice in enumerate(choices):
+        for key in ("name", "value"):
+            value = choice.get(key)
+            if not isinstance(value, str) or not 1 <= len(value) <= MAX_CHOICE_CHARS:
+                raise _invalid_form(
+                    f"data.choices.{index}.{key}",
+                    "BASE_TYPE_BAD_LENGTH",
+                    f"Must be between 1 and {MAX_CHOICE_CHARS} in length.",
+                )
+    return choices
 
 
 def _checked_content(body: dict, *, editing: bool, files: int = 0) -> str:

@@ -87,6 +87,15 @@ CANT_EDIT = "Bad Request: message can't be edited"
 CHAT_NOT_FOUND = "Bad Request: chat not found"
 PARSE_ERROR = "Bad Request: can't parse entities: "
 #: The largest file a bot may fetch through `getFile` (the cloud Bot API's limit).
+#: Inline keyboards: a button's callback data is 1 to 64 bytes; an answer's text 0 to 200
+#: characters; a query is answered once (the Bot API's own wording for a second answer).
+MAX_CALLBACK_DATA_BYTES = 64
+MAX_CALLBACK_ANSWER_CHARS = 200
+BUTTON_DATA_INVALID = "Bad Request: BUTTON_DATA_INVALID"
+BUTTON_TEXT_EMPTY = "Bad Request: text buttons are unallowed in the inline keyboard"
+QUERY_INVALID = "Bad Request: query is too old and response timeout expired or query ID is invalid"
+CALLBACK_ANSWER_TOO_LONG = "Bad Request: MESSAGE_TOO_LONG"
+
 MAX_DOWNLOAD_SIZE = 20 * 1024 * 1024
 FILE_TOO_BIG = "Bad Request: file is too big"
 INVALID_FILE_ID = "Bad Request: invalid file_id"
@@ -149,6 +158,7 @@ STRING_PARAMS = frozenset(
         "inline_message_id",
         "url",
         "message_effect_id",
+        "callback_query_id",
     }
 )
 _COMMAND_RE = re.compile(r"(?<![\w/])/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
@@ -656,6 +666,34 @@ class FakeChat:
 
 
 @dataclass
+class CallbackQuery:
+    """A button press, and how the bot answered it (`answerCallbackQuery`)."""
+
+    id: str
+    data: str
+    answered: bool = False
+    text: str | None = None
+    show_alert: bool = False
+
+
+def _checked_markup(params: dict) -> dict | None:
+    """The message's inline keyboard as Telegram keeps it, or the error it answers with."""
+    markup = params.get("reply_markup")
+    if not isinstance(markup, dict) or "inline_keyboard" not in markup:
+        return None
+    for row in markup["inline_keyboard"]:
+        for button in row:
+            if not button.get("text"):
+                raise bad_request("Bad Request: text must be non-empty")
+            data = button.get("callback_data")
+            if data is None and not button.get("url"):
+                raise bad_request(BUTTON_TEXT_EMPTY)
+            if data is not None and not 1 <= len(data.encode()) <= MAX_CALLBACK_DATA_BYTES:
+                raise bad_request(BUTTON_DATA_INVALID)
+    return markup
+
+
+@dataclass
 class StoredFile:
     """A file a user sent, kept as Telegram keeps it: the bot sees its `file_id` in the message
     and learns its `file_path` from `getFile`, the first call choosing it as the server does."""
@@ -734,6 +772,9 @@ class FakeTelegramAPI:
         self._file_numbers = itertools.count(1)
         self._path_numbers = itertools.count()
         self._media_groups = itertools.count(13_580_000_000_000_001)
+        #: Button presses sent to the bot, by callback query id: the answer, once given.
+        self.callback_queries: dict[str, CallbackQuery] = {}
+        self._query_ids = itertools.count(4_000_000_000_000_000_001)
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
@@ -1121,6 +1162,40 @@ class FakeTelegramAPI:
             stored.raw["entities"] = stored.entities
         return await self._push({"edited_message": stored.raw})
 
+    async def press_button(
+        self, chat: FakeChat, message_id: int, sender: dict, data: str
+    ) -> CallbackQuery:
+        """`sender` presses the inline button carrying `data` under the bot's message: a
+        `callback_query` update, as Telegram sends it. The button must be there."""
+        stored = chat.messages[message_id]
+        buttons = [
+            button
+            for row in stored.raw.get("reply_markup", {}).get("inline_keyboard", [])
+            for button in row
+        ]
+        assert any(b.get("callback_data") == data for b in buttons), (
+            f"no button {data!r} under message {message_id}: {buttons}"
+        )
+        query = CallbackQuery(str(next(self._query_ids)), data)
+        self.callback_queries[query.id] = query
+        await self._push(
+            {
+                "callback_query": {
+                    "id": query.id,
+                    "from": sender,
+                    "message": stored.raw,
+                    "chat_instance": str(-chat.id),
+                    "data": data,
+                }
+            }
+        )
+        return query
+
+    def keyboard(self, chat: FakeChat, message_id: int) -> list[tuple[str, str]]:
+        """The (text, callback data) of each inline button under a message, in order."""
+        rows = chat.messages[message_id].raw.get("reply_markup", {}).get("inline_keyboard", [])
+        return [(b["text"], b.get("callback_data", "")) for row in rows for b in row]
+
     async def channel_post(self, chat: FakeChat, text: str) -> dict:
         stored = self._store(chat, None, text, extra={"sender_chat": chat.as_dict()})
         return await self._push({"channel_post": stored.raw})
@@ -1471,6 +1546,9 @@ class FakeTelegramAPI:
             if not chat.is_forum:
                 raise bad_request("Bad Request: message thread not found")
             extra = {**extra, "message_thread_id": thread_id, "is_topic_message": True}
+        markup = _checked_markup(params)
+        if markup is not None:
+            extra = {**extra, "reply_markup": markup}
         self._admit_write(chat)
         stored = self._store(chat, self.bot, text, entities=entities, extra=extra)
         stored.thread_id = thread_id
@@ -1491,7 +1569,12 @@ class FakeTelegramAPI:
         if stored.sender["id"] != BOT_ID or stored.text is None:
             raise bad_request(CANT_EDIT)
         text, entities = _message_content(params)
-        if (text, _normal(entities)) == (stored.text, _normal(stored.entities)):
+        markup = _checked_markup(params)
+        if (text, _normal(entities), markup) == (
+            stored.text,
+            _normal(stored.entities),
+            stored.raw.get("reply_markup"),
+        ):
             raise bad_request(NOT_MODIFIED)
         now = time.monotonic()
         wait = chat.last_edit_at + self.edit_interval - now
@@ -1505,7 +1588,22 @@ class FakeTelegramAPI:
         stored.raw.pop("entities", None)
         if entities:
             stored.raw["entities"] = entities
+        # An edit without a keyboard takes the message's away, as Telegram does.
+        stored.raw.pop("reply_markup", None)
+        if markup is not None:
+            stored.raw["reply_markup"] = markup
         return stored.raw
+
+    async def _api_answercallbackquery(self, params: dict) -> bool:
+        query = self.callback_queries.get(str(params.get("callback_query_id") or ""))
+        if query is None or query.answered:
+            raise bad_request(QUERY_INVALID)
+        text = params.get("text")
+        if text is not None and len(text) > MAX_CALLBACK_ANSWER_CHARS:
+            raise bad_request(CALLBACK_ANSWER_TOO_LONG)
+        query.answered, query.text = True, text
+        query.show_alert = bool(params.get("show_alert"))
+        return True
 
     async def _api_deletemessage(self, params: dict) -> bool:
         chat = self._get_chat(params)

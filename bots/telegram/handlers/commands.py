@@ -1,5 +1,5 @@
 """The commands: /start /help /reset /model /system /stop /image /usage /stats /budget, and an
-answer to unknown ones."""
+answer to unknown ones (/persona and the menus' buttons: `menus.py`)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from aiogram import Bot, Router
 from aiogram.enums import ChatMemberStatus
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError
 from aiogram.filters import Command, CommandObject, CommandStart
-from aiogram.types import BotCommand, BufferedInputFile, Message
+from aiogram.types import BotCommand, BufferedInputFile, Chat, Message, User
 from aiogram.utils.chat_action import ChatActionSender
 
 from bots.config import Settings
 from bots.drawing import IMAGE_USAGE, Switch, draw, parse_image_args, switch_image_generation
 from bots.telegram.chats import author_of, chat_ref, is_anonymous_admin, is_group
 from bots.telegram.filters import UnknownCommand
+from bots.telegram.keyboards import model_keyboard
 from bots.telegram.middlewares import asker_of
 from bots.usage_view import limits_in_force, stats_text, usage_text
 from core import budget_command, chat_settings
@@ -32,6 +33,7 @@ COMMANDS = (
     BotCommand(command="reset", description="Start a new conversation"),
     BotCommand(command="model", description="Show or change the model"),
     BotCommand(command="system", description="Show or change the system prompt"),
+    BotCommand(command="persona", description="Choose a persona"),
     BotCommand(command="stop", description="Stop the reply being written"),
     BotCommand(command="image", description="Draw an image: /image PROMPT"),
     BotCommand(command="usage", description="Your use and what is left of your budget"),
@@ -51,13 +53,14 @@ HELP = (
     "/reset: start a new conversation\n"
     "/model [NAME]: show or change the model (default: the operator's)\n"
     "/system [TEXT]: show or change the system prompt\n"
+    "/persona [NAME]: choose a persona (a prompt, and perhaps a model, set up by the operator)\n"
     "/stop: stop your reply being written (group admins: every reply)\n"
     "/image PROMPT: draw an image, if the bot's operator set it up\n"
     "/usage: your use today and this month, and what is left of your budget "
     "(in a group, sent to you privately)\n"
     "/stats: top users, models and cost (group admins and the operator)\n"
     "/budget: the spending limits here (the bot's operators set them)\n"
-    "In groups only admins may change the model or the system prompt, or turn drawing "
+    "In groups only admins may change the model, the system prompt or the persona, or turn drawing "
     "off and on (/image off, /image on)."
 )
 START = "Hello! " + HELP
@@ -152,7 +155,15 @@ def _setting_command(setting: chat_settings.Setting) -> _SettingHandler:
         ):
             await message.reply(ADMINS_ONLY)
             return
-        answer = await chat_settings.apply(setting, service, chat_ref(message), argument, settings)
+        chat = chat_ref(message)
+        answer = await chat_settings.apply(setting, service, chat, argument, settings)
+        if setting is chat_settings.MODEL and chat_settings.asks_current(argument):
+            # The configured models as buttons, so nobody needs to know their exact names.
+            own = (await service.chat_config(chat)).model
+            await message.reply(
+                _clip(answer.text), reply_markup=model_keyboard(service.offered_models(), own)
+            )
+            return
         await message.reply(_clip(answer.text))
 
     return handle
@@ -287,15 +298,21 @@ async def unknown(message: Message) -> None:
 
 async def may_configure(message: Message, bot: Bot, settings: Settings) -> bool:
     """Anyone in a private chat; in a group, its admins and the operator's ADMIN_IDS."""
-    if not is_group(message.chat) or is_anonymous_admin(message):
+    if is_anonymous_admin(message):
         return True
-    user = message.from_user
+    return await may_configure_as(message.chat, message.from_user, bot, settings)
+
+
+async def may_configure_as(chat: Chat, user: User | None, bot: Bot, settings: Settings) -> bool:
+    """`may_configure` for `user` in `chat`: also who pressed a menu's button."""
+    if not is_group(chat):
+        return True
     if user is None:
         return False
     if user.id in settings.admin_ids:
         return True
     try:
-        member = await bot.get_chat_member(message.chat.id, user.id)
+        member = await bot.get_chat_member(chat.id, user.id)
     except TelegramAPIError as exc:
         log.warning("Could not check whether %s is an admin: %s", user.id, exc)
         return False
