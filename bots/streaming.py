@@ -453,9 +453,7 @@ class _Stream:
             moved = placeholder and message.shown is not None
             await self._take_turn(Urgency.ROUTINE if moved else self._urgency(final), draft=draft)
             return False
-        return await self._attempt(
-            message, text, final=final, placeholder=placeholder, draft=draft
-        )
+        return await self._attempt(message, text, final=final, placeholder=placeholder, draft=draft)
 
     def _urgency(self, final: bool) -> Urgency:
         if not self._text_shown:
