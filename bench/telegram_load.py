@@ -8,9 +8,11 @@ pace of one edit per second per private chat). All chats' questions are queued a
 ends when every reply reads the full answer.
 
 Reported: Bot API calls per reply (by method); the time from the model's first token reaching
-the bot to the reply's first visible text (the fake's arrival time of the first sendMessage;
-both processes read the same system-wide monotonic clock); CPU seconds of the bot process per
-reply; and the machine.
+the bot to the reply's first visible text (the fake's arrival time of the first sendMessage, or
+of the first sendMessageDraft in draft mode; both processes read the same system-wide monotonic
+clock); CPU seconds of the bot process per reply; and the machine. `--stream-mode draft` (the
+default, as STREAM_MODE) streams private replies as native drafts, then one message each;
+`--stream-mode edit` sends early and edits.
 
 `--group`: `--people` (5) people in one supergroup each @mention the bot at the same moment,
 1,500-character answers streamed over about 4.3 s, the fake enforcing Telegram's flood limits
@@ -19,7 +21,8 @@ reply: first visible text counted from the question being queued and from the mo
 token, the time until the full answer was accepted, edits; for the chat: the peak writes in any
 60 s and the 429s answered.
 
-Run from the repository root: `python -m bench.telegram_load [--chats 200]` or
+Run from the repository root: `python -m bench.telegram_load [--chats 200]
+[--stream-mode draft|edit]` or
 `python -m bench.telegram_load --group`.
 """
 
@@ -87,7 +90,7 @@ async def serve_telegram(chats: int, expected: str) -> None:
         finished = time.monotonic()
         first_visible = {}
         for call in tg.calls:
-            if call.method == "sendMessage" and call.ok and call.done:
+            if call.method in ("sendMessage", "sendMessageDraft") and call.ok and call.done:
                 first_visible.setdefault(str(call.params["chat_id"]), call.at)
         result = {
             "started": started,
@@ -181,7 +184,7 @@ async def serve_group(people: int, expected: str) -> None:
 # -- the bot process (this one) ---------------------------------------------------------------
 
 
-def run_bot(llm_url: str, child_command: list[str]) -> dict:
+def run_bot(llm_url: str, child_command: list[str], stream_mode: str) -> dict:
     from bots.telegram import TelegramBot
 
     return run_with_fake_platform(
@@ -190,6 +193,7 @@ def run_bot(llm_url: str, child_command: list[str]) -> dict:
         settings_from=lambda fields: {
             "telegram_api_base": fields[0],
             "telegram_bot_token": fields[1],
+            "stream_mode": stream_mode,
         },
         bot_for=TelegramBot,
         ready="POLLING",
@@ -209,7 +213,8 @@ def report(args: argparse.Namespace, result: dict) -> list[str]:
     per_reply = ", ".join(f"{m} {n / replies:.2f}" for m, n in sorted(calls.items()))
     lines = [
         f"telegram_load: {args.chats} private chats at once; each reply {args.pieces} pieces "
-        f"{args.delay * 1000:g} ms apart; edits >= 1 s apart (Telegram's pace)",
+        f"{args.delay * 1000:g} ms apart; STREAM_MODE={args.stream_mode} (edits >= 1 s apart, "
+        "Telegram's pace; drafts >= 0.2 s apart)",
         f"replies complete: {result['complete']}/{args.chats} in "
         f"{result['finished'] - result['started']:.1f} s",
         f"Bot API calls per reply: {sum(calls.values()) / replies:.2f} ({per_reply})",
@@ -253,6 +258,9 @@ def main(argv: list[str] | None = None) -> None:
         "--group", action="store_true", help="five people in one group, under flood limits"
     )
     parser.add_argument("--people", type=int, default=GROUP_PEOPLE, help="with --group")
+    parser.add_argument(
+        "--stream-mode", choices=("draft", "edit"), default="draft", help="private chats"
+    )
     parser.add_argument("--pieces", type=int)
     parser.add_argument("--piece")
     parser.add_argument("--delay", type=float)
@@ -289,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
         *(["--group"] if args.group else []),
     ]
     with fake_server(args.pieces, args.piece, args.delay) as llm_url:
-        result = run_bot(llm_url, child_command)
+        result = run_bot(llm_url, child_command, args.stream_mode)
     if args.group:
         print("\n".join(report_group(args, result)))
         if result["complete"] != args.people:

@@ -105,6 +105,11 @@ class Settings(CoreSettings):
     # note, saved as 'interrupted'. 0 cuts them short at once.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
 
+    # How Telegram replies stream in private chats: "draft" shows the text so far as a native
+    # draft (sendMessageDraft), then sends the reply once; "edit" sends a message early and
+    # edits it, about once a second. Groups always edit (`bots.telegram.drafts`).
+    stream_mode: Literal["draft", "edit"] = "draft"
+
     # Replies through a platform outage.
     # Seconds the platform may keep failing a reply's sends and edits before its delivery gives
     # up; until then its text is retried with capped backoff (1 s doubling to 30 s).

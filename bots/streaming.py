@@ -27,6 +27,14 @@ The deltas may carry a `Lead`: a block to show above the text in the reply's fir
 is not part of the text: it takes its room in the first message only, and once that message
 is finished (its part cut at the limit) a new lead no longer shows.
 
+A surface that can stream a draft (`drafting`: Telegram's `sendMessageDraft` in a private chat)
+shows each message's text so far as a draft instead: one call per update, paced by its own
+`draft_budget` rather than the chat's message budget, and the message is sent once, with its
+final text (a part of a long reply when it is cut, as above). A draft left unchanged for
+`DRAFT_REFRESH` seconds is sent again, as the platform drops a draft it stops hearing about.
+When the platform refuses drafts (`draft` returns False), the surface stops `drafting` and the
+reply goes on as sends and edits.
+
 A stream cancelled from outside (the bot stopping) mid-reply makes one bounded last edit that
 ends with `INTERRUPTED_NOTE`. A `DeliveryListener` hears before each send or edit, of each
 message as it is sent, and of how the delivery ended, so the caller can record it all as it
@@ -36,10 +44,11 @@ happens (`bots.relay`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from bots.backoff import Backoff
 from bots.clock import SYSTEM_CLOCK, Clock
@@ -64,6 +73,9 @@ WARNING_PREFIX = "⚠️ "
 EMPTY_NOTICE = "(empty reply)"
 #: Longest description of a failed call in the log line that reports it.
 FAILURE_LOG_CHARS = 200
+#: Seconds a draft may stay unchanged before it is sent again: Telegram shows a draft for about
+#: 30 s after its last update.
+DRAFT_REFRESH = 20.0
 #: Waits between tries of a failing send or edit: 1 s doubling to 30 s, jittered.
 DELIVERY_BACKOFF = Backoff(first=1.0, cap=30.0, jitter=True)
 
@@ -87,6 +99,11 @@ class Surface(Protocol):
     that was in `answered_at` (monotonic seconds, None if no answer came), so the chat's
     budget counts the write from then.
     "Message is not modified" answers are the surface's to swallow.
+
+    A surface may also stream drafts: `drafting` (read before each write: it may turn False),
+    `draft_budget` (the chat's drafts, apart from its messages) and `draft(text) -> bool`, which
+    shows `text` as the draft of the message being written, or returns False when the platform
+    refused drafts (the surface then stops `drafting`).
     """
 
     max_length: int
@@ -101,6 +118,20 @@ class Surface(Protocol):
     async def edit(self, handle: object, text: str, *, final: bool) -> None: ...
 
     async def typing(self) -> None: ...
+
+
+class DraftSurface(Surface, Protocol):
+    """A surface that can show a message's text so far as a draft (see `Surface`)."""
+
+    #: Drafts may be used now; turns False for good once the platform refused them.
+    drafting: bool
+    #: The chat's drafts, paced apart from its messages.
+    draft_budget: WriteBudget
+
+    async def draft(self, text: str) -> bool:
+        """Show `text` as the draft of the message being written; False if the platform
+        refused drafts (it does not have the method, or not for this chat)."""
+        ...
 
 
 @dataclass
@@ -224,9 +255,12 @@ class _Stream:
         self._limit = surface.max_length
         self._renders_final: bool = getattr(surface, "renders_final", True)
         self._budget = surface.budget
+        self._draft_budget: WriteBudget | None = getattr(surface, "draft_budget", None)
         self._placeholder = placeholder
-        #: The write holding (or waiting for) a turn in the chat's budget, if any.
+        #: The write holding (or waiting for) a turn in the chat's budget, if any, and whether
+        #: that turn is in the drafts' budget.
         self._claim: Claim | None = None
+        self._claim_draft = False
         #: Since when this reply has been waiting for its next write: the budget serves the
         #: longest-waiting first.
         self._idle_since = clock.monotonic()
@@ -246,13 +280,18 @@ class _Stream:
         self._failing_since: float | None = None
         self._retry_at: float | None = None
         self._handles: list[object] = []
+        #: When the draft on screen was last sent (`DRAFT_REFRESH`).
+        self._drafted_at = clock.monotonic()
         self._changed = asyncio.Event()
         self._typing: asyncio.Task[None] | None = None
 
     async def run(
         self, deltas: AsyncIterable[str | Lead], placeholders: AsyncIterable[str] | None = None
     ) -> StreamResult:
-        with self._budget.in_use():
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self._budget.in_use())
+            if self._draft_budget is not None:
+                stack.enter_context(self._draft_budget.in_use())
             follow = (
                 None if placeholders is None else asyncio.create_task(self._follow(placeholders))
             )
@@ -383,9 +422,33 @@ class _Stream:
                 and message.shown != self._placeholder
             ):
                 await self._write(message, self._placeholder, final=False, placeholder=True)
+            elif self._drafts(message) and message.shown is not None and self._draft_stale():
+                await self._write(message, message.shown, final=False, placeholder=True)
             else:
                 self._release_turn(wrote=False)  # nothing to show after all
-                await self._changed.wait()
+                await self._wait_change(message)
+
+    def _drafts(self, message: _Message) -> bool:
+        """The message's text so far goes out as a draft: it is not sent yet, and the surface
+        streams drafts."""
+        return message.handle is None and bool(getattr(self._surface, "drafting", False))
+
+    def _draft_stale(self) -> bool:
+        return self._clock.monotonic() - self._drafted_at >= DRAFT_REFRESH
+
+    async def _wait_change(self, message: _Message) -> None:
+        """Until the text changes; a draft on screen is also refreshed before it fades."""
+        if not (self._drafts(message) and message.shown is not None):
+            await self._changed.wait()
+            return
+        left = DRAFT_REFRESH - (self._clock.monotonic() - self._drafted_at)
+        changed = asyncio.ensure_future(self._changed.wait())
+        timer = asyncio.ensure_future(self._clock.sleep(max(left, 0.0)))
+        try:
+            await asyncio.wait({changed, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            changed.cancel()
+            timer.cancel()
 
     def _new_message(self, start: int, fence: Fence | None) -> _Message:
         return _Message(start, fence, reopening(fence, self._limit, self._length))
@@ -399,23 +462,28 @@ class _Stream:
         cancellation extended it with the interrupted notice): the turn is kept for that."""
         if final and text == message.shown and not self._renders_final:
             return True
+        draft = not final and self._drafts(message)
+        if self._claim is not None and self._claim_draft != draft:
+            self._release_turn(wrote=False)  # a turn in the other budget: the write changed
         if self._claim is None:
             if (wait := self._backoff_left()) > 0:
                 await self._clock.sleep(wait)
                 return False
             # A placeholder moving in the queue is no first text: it waits behind those.
-            moved = placeholder and message.handle is not None
-            await self._take_turn(Urgency.ROUTINE if moved else self._urgency(final))
+            moved = placeholder and message.shown is not None
+            await self._take_turn(Urgency.ROUTINE if moved else self._urgency(final), draft=draft)
             return False
-        return await self._attempt(message, text, final=final, placeholder=placeholder)
+        return await self._attempt(message, text, final=final, placeholder=placeholder, draft=draft)
 
     def _urgency(self, final: bool) -> Urgency:
         if not self._text_shown:
             return Urgency.FIRST
         return Urgency.FINAL if final else Urgency.ROUTINE
 
-    async def _take_turn(self, urgency: Urgency) -> None:
-        claim = self._claim = self._budget.claim(urgency, since=self._idle_since)
+    async def _take_turn(self, urgency: Urgency, *, draft: bool = False) -> None:
+        budget = self._draft_budget if draft and self._draft_budget is not None else self._budget
+        claim = self._claim = budget.claim(urgency, since=self._idle_since)
+        self._claim_draft = draft
         if self._final is not None:
             claim.raise_to(Urgency.FINAL)
         await claim.wait()
@@ -433,24 +501,36 @@ class _Stream:
         return self._retry_at - self._clock.monotonic()
 
     async def _attempt(
-        self, message: _Message, text: str, *, final: bool, placeholder: bool = False
+        self,
+        message: _Message,
+        text: str,
+        *,
+        final: bool,
+        placeholder: bool = False,
+        draft: bool = False,
     ) -> bool:
-        """One send or edit in the turn the reply holds; True if it got through. A rate limit
-        holds the chat's budget, MessageGone ends the stream, any other error is logged (one
-        line) and backed off from."""
+        """One send, edit or draft in the turn the reply holds; True if it got through. A rate
+        limit holds the budget it counts in, MessageGone ends the stream, drafts refused leave
+        the message to sends and edits, any other error is logged (one line) and backed off
+        from."""
         started = self._clock.monotonic()
-        action = "send" if message.handle is None else "edit"
+        action = "draft" if draft else "send" if message.handle is None else "edit"
+        budget = self._draft_budget if draft and self._draft_budget is not None else self._budget
         if self._delivery.listener is not None:
             await self._delivery.listener.showing()
         try:
-            if message.handle is None:
+            if draft:
+                if not await cast(DraftSurface, self._surface).draft(text):
+                    return False  # refused: the next try sends and edits instead
+                self._drafted_at = self._clock.monotonic()
+            elif message.handle is None:
                 message.handle = await self._surface.send(text, final=final)
                 self._handles.append(message.handle)
             else:
                 await self._surface.edit(message.handle, text, final=final)
         except RateLimited as limit:
             logger.info("rate limited on %s; the chat waits %.1f s", action, limit.retry_after)
-            self._budget.hold(limit.retry_after)
+            budget.hold(limit.retry_after)
             return False
         except MessageGone:
             logger.info("reply message gone on %s; streaming stops", action)

@@ -110,7 +110,10 @@ async def parley_run(env: dict[str, str]) -> AsyncIterator[Child]:
 
 
 def telegram_env(tg: FakeTelegramAPI, llm: FakeLLMServer, database: Path) -> dict[str, str]:
+    """The environment of a bot against the fakes; its private replies stream by edits, as
+    these tests follow a reply's messages while it is written (drafts: `test_telegram_drafts`)."""
     return {
+        "STREAM_MODE": "edit",
         "TELEGRAM_BOT_TOKEN": tg.token,
         "TELEGRAM_API_BASE": tg.base_url,
         "OPENAI_BASE_URL": llm.base_url,

@@ -101,9 +101,17 @@ async def running_bot(
     **fields: object,
 ) -> AsyncIterator[Harness]:
     """The bot at `limits` against a fake Bot API refusing writes over `flood_limits`;
-    `llm_settings` gives the settings that need the fake LLM's address."""
+    `llm_settings` gives the settings that need the fake LLM's address. Replies stream by edits
+    (STREAM_MODE=edit) unless `stream_mode="draft"` is asked for: most tests here are about
+    the edit path, which groups and refused drafts still take (`tests/test_telegram_drafts.py`
+    covers drafts)."""
     async with FakeTelegramAPI(flood_limits=flood_limits) as tg, FakeLLMServer() as llm:
-        values: dict[str, object] = {"default_model": "fake-model", **llm_settings(llm), **fields}
+        values: dict[str, object] = {
+            "default_model": "fake-model",
+            "stream_mode": "edit",
+            **llm_settings(llm),
+            **fields,
+        }
         settings = Settings(
             _env_file=None,
             telegram_bot_token=tg.token,

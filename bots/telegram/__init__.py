@@ -3,7 +3,8 @@
 `TelegramBot(settings, service).run()` polls until cancelled. The pieces, one job each:
 `handlers/` (one Router per module), `filters` (when the bot listens), `middlewares` (access
 list), `polling` (getUpdates through outages, and the offset confirmed at a stop), `requests`
-(retries on every Bot API call), `surface` (the streaming engine's view of a reply), `render`
+(retries on every Bot API call), `surface` (the streaming engine's view of a reply), `drafts`
+(private replies streamed as native drafts, STREAM_MODE), `render`
 (Markdown to entities), `relay` (message in, reply out).
 
 Decisions:
@@ -33,6 +34,7 @@ from bots.repair import repair_replies
 from bots.shutdown import Grace, finish_in_flight
 from bots.startup import DEFAULT_BACKOFF, Link, connect_with_retries, host_of
 from bots.telegram.chats import PLATFORM
+from bots.telegram.drafts import StreamMode, TelegramDrafts
 from bots.telegram.filters import FromPerson
 from bots.telegram.handlers import commands, routers
 from bots.telegram.middlewares import AccessMiddleware
@@ -72,7 +74,9 @@ class TelegramBot:
             raise BotStartupError("TELEGRAM_BOT_TOKEN is not set.")
         self._settings = settings
         self._service = service
-        self._budgets = TelegramBudgets(write_limits)
+        self._budgets = TelegramBudgets(
+            write_limits, TelegramDrafts(StreamMode(settings.stream_mode))
+        )
         self._polling_timeout = polling_timeout
         self._backoff = backoff
         self._platform_observer = platform_observer

@@ -3,13 +3,13 @@
 aiogram raises `TelegramRetryAfter` and never retries; this request middleware (registered on the
 session, so it wraps every call) waits `retry_after` and tries again, a bounded number of times.
 Two methods are deliberately not waited here:
-- `editMessageText`: the streaming engine gets the 429 at once (as `RateLimited` from the surface)
-  and folds everything the model says meanwhile into one later edit, instead of replaying a
-  stale edit after the wait.
+- `editMessageText` and `sendMessageDraft`: the streaming engine gets the 429 at once (as
+  `RateLimited` from the surface) and folds everything the model says meanwhile into one later
+  edit or draft, instead of replaying a stale one after the wait.
 - `sendChatAction`: a typing indicator that comes late is worthless; the engine skips it.
 Nor are the calls whose caller retries them with its own backoff and log line: `getUpdates`
 (`bots.telegram.polling.Poller`), `getMe` and `deleteWebhook` (the start, `bots.startup`), and
-`editMessageText` on a network error or 5xx: the streaming engine retries it with its own
+`editMessageText` and `sendMessageDraft` on a network error or 5xx: the streaming engine retries them with its own
 backoff and the newest text, for as long as `DELIVERY_TIMEOUT_SECONDS` allows, one log line per
 failed try. Every 429, waited out here or not, is reported to the observer (the app's metrics).
 Other network errors and 5xx answers are retried here with backoff. A retried `sendMessage`
@@ -34,6 +34,7 @@ from aiogram.methods import (
     GetMe,
     GetUpdates,
     SendChatAction,
+    SendMessageDraft,
     TelegramMethod,
 )
 
@@ -49,9 +50,9 @@ NETWORK_ATTEMPTS = 3
 #: Seconds before the first network retry; doubled for each further one.
 NETWORK_BACKOFF = 0.5
 #: Methods whose 429 goes straight to the caller (see the module docstring).
-NO_WAIT_METHODS = (EditMessageText, SendChatAction)
+NO_WAIT_METHODS = (EditMessageText, SendMessageDraft, SendChatAction)
 #: Methods whose network failures and 5xx go straight to the caller, which retries them itself.
-CALLER_RETRIES = (GetUpdates, GetMe, DeleteWebhook, EditMessageText)
+CALLER_RETRIES = (GetUpdates, GetMe, DeleteWebhook, EditMessageText, SendMessageDraft)
 
 
 class RetryRequests(BaseRequestMiddleware):

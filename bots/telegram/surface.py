@@ -5,6 +5,10 @@ Streamed text goes out plain (but for a reasoning block, a collapsed quote), wit
 Telegram's answers map to the engine's terms: flood control is `RateLimited`; a deleted message
 or chat, a chat the bot may not write in, or a bot blocked by the user is `MessageGone`;
 "message is not modified" is success.
+
+In a private chat, with `STREAM_MODE=draft` (`bots.telegram.drafts`), the text so far goes out
+as a draft (`sendMessageDraft`, plain like streamed edits, with a stop button) and each message
+is sent once, with its final text; a draft Telegram refuses sends the chat back to edits.
 """
 
 from __future__ import annotations
@@ -16,19 +20,23 @@ from dataclasses import dataclass
 from typing import TypeVar, cast
 
 from aiogram import Bot
-from aiogram.enums import ChatAction
+from aiogram.enums import ChatAction, ChatType
 from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramForbiddenError,
     TelegramMigrateToChat,
+    TelegramNotFound,
     TelegramRetryAfter,
 )
 from aiogram.types import Message, MessageEntity, ReplyParameters
 
 from bots.errors import MessageGone, RateLimited
 from bots.splitting import utf16_length
+from bots.telegram.chats import PLATFORM
+from bots.telegram.drafts import TelegramDrafts
 from bots.telegram.render import MAX_LENGTH, render_markdown, render_reasoning
 from bots.write_budget import ChatBudgets, WriteBudget, WriteLimits
+from core.conversation import ChatRef
 from storage import UndeliveredReply
 
 log = logging.getLogger(__name__)
@@ -67,6 +75,10 @@ PRIVATE_LIMITS = WriteLimits(1, 1.0)
 #: Twenty writes a minute to a group; ordinary edits leave five of each minute to first and
 #: final texts, so five people asking at once all see an answer begin.
 GROUP_LIMITS = WriteLimits(20, 60.0, reserve=5)
+#: Drafts to one private chat, counted apart from its messages. The Bot API names no rate for
+#: them; five a second keeps a draft a fraction of a second behind the model, one call per
+#: update when the updates come no faster, and is what the fake server enforces.
+DRAFT_LIMITS = WriteLimits(5, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,21 +87,31 @@ class TelegramLimits:
 
     private: WriteLimits = PRIVATE_LIMITS
     group: WriteLimits = GROUP_LIMITS
+    #: Drafts to a private chat (`sendMessageDraft`).
+    draft: WriteLimits = DRAFT_LIMITS
 
 
 class TelegramBudgets:
     """Every chat's write budget, shared by the replies streaming into it (forum topics share
-    their group's: Telegram counts per chat)."""
+    their group's: Telegram counts per chat), and its drafts' apart; with the process's
+    `drafts` (the stream mode, which the budgets of each reply come with)."""
 
-    def __init__(self, limits: TelegramLimits) -> None:
+    def __init__(self, limits: TelegramLimits, drafts: TelegramDrafts | None = None) -> None:
         self._limits = limits
         self._budgets: ChatBudgets[int] = ChatBudgets()
+        self._draft_budgets: ChatBudgets[int] = ChatBudgets()
+        #: None: every reply streams by edits (STREAM_MODE=edit, or a bot built without them).
+        self.drafts = drafts
 
     def of(self, chat_id: int) -> WriteBudget:
         """Group and channel ids are negative, private chats' (a user's id) positive."""
         return self._budgets.get(
             chat_id, self._limits.group if chat_id < 0 else self._limits.private
         )
+
+    def drafts_of(self, chat_id: int) -> WriteBudget:
+        """The budget of a private chat's drafts."""
+        return self._draft_budgets.get(chat_id, self._limits.draft)
 
 
 class TelegramSurface:
@@ -108,7 +130,11 @@ class TelegramSurface:
         thread_id: int | None,
         reply_to: int,
         budget: WriteBudget,
+        drafts: TelegramDrafts | None = None,
+        draft_budget: WriteBudget | None = None,
     ) -> None:
+        """`drafts` and `draft_budget` (both, or neither): the reply may stream as drafts, in
+        a private chat, while `drafts` allows it there."""
         self.budget = budget
         self._bot = bot
         self._chat_id = chat_id
@@ -116,17 +142,64 @@ class TelegramSurface:
         self._reply_to = reply_to
         #: What each message shows, if it has no formatting, as Telegram stored it (trimmed).
         self._plain: dict[int, str | None] = {}
+        self._drafts = drafts
+        self.draft_budget = draft_budget if draft_budget is not None else budget
+        self._can_draft = drafts is not None and draft_budget is not None
+        #: The draft of the message being written; a new one for each message.
+        self._draft_id = drafts.new_id() if drafts is not None else 0
 
     @classmethod
     def answering(cls, bot: Bot, request: Message, budgets: TelegramBudgets) -> TelegramSurface:
         """The surface of the answer to `request`, in its chat and forum topic."""
+        chat_id = request.chat.id
+        drafts = budgets.drafts if request.chat.type == ChatType.PRIVATE else None
         return cls(
             bot,
-            request.chat.id,
+            chat_id,
             thread_id=request.message_thread_id if request.is_topic_message else None,
             reply_to=request.message_id,
-            budget=budgets.of(request.chat.id),
+            budget=budgets.of(chat_id),
+            drafts=drafts,
+            draft_budget=budgets.drafts_of(chat_id) if drafts is not None else None,
         )
+
+    @property
+    def drafting(self) -> bool:
+        """The text so far goes out as drafts (see the module docstring)."""
+        return self._can_draft and self._drafts is not None and self._drafts.allowed(self._chat_id)
+
+    async def draft(self, text: str) -> bool:
+        """Show `text` as the draft of the message being written, with a stop button; False
+        when Telegram refused drafts here (the chat streams by edits from now on)."""
+        assert self._drafts is not None
+        try:
+            await self._bot.send_message_draft(
+                self._chat_id,
+                self._draft_id,
+                text=defuse_mentions(text),
+                message_thread_id=self._thread_id,
+                parse_mode=None,
+                can_stop=True,
+            )
+        except TelegramRetryAfter as exc:
+            raise RateLimited(exc.retry_after) from exc
+        except TelegramForbiddenError as exc:  # blocked by the user
+            raise MessageGone(exc.message) from exc
+        except TelegramBadRequest as exc:
+            if _is_gone(exc):
+                raise MessageGone(exc.message) from exc
+            self._drafts.refused(self._chat_id, exc.message)  # not for this chat
+            return False
+        except TelegramNotFound as exc:  # a server without the method
+            self._drafts.refused(self._chat_id, exc.message)
+            return False
+        self._drafts.opened(self._chat_id, self._draft_id, self._chat_ref())
+        return True
+
+    def _chat_ref(self) -> ChatRef:
+        """The conversation this reply belongs to, as `bots.telegram.chats.chat_ref` names it."""
+        thread = str(self._thread_id) if self._thread_id else ""
+        return ChatRef(PLATFORM, str(self._chat_id), thread)
 
     @classmethod
     def resuming(
@@ -160,6 +233,9 @@ class TelegramSurface:
         sent = await _deliver(send, text, _rendered(text, final))
         self._remember(sent)
         self._reply_to = sent.message_id
+        if self._drafts is not None:  # the draft became this message: the next has its own
+            self._drafts.closed(self._chat_id, self._draft_id)
+            self._draft_id = self._drafts.new_id()
         return sent.message_id
 
     async def edit(self, handle: object, text: str, *, final: bool) -> None:

@@ -16,6 +16,13 @@ sends (`sendPhoto`: a multipart upload, kept byte for byte, `photo_bytes`), inje
 (`inject_429`, `inject_parse_failure`, `delete_message`) and wait on what the bot did
 (`wait_calls`, `wait_until`): every call is kept in `calls` with a monotonic timestamp and each
 chat's messages keep their edit history.
+
+`sendMessageDraft` (Bot API 9.3) is served with the documented rules: private chats only, a
+non-zero `draft_id`, 0-4,096 UTF-16 units after entity parsing (empty shows "Thinking..."). Each
+chat keeps its drafts in order (`drafts`); they never count as messages (`writes`): Telegram sends
+them as a chat action. The Bot API names no rate for drafts; `FloodLimits` caps them at
+`private_drafts` a second per chat (429 beyond). `refuse_drafts` plays an older server (404) or
+one that refuses them (400); `stop_generation` presses a draft's stop button.
 """
 
 from __future__ import annotations
@@ -85,6 +92,9 @@ DELETE_NOT_FOUND = "Bad Request: message to delete not found"
 REPLY_NOT_FOUND = "Bad Request: message to be replied not found"
 CANT_EDIT = "Bad Request: message can't be edited"
 CHAT_NOT_FOUND = "Bad Request: chat not found"
+#: A draft outside a private chat (the text the fake uses: the Bot API documents none).
+DRAFT_NOT_PRIVATE = "Bad Request: message drafts can be sent only to private chats"
+DRAFT_ID_INVALID = "Bad Request: draft_id must be non-zero"
 PARSE_ERROR = "Bad Request: can't parse entities: "
 #: The largest file a bot may fetch through `getFile` (the cloud Bot API's limit).
 #: Inline keyboards: a button's callback data is 1 to 64 bytes; an answer's text 0 to 200
@@ -583,9 +593,12 @@ class FloodLimits:
     group_window: float = 60.0
     private_writes: int = 1
     private_window: float = 1.0
+    #: Drafts to one private chat, apart from its messages (see the module docstring).
+    private_drafts: int = 5
+    draft_window: float = 1.0
 
     def __post_init__(self) -> None:
-        if min(self.group_writes, self.private_writes) < 1:
+        if min(self.group_writes, self.private_writes, self.private_drafts) < 1:
             raise ValueError("a flood limit allows at least one write per window")
 
     def for_chat(self, chat_id: int) -> tuple[int, float]:
@@ -600,7 +613,7 @@ def _is_counted_write(method: str) -> bool:
     """A method that puts or changes a message in a chat (send*, edit*). A chat action
     (typing...) is not a message and does not count toward Telegram's message limits."""
     name = method.lower()
-    return name.startswith(("send", "edit")) and name != "sendchataction"
+    return name.startswith(("send", "edit")) and name not in ("sendchataction", "sendmessagedraft")
 
 
 @dataclass
@@ -632,6 +645,18 @@ class StoredMessage:
     deleted: bool = False
 
 
+@dataclass(frozen=True)
+class Draft:
+    """One `sendMessageDraft` the fake accepted."""
+
+    draft_id: int
+    text: str
+    entities: list[dict]
+    thread_id: int | None
+    can_stop: bool
+    at: float
+
+
 @dataclass
 class FakeChat:
     id: int
@@ -650,6 +675,10 @@ class FakeChat:
     writes: list[float] = field(default_factory=list)
     #: Monotonic times at which a send or edit in this chat was answered 429, whatever the cause.
     refusals: list[float] = field(default_factory=list)
+    #: Every draft the fake accepted in this chat, in order.
+    drafts: list[Draft] = field(default_factory=list)
+    #: Drafts answered 429 (`FloodLimits.private_drafts`).
+    draft_refusals: int = 0
 
     def as_dict(self) -> dict:
         out: dict[str, Any] = {"id": self.id, "type": self.type}
@@ -1251,6 +1280,25 @@ class FakeTelegramAPI:
         """The next `count` calls of `method` get flood control with this `retry_after`."""
         self.inject_error(method, too_many_requests(retry_after), count)
 
+    def refuse_drafts(self, error: ApiError | None = None) -> None:
+        """Every `sendMessageDraft` from now on fails with `error`; by default a 404, as from a
+        server older than Bot API 9.3."""
+        refusal = error or ApiError(404, "Not Found")
+
+        async def refused(params: dict) -> Any:
+            raise refusal
+
+        self._api_sendmessagedraft = refused  # type: ignore[method-assign]
+
+    async def stop_generation(
+        self, chat: FakeChat, draft_id: int, thread_id: int | None = None
+    ) -> dict:
+        """The user presses the stop button under draft `draft_id`."""
+        body: dict[str, Any] = {"chat": chat.as_dict(), "draft_id": draft_id}
+        if thread_id is not None:
+            body["message_thread_id"] = thread_id
+        return await self._push({"stopped_message_generation": body})
+
     def inject_error(self, method: str, error: ApiError, count: int = 1) -> None:
         """The next `count` calls of `method` fail with `error` (e.g. `ApiError(502, ...)`)."""
         self._injected.setdefault(method.lower(), []).extend([error] * count)
@@ -1506,6 +1554,30 @@ class FakeTelegramAPI:
         chat = self._get_chat(params)
         text, entities = _message_content(params)
         return self._send(chat, params, text, entities, {})
+
+    async def _api_sendmessagedraft(self, params: dict) -> bool:
+        """A draft, with the documented rules (see the module docstring)."""
+        chat = self._get_chat(params)
+        if chat.type != "private":
+            raise bad_request(DRAFT_NOT_PRIVATE)
+        draft_id = params.get("draft_id")
+        if not isinstance(draft_id, int) or draft_id == 0:
+            raise bad_request(DRAFT_ID_INVALID)
+        text, entities = _formatted(params, "text", "entities")
+        if utf16_len(text) > MAX_TEXT_LENGTH:
+            raise bad_request(TEXT_TOO_LONG)
+        now = time.monotonic()
+        if self.flood_limits is not None:
+            limit, window = self.flood_limits.private_drafts, self.flood_limits.draft_window
+            times = [d.at for d in chat.drafts]
+            if len(times) >= limit and now - times[-limit] < window:
+                chat.draft_refusals += 1
+                raise too_many_requests(max(1, math.ceil(times[-limit] + window - now)))
+        thread_id = params.get("message_thread_id")
+        chat.drafts.append(
+            Draft(draft_id, text, entities, thread_id, bool(params.get("can_stop")), now)
+        )
+        return True
 
     async def _api_sendphoto(self, params: dict) -> dict:
         """A photo upload as the server takes it: the file part the `photo` field names
