@@ -19,7 +19,6 @@ from PIL import Image
 
 from bots.cli import images_dir_for
 from bots.config import Settings
-from bots.history import export_history
 from core import AsyncClient
 from core.config import CoreSettings
 from core.conversation import ConversationService, build_context
@@ -37,6 +36,7 @@ from storage import (
 )
 from tests.cli_support import run_parley
 from tests.test_conversation_fakes import ScriptedProvider, chat
+from tests.test_history import export_history
 from tests.test_storage_crash import CHILD_TIMEOUT, PROJECT_ROOT
 
 
