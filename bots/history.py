@@ -273,30 +273,6 @@ async def export_chats(
     return HistoryExport(text, distinct, images_dir if distinct else None)
 
 
-async def export_history(
-    settings: Settings,
-    chat_id: str,
-    platform: str | None,
-    fmt: str,
-    *,
-    conversation: int | None = None,
-    topic: str | None = None,
-    images_dir: Path | None = None,
-) -> str:
-    """The text of `export_chats` (images written into `images_dir` when given, named as
-    this process reaches them)."""
-    export = await export_chats(
-        settings,
-        chat_id,
-        platform,
-        fmt,
-        conversation=conversation,
-        topic=topic,
-        images_dir=images_dir,
-    )
-    return export.text
-
-
 async def list_chats(settings: Settings, platform: str | None = None) -> list[ChatSummary]:
     """Every chat in the database (`platform`'s only, if given), most recently active first.
 

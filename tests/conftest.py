@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from core.config import get_settings
+from storage import Store, open_store
 from tests.core_support import LogLines
 from tests.fakes.llm_server import FakeLLMServer
 
@@ -49,6 +51,14 @@ async def server() -> AsyncIterator[FakeLLMServer]:
     """The local OpenAI/Anthropic-compatible server most tests talk to, on 127.0.0.1."""
     async with FakeLLMServer() as fake:
         yield fake
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A real SQLite store in the test's folder, migrated, closed after the test."""
+    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from core.config import CoreSettings
 from core.conversation import Author, ConversationService, Gate, Reply, ReplyState
 from core.errors import InvalidSettingError
 from core.usage import UsageKey
-from storage import MessageStatus, Store, open_store
+from storage import MessageStatus, Store
 from tests.budget_support import MovableClock, Ticker, at
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.test_conversation_fakes import WAIT, chat, collect
@@ -30,13 +29,6 @@ ALICE = Author("100", "Alice")
 BOB = Author("200", "Bob")
 OPERATOR = Author("1", "Operator", admin=True)
 USAGE = {"prompt_tokens": 60, "completion_tokens": 40}
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -25,8 +25,11 @@ from tests.test_telegram_bot import ALICE, BOB, CAROL, WAIT, replies, running_bo
 QUEUED = "⏳ Queued ("
 
 
-async def _spend(database_url: str, platform: str, user_id: int, tokens: int) -> None:
-    """`user_id` has spent `tokens` today, as the ledger records a reply."""
+async def _spend(
+    database_url: str, platform: str, user_id: int, tokens: int, *, guest: bool = False
+) -> None:
+    """`user_id` has spent `tokens` today (as a guest: from the guests' pool too), as the
+    ledger records a reply."""
     store = await open_store(database_url)
     try:
         await store.record_usage(
@@ -38,6 +41,7 @@ async def _spend(database_url: str, platform: str, user_id: int, tokens: int) ->
                 thread_id="",
                 user_id=str(user_id),
                 prompt_tokens=tokens,
+                guest=guest,
             )
         )
     finally:
@@ -99,7 +103,7 @@ async def test_telegram_guests_are_let_in_beside_a_list_only_when_allowed(
         stranger = h.tg.private_chat(BOB)
         first = await h.ask(stranger, BOB, "hi")
         await h.reply_text(stranger, first, "echo: hi")
-        await _spend_as_guest(h.settings.database_url, BOB["id"], 100)
+        await _spend(h.settings.database_url, "telegram", BOB["id"], 100, guest=True)
         second = await h.ask(stranger, BOB, "again")
         line = (await h.any_reply(stranger, second)).text
         assert line is not None and line.startswith(
@@ -108,25 +112,6 @@ async def test_telegram_guests_are_let_in_beside_a_list_only_when_allowed(
         member = h.tg.private_chat(ALICE)
         answered = await h.ask(member, ALICE, "and me?")
         await h.reply_text(member, answered, "echo: and me?")
-
-
-async def _spend_as_guest(database_url: str, user_id: int, tokens: int) -> None:
-    store = await open_store(database_url)
-    try:
-        await store.record_usage(
-            UsageRecord(
-                kind=UsageKind.CHAT,
-                at=datetime.now(UTC),
-                platform="telegram",
-                chat_id="0",
-                thread_id="",
-                user_id=str(user_id),
-                prompt_tokens=tokens,
-                guest=True,
-            )
-        )
-    finally:
-        await store.close()
 
 
 async def test_telegram_two_model_slots_for_ten_chats_show_the_queue_then_answer_all(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,7 +30,6 @@ from storage import (
     StorageLockedError,
     Store,
     StoredMessage,
-    open_store,
 )
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.test_conversation_fakes import (
@@ -44,13 +42,6 @@ from tests.test_conversation_fakes import (
     collect,
     echo,
 )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 def make_settings(**overrides: Any) -> CoreSettings:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -19,7 +17,7 @@ from core.config import CoreSettings
 from core.conversation import BLIND_MODEL_NOTE, ConversationService
 from core.conversation.context import IMAGE_PLACEHOLDER
 from core.images import data_url, prepare_image
-from storage import MessageImage, Store, open_store
+from storage import MessageImage, Store
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.test_conversation_fakes import ALICE, BOB, chat, collect
 from tests.test_conversation_people import make_service
@@ -28,13 +26,6 @@ from tests.test_streaming import RecordingSurface
 ROOM = chat("42")
 #: A model the presets know sees images; "fake-model", the other tests' default, does not.
 VISION = "gpt-4o"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 async def photo(colour: str) -> MessageImage:

@@ -8,8 +8,6 @@ production); the metrics built on these events are tested over HTTP in test_moni
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +26,7 @@ from core.errors import (
     error_kind,
 )
 from core.providers.fallback import IterListProvider
-from storage import MessageStatus, StorageError, Store, open_store
+from storage import MessageStatus, StorageError, Store
 from tests.core_support import ScriptedProvider as ItemsProvider
 from tests.test_conversation_fakes import ALICE, Gate, ScriptedProvider, chat, collect
 
@@ -56,13 +54,6 @@ class Recorder:
 
     def names(self) -> list[str]:
         return [event[0] for event in self.events]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 def service_with(

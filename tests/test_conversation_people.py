@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,19 +26,12 @@ from core.conversation import (
     describe_reset,
 )
 from core.conversation.reset import RESET_DONE, names_of
-from storage import Store, open_store
+from storage import Store
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.test_conversation_fakes import ALICE, BOB, WAIT, chat, collect
 
 GROUP = chat("-100")
 CAROL = Author("300", "Carol")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 def make_service(store: Store, server: FakeLLMServer, **settings: Any) -> ConversationService:

@@ -7,8 +7,6 @@ The same metrics in a real `parley run` over HTTP are in test_monitoring.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -18,18 +16,11 @@ from bots.metrics import Metrics
 from bots.relay import relay
 from core import AsyncClient
 from core.conversation import ConversationService, Reply
-from storage import MessageStatus, Store, open_store
+from storage import MessageStatus, Store
 from tests.test_conversation import make_settings, rows
 from tests.test_conversation_fakes import ALICE, WAIT, Gate, ScriptedProvider, chat
 from tests.test_delivery_units import SpySurface
 from tests.test_streaming import Call, RecordingSurface
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 def telegram_metrics() -> Metrics:

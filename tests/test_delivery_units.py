@@ -5,7 +5,6 @@ surface. The same paths run end to end against the fakes in `test_delivery_*.py`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from bots.repair import repair_replies
 from bots.splitting import split_message
 from core import AsyncClient
 from core.conversation import INTERRUPTED_NOTE, ConversationService
-from storage import MessageStatus, ReplyOutcome, Store, UndeliveredReply, open_store
+from storage import MessageStatus, ReplyOutcome, Store, UndeliveredReply
 from tests.fakes.llm_server import Script
 from tests.fakes.telegram_api import ApiError, FakeTelegramAPI
 from tests.fakes.telegram_api import user as telegram_user
@@ -30,13 +29,6 @@ from tests.test_telegram_bot import running_bot
 from tests.test_telegram_units import make_bot
 
 NOTICE_END = "\n\n" + INTERRUPTED_NOTE
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 async def stored_reply(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,20 +21,13 @@ from core import errors
 from core.config import CoreSettings
 from core.conversation import ConversationService
 from core.usage import UsageKind, utc_now
-from storage import DRAWING_TOKENS, Store, UsageKey, open_store
+from storage import DRAWING_TOKENS, Store, UsageKey
 from tests.fakes.llm_server import GENERATED_PNG, FakeLLMServer
 from tests.test_conversation_fakes import ALICE, chat
 from tests.test_conversation_people import make_service
 from tests.test_core_image_generation import REFUSAL
 
 ROOM = chat("7")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 
 from bots.config import Settings
 from bots.errors import HistoryNotFoundError
-from bots.history import export_history
+from bots.history import export_chats
 from core import AsyncClient
 from core.conversation import ChatRef, ConversationService
 from core.errors import RateLimitError
@@ -137,3 +137,8 @@ async def test_the_parley_command_prints_the_export(settings: Settings, tmp_path
         "not exported",
         "echo: not exported",
     ]
+
+
+async def export_history(settings: Settings, *args: Any, **kwargs: Any) -> str:
+    """The export's text, as the CLI prints it."""
+    return (await export_chats(settings, *args, **kwargs)).text

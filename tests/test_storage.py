@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -114,13 +113,6 @@ EXPECTED_INDEXES = {
 }
 #: Text that breaks naive SQL building, quoting or JSON, used in every text field.
 NASTY = "'; DROP TABLE messages; -- \" \\ % _ ? :name $1 ` \x00 NULL ' OR '1'='1"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 async def conversation(store: Store, key: ChatKey | None = None) -> list[StoredMessage]:

@@ -11,7 +11,7 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,7 +19,6 @@ from PIL import Image
 
 from bots.cli import images_dir_for
 from bots.config import Settings
-from bots.history import export_history
 from core import AsyncClient
 from core.config import CoreSettings
 from core.conversation import ConversationService, build_context
@@ -37,6 +36,7 @@ from storage import (
 )
 from tests.cli_support import run_parley
 from tests.test_conversation_fakes import ScriptedProvider, chat
+from tests.test_history import export_history
 from tests.test_storage_crash import CHILD_TIMEOUT, PROJECT_ROOT
 
 
@@ -47,13 +47,6 @@ def photo(color: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Mess
 
 
 RED, GREEN, BLUE = photo((255, 0, 0)), photo((0, 255, 0)), photo((0, 0, 255))
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 def count(path: Path, table: str) -> int:

@@ -3,10 +3,8 @@ and guests for each UTC day and month (what a budget check reads), and the repor
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -20,19 +18,11 @@ from storage import (
     UsageKey,
     UsageKind,
     UsageRecord,
-    open_store,
 )
 from tests.test_conversation_fakes import chat
 
 NOON = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 ROOM = chat("42")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 def use(user: str = "1", *, at: datetime = NOON, **fields: object) -> UsageRecord:

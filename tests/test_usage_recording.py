@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +15,7 @@ from core.config import CoreSettings
 from core.conversation import ConversationService
 from core.pricing import PriceTable
 from core.usage import UsageKey
-from storage import StorageError, Store, open_store
+from storage import StorageError, Store
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.test_conversation_fakes import ALICE, chat, collect
 
@@ -25,13 +24,6 @@ NO_USAGE = (
     b'data: {"choices":[{"delta":{"content":"twelve chars"}}]}\n\n'
     b'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
 )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture

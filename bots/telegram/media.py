@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest
-from aiogram.types import Message, PhotoSize
+from aiogram.types import Audio, Message, PhotoSize, VideoNote, Voice
 
 from bots.attachments import Attachment, Kind
 from core.config import CoreSettings
@@ -63,44 +63,29 @@ def attachments_of(message: Message, bot: Bot, settings: CoreSettings) -> list[A
         ]
     if message.voice:
         voice = message.voice
-        return [
-            Attachment(
-                "voice.ogg",
-                voice.mime_type or "audio/ogg",
-                voice.file_size,
-                _fetcher(bot, voice.file_id, "voice note"),
-                kind=Kind.AUDIO,
-                duration=voice.duration,
-                label="voice note",
-            )
-        ]
+        return [_audio(bot, voice, "voice.ogg", voice.mime_type or "audio/ogg", "voice note")]
     if message.audio:
         audio = message.audio
-        return [
-            Attachment(
-                audio.file_name or "audio",
-                audio.mime_type,
-                audio.file_size,
-                _fetcher(bot, audio.file_id, "audio"),
-                kind=Kind.AUDIO,
-                duration=audio.duration,
-                label="audio",
-            )
-        ]
+        return [_audio(bot, audio, audio.file_name or "audio", audio.mime_type, "audio")]
     if message.video_note:
-        note = message.video_note
-        return [
-            Attachment(
-                "video_note.mp4",
-                "video/mp4",
-                note.file_size,
-                _fetcher(bot, note.file_id, "video note"),
-                kind=Kind.AUDIO,
-                duration=note.duration,
-                label="video note",
-            )
-        ]
+        return [_audio(bot, message.video_note, "video_note.mp4", "video/mp4", "video note")]
     return []
+
+
+def _audio(
+    bot: Bot, file: Voice | Audio | VideoNote, name: str, mime_type: str | None, label: str
+) -> Attachment:
+    """A voice note, music file or video note: all audio to the bot (the words are what it
+    answers), with the length Telegram states."""
+    return Attachment(
+        name,
+        mime_type,
+        file.file_size,
+        _fetcher(bot, file.file_id, label),
+        kind=Kind.AUDIO,
+        duration=file.duration,
+        label=label,
+    )
 
 
 def best_photo(sizes: list[PhotoSize], limit: int) -> PhotoSize:
