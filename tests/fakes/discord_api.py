@@ -37,9 +37,14 @@ library runs over real HTTP and a real WebSocket. The fake keeps Discord's rules
   `Attachment.read()` fetches the exact bytes; a voice message carries the message flag
   IS_VOICE_MESSAGE and the attachment's `duration_secs` and `waveform`.
 
+- threads started from a message (`POST .../messages/{id}/threads`): the thread's id is the
+  message's, its name 1 to 100 characters and its archive duration one of Discord's four (400,
+  50035), one thread per message (400, 160004), only in text and announcement channels (400,
+  50024), only with Create Public Threads (403, 50013; `deny_threads` takes it away in a
+  channel); THREAD_CREATE reaches the clients before the answer.
+
 Not emulated: the other routes' buckets (every other 2xx says its bucket has room), the media
-proxy's resizing, sharding, permissions beyond the one read-only
-channel.
+proxy's resizing, sharding, permissions beyond the one read-only channel and `deny_threads`.
 
 Tests drive it through `push_message`, `push_dm`, `push_interaction`, `delete_message`,
 `rate_limit`, `fail`, `expire_attachment_urls`, `closed_dms` and `reconnect_clients` (op 7, then RESUME), and wait with `wait_for(predicate)` (an `asyncio.Condition`, woken by every
@@ -106,11 +111,15 @@ READ_MESSAGE_HISTORY = 1 << 16
 MENTION_EVERYONE = 1 << 17
 USE_APPLICATION_COMMANDS = 1 << 31
 SEND_MESSAGES_IN_THREADS = 1 << 38
+CREATE_PUBLIC_THREADS = 1 << 35
 MANAGE_GUILD = 1 << 5
 EVERYONE_PERMISSIONS = (
     VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | USE_APPLICATION_COMMANDS
-    | SEND_MESSAGES_IN_THREADS
+    | SEND_MESSAGES_IN_THREADS | CREATE_PUBLIC_THREADS
 )  # fmt: skip
+#: Discord's limits on a thread's name, and the archive durations it takes (minutes).
+THREAD_NAME_LENGTHS = range(1, 101)
+ARCHIVE_DURATIONS = frozenset({60, 1440, 4320, 10080})
 #: Application flags (`GET /oauth2/applications/@me`) saying the Message Content intent is on:
 #: the first for verified bots, the second for bots in under 100 servers.
 GATEWAY_MESSAGE_CONTENT = 1 << 18
@@ -406,6 +415,7 @@ class FakeDiscord:
             ("GET", "/channels/{channel_id}/messages/{message_id}", self._get_message),
             ("PATCH", "/channels/{channel_id}/messages/{message_id}", self._edit_message),
             ("DELETE", "/channels/{channel_id}/messages/{message_id}", self._delete_message),
+            ("POST", "/channels/{channel_id}/messages/{message_id}/threads", self._start_thread),
             ("POST", "/channels/{channel_id}/typing", self._typing),
             ("GET", "/applications/{app_id}/commands", self._get_commands),
             ("PUT", "/applications/{app_id}/commands", self._put_commands),
@@ -511,6 +521,16 @@ class FakeDiscord:
         """Ask every client to reconnect (op 7 RECONNECT), as Discord does before maintenance."""
         for session in list(self._sessions):
             await self._send(session, {"op": 7, "d": None})
+
+    def deny_threads(self, channel_id: int) -> None:
+        """Take Create Public Threads from everyone in `channel_id`, as a server admin would.
+        No CHANNEL_UPDATE follows: a bot connected already has it in its cache only from
+        its next connection on, so until then the API's 403 is what tells it."""
+        channel = self.channels[channel_id]
+        overwrites = channel.setdefault("permission_overwrites", [])
+        overwrites.append(
+            {"id": str(GUILD_ID), "type": 0, "allow": "0", "deny": str(CREATE_PUBLIC_THREADS)}
+        )
 
     def add_member(self, user_id: int, name: str) -> None:
         """A person joins the guild (no roles); call it before the client connects, so the
@@ -1058,6 +1078,46 @@ class FakeDiscord:
         payload = self._message_payload(message)
         await self._dispatch("MESSAGE_CREATE", payload)
         return _json_response(payload)
+
+    async def _start_thread(self, request: web.Request) -> web.Response:
+        """Start Thread from Message: a public thread whose id is the message's, announced to
+        clients (THREAD_CREATE) before the answer, as Discord does."""
+        channel = self._channel(request)
+        message = self._stored(request)
+        if channel["type"] not in (0, 5):  # threads in text and announcement channels only
+            raise _Reject(400, 50024, "Cannot execute action on this channel type")
+        denied = any(
+            int(o["deny"]) & CREATE_PUBLIC_THREADS and int(o["id"]) in (GUILD_ID, BOT_ID)
+            for o in channel.get("permission_overwrites", [])
+        )
+        if denied or not self._permissions(BOT_ID) & CREATE_PUBLIC_THREADS:
+            raise _Reject(403, 50013, "Missing Permissions")
+        if message.id in self.channels:
+            raise _Reject(400, 160004, "A thread has already been created for this message")
+        body = _body(self._call(request))
+        name = body.get("name")
+        if not isinstance(name, str) or len(name) not in THREAD_NAME_LENGTHS:
+            raise _invalid_form(
+                "name", "BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length."
+            )
+        duration = body.get("auto_archive_duration", 1440)
+        if duration not in ARCHIVE_DURATIONS:
+            raise _invalid_form(
+                "auto_archive_duration",
+                "BASE_TYPE_CHOICES",
+                "Value must be one of (60, 1440, 4320, 10080).",
+            )
+        thread = _thread(message.id, int(channel["id"]), name, owner_id=BOT_ID)
+        thread["thread_metadata"]["auto_archive_duration"] = duration
+        thread["member"] = {
+            "id": str(message.id),
+            "user_id": str(BOT_ID),
+            "flags": 1,
+            "join_timestamp": dt.datetime.now(dt.UTC).isoformat(),
+        }
+        self.channels[message.id] = thread
+        await self._dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+        return _json_response(thread)
 
     async def _get_message(self, request: web.Request) -> web.Response:
         return _json_response(self._message_payload(self._stored(request)))
@@ -1658,13 +1718,13 @@ def _text_channel(
     }
 
 
-def _thread(thread_id: int, parent_id: int, name: str) -> dict:
+def _thread(thread_id: int, parent_id: int, name: str, owner_id: int = ALICE_ID) -> dict:
     return {
         "id": str(thread_id),
         "type": 11,
         "guild_id": str(GUILD_ID),
         "parent_id": str(parent_id),
-        "owner_id": str(ALICE_ID),
+        "owner_id": str(owner_id),
         "name": name,
         "last_message_id": None,
         "rate_limit_per_user": 0,
