@@ -46,6 +46,10 @@ class Settings(CoreSettings):
     discord_api_base: str = "https://discord.com/api/v10"
     discord_gateway_url: str = "wss://gateway.discord.gg"
     discord_allowed_ids: IdList = Field(default_factory=list)
+    # A mention in a server channel opens a thread for the answer, and the thread is the
+    # conversation: in it the bot answers every message, no mention needed
+    # (`bots.discord.threads`).
+    discord_auto_thread: bool = False
 
     # Proxies: the bots' own connections (Bot API, REST, gateway) go through these,
     # http:// or socks5:// (see `bots.proxy`). The providers follow HTTPS_PROXY, ALL_PROXY and

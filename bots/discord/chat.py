@@ -19,6 +19,7 @@ from bots.discord.chains import chain_reader, continued_id
 from bots.discord.media import attachments_of, may_have_attachments
 from bots.discord.messages import author_of, chat_of, chat_title, is_for_bot, prompt_of
 from bots.discord.surface import DiscordBudgets, DiscordSurface, clip
+from bots.discord.threads import ThreadOpener
 from bots.errors import MessageGone
 from bots.relay import relay
 from bots.with_files import answer_with_files
@@ -48,6 +49,7 @@ class ChatCog(commands.Cog):
         self.settings = settings
         self.service = service
         self.budgets = budgets
+        self._threads = ThreadOpener(service)
         self._refused_channels: set[int] = set()
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -111,7 +113,14 @@ class ChatCog(commands.Cog):
             self._refused(message.channel, "no Send Messages permission")
             return
         text = prompt_of(message, me)
-        surface = DiscordSurface(message, self.budgets)
+        thread = None
+        if (
+            self.settings.discord_auto_thread
+            and (text or may_have_attachments(message))
+            and ThreadOpener.wanted(message, me)
+        ):  # the answer goes in a new thread: a chat of its own, no place in a queue to keep
+            thread = await self._threads.open(message, text)
+        surface = DiscordSurface(message, self.budgets, thread=thread)
         if may_have_attachments(message):
             # A message with attachments takes its place in the chat's order before they are
             # read (`bots.with_files`), after the replied-to message, if Discord left it out.
@@ -122,7 +131,7 @@ class ChatCog(commands.Cog):
         else:
             await self._say(surface, STICKERS_ONLY if message.stickers else EMPTY_MENTION)
         if surface.refused is not None:
-            self._refused(message.channel, surface.refused.text)
+            self._refused(surface.channel, surface.refused.text)
 
     async def _answer_with_attachments(
         self, message: discord.Message, surface: DiscordSurface, text: str
@@ -150,12 +159,12 @@ class ChatCog(commands.Cog):
         await relay(
             self.service,
             surface,
-            chat_of(message.channel),
+            chat_of(surface.channel),
             asker_of(message.author, message.channel, message.guild, self.settings),
             text,
             group=message.guild is not None,
             platform_message_id=str(message.id),
-            chat_title=chat_title(message),
+            chat_title=chat_title(message, surface.thread),
             delivery_timeout=self.settings.delivery_timeout_seconds,
             images=images,
             arrival=arrival,
@@ -193,14 +202,15 @@ class _FilesReply:
         self._cog = cog
         self._message = message
         self._surface = surface
-        #: Where the quote and the lines go (the answer has its own surface).
-        self.lines = DiscordSurface(message, cog.budgets)
+        #: Where the quote and the lines go (the answer has its own surface), in the answer's
+        #: thread if one was opened.
+        self.lines = DiscordSurface(message, cog.budgets, thread=surface.thread)
 
     @contextlib.asynccontextmanager
     async def working(self) -> AsyncIterator[object]:
         async with contextlib.AsyncExitStack() as typing:
             with contextlib.suppress(discord.HTTPException):  # a hint only: never worth failing
-                await typing.enter_async_context(self._message.channel.typing())
+                await typing.enter_async_context(self._surface.channel.typing())
             yield None
 
     async def quote(self, line: str) -> None:
@@ -210,18 +220,18 @@ class _FilesReply:
         await self._cog._say(self.lines, line)
 
     def arrive(self) -> Arrival:
-        return self._cog.service.arrive(chat_of(self._message.channel))
+        return self._cog.service.arrive(chat_of(self._surface.channel))
 
     async def answer(self, text: str, images: Sequence[MessageImage], arrival: Arrival) -> None:
         await self._cog._relay(self._message, self._surface, text, images, arrival)
 
     def remember(self, record: str, arrival: Arrival) -> Awaitable[None]:
         return self._cog.service.remember(
-            chat_of(self._message.channel),
+            chat_of(self._surface.channel),
             author_of(self._message.author),
             record,
             platform_message_id=str(self._message.id),
-            chat_title=chat_title(self._message),
+            chat_title=chat_title(self._message, self._surface.thread),
             arrival=arrival,
         )
 

@@ -22,10 +22,11 @@ def chat_of(channel: discord.abc.Snowflake) -> ChatRef:
     return ChatRef(PLATFORM, str(channel.id))
 
 
-def chat_title(message: discord.Message) -> str:
+def chat_title(message: discord.Message, thread: discord.Thread | None = None) -> str:
     """The chat's name as people see it: "Server #channel", "Server #channel › thread", or in a
-    DM the other person's name (the author: the bot never answers itself)."""
-    channel = message.channel
+    DM the other person's name (the author: the bot never answers itself). `thread`: one
+    opened for the answer, where the conversation goes on (`bots.discord.threads`)."""
+    channel = thread or message.channel
     if message.guild is None:
         return message.author.display_name
     if isinstance(channel, discord.Thread):
@@ -40,7 +41,8 @@ def author_of(user: discord.abc.User) -> Author:
 
 
 def is_for_bot(message: discord.Message, me: discord.abc.User) -> bool:
-    """A DM, a mention of the bot (or of its own role), or a reply to one of its messages.
+    """A DM, a message in a thread the bot opened, a mention of the bot (or of its own role),
+    or a reply to one of its messages.
 
     Other bots (and the bot itself) are never answered, so two bots cannot talk in a loop;
     `@everyone` is not a mention of the bot.
@@ -49,6 +51,8 @@ def is_for_bot(message: discord.Message, me: discord.abc.User) -> bool:
         return False
     if message.guild is None:
         return True
+    if isinstance(message.channel, discord.Thread) and message.channel.owner_id == me.id:
+        return True  # a thread the bot opened for a conversation (`bots.discord.threads`)
     if any(user.id == me.id for user in message.mentions):
         return True
     own_role = message.guild.self_role

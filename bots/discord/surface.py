@@ -57,16 +57,26 @@ class DiscordSurface:
     renders_final = False
 
     def __init__(
-        self, question: discord.Message | discord.PartialMessage, budgets: DiscordBudgets
+        self,
+        question: discord.Message | discord.PartialMessage,
+        budgets: DiscordBudgets,
+        *,
+        thread: discord.Thread | None = None,
     ) -> None:
         """`question`: the user's message, or (start-up repair, `bots.repair`) the bot's own
-        message the reply goes on from."""
-        self.budget = budgets.of(question.channel.id)
+        message the reply goes on from. `thread`: one opened for the answer
+        (`bots.discord.threads`); the first part goes there, not as a reply, since a message
+        cannot reply across channels."""
+        #: The thread opened for the answer, if any; where the answer goes either way.
+        self.thread = thread
+        self.channel = thread or question.channel
+        self.budget = budgets.of(thread.id if thread else question.channel.id)
         #: When Discord answered the last send or edit (see `bots.streaming.Surface`).
         self.answered_at: float | None = None
-        self._channel = question.channel
         # A question deleted meanwhile must not stop the answer: it still belongs there.
-        self._reference = question.to_reference(fail_if_not_exists=False)
+        self._reference: discord.MessageReference | None = (
+            None if thread else question.to_reference(fail_if_not_exists=False)
+        )
         self.refused: discord.Forbidden | None = None
 
     @classmethod
@@ -81,21 +91,27 @@ class DiscordSurface:
 
     async def send(self, text: str, *, final: bool) -> int:
         with self._gone_on_refusal():
-            sent = await self._channel.send(
-                text, reference=self._reference, allowed_mentions=NO_PINGS, mention_author=False
-            )
+            if self._reference is None:  # the first part in a thread opened for the answer
+                sent = await self.channel.send(text, allowed_mentions=NO_PINGS)
+            else:
+                sent = await self.channel.send(
+                    text,
+                    reference=self._reference,
+                    allowed_mentions=NO_PINGS,
+                    mention_author=False,
+                )
         self._reference = sent.to_reference(fail_if_not_exists=False)
         return sent.id
 
     async def edit(self, handle: object, text: str, *, final: bool) -> None:
         # What each channel's get_partial_message does; this way it type-checks for every
         # channel type, the group DM (which a bot never joins) included.
-        message = discord.PartialMessage(channel=self._channel, id=cast(int, handle))
+        message = discord.PartialMessage(channel=self.channel, id=cast(int, handle))
         with self._gone_on_refusal():
             await message.edit(content=text, allowed_mentions=NO_PINGS)
 
     async def typing(self) -> None:
-        await self._channel.typing()
+        await self.channel.typing()
 
     @contextlib.contextmanager
     def _gone_on_refusal(self) -> Iterator[None]:

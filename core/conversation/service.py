@@ -513,6 +513,20 @@ class ConversationService:
         await self._store.set_chat_system_prompt(chat, value)
         return value
 
+    async def carry_settings(self, source: ChatRef, target: ChatRef) -> None:
+        """Give `target` `source`'s own settings (model, system prompt, persona, /image): a
+        thread the bot opens for an answer goes on as its channel was set up, not with the
+        operator's defaults."""
+        config = await self._store.chat_config(source)
+        if config.model is not None:
+            await self._store.set_chat_model(target, config.model)
+        if config.system_prompt is not None:
+            await self._store.set_chat_system_prompt(target, config.system_prompt)
+        if config.persona is not None:
+            await self._store.set_chat_persona(target, config.persona)
+        if config.image_generation is not None:
+            await self._store.set_chat_image_generation(target, config.image_generation)
+
     @property
     def personas(self) -> Personas:
         """The personas a chat may choose."""
