@@ -22,7 +22,7 @@ from bots.config import Settings
 from core import AsyncClient
 from core.config import CoreSettings
 from core.conversation import ConversationService, build_context
-from core.conversation.context import IMAGE_PLACEHOLDER, load_context
+from core.conversation.context import IMAGE_PLACEHOLDER, prepare_context
 from core.images import prepare_image_sync
 from storage import (
     MessageImage,
@@ -208,7 +208,9 @@ async def test_reset_keeps_the_images_with_the_old_conversation(store: Store) ->
     new = await ask(store, "new start")
     await service.aclose()
     assert await store.message_images([old]) == {old: [RED]}
-    context, _ = await load_context(store, CoreSettings(_env_file=None), chat(), new, group=False)
+    context = (
+        await prepare_context(store, CoreSettings(_env_file=None), chat(), new, group=False)
+    ).messages
     assert context[1:] == [{"role": "user", "content": "new start"}]
 
 
@@ -226,7 +228,7 @@ async def test_the_newest_turns_carry_their_images_older_ones_say_image(store: S
     await ask(store, "no picture", answer="ok")
     last = await ask(store, "and what is in the corner?")
     settings = CoreSettings(_env_file=None, system_prompt="SYS", context_image_turns=3)
-    context, _ = await load_context(store, settings, chat(), last, group=False)
+    context = (await prepare_context(store, settings, chat(), last, group=False)).messages
     assert context == [
         {"role": "system", "content": "SYS"},
         {"role": "user", "content": f"{IMAGE_PLACEHOLDER} {IMAGE_PLACEHOLDER}\nfirst"},
@@ -238,7 +240,7 @@ async def test_the_newest_turns_carry_their_images_older_ones_say_image(store: S
         {"role": "user", "content": "and what is in the corner?"},
     ]
     wider = settings.model_copy(update={"context_image_turns": 4})
-    context, _ = await load_context(store, wider, chat(), last, group=True)
+    context = (await prepare_context(store, wider, chat(), last, group=True)).messages
     assert context[1] == {
         "role": "user",
         "content": [
@@ -254,7 +256,7 @@ async def test_the_message_being_answered_always_carries_its_images(store: Store
     await ask(store, "old", [GREEN], answer="green")
     last = await ask(store, "this one", [RED])
     settings = CoreSettings(_env_file=None, system_prompt="", context_image_turns=1)
-    context, _ = await load_context(store, settings, chat(), last, group=False)
+    context = (await prepare_context(store, settings, chat(), last, group=False)).messages
     assert context == [
         {"role": "user", "content": f"{IMAGE_PLACEHOLDER}\nold"},
         {"role": "assistant", "content": "green"},

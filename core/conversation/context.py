@@ -328,33 +328,3 @@ async def prepare_context(
         summarised=bool(summary),
         conversation_id=history[-1].conversation_id if history else None,
     )
-
-
-async def load_context(
-    store: Store,
-    settings: CoreSettings,
-    chat: ChatRef,
-    user_message_id: int,
-    *,
-    group: bool,
-    leave_out: Collection[int] = (),
-    sees_images: Callable[[str], bool] | None = None,
-    branch: bool = False,
-    fetched: Sequence[ChainTurn] | None = None,
-    persona: Persona | None = None,
-) -> tuple[list[dict[str, Any]], str]:
-    """The messages answering stored user message `user_message_id`, and the model to ask,
-    fitted to the presets' window for it (`prepare_context` says more, and how it was cut)."""
-    context = await prepare_context(
-        store,
-        settings,
-        chat,
-        user_message_id,
-        group=group,
-        leave_out=leave_out,
-        sees_images=sees_images,
-        branch=branch,
-        fetched=fetched,
-        persona=persona,
-    )
-    return context.messages, context.model
