@@ -8,16 +8,13 @@ chain is read through the API instead, each message's `reference` followed with
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import discord
 
-from bots.discord.messages import prompt_of
+from bots.discord.messages import prompt_of, replied_message
 from core.conversation import ChainTurn, FetchChain
 from storage import Role
-
-log = logging.getLogger(__name__)
 
 
 def continued_id(message: discord.Message, me: discord.abc.User) -> str | None:
@@ -50,7 +47,7 @@ async def fetch_chain(message: discord.Message, me: discord.abc.User, most: int)
     messages; [] unless that message is the bot's. The parts of one long answer (each a reply
     to the one before) become one turn. A message that cannot be fetched (deleted, no access)
     ends the chain there."""
-    current = await _replied(message)
+    current = await replied_message(message)
     if current is None or current.author.id != me.id:
         return []
     turns: list[ChainTurn] = []
@@ -64,24 +61,6 @@ async def fetch_chain(message: discord.Message, me: discord.abc.User, most: int)
         else:
             author = current.author
             turns.append(ChainTurn(role, text, str(author.id), author.display_name))
-        current = await _replied(current)
+        current = await replied_message(current)
     turns.reverse()
     return turns
-
-
-async def _replied(message: discord.Message) -> discord.Message | None:
-    """The message `message` replies to, from the payload when Discord sent it along, else
-    through the API; None when there is none or it cannot be read."""
-    reference = message.reference
-    if reference is None or reference.message_id is None:
-        return None
-    known = reference.resolved or reference.cached_message
-    if isinstance(known, discord.Message):
-        return known
-    if isinstance(known, discord.DeletedReferencedMessage):
-        return None
-    try:
-        return await message.channel.fetch_message(reference.message_id)
-    except discord.HTTPException as exc:  # 404 deleted, 403 no access: the chain ends
-        log.debug("reply chain ends at %s: %s", reference.message_id, exc)
-        return None

@@ -12,13 +12,10 @@ rule for both platforms says.
 
 from __future__ import annotations
 
-import logging
-
 import discord
 
 from bots.attachments import Attachment, Kind
-
-log = logging.getLogger(__name__)
+from bots.discord.messages import replied_message
 
 #: How the user's lines name each kind of attachment (`Attachment.label`).
 VOICE_LABEL = "voice message"
@@ -59,26 +56,10 @@ async def attachments_of(message: discord.Message) -> list[Attachment]:
     left it out it is fetched, and one that cannot be (deleted, no access) has none."""
     if message.attachments:
         return [attachment_of(a) for a in message.attachments]
-    replied = await _replied_to(message)
+    replied = await replied_message(message)
     if replied is None:
         return []
     return [attachment_of(a) for a in replied.attachments]
-
-
-async def _replied_to(message: discord.Message) -> discord.Message | None:
-    reference = message.reference
-    if reference is None or reference.message_id is None:
-        return None
-    resolved = reference.resolved or reference.cached_message
-    if isinstance(resolved, discord.Message):
-        return resolved
-    if isinstance(resolved, discord.DeletedReferencedMessage):
-        return None
-    try:
-        return await message.channel.fetch_message(reference.message_id)
-    except discord.HTTPException as exc:
-        log.info("could not fetch message %s, replied to: %s", reference.message_id, exc)
-        return None
 
 
 def may_have_attachments(message: discord.Message) -> bool:

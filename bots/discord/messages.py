@@ -5,9 +5,13 @@ Pure functions over discord.py objects, so the listener stays a short router.
 
 from __future__ import annotations
 
+import logging
+
 import discord
 
 from core.conversation import Author, ChatRef
+
+log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 
@@ -85,3 +89,21 @@ def prompt_of(message: discord.Message, me: discord.abc.User) -> str:
     for channel in message.channel_mentions:
         text = text.replace(f"<#{channel.id}>", f"#{channel.name}")
     return text.strip()
+
+
+async def replied_message(message: discord.Message) -> discord.Message | None:
+    """The message `message` replies to: from the payload when Discord sent it along, else
+    through the API; None when there is none or it cannot be read (deleted, no access)."""
+    reference = message.reference
+    if reference is None or reference.message_id is None:
+        return None
+    known = reference.resolved or reference.cached_message
+    if isinstance(known, discord.Message):
+        return known
+    if isinstance(known, discord.DeletedReferencedMessage):
+        return None
+    try:
+        return await message.channel.fetch_message(reference.message_id)
+    except discord.HTTPException as exc:  # 404 deleted, 403 no access
+        log.info("message %s, replied to, could not be read: %s", reference.message_id, exc)
+        return None
