@@ -21,7 +21,7 @@ from core.conversation.context import SUMMARY_HEADING, TRUNCATION_MARKER
 from core.errors import ProvidersFileError
 from core.models import DEFAULT_CONTEXT, ContextWindow, context_window
 from core.providers.registry import ProviderRegistry
-from storage import MessageStatus, Role, Store, StoredMessage, open_store
+from storage import MessageStatus, Role, Store, StoredMessage
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.test_conversation_fakes import ALICE, WAIT, chat
 
@@ -37,13 +37,6 @@ BIG = "x" * 1_200  # 300 tokens: two of them do not fit the tiny window
 
 def tokens(messages: list[dict[str, Any]]) -> int:
     return sum(message_tokens(m["content"]) for m in messages)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
-    yield opened
-    await opened.close()
 
 
 @pytest.fixture
