@@ -56,6 +56,16 @@ def thought_block(reasoning: str, seconds: float, show: ShowReasoning) -> str:
     return _block(title, head)
 
 
+def without_block(text: str) -> str:
+    """A shown reply's text without the block above it: what the model answered, when the
+    message is read back from the platform (a Discord reply chain) rather than the store."""
+    if not text.startswith(SUBTEXT + "💭"):  # both titles begin so
+        return text
+    lines = text.split("\n")
+    count = next((i for i, line in enumerate(lines) if not line.startswith(SUBTEXT)), len(lines))
+    return "\n".join(lines[count:]).lstrip("\n")
+
+
 def _block(title: str, text: str) -> str:
     """`title` and `text`'s non-blank lines as subtext, then a blank line before the answer."""
     lines = [title, *(" ".join(line.split()) for line in text.splitlines())]

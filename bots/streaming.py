@@ -24,8 +24,9 @@ this reply's own tasks wait meanwhile: other chats' replies run in their own.
 
 The deltas may carry a `Lead`: a block to show above the text in the reply's first message
 (a thinking model's reasoning, `bots.reasoning_view`), each one replacing the one before. It
-is not part of the text: it takes its room in the first message only, and once that message
-is finished (its part cut at the limit) a new lead no longer shows.
+is not part of the text: it takes its room in the first message only (at most half of it, cut
+beyond: `LEAD_SHARE`), and once that message is finished (its part cut at the limit) a new
+lead no longer shows.
 
 A surface that can stream a draft (`drafting`: Telegram's `sendMessageDraft` in a private chat)
 shows each message's text so far as a draft instead: one call per update, paced by its own
@@ -73,6 +74,10 @@ WARNING_PREFIX = "⚠️ "
 EMPTY_NOTICE = "(empty reply)"
 #: Longest description of a failed call in the log line that reports it.
 FAILURE_LOG_CHARS = 200
+#: A `Lead` takes at most this share of a message's limit (1/2): a longer one is cut, ending
+#: with `LEAD_CUT`, so the text under it always has room.
+LEAD_SHARE = 2
+LEAD_CUT = "…\n\n"
 #: Seconds a draft may stay unchanged before it is sent again: Telegram shows a draft for about
 #: 30 s after its last update.
 DRAFT_REFRESH = 20.0
@@ -353,7 +358,7 @@ class _Stream:
         try:
             async for delta in deltas:
                 if isinstance(delta, Lead):
-                    self._lead = delta.text
+                    self._lead = self._fitted_lead(delta.text)
                     self._changed.set()
                 elif delta:
                     self._text += delta
@@ -378,6 +383,21 @@ class _Stream:
         except Exception:
             logger.exception("describe_error failed")
             return errors.describe(exc)
+
+    def _fitted_lead(self, lead: str) -> str:
+        """`lead`, or its longest beginning that fits `LEAD_SHARE` of a message with `LEAD_CUT`
+        (a reasoning shown whole can be longer than a Discord message)."""
+        room = self._limit // LEAD_SHARE
+        if self._length(lead) <= room:
+            return lead
+        low, high = 0, len(lead)
+        while low < high:  # the longest beginning within the room, the mark included
+            middle = (low + high + 1) // 2
+            if self._length(lead[:middle] + LEAD_CUT) <= room:
+                low = middle
+            else:
+                high = middle - 1
+        return lead[:low].rstrip() + LEAD_CUT
 
     def _close_with(self, final_text: str) -> None:
         if self._final is None:

@@ -115,13 +115,14 @@ class _File(BaseModel):
     persona: list[dict[str, Any]] = []
 
 
-def _problem(error: ValidationError) -> str:
-    """The first of pydantic's complaints, in the operator's words."""
+def _problem(error: ValidationError, model: type[BaseModel]) -> str:
+    """The first of pydantic's complaints about `model` (a persona, or the file), in the
+    operator's words."""
     first = error.errors()[0]
     # The field's name alone: pydantic adds the union member tried ("temperature.float").
     key = str(first["loc"][0]) if first["loc"] else "the file"
     if first["type"] == "extra_forbidden":
-        return f"unknown key {key!r} (known: {', '.join(_Entry.model_fields)})"
+        return f"unknown key {key!r} (known: {', '.join(model.model_fields)})"
     if first["type"] == "missing":
         return f"{key!r} is missing"
     if key == "temperature":
@@ -164,7 +165,7 @@ def load_personas(path: Path) -> Personas:
         tables = _File.model_validate(data).persona
     except ValidationError as exc:
         raise PersonasFileError(
-            f"The personas file {path}: {_problem(exc)}; it holds only [[persona]] tables."
+            f"The personas file {path}: {_problem(exc, _File)}; it holds only [[persona]] tables."
         ) from None
     personas: list[Persona] = []
     seen: set[str] = set()
@@ -176,7 +177,7 @@ def load_personas(path: Path) -> Personas:
             persona = _checked(_Entry.model_validate(table))
         except ValidationError as exc:
             raise PersonasFileError(
-                f"The personas file {path}, {where}: {_problem(exc)}."
+                f"The personas file {path}, {where}: {_problem(exc, _Entry)}."
             ) from None
         except ValueError as exc:
             raise PersonasFileError(f"The personas file {path}, {where}: {exc}") from None

@@ -259,3 +259,31 @@ async def test_a_failed_summary_is_logged_and_the_reply_goes_on(
     assert "Summarising 2 older messages with summ-model failed" in caplog.text
     assert answers(llm)[-1][0] == {"role": "system", "content": "Be brief."}
     await service.aclose()
+
+
+async def test_a_branch_is_not_sent_the_summary_of_the_other_branch(
+    store: Store, llm: FakeLLMServer, tmp_path: Path
+) -> None:
+    """The conversation's summary covers its newest line, past the point a branch left it: a
+    reply to an older answer must not be told of the turns after that answer."""
+    service = service_for(store, llm, tmp_path, summary_model="summ-model")
+    llm.enqueue(
+        Script(pieces=["ok"]),
+        Script(pieces=["Turn one."]),
+        Script(pieces=["ok"]),
+        Script(pieces=["Turns one and two."]),
+        Script(pieces=["ok"]),
+        Script(pieces=["ok"]),
+    )
+    for text in (" one", " two", " three"):
+        await ask(service, BIG + text)
+    first_answer = (await store.context_messages(2, 1))[0]
+    assert first_answer.role is Role.ASSISTANT
+    await store.set_platform_message_ids(first_answer.id, ["answer-one"])
+    reply = service.reply(chat(), ALICE, BIG + " branch", continue_from="answer-one")
+    await asyncio.wait_for(_collect(_shown(reply, "collapsed")), WAIT)
+    sent = answers(llm)[-1]
+    assert sent[-1]["content"] == BIG + " branch"
+    assert not any("two" in str(m["content"]) for m in sent), sent[0]
+    assert tokens(sent) <= BUDGET
+    await service.aclose()

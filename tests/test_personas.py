@@ -70,7 +70,7 @@ PERSONA = '[[persona]]\nname = "x"\ndescription = "d"\nsystem_prompt = "p"\n'
     [
         (PERSONA + "temprature = 1\n", "persona #1 ('x'): unknown key 'temprature'"),
         ('[persona]\nname = "x"\n', "persona: Input should be a valid list"),
-        ("[[personas]]\n", "unknown key 'personas'"),
+        ("[[personas]]\n", "unknown key 'personas' (known: persona)"),
         ('[[persona]]\nname = "x"\nsystem_prompt = "p"\n', "'description' is missing"),
         (PERSONA.replace('"p"', '"' + "y" * 100_000 + '"'), "too long: at most 4,000"),
         (PERSONA + PERSONA.replace('"x"', '"X"'), "persona #2 ('X'): the name 'X' is used twice"),

@@ -168,3 +168,22 @@ async def test_discord_off_shows_no_reasoning(tmp_path: Path, fake: FakeDiscord)
         bodies = [call.body for call in fake.calls if isinstance(call.body, dict)]
         assert not any("secret" in str(body) for body in bodies)
         assert answer.content == "Answer."
+
+
+async def test_discord_long_reasoning_is_cut_to_fit_the_message(
+    tmp_path: Path, fake: FakeDiscord
+) -> None:
+    """Reasoning longer than a Discord message (2000), shown whole because no answer came: the
+    block is cut to leave room for the text under it, rather than failing the delivery."""
+    async with _bot(tmp_path, fake) as bot:
+        bot.llm.enqueue(Script(reasoning=["word " * 600], pieces=[]))
+        await fake.push_message(f"{MENTION} go")
+
+        def done() -> str | None:
+            sent = fake.bot_messages(GENERAL_ID)
+            return sent[-1].content if sent and "(empty reply)" in sent[-1].content else None
+
+        content = await fake.wait_for(done, WAIT)
+        assert len(content) <= 2000
+        assert content.startswith("-# 💭 Thought for ") and "\n-# word word" in content
+        assert content.endswith("…\n\n(empty reply)")

@@ -230,3 +230,21 @@ async def test_discord_reply_to_a_deleted_or_foreign_message_follows_the_newest(
         await d.answer(GENERAL_ID, "echo: [Alice] gone")
         gone = [m["content"] for m in await d.model_request(3) if m["role"] != "system"]
         assert gone[0] == "[Alice] first" and gone[-1] == "[Alice] gone"
+
+
+async def test_discord_chain_read_through_the_api_leaves_out_reasoning_and_footer(
+    tmp_path: Path,
+) -> None:
+    """The bot's messages carry its reasoning block and the history-cut footer on screen; read
+    back as a chain they are the answer alone: reasoning is never sent back as context."""
+    async with FakeDiscord() as fake, discord_bot(tmp_path, fake) as d:
+        question = await fake.push_message("why?", author=ALICE_ID, offline=True)
+        shown = (
+            "-# 💭 Thought for 3 s\n-# secret steps\n\nBecause."
+            "\n\nℹ️ Older messages were left out to fit the model's context."
+        )
+        answer = await fake.push_message(shown, author=BOT_ID, reply_to=question.id, offline=True)
+        await fake.push_message("sure?", author=ALICE_ID, reply_to=answer.id)
+        await d.answer(GENERAL_ID, "echo: [Alice] sure?")
+        sent_texts = [m["content"] for m in await d.model_request(1) if m["role"] != "system"]
+        assert sent_texts == ["[Alice] why?", "Because.", "[Alice] sure?"]

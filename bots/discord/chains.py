@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import discord
 
 from bots.discord.messages import prompt_of, replied_message
+from bots.reasoning_view import without_block
+from bots.relay import HISTORY_CUT_NOTE
 from core.conversation import ChainTurn, FetchChain
 from storage import Role
 
@@ -55,7 +57,7 @@ async def fetch_chain(message: discord.Message, me: discord.abc.User, most: int)
     while current is not None and fetched < most:
         fetched += 1
         role = Role.ASSISTANT if current.author.id == me.id else Role.USER
-        text = current.content if role is Role.ASSISTANT else prompt_of(current, me)
+        text = _answer(current.content) if role is Role.ASSISTANT else prompt_of(current, me)
         if turns and turns[-1].role is role is Role.ASSISTANT:  # an earlier part of one answer
             turns[-1] = ChainTurn(role, f"{text}{turns[-1].text}")
         else:
@@ -64,3 +66,11 @@ async def fetch_chain(message: discord.Message, me: discord.abc.User, most: int)
         current = await replied_message(current)
     turns.reverse()
     return turns
+
+
+def _answer(content: str) -> str:
+    """A message of the bot as the model said it: the reasoning block above the answer and the
+    history-cut footer under it are the bot's display, never context (the store keeps neither
+    in a reply's text)."""
+    return without_block(content).removesuffix(f"\n\n{HISTORY_CUT_NOTE}")
+

@@ -11,6 +11,8 @@ CONTEXT_MAX_MESSAGES and CONTEXT_MAX_CHARS as upper bounds on top.
 With `SUMMARY_MODEL` set, the turns left out are summarised (`summary.Summariser`), the
 summary stored and sent in the system message, after the system prompt: room for it is kept
 from the turns once turns are left out, and a summary longer than that room is cut to it.
+A reply chain (a branch) is sent no summary, and makes none: the stored one covers the
+conversation's newest line, which went on past the answer the branch replies to.
 
 Images go as OpenAI-style content parts (`{"type": "image_url", "image_url": {"url": data URL}}`
 after the message's text part), for the newest `CONTEXT_IMAGE_TURNS` user turns only; an older
@@ -309,7 +311,9 @@ async def prepare_context(
     selection = select(budget)
     cut = selection.first > 0
     summary = ""
-    if cut and summariser is not None and history:
+    # The summary follows the conversation's newest line: a branch left it at an older
+    # answer, so the turns it covers may be ones the branch never had.
+    if cut and summariser is not None and history and not branch and fetched is None:
         room = min(budget // SUMMARY_SHARE, SUMMARY_MAX_TOKENS + MIN_SUMMARY_TOKENS)
         selection = select(budget - room)
         stored = await _updated_summary(
