@@ -4,6 +4,8 @@ The record types live in `storage.base` (the bottom layer, where the ledger is w
 named here for the core and the bots: `UsageRecord` (one call), `UsageKey` and `Totals` (a
 user's, chat's or the guests' running total for the UTC day or month: what a budget check
 reads), `UsageRow` (a line of a report). Money is integer micro-dollars throughout.
+
+`charged_usage` is what a chat completion is charged, a reply's or a summary's alike.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from core.client import estimate_usage
+from core.types import Usage
 from storage import (
     ALL_GUESTS,
     Totals,
@@ -48,6 +52,18 @@ def sane_tokens(value: Any, what: str) -> int | None:
     return None
 
 
+def charged_usage(usage: Any, messages: list[dict[str, Any]], completion_chars: int) -> Usage:
+    """The tokens a chat completion is charged: the provider's `usage` when both counts are
+    believable, else the estimate from the `messages` sent and the `completion_chars` written
+    (`core.client.estimate_usage`), marked estimated. The client's own estimate, passed on as
+    `usage`, stays marked."""
+    prompt = sane_tokens(getattr(usage, "prompt_tokens", None), "prompt_tokens")
+    completion = sane_tokens(getattr(usage, "completion_tokens", None), "completion_tokens")
+    if usage is None or prompt is None or completion is None:
+        return estimate_usage(messages, completion_chars)
+    return Usage(prompt, completion, estimated=bool(getattr(usage, "estimated", False)))
+
+
 __all__ = [
     "ALL_GUESTS",
     "MAX_SANE_TOKENS",
@@ -60,6 +76,7 @@ __all__ = [
     "UsageRecord",
     "UsageRow",
     "UsageScope",
+    "charged_usage",
     "period_start",
     "sane_tokens",
     "utc_now",

@@ -7,8 +7,9 @@ or chat, a chat the bot may not write in, or a bot blocked by the user is `Messa
 "message is not modified" is success.
 
 In a private chat, with `STREAM_MODE=draft` (`bots.telegram.drafts`), the text so far goes out
-as a draft (`sendMessageDraft`, plain like streamed edits, with a stop button) and each message
-is sent once, with its final text; a draft Telegram refuses sends the chat back to edits.
+as a draft (`sendMessageDraft`, like a streamed edit: plain but for the reasoning quote, with
+a stop button) and each message is sent once, with its final text; a draft Telegram refuses
+sends the chat back to edits.
 """
 
 from __future__ import annotations
@@ -170,17 +171,35 @@ class TelegramSurface:
 
     async def draft(self, text: str) -> bool:
         """Show `text` as the draft of the message being written, with a stop button; False
-        when Telegram refused drafts here (the chat streams by edits from now on)."""
+        when Telegram refused drafts here (the chat streams by edits from now on). A reasoning
+        block shows as the collapsed quote an edit would show (`render.render_reasoning`),
+        the answer under it plain, as streamed edits leave it until the final text."""
         assert self._drafts is not None
-        try:
-            await self._bot.send_message_draft(
+        text = defuse_mentions(text)
+
+        async def send(body: str, entities: list[MessageEntity] | None) -> bool:
+            return await self._bot.send_message_draft(
                 self._chat_id,
                 self._draft_id,
-                text=defuse_mentions(text),
+                text=body,
                 message_thread_id=self._thread_id,
+                entities=entities,
                 parse_mode=None,
                 can_stop=True,
             )
+
+        rendered = render_reasoning(text, final=False)
+        try:
+            if rendered is not None:
+                try:
+                    await send(*rendered)
+                except TelegramBadRequest as exc:  # the quote refused: the text still shows
+                    if _is_gone(exc):
+                        raise
+                    log.info("Telegram rejected a draft's quote (%s); sending it plain", exc)
+                    await send(text, None)
+            else:
+                await send(text, None)
         except TelegramRetryAfter as exc:
             raise RateLimited(exc.retry_after) from exc
         except TelegramForbiddenError as exc:  # blocked by the user

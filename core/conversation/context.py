@@ -13,6 +13,8 @@ summary stored and sent in the system message, after the system prompt: room for
 from the turns once turns are left out, and a summary longer than that room is cut to it.
 A reply chain (a branch) is sent no summary, and makes none: the stored one covers the
 conversation's newest line, which went on past the answer the branch replies to.
+The summary model's call is handed back with the context (`Context.summary_call`), for the
+caller to charge with the reply it was made for.
 
 Images go as OpenAI-style content parts (`{"type": "image_url", "image_url": {"url": data URL}}`
 after the message's text part), for the newest `CONTEXT_IMAGE_TURNS` user turns only; an older
@@ -37,7 +39,7 @@ from storage import HistorySummary, MessageImage, Role, Store, StoredMessage
 
 from .chain import REPLY_CHAIN_MAX_TURNS, ChainTurn, as_history
 from .chat import ChatRef
-from .summary import SUMMARY_MAX_TOKENS, Summariser
+from .summary import SUMMARY_MAX_TOKENS, Summariser, SummaryCall
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,8 @@ class Context:
     summarised: bool = False
     #: The conversation the history is from (None when none was found).
     conversation_id: int | None = None
+    #: The call to the summary model this context made, to be charged with the reply's use.
+    summary_call: SummaryCall | None = None
 
 
 @dataclass(slots=True)
@@ -217,24 +221,28 @@ async def _updated_summary(
     summariser: Summariser,
     conversation_id: int,
     left_out: Sequence[StoredMessage],
-) -> HistorySummary | None:
+) -> tuple[HistorySummary | None, SummaryCall | None]:
     """The conversation's summary, brought up to date with the turns `left_out` it does not
-    cover yet (each turn is summarised once). A failure keeps the stored one, and is logged."""
+    cover yet (each turn is summarised once), and the call that did it (None when none was
+    made, or it failed). A failure keeps the stored summary, and is logged."""
     stored = await store.history_summary(conversation_id)
     through = stored.through if stored else 0
     new = [message for message in left_out if message.id > through]
     if not new:
-        return stored
+        return stored, None
+    call = None
     try:
-        text = await summariser.summarise(stored.text if stored else "", new)
-        summary = HistorySummary(text, max(m.id for m in new), summariser.model)
+        call = await summariser.summarise(stored.text if stored else "", new)
+        if not call.text:
+            raise ValueError(f"{summariser.model} wrote an empty summary")
+        summary = HistorySummary(call.text, max(m.id for m in new), summariser.model)
         await store.save_history_summary(conversation_id, summary)
     except Exception as exc:  # the reply goes on without the new summary
         log.warning(
             "Summarising %d older messages with %s failed: %s", len(new), summariser.model, exc
         )
-        return stored
-    return summary
+        return stored, call
+    return summary, call
 
 
 async def prepare_context(
@@ -311,12 +319,13 @@ async def prepare_context(
     selection = select(budget)
     cut = selection.first > 0
     summary = ""
+    call = None
     # The summary follows the conversation's newest line: a branch left it at an older
     # answer, so the turns it covers may be ones the branch never had.
     if cut and summariser is not None and history and not branch and fetched is None:
         room = min(budget // SUMMARY_SHARE, SUMMARY_MAX_TOKENS + MIN_SUMMARY_TOKENS)
         selection = select(budget - room)
-        stored = await _updated_summary(
+        stored, call = await _updated_summary(
             store, summariser, history[-1].conversation_id, history[: selection.first]
         )
         if stored is not None:
@@ -331,4 +340,5 @@ async def prepare_context(
         cut=cut,
         summarised=bool(summary),
         conversation_id=history[-1].conversation_id if history else None,
+        summary_call=call,
     )

@@ -51,7 +51,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from core.chat_settings import parse_model, parse_system_prompt
-from core.client import AsyncClient, estimate_usage
+from core.client import AsyncClient
 from core.config import CoreSettings
 from core.content import image_count
 from core.errors import ParleyError
@@ -60,7 +60,7 @@ from core.models import ContextWindow, context_window
 from core.personas import Persona, Personas, parse_persona, personas_at
 from core.pricing import PriceTable, cost_of
 from core.providers.registry import ProviderRegistry
-from core.usage import UsageKind, UsageRecord, sane_tokens, utc_now
+from core.usage import UsageKind, UsageRecord, charged_usage, utc_now
 from storage import (
     ChatConfig,
     MessageImage,
@@ -80,7 +80,7 @@ from .gate import Gate
 from .observer import NO_OBSERVER, ConversationObserver, provider_failures
 from .reply import BLIND_MODEL_NOTE, Reply, ReplyState
 from .reset import ResetReport, names_of
-from .summary import Summariser
+from .summary import Summariser, SummaryCall
 
 log = logging.getLogger(__name__)
 
@@ -781,6 +781,7 @@ class ConversationService:
         messages: list[dict[str, Any]] = []
         started = first_token = None
         outside_cancel = False
+        summary_call: SummaryCall | None = None
         with reply.stoppable():
             try:
                 persona = self._personas.get((await self._store.chat_config(reply.chat)).persona)
@@ -799,6 +800,7 @@ class ConversationService:
                     persona=persona,
                 )
                 messages, reply.model = context.messages, context.model
+                summary_call = context.summary_call
                 self._tell_cut(reply, context)
                 if with_images and not self._sees_images(reply.model):
                     reply.notice = BLIND_MODEL_NOTE
@@ -849,6 +851,8 @@ class ConversationService:
                 )
                 for provider, kind in provider_failures(exc):
                     self._observer.provider_error(provider, kind)
+        if summary_call is not None:  # spent whatever became of the reply
+            await self._record_summary_usage(reply, summary_call)
         if reply.message_id is not None:
             await self._save_outcome(reply, state, error, usage, started, first_token)
             await self._record_chat_usage(reply, state, usage, messages)
@@ -1024,22 +1028,33 @@ class ConversationService:
         not bill a refused request."""
         if state is ReplyState.ERROR and usage is None and not reply.text:
             return
-        prompt = sane_tokens(getattr(usage, "prompt_tokens", None), "prompt_tokens")
-        completion = sane_tokens(getattr(usage, "completion_tokens", None), "completion_tokens")
-        estimated = bool(getattr(usage, "estimated", False))
-        if usage is None or prompt is None or completion is None:
-            guess = estimate_usage(messages, len(reply.text))
-            prompt, completion, estimated = guess.prompt_tokens, guess.completion_tokens, True
+        charged = charged_usage(usage, messages, len(reply.text))
         await self.record_usage(
             reply.chat,
             reply.author,
             UsageKind.CHAT,
             reply.model,
             reply.provider,
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            estimated=estimated,
+            prompt_tokens=charged.prompt_tokens,
+            completion_tokens=charged.completion_tokens,
+            estimated=charged.estimated,
             images_in=sum(image_count(message.get("content")) for message in messages),
+            message_id=reply.message_id,
+        )
+
+    async def _record_summary_usage(self, reply: Reply, call: SummaryCall) -> None:
+        """Charge the summary written while `reply`'s context was made to `reply`'s user and
+        chat: it was written on its behalf. A chat completion like the reply's, so recorded
+        as one (`UsageKind.CHAT`), under the summary model's name, and tied to the reply."""
+        await self.record_usage(
+            reply.chat,
+            reply.author,
+            UsageKind.CHAT,
+            call.model,
+            call.provider,
+            prompt_tokens=call.usage.prompt_tokens,
+            completion_tokens=call.usage.completion_tokens,
+            estimated=call.usage.estimated,
             message_id=reply.message_id,
         )
 

@@ -5,15 +5,22 @@ model, which writes one summary of both, so every turn is summarised once howeve
 conversation grows. It asks the model through the core client, like any answer, without
 streaming. What it sends is bounded by the summary model's own window: when the turns newly
 left out do not fit it, the oldest of them are the ones not read.
+
+Each call comes back with what it is charged (`core.usage.charged_usage`, as a reply's is):
+the summary is written on behalf of the reply that needed it, and the service records it in
+the usage ledger as that reply's user's and chat's spend.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from core.client import AsyncClient
 from core.content import CHARS_PER_TOKEN, MESSAGE_TOKENS, content_text, message_tokens
+from core.types import Usage
+from core.usage import charged_usage
 from storage import Role, StoredMessage
 
 #: What the summary model is told to do; the transcript follows as the user message.
@@ -42,6 +49,16 @@ def transcript(previous: str, turns: Sequence[StoredMessage], max_chars: int) ->
     return head + (body[-room:] if len(body) > room else body)
 
 
+@dataclass(frozen=True, slots=True)
+class SummaryCall:
+    """One call to the summary model: what it wrote ("" when nothing) and what it costs."""
+
+    text: str
+    model: str
+    provider: str | None
+    usage: Usage
+
+
 class Summariser:
     """Writes a conversation's rolling summary with `model`, through `client`."""
 
@@ -49,9 +66,10 @@ class Summariser:
         self.client = client
         self.model = model
 
-    async def summarise(self, previous: str, turns: Sequence[StoredMessage]) -> str:
-        """One summary of `previous` (the summary so far, or "") and `turns`. Raises what the
-        client raises; an empty answer is a `ValueError`, not a summary."""
+    async def summarise(self, previous: str, turns: Sequence[StoredMessage]) -> SummaryCall:
+        """One summary of `previous` (the summary so far, or "") and `turns`, with what the
+        call is charged. Raises what the client raises: a request that failed is not billed.
+        An empty answer comes back as one (`text` ""): it is no summary, but it was billed."""
         window = self.client.context_window(self.model)
         spare = window.prompt_budget - message_tokens(SUMMARY_INSTRUCTIONS) - MESSAGE_TOKENS
         room = spare * CHARS_PER_TOKEN
@@ -62,7 +80,10 @@ class Summariser:
         response = await self.client.chat.completions.create(
             messages, model=self.model, max_tokens=SUMMARY_MAX_TOKENS
         )
-        text = content_text(response.choices[0].message.content).strip()
-        if not text:
-            raise ValueError(f"{self.model} wrote an empty summary")
-        return text
+        written = content_text(response.choices[0].message.content)
+        return SummaryCall(
+            written.strip(),
+            response.model or self.model,
+            response.provider,
+            charged_usage(response.usage, messages, len(written)),
+        )
