@@ -7,12 +7,15 @@ tokens each reply of a long chat sends against the model's window.
 1. Assembly: a conversation of `--turns` turns (a user message of 20 to 600 characters and an
    answer of 100 to 2,000, seeded) is stored in a fresh SQLite file through the real `Store`.
    `prepare_context` for its newest question is timed with CONTEXT_MAX_MESSAGES above the
-   whole conversation, so every turn is a candidate and counted in tokens: against gpt-4o's
-   window (128,000 - 16,384) and the default window (8,192 - 1,024). Timed twice: with the
-   SQLite read (what a reply pays) and on the rows already read (the assembly alone).
+   whole conversation, so every turn is a candidate and counted in tokens: gpt-4o's by its
+   tokenizer against its window (128,000 - 16,384), an unknown model's by the estimate against
+   the default window (8,192 - 1,024). Timed with the SQLite read (what a reply pays), on the
+   rows already read (the assembly alone), and for gpt-4o with no token counts kept yet (the
+   first reply after a start).
 2. Window use: a 200-turn chat with `tiny-model` (a 4,096-token window, 512 reserved, from a
    providers file) through the conversation service over HTTP to the fake LLM server; the
-   estimated tokens of every request it sent, against the prompt budget of 3,584.
+   tokens of every request it sent (by the estimate, tiny-model's count), against the prompt
+   budget of 3,584.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import machine_report, percentile
-from core import AsyncClient
+from core import AsyncClient, tokens
 from core.config import CoreSettings
 from core.content import message_tokens
 from core.conversation import Author, ChatRef, ConversationService
@@ -103,22 +106,30 @@ async def assembly(turns: int, loads: int) -> list[str]:
         store = await open_store(f"sqlite:///{folder}/bench.db")
         try:
             last = await _fill(store, turns)
-            settings = CoreSettings(
-                _env_file=None, context_max_messages=2 * turns + 10, context_max_chars=10**9
-            )
             rows = await store.context_messages(last, 2 * turns + 12)
             cached: Any = _ReadStore(await store.chat_config(CHAT), rows)
-            for label, window in (
-                ("gpt-4o", context_window("gpt-4o")),
-                ("default", DEFAULT_CONTEXT),
+            for label, model, window in (
+                ("gpt-4o (o200k_base tokenizer)", "gpt-4o", context_window("gpt-4o")),
+                ("an unknown model (estimate)", "local-model", DEFAULT_CONTEXT),
             ):
-                for where, source in (
-                    ("SQLite read + assembly", store),
-                    ("assembly alone", cached),
+                settings = CoreSettings(
+                    _env_file=None,
+                    default_model=model,
+                    context_max_messages=2 * turns + 10,
+                    context_max_chars=10**9,
+                )
+                for where, source, cold in (
+                    ("SQLite read + assembly", store, False),
+                    ("assembly alone", cached, False),
+                    ("assembly alone, token counts not yet kept", cached, True),
                 ):
+                    if cold and tokens.encoding_name(model) is None:
+                        continue  # the estimate keeps nothing
                     samples = []
                     context = None
                     for _ in range(loads):
+                        if cold:  # as the first reply after a start: every text counted anew
+                            tokens._cached_count.cache_clear()
                         started = time.perf_counter()
                         context = await prepare_context(
                             source,
@@ -131,7 +142,7 @@ async def assembly(turns: int, loads: int) -> list[str]:
                         samples.append(time.perf_counter() - started)
                     assert context is not None
                     lines.append(
-                        f"- {label} window ({window.prompt_budget:,} prompt tokens), {where}: "
+                        f"- {label}, window {window.prompt_budget:,} prompt tokens, {where}: "
                         f"{_timed(samples)}; {len(context.messages) - 1:,} messages, "
                         f"{context.tokens:,} tokens sent"
                     )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import errors
+from .tokens import Counter, estimate_tokens
 
 #: Rough characters per token, for usage estimates and character budgets.
 CHARS_PER_TOKEN = 4
@@ -77,11 +78,11 @@ def chars_tokens(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN)
 
 
-def message_tokens(content: Any) -> int:
-    """Tokens a message with `content` is estimated to take in a prompt: its text and images
-    (`content_chars`) and the template's `MESSAGE_TOKENS`. The context window is filled by
-    this count, the usage estimate made by the same (`core.client.estimate_usage`)."""
-    return chars_tokens(content_chars(content)) + MESSAGE_TOKENS
+def message_tokens(content: Any, count: Counter = estimate_tokens) -> int:
+    """Tokens a message with `content` takes in a prompt: its text by `count` (the model's
+    tokenizer, `core.tokens.counter_for`, else the estimate), `IMAGE_TOKENS` per image and the
+    template's `MESSAGE_TOKENS`. The context window is filled by this count."""
+    return count(content_text(content)) + IMAGE_TOKENS * image_count(content) + MESSAGE_TOKENS
 
 
 def text_part(text: str) -> dict[str, Any]:

@@ -4,9 +4,9 @@ A chat's own model and system prompt win over the operator's (`None` in the stor
 operator's default applies). The budget keeps a long conversation from outgrowing the model's
 window: older messages are dropped first, whole, and the message being answered is always sent.
 The budget is the model's context window less its output reserve (`core.models.context_window`),
-in tokens as `core.content.message_tokens` estimates them (there is no tokenizer: none that
-fits every model family ships its vocabulary without downloading it at run time), with
-CONTEXT_MAX_MESSAGES and CONTEXT_MAX_CHARS as upper bounds on top.
+in tokens as `core.content.message_tokens` counts them with the model's tokenizer where Parley
+has its family's (`core.tokens`: OpenAI's), an estimate otherwise, with CONTEXT_MAX_MESSAGES
+and CONTEXT_MAX_CHARS as upper bounds on top.
 
 With `SUMMARY_MODEL` set, the turns left out are summarised (`summary.Summariser`), the
 summary stored and sent in the system message, after the system prompt: room for it is kept
@@ -35,6 +35,7 @@ from core.content import CHARS_PER_TOKEN, IMAGE_TOKENS, MESSAGE_TOKENS, message_
 from core.images import data_url
 from core.models import ContextWindow, context_window
 from core.personas import Persona
+from core.tokens import Counter, counter_for, estimate_tokens
 from storage import HistorySummary, MessageImage, Role, Store, StoredMessage
 
 from .chain import REPLY_CHAIN_MAX_TURNS, ChainTurn, as_history
@@ -63,6 +64,20 @@ def _truncate(text: str, limit: int) -> str:
     if limit <= len(TRUNCATION_MARKER):
         return text[: max(limit, 0)]
     return text[: limit - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+
+
+def _fit(text: str, tokens: int, count: Counter) -> str:
+    """`text` cut at its end (marked) to at most `tokens` by `count`: first to the characters
+    the estimate gives that many tokens, then shorter while the count still says it is over
+    (a tokenizer, or a script the estimate reads as denser, can)."""
+    if count(text) <= tokens:
+        return text
+    limit = min(len(text), tokens * CHARS_PER_TOKEN)
+    cut = _truncate(text, limit)
+    while cut and (spent := count(cut)) > tokens:
+        limit = min(limit - 1, limit * tokens // spent)
+        cut = _truncate(text, max(limit, 0))
+    return cut
 
 
 def _author_label(message: StoredMessage) -> str:
@@ -119,6 +134,7 @@ def _select(
     max_chars: int,
     max_tokens: int | None,
     images: Mapping[int, Sequence[MessageImage]],
+    count: Counter,
 ) -> _Selection:
     """The newest messages of `history` within the bounds; see `build_context`."""
     kept: list[dict[str, Any]] = []
@@ -137,15 +153,14 @@ def _select(
         if message.role is Role.USER and group:
             content = _author_label(message) + content
         if not kept:
-            limit = budget
+            content = _truncate(content, budget)
             if tokens_left is not None:
                 fixed = MESSAGE_TOKENS + IMAGE_TOKENS * len(attached)
-                limit = min(limit, max(tokens_left - fixed, 0) * CHARS_PER_TOKEN)
-            content = _truncate(content, limit)
+                content = _fit(content, max(tokens_left - fixed, 0), count)
         elif len(content) > budget:
             break
         sent: str | list[dict[str, Any]] = _with_images(content, attached) if attached else content
-        cost = message_tokens(sent)
+        cost = message_tokens(sent, count)
         if kept and tokens_left is not None and cost > tokens_left:
             break
         kept.append({"role": message.role.value, "content": sent})
@@ -157,7 +172,7 @@ def _select(
     kept.reverse()
     indexes.reverse()
     while len(kept) > 1 and kept[0]["role"] == Role.ASSISTANT.value:
-        spent -= message_tokens(kept.pop(0)["content"])
+        spent -= message_tokens(kept.pop(0)["content"], count)
         indexes.pop(0)
     return _Selection(kept, indexes[0] if indexes else len(history), spent)
 
@@ -179,6 +194,7 @@ def build_context(
     max_chars: int,
     images: Mapping[int, Sequence[MessageImage]] | None = None,
     max_tokens: int | None = None,
+    count: Counter = estimate_tokens,
 ) -> list[dict[str, Any]]:
     """The messages to send: the system prompt, then the newest history that fits the budget.
 
@@ -187,7 +203,7 @@ def build_context(
     never one out of the middle. The character budget counts the characters of the history as
     sent (with the "[Name] " prefixes of a group); the system prompt is outside it. The token
     budget (`max_tokens`, none when None) counts everything sent, the system prompt included,
-    images at `IMAGE_TOKENS` each. A context never starts with an assistant message, which
+    images at `IMAGE_TOKENS` each, text by `count`. A context never starts with an assistant message, which
     some APIs refuse.
 
     `images` holds the images to send, by message id; a message that had images but is not in
@@ -196,7 +212,7 @@ def build_context(
     """
     system = _system(system_prompt)
     if max_tokens is not None and system:
-        max_tokens -= message_tokens(system_prompt)
+        max_tokens -= message_tokens(system_prompt, count)
     selection = _select(
         history,
         group=group,
@@ -204,16 +220,17 @@ def build_context(
         max_chars=max_chars,
         max_tokens=max_tokens,
         images=images or {},
+        count=count,
     )
     return system + selection.messages
 
 
-def _trimmed_summary(text: str, room: int) -> str:
+def _trimmed_summary(text: str, room: int, count: Counter) -> str:
     """`text` cut to what `room` tokens of a system message hold; "" when too little room."""
-    room -= -(-len(SUMMARY_HEADING) // CHARS_PER_TOKEN) + 1
+    room -= count(SUMMARY_HEADING) + 1
     if room < MIN_SUMMARY_TOKENS:
         return ""
-    return _truncate(text, room * CHARS_PER_TOKEN)
+    return _fit(text, room, count)
 
 
 async def _updated_summary(
@@ -303,7 +320,8 @@ async def prepare_context(
         or (persona.system_prompt if persona else None)
         or settings.system_prompt
     )
-    fixed = message_tokens(system_prompt) if system_prompt else 0
+    count = counter_for(model)
+    fixed = message_tokens(system_prompt, count) if system_prompt else 0
 
     def select(max_tokens: int) -> _Selection:
         return _select(
@@ -313,6 +331,7 @@ async def prepare_context(
             max_chars=settings.context_max_chars,
             max_tokens=max_tokens,
             images=images,
+            count=count,
         )
 
     budget = window.prompt_budget - fixed
@@ -329,9 +348,9 @@ async def prepare_context(
             store, summariser, history[-1].conversation_id, history[: selection.first]
         )
         if stored is not None:
-            summary = _trimmed_summary(stored.text, budget - selection.tokens)
+            summary = _trimmed_summary(stored.text, budget - selection.tokens, count)
     system = _system(system_prompt, summary)
-    tokens = selection.tokens + sum(message_tokens(m["content"]) for m in system)
+    tokens = selection.tokens + sum(message_tokens(m["content"], count) for m in system)
     return Context(
         system + selection.messages,
         model,
