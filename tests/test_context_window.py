@@ -50,12 +50,15 @@ def service_for(
 ) -> ConversationService:
     providers = tmp_path / "providers.toml"
     providers.write_text(TINY, encoding="utf-8")
-    chosen: dict[str, Any] = {"default_model": "tiny-model", **settings}
+    chosen: dict[str, Any] = {
+        "default_model": "tiny-model",
+        "system_prompt": "Be brief.",
+        **settings,
+    }
     core = CoreSettings(
         _env_file=None,
         max_retries=0,
         providers_file=providers,
-        system_prompt="Be brief.",
         **chosen,
     )
     registry = ProviderRegistry.from_settings(core)
@@ -285,5 +288,20 @@ async def test_a_branch_is_not_sent_the_summary_of_the_other_branch(
     sent = answers(llm)[-1]
     assert sent[-1]["content"] == BIG + " branch"
     assert not any("two" in str(m["content"]) for m in sent), sent[0]
+    assert tokens(sent) <= BUDGET
+    await service.aclose()
+
+
+async def test_a_system_prompt_over_half_a_tiny_window_is_cut_and_the_question_goes_whole(
+    store: Store, llm: FakeLLMServer, tmp_path: Path
+) -> None:
+    long_prompt = "Always answer in rhyme. " * 160  # 3,840 characters, about 960 tokens
+    service = service_for(store, llm, tmp_path, system_prompt=long_prompt)
+    await ask(service, "What time is it?")
+    [sent] = answers(llm)
+    assert sent[-1]["content"] == "What time is it?"
+    assert sent[0]["content"].startswith("Always answer in rhyme.")
+    assert sent[0]["content"].endswith(TRUNCATION_MARKER)
+    assert message_tokens(sent[0]["content"]) <= BUDGET // 2
     assert tokens(sent) <= BUDGET
     await service.aclose()

@@ -54,6 +54,9 @@ _NAME_BRACKETS = str.maketrans("[]", "()")
 SUMMARY_HEADING = "Summary of the earlier conversation (its messages are not shown):\n"
 #: At most this share of the prompt budget goes to the summary; the turns keep the rest.
 SUMMARY_SHARE = 4
+#: A system prompt (the chat's, its persona's or the operator's) takes at most this share of
+#: the prompt budget (1/2), cut at its end beyond: the question keeps the other half.
+SYSTEM_SHARE = 2
 #: No summary is sent in less room than this many tokens: a few words would mislead.
 MIN_SUMMARY_TOKENS = 16
 
@@ -321,6 +324,10 @@ async def prepare_context(
         or settings.system_prompt
     )
     count = counter_for(model)
+    if system_prompt:
+        # A long prompt on a small window must not crowd out the question itself.
+        prompt_room = window.prompt_budget // SYSTEM_SHARE - MESSAGE_TOKENS
+        system_prompt = _fit(system_prompt, prompt_room, count)
     fixed = message_tokens(system_prompt, count) if system_prompt else 0
 
     def select(max_tokens: int) -> _Selection:
