@@ -211,8 +211,10 @@ class TimedClient:
         self.chat = self
         self.completions = self
 
-    def sees_images(self, model: str) -> bool:
-        return bool(self._client.sees_images(model))
+    def __getattr__(self, name: str) -> Any:
+        """What else the service asks of its client (models' windows, whether they see
+        images, the registry) is the client's own."""
+        return getattr(self._client, name)
 
     def create(self, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
         from core.content import content_text
