@@ -5,7 +5,6 @@ LLM server on a real SQLite store."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -247,20 +246,6 @@ async def test_a_summary_too_long_for_the_window_is_trimmed(
     assert SUMMARY_HEADING in sent[0]["content"]
     assert sent[0]["content"].endswith(TRUNCATION_MARKER)
     assert tokens(sent) <= BUDGET
-    await service.aclose()
-
-
-async def test_a_failed_summary_is_logged_and_the_reply_goes_on(
-    store: Store, llm: FakeLLMServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    service = service_for(store, llm, tmp_path, summary_model="summ-model")
-    llm.enqueue(Script(pieces=["ok"]), Script(status=400), Script(pieces=["fine"]))
-    await ask(service, BIG)
-    with caplog.at_level(logging.WARNING):
-        shown, cut = await ask(service, BIG + " again")
-    assert shown.startswith("fine") and cut
-    assert "Summarising 2 older messages with summ-model failed" in caplog.text
-    assert answers(llm)[-1][0] == {"role": "system", "content": "Be brief."}
     await service.aclose()
 
 
