@@ -30,9 +30,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 from storage.base import (
     ALL_GUESTS,
+    DERIVED_TABLE,
     BudgetOverride,
     ChatConfig,
     ChatKey,
@@ -44,6 +46,7 @@ from storage.base import (
     MessageStatus,
     ReplyOutcome,
     Role,
+    Row,
     StoredMessage,
     StoreStatus,
     Totals,
@@ -62,6 +65,9 @@ from storage.values import timestamp as _timestamp
 from storage.values import utf8 as _utf8
 
 log = logging.getLogger(__name__)
+
+#: A connection borrowed from the pool.
+Pooled = PoolConnectionProxy[asyncpg.Record]
 
 #: Connections the pool keeps open at most. A reply holds one for a statement or a short
 #: transaction, never while the model streams, so ten serve hundreds of chats; a server's
@@ -145,19 +151,22 @@ _ROLES = {role.value: role for role in Role}
 _STATUSES = {status.value: status for status in MessageStatus}
 _NO_IDS = "[]"
 
+#: `usage_report`'s groupings: each group's key, what a person reads for it, and what to
+#: GROUP BY (PostgreSQL, unlike SQLite, wants the columns a label's subquery reads grouped).
 _REPORT_GROUPS = {
-    "user": ("u.platform || ':' || u.user_id", "max(u.user_name)"),
+    "user": ("u.platform || ':' || u.user_id", "max(u.user_name)", "k"),
     "chat": (
         "u.platform || ':' || u.chat_id || ':' || u.thread_id",
         "(SELECT c.title FROM chats c WHERE c.platform = u.platform AND c.chat_id = u.chat_id"
         " AND c.thread_id = u.thread_id)",
+        "k, u.platform, u.chat_id, u.thread_id",
     ),
-    "model": ("coalesce(u.model, '(unknown)')", "NULL"),
-    "day": ("substr(u.at, 1, 10)", "NULL"),
+    "model": ("coalesce(u.model, '(unknown)')", "NULL", "k"),
+    "day": ("substr(u.at, 1, 10)", "NULL", "k"),
 }
 
 
-def _message(row: Sequence[Any]) -> StoredMessage:
+def _message(row: Sequence[Any] | asyncpg.Record) -> StoredMessage:
     return StoredMessage(
         row[0],
         row[1],
@@ -325,7 +334,7 @@ class PostgresStore:
     # Plumbing.
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+    async def _transaction(self) -> AsyncIterator[Pooled]:
         """One write transaction on a connection of its own."""
         started = time.perf_counter()
         try:
@@ -366,7 +375,7 @@ class PostgresStore:
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise translate(exc, self._location) from exc
 
-    async def _ensure_chat(self, conn: asyncpg.Connection, chat: ChatKey) -> tuple[int, int, bool]:
+    async def _ensure_chat(self, conn: Pooled, chat: ChatKey) -> tuple[int, int, bool]:
         """(chat row, current conversation, created now); a new chat gets its first
         conversation. An existing chat's row stays locked until the transaction ends, so a
         concurrent caller cannot add a second first conversation."""
@@ -395,7 +404,7 @@ class PostgresStore:
         return chat_row, await self._insert_conversation(conn, chat_row), False
 
     @staticmethod
-    async def _insert_conversation(conn: asyncpg.Connection, chat_row: int) -> int:
+    async def _insert_conversation(conn: Pooled, chat_row: int) -> int:
         return int(
             await conn.fetchval(
                 f"INSERT INTO conversations (chat, created_at) VALUES ($1, {_NOW}) RETURNING id",
@@ -514,7 +523,7 @@ class PostgresStore:
         chat_id: str | None = None,
         user_id: str | None = None,
     ) -> list[UsageRow]:
-        key, label = _REPORT_GROUPS[by]
+        key, label, grouping = _REPORT_GROUPS[by]
         conditions: list[str] = []
         values: list[object] = []
         for column, value in (
@@ -533,7 +542,7 @@ class PostgresStore:
             " sum(CASE WHEN u.estimated = 1 THEN u.prompt_tokens + u.completion_tokens"
             " ELSE 0 END)::bigint,"
             " count(*) FILTER (WHERE u.cost_micros IS NULL)"
-            f" FROM usage u{where} GROUP BY k"
+            f" FROM usage u{where} GROUP BY {grouping}"
             " ORDER BY 6 DESC, sum(u.prompt_tokens + u.completion_tokens) DESC, k"
             + ("" if limit is None else f" LIMIT {int(limit)}"),
             *values,
@@ -637,7 +646,7 @@ class PostgresStore:
 
     @staticmethod
     async def _attach_image(
-        conn: asyncpg.Connection, message_id: int, position: int, sha256: str, image: MessageImage
+        conn: Pooled, message_id: int, position: int, sha256: str, image: MessageImage
     ) -> None:
         """Store `image` once under its hash (a second message carrying it reuses the row) and
         name it as the message's `position`-th."""
@@ -856,3 +865,44 @@ class PostgresStore:
             conversation_id,
         )
         return [_message(row) for row in rows]
+
+    # Whole tables (`storage.base.TableCopy`, for `parley history copy`).
+
+    async def tables(self) -> dict[str, list[str]]:
+        rows = await self._fetch(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name != $1"
+            " ORDER BY table_name, ordinal_position",
+            VERSION_TABLE,
+        )
+        found: dict[str, list[str]] = {}
+        for table, column in rows:
+            found.setdefault(table, []).append(column)
+        return found
+
+    async def table_rows(self, table: str, columns: Sequence[str]) -> list[Row]:
+        listed = ", ".join(f'"{column}"' for column in columns)
+        return [tuple(row) for row in await self._fetch(f'SELECT {listed} FROM "{table}"')]
+
+    async def load_tables(self, tables: Sequence[tuple[str, Sequence[str], Sequence[Row]]]) -> None:
+        async with self._transaction() as conn:
+            for table, columns, rows in tables:
+                stored = [tuple(self.as_stored(value) for value in row) for row in rows]
+                if table == DERIVED_TABLE:  # filled by a trigger as messages arrive (m011)
+                    listed = ", ".join(f'"{column}"' for column in columns)
+                    marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+                    await conn.executemany(
+                        f'INSERT INTO "{table}" ({listed}) VALUES ({marks}) ON CONFLICT DO NOTHING',
+                        stored,
+                    )
+                elif stored:
+                    # COPY: one round trip for the whole table, however many rows.
+                    await conn.copy_records_to_table(table, records=stored, columns=list(columns))
+                if "id" in columns:
+                    await conn.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                        f' coalesce(max(id), 0) + 1, false) FROM "{table}"'
+                    )
+
+    def as_stored(self, value: object) -> object:
+        return _text(value) if isinstance(value, str) else value

@@ -28,6 +28,7 @@ import aiosqlite
 
 from storage.base import (
     ALL_GUESTS,
+    DERIVED_TABLE,
     BudgetOverride,
     ChatConfig,
     ChatKey,
@@ -39,6 +40,7 @@ from storage.base import (
     MessageStatus,
     ReplyOutcome,
     Role,
+    Row,
     StoredMessage,
     StoreStatus,
     Totals,
@@ -900,3 +902,34 @@ class SQLiteStore:
             (conversation_id,),
         )
         return [_message(row) for row in rows]
+
+    # Whole tables (`storage.base.TableCopy`, for `parley history copy`).
+
+    async def tables(self) -> dict[str, list[str]]:
+        names = await self._fetch(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+        found: dict[str, list[str]] = {}
+        for (name,) in names:
+            columns = await self._fetch(f'PRAGMA table_info("{name}")')
+            found[name] = [column[1] for column in columns]
+        return found
+
+    async def table_rows(self, table: str, columns: Sequence[str]) -> list[Row]:
+        listed = ", ".join(f'"{column}"' for column in columns)
+        return [tuple(row) for row in await self._fetch(f'SELECT {listed} FROM "{table}"')]
+
+    async def load_tables(self, tables: Sequence[tuple[str, Sequence[str], Sequence[Row]]]) -> None:
+        async with self._transaction() as db:
+            for table, columns, rows in tables:
+                listed = ", ".join(f'"{column}"' for column in columns)
+                marks = ", ".join("?" * len(columns))
+                # A trigger fills platform_messages from messages.platform_ids (m011).
+                verb = "INSERT OR IGNORE" if table == DERIVED_TABLE else "INSERT"
+                await db.executemany(
+                    f'{verb} INTO "{table}" ({listed}) VALUES ({marks})',
+                    [tuple(self.as_stored(value) for value in row) for row in rows],
+                )
+
+    def as_stored(self, value: object) -> object:
+        return _utf8(value) if isinstance(value, str) else value
