@@ -26,11 +26,10 @@ import time
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from storage.base import (
     ALL_GUESTS,
@@ -66,8 +65,11 @@ from storage.values import utf8 as _utf8
 
 log = logging.getLogger(__name__)
 
-#: A connection borrowed from the pool.
-Pooled = PoolConnectionProxy[asyncpg.Record]
+if TYPE_CHECKING:  # generic in the stubs only
+    from asyncpg.pool import PoolConnectionProxy
+
+    #: A connection borrowed from the pool.
+    Pooled = PoolConnectionProxy[asyncpg.Record]
 
 #: Connections the pool keeps open at most. A reply holds one for a statement or a short
 #: transaction, never while the model streams, so ten serve hundreds of chats; a server's
