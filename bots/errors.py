@@ -8,6 +8,8 @@ signals a surface sends the streaming engine stay outside it, as they never leav
     - BotStartupError       a bot cannot start until the operator fixes something (no token,
                             a rejected token, a refused intent); Telegram and Discord alike
   + HistoryNotFoundError    no chat or conversation matches (also a `LookupError`)
+  + HistoryCopyError        `parley history copy` refused (a target not empty) or found the
+                            copy differing from its source
 * storage.errors.StorageError   the database failed (a separate tree: see `storage.errors`)
 * NotTheApi                 something answered at a platform's address, but not as its API
                             (a wrong address if 404, else retried like an outage)
@@ -36,6 +38,11 @@ class BotStartupError(ConfigurationError):
 
 class HistoryNotFoundError(ParleyError, LookupError):
     """No chat (or conversation) matches what was asked for; the message says what exists."""
+
+
+class HistoryCopyError(ParleyError):
+    """`parley history copy` would not copy, or the copy does not match its source; the
+    message says which table and what to do."""
 
 
 class RateLimited(Exception):

@@ -26,7 +26,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 #: Told how long each write took, in seconds, waiting for the write lock included: how the app
 #: measures database write latency without storage knowing any metrics library.
@@ -540,3 +540,38 @@ class Store(Protocol):
     async def conversations(self, chat: int) -> list[ConversationRecord]: ...
 
     async def conversation_messages(self, conversation_id: int) -> list[StoredMessage]: ...
+
+
+#: The table a trigger keeps from `messages.platform_ids` (m011, on both engines): loading a
+#: copy of it skips the rows the trigger already wrote.
+DERIVED_TABLE = "platform_messages"
+
+#: A table's rows as the database gives them: ints, floats, text, bytes and None only.
+Row = tuple[object, ...]
+
+
+@runtime_checkable
+class TableCopy(Protocol):
+    """Whole tables in and out, for `parley history copy` moving a database between engines.
+    Both stores implement it beside `Store`; it is no part of what the bots use.
+
+    Rows come and go verbatim (same ids), which works because both engines keep the same
+    columns in the same order with the same kinds of values (`storage.postgres.migrations`)."""
+
+    async def tables(self) -> dict[str, list[str]]:
+        """Every table of the schema (the version bookkeeping aside) and its columns, in order."""
+        ...
+
+    async def table_rows(self, table: str, columns: Sequence[str]) -> list[Row]:
+        """Every row of `table`, those columns, in no particular order."""
+        ...
+
+    async def load_tables(self, tables: Sequence[tuple[str, Sequence[str], Sequence[Row]]]) -> None:
+        """Insert each table's rows, in the order given, in one transaction; rows a trigger has
+        already derived (`platform_messages`) are skipped, not duplicated. Numbering goes on
+        after the highest id loaded."""
+        ...
+
+    def as_stored(self, value: object) -> object:
+        """`value` as this database keeps it (PostgreSQL turns NUL into U+FFFD)."""
+        ...

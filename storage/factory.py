@@ -1,4 +1,4 @@
-"""Pick the storage backend from `DATABASE_URL`."""
+"""Pick the storage backend from `DATABASE_URL`: `sqlite:` a file, `postgresql:` a server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ from storage.base import Store, StoreStatus, WriteObserver
 from storage.errors import DatabaseURLError
 from storage.sqlite.store import BUSY_TIMEOUT_SECONDS, SQLiteStore, inspect_database
 
-_URL_FORMS = "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+_URL_FORMS = (
+    "sqlite:///relative/path.db or sqlite:////absolute/path.db (a file), or "
+    "postgresql://user:password@host:5432/database (postgres:// works too)"
+)
+#: asyncpg reads both spellings, as libpq does.
+POSTGRES_SCHEMES = frozenset({"postgresql", "postgres"})
+
+
+def is_postgres(url: str) -> bool:
+    return urlsplit(url).scheme in POSTGRES_SCHEMES
 
 
 def sqlite_path(url: str) -> Path:
@@ -18,7 +27,7 @@ def sqlite_path(url: str) -> Path:
     if parts.scheme != "sqlite":
         raise DatabaseURLError(
             f"DATABASE_URL {url!r} uses the backend {parts.scheme or '(none)'!r}; "
-            f"Parley supports SQLite: {_URL_FORMS}."
+            f"Parley supports SQLite and PostgreSQL: {_URL_FORMS}."
         )
     path = unquote(parts.path)[1:]
     if parts.netloc or not path or parts.query or parts.fragment:
@@ -31,6 +40,26 @@ def sqlite_path(url: str) -> Path:
     return Path(path)
 
 
+def postgres_url(url: str) -> str:
+    """`url` checked as a PostgreSQL address naming a database; raises `DatabaseURLError`
+    (naming the URL without its password) when it does not."""
+    from storage.postgres.store import location_of
+
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 -- raises ValueError for a port that is no number
+    except ValueError:
+        raise DatabaseURLError(
+            f"DATABASE_URL {location_of(url)!r} has a port that is not a number: use {_URL_FORMS}."
+        ) from None
+    if not parts.hostname or unquote(parts.path).strip("/") == "" or parts.fragment:
+        raise DatabaseURLError(
+            f"DATABASE_URL {location_of(url)!r} does not name a PostgreSQL host and database: "
+            f"use {_URL_FORMS}."
+        )
+    return url
+
+
 async def open_store(
     url: str,
     *,
@@ -41,8 +70,13 @@ async def open_store(
     """Open the store `url` names, creating and migrating it on first use.
 
     `must_exist` is for readers such as the history export: a mistyped URL should say so,
-    not create an empty database. `on_write` is told how long each write took (metrics).
+    not create an empty database (a PostgreSQL server never creates one: it refuses to
+    connect to a database that is not there). `on_write` is told how long each write took.
     """
+    if is_postgres(url):
+        from storage.postgres.store import PostgresStore
+
+        return await PostgresStore.open(postgres_url(url), on_write=on_write)
     return await SQLiteStore.open(
         sqlite_path(url), busy_timeout=busy_timeout, must_exist=must_exist, on_write=on_write
     )
@@ -51,4 +85,8 @@ async def open_store(
 async def inspect_store(url: str) -> StoreStatus:
     """The database `url` names as it is now, read without creating or migrating anything
     (`parley doctor`); raises the `StorageError` that opening it for `parley run` would."""
+    if is_postgres(url):
+        from storage.postgres.store import inspect_database as inspect_postgres
+
+        return await inspect_postgres(postgres_url(url))
     return await inspect_database(sqlite_path(url))

@@ -14,6 +14,8 @@ from storage import Store, open_store
 from tests.core_support import LogLines
 from tests.fakes.llm_server import FakeLLMServer
 
+pytest_plugins = ["tests.postgres_support"]
+
 #: Variables that would point tests at real services or change defaults behind their back.
 _ISOLATED_PREFIXES = (
     "OPENAI_",
@@ -53,10 +55,48 @@ async def server() -> AsyncIterator[FakeLLMServer]:
         yield fake
 
 
+#: The backends a test marked `all_backends` runs on, through the `store` fixture.
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "all_backends: run each test using `store` on SQLite and on PostgreSQL"
+    )
+    config.addinivalue_line(
+        "markers", "sqlite_only: in an all_backends module, a test about the SQLite file itself"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests about the Store's behaviour (marked `all_backends`) run once per backend."""
+    marked = metafunc.definition.get_closest_marker("all_backends") is not None
+    sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+    if "store_backend" in metafunc.fixturenames and marked and not sqlite_only:
+        metafunc.parametrize("store_backend", BACKENDS)
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """A real SQLite store in the test's folder, migrated, closed after the test."""
-    opened = await open_store(f"sqlite:///{tmp_path}/history.db")
+def store_backend() -> str:
+    """The backend of `store`: SQLite unless the test is marked `all_backends`."""
+    return "sqlite"
+
+
+@pytest.fixture
+def store_url(store_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """Where `store` lives: `history.db` in the test's folder, or a fresh PostgreSQL
+    database (tests/postgres_support.py) dropped after the test."""
+    if store_backend == "sqlite":
+        return f"sqlite:///{tmp_path}/history.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """A real store, migrated, closed after the test: SQLite in the test's folder, and for a
+    test marked `all_backends` PostgreSQL too."""
+    opened = await open_store(store_url)
     yield opened
     await opened.close()
 

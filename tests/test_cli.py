@@ -29,6 +29,7 @@ def test_every_command_describes_itself_and_each_of_its_options() -> None:
         *(f"parley {name}" for name in COMMANDS),
         "parley history list",
         "parley history export",
+        "parley history copy",
     }
     for name, parser in parsers.items():
         assert parser.description, name

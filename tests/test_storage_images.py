@@ -70,6 +70,7 @@ async def ask(
 # Storing and reading.
 
 
+@pytest.mark.all_backends
 async def test_images_come_back_in_order_with_their_message(store: Store) -> None:
     first = await ask(store, "which is brighter?", [RED, GREEN], answer="red")
     plain = await ask(store, "thanks")
@@ -86,6 +87,7 @@ async def test_images_come_back_in_order_with_their_message(store: Store) -> Non
     assert await store.message_images([]) == {}
 
 
+@pytest.mark.all_backends
 async def test_a_chats_first_message_can_carry_images(store: Store) -> None:
     message_id = await ask(store, "", [BLUE])  # a photo without a caption opens the chat
     assert await store.message_images([message_id]) == {message_id: [BLUE]}
@@ -197,6 +199,7 @@ async def test_a_sigkill_while_images_are_written_leaves_every_message_whole(
         assert orphans == (0,)
 
 
+@pytest.mark.all_backends
 async def test_reset_keeps_the_images_with_the_old_conversation(store: Store) -> None:
     service = ConversationService(
         store,
@@ -222,6 +225,7 @@ def image_part(image: MessageImage) -> dict[str, object]:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+@pytest.mark.all_backends
 async def test_the_newest_turns_carry_their_images_older_ones_say_image(store: Store) -> None:
     await ask(store, "first", [RED, GREEN], answer="two squares")
     await ask(store, "", [BLUE], answer="a blue square")
@@ -252,6 +256,7 @@ async def test_the_newest_turns_carry_their_images_older_ones_say_image(store: S
     assert context[3]["content"] == [{"type": "text", "text": "[Alice] "}, image_part(BLUE)]
 
 
+@pytest.mark.all_backends
 async def test_the_message_being_answered_always_carries_its_images(store: Store) -> None:
     await ask(store, "old", [GREEN], answer="green")
     last = await ask(store, "this one", [RED])

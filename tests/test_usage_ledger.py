@@ -1,4 +1,4 @@
-"""The usage ledger on a real SQLite file: a row per model call, running totals per user, chat
+"""The usage ledger on a real store (SQLite and PostgreSQL): a row per model call, running totals per user, chat
 and guests for each UTC day and month (what a budget check reads), and the reports."""
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from storage import (
     UsageRecord,
 )
 from tests.test_conversation_fakes import chat
+
+pytestmark = pytest.mark.all_backends
 
 NOON = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 ROOM = chat("42")

@@ -20,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +28,7 @@ import aiosqlite
 
 from storage.base import (
     ALL_GUESTS,
+    DERIVED_TABLE,
     BudgetOverride,
     ChatConfig,
     ChatKey,
@@ -39,6 +40,7 @@ from storage.base import (
     MessageStatus,
     ReplyOutcome,
     Role,
+    Row,
     StoredMessage,
     StoreStatus,
     Totals,
@@ -58,6 +60,8 @@ from storage.errors import (
 )
 from storage.sqlite.errors import translate
 from storage.sqlite.migrations import LATEST_VERSION, migrate, schema_version
+from storage.values import timestamp as _timestamp
+from storage.values import utf8 as _utf8
 
 log = logging.getLogger(__name__)
 
@@ -194,31 +198,12 @@ _REPORT_GROUPS = {
 }
 
 
-def _timestamp(at: datetime) -> str:
-    """An aware time as the ledger stores it: UTC, ISO 8601 with milliseconds and a Z, so that
-    text order is time order (the same form as `_NOW`)."""
-    if at.tzinfo is None:
-        raise ValueError("usage times must be aware (UTC)")
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 def _inserted_id(row_id: int | None) -> int:
     """The id of the row a cursor just inserted. `sqlite3` types `lastrowid` as optional, for a
     cursor that has inserted nothing; every caller here has inserted one row first."""
     if row_id is None:
         raise StorageError("SQLite gave no id for the row just inserted.")
     return row_id
-
-
-def _utf8(text: str) -> str:
-    """`text` as SQLite can hold it: UTF-8 has no lone surrogates, yet a Python string can (a
-    JSON "\\ud83d" escape from a platform or a model, stdin read with surrogateescape), and
-    binding one fails the write. Each lone one becomes U+FFFD; a pair split apart is rejoined."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
 
 
 def _utf8_or_none(text: str | None) -> str | None:
@@ -917,3 +902,34 @@ class SQLiteStore:
             (conversation_id,),
         )
         return [_message(row) for row in rows]
+
+    # Whole tables (`storage.base.TableCopy`, for `parley history copy`).
+
+    async def tables(self) -> dict[str, list[str]]:
+        names = await self._fetch(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+        found: dict[str, list[str]] = {}
+        for (name,) in names:
+            columns = await self._fetch(f'PRAGMA table_info("{name}")')
+            found[name] = [column[1] for column in columns]
+        return found
+
+    async def table_rows(self, table: str, columns: Sequence[str]) -> list[Row]:
+        listed = ", ".join(f'"{column}"' for column in columns)
+        return [tuple(row) for row in await self._fetch(f'SELECT {listed} FROM "{table}"')]
+
+    async def load_tables(self, tables: Sequence[tuple[str, Sequence[str], Sequence[Row]]]) -> None:
+        async with self._transaction() as db:
+            for table, columns, rows in tables:
+                listed = ", ".join(f'"{column}"' for column in columns)
+                marks = ", ".join("?" * len(columns))
+                # A trigger fills platform_messages from messages.platform_ids (m011).
+                verb = "INSERT OR IGNORE" if table == DERIVED_TABLE else "INSERT"
+                await db.executemany(
+                    f'{verb} INTO "{table}" ({listed}) VALUES ({marks})',
+                    [tuple(self.as_stored(value) for value in row) for row in rows],
+                )
+
+    def as_stored(self, value: object) -> object:
+        return _utf8(value) if isinstance(value, str) else value
