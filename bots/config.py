@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal, get_args
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from bots.proxy import ProxyURL
@@ -22,6 +23,12 @@ IdList = Annotated[list[int], NoDecode]
 #: A URL in the environment, parsed by `ProxyURL` itself (not as JSON, which NoDecode stops).
 ProxySetting = Annotated[ProxyURL | None, NoDecode]
 _PORT = re.compile(r"[0-9]{1,5}")
+#: What Telegram accepts as a webhook's secret token (setWebhook's `secret_token`).
+_WEBHOOK_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+#: The Bot API Telegram runs; any other TELEGRAM_API_BASE is a self-hosted server.
+CLOUD_BOT_API_HOST = "api.telegram.org"
+#: The only ports the cloud Bot API delivers webhooks to (a self-hosted server takes any).
+CLOUD_WEBHOOK_PORTS = (443, 80, 88, 8443)
 
 #: The names `LOG_LEVEL` accepts, in any case: the standard library's levels.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -40,6 +47,13 @@ class Settings(CoreSettings):
     telegram_bot_token: SecretStr | None = None
     telegram_api_base: str = "https://api.telegram.org"
     telegram_allowed_ids: IdList = Field(default_factory=list)
+    # Webhook mode (`bots.telegram.webhook`): the public URL Telegram posts updates to, through
+    # a reverse proxy terminating TLS; unset or empty: long polling. The secret Telegram sends
+    # with each update (required with the URL, the same on every replica), and where this
+    # process listens for the proxy.
+    telegram_webhook_url: str | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    webhook_listen: str = "0.0.0.0:8080"
 
     # Discord
     discord_bot_token: SecretStr | None = None
@@ -83,8 +97,51 @@ class Settings(CoreSettings):
         """Refuse a malformed address at start-up, not when the endpoint is opened."""
         if value is None:
             return None
-        host, port = split_host_port(value)
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return _joined(*split_host_port(value, "METRICS_ADDR"))
+
+    @field_validator("webhook_listen")
+    @classmethod
+    def _check_webhook_listen(cls, value: str) -> str:
+        """Refuse a malformed address at start-up, not when the webhook server is opened."""
+        return _joined(*split_host_port(value, "WEBHOOK_LISTEN"))
+
+    @field_validator("telegram_webhook_url", "telegram_webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`TELEGRAM_WEBHOOK_URL=` in .env means polling, as if the line were not there."""
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _WEBHOOK_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1 to 256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
+    @model_validator(mode="after")
+    def _check_webhook(self) -> Settings:
+        """The webhook's rules, as the Bot API would refuse them at setWebhook, but at start-up.
+
+        The secret is required rather than generated: replicas behind one proxy must share it,
+        and each replica's setWebhook with a secret of its own would lock the others out (every
+        update they receive would carry the last replica's secret, refused with 403).
+        """
+        url = self.telegram_webhook_url
+        if url is None:
+            return self
+        cloud = host_of_url(self.telegram_api_base) == CLOUD_BOT_API_HOST
+        problem = webhook_url_problem(url, cloud=cloud)
+        if problem is not None:
+            raise ValueError(f"TELEGRAM_WEBHOOK_URL {problem}")
+        if self.telegram_webhook_secret is None:
+            raise ValueError(
+                "TELEGRAM_WEBHOOK_SECRET must be set with TELEGRAM_WEBHOOK_URL: 1 to 256 "
+                "characters of A-Z, a-z, 0-9, _ and -, the same on every replica (e.g. the "
+                "output of `openssl rand -hex 32`)"
+            )
+        return self
 
     @field_validator("log_format", mode="before")
     @classmethod
@@ -94,7 +151,22 @@ class Settings(CoreSettings):
     @property
     def metrics_address(self) -> tuple[str, int] | None:
         """METRICS_ADDR as (host, port), or None when it is not set."""
-        return None if self.metrics_addr is None else split_host_port(self.metrics_addr)
+        return (
+            None
+            if self.metrics_addr is None
+            else split_host_port(self.metrics_addr, "METRICS_ADDR")
+        )
+
+    @property
+    def webhook_address(self) -> tuple[str, int]:
+        """WEBHOOK_LISTEN as (host, port)."""
+        return split_host_port(self.webhook_listen, "WEBHOOK_LISTEN")
+
+    @property
+    def webhook_path(self) -> str:
+        """The path of TELEGRAM_WEBHOOK_URL, which the server answers on: the reverse proxy
+        passes it through unchanged, so one URL names both ends."""
+        return urlsplit(self.telegram_webhook_url or "").path or "/"
 
     @field_validator("log_level")
     @classmethod
@@ -135,8 +207,9 @@ class Settings(CoreSettings):
         return value
 
 
-def split_host_port(value: str) -> tuple[str, int]:
-    """`host:port` (an IPv6 host in brackets) as (host, port); ValueError naming the form."""
+def split_host_port(value: str, setting: str) -> tuple[str, int]:
+    """`host:port` (an IPv6 host in brackets) as (host, port); ValueError naming `setting` and
+    the form."""
     host, colon, port = value.strip().rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
@@ -144,11 +217,42 @@ def split_host_port(value: str) -> tuple[str, int]:
         host = ""  # an IPv6 address needs its brackets, or the port is ambiguous
     if not colon or not host or any(c.isspace() for c in host) or not _PORT.fullmatch(port):
         raise ValueError(
-            f"METRICS_ADDR must be host:port, e.g. 127.0.0.1:9108 or [::1]:9108, not {value!r}"
+            f"{setting} must be host:port, e.g. 127.0.0.1:9108 or [::1]:9108, not {value!r}"
         )
     if int(port) > 65535:
-        raise ValueError(f"METRICS_ADDR's port must be 0 to 65535, not {port}")
+        raise ValueError(f"{setting}'s port must be 0 to 65535, not {port}")
     return host, int(port)
+
+
+def _joined(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def host_of_url(url: str) -> str:
+    """The host name of `url`, lower case; empty when it has none."""
+    return (urlsplit(url).hostname or "").lower()
+
+
+def webhook_url_problem(url: str, *, cloud: bool) -> str | None:
+    """What the Bot API would refuse in a webhook URL, in a few words; None when it is fine.
+
+    Telegram's cloud API posts only to HTTPS, on ports 443, 80, 88 or 8443; a self-hosted Bot
+    API server (`--local`) also takes plain HTTP and any port, so only the form is checked then.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"is not a URL: {url!r}"
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return f"must be an absolute https:// URL, not {url!r}"
+    if parts.fragment:
+        return "must not have a #fragment"
+    if cloud and parts.scheme != "https":
+        return "must be https://: Telegram posts updates only over TLS"
+    if cloud and (port or 443) not in CLOUD_WEBHOOK_PORTS:
+        return f"must use port 443, 80, 88 or 8443: Telegram posts to no other, not {port}"
+    return None
 
 
 def setting_problems(exc: ValidationError) -> list[tuple[str, str]]:

@@ -82,7 +82,7 @@ def build_app(metrics: Metrics, bots: BotsConnected, store: Store) -> web.Applic
     return app
 
 
-def _bind_problem(exc: OSError) -> str:
+def bind_problem(exc: OSError) -> str:
     """Why the address could not be bound, in a few words an operator acts on."""
     if exc.errno == errno.EADDRINUSE:
         return "the port is already in use (another Parley, or another program)"
@@ -132,7 +132,7 @@ class Monitoring:
         except OSError as exc:
             await runner.cleanup()
             raise BotStartupError(
-                f"METRICS_ADDR={self._setting}: cannot listen there: {_bind_problem(exc)}. "
+                f"METRICS_ADDR={self._setting}: cannot listen there: {bind_problem(exc)}. "
                 "Choose another host:port, or unset METRICS_ADDR."
             ) from None
         self._runner = runner

@@ -29,6 +29,7 @@ _ISOLATED_PREFIXES = (
     "ADMIN_IDS",
     "SSL_CERT_",
     "METRICS_ADDR",
+    "WEBHOOK_LISTEN",
     "LOG_FORMAT",
 )
 #: The developer's proxy (the shared HTTP pool honours these, in either case): every test

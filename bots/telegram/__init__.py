@@ -1,8 +1,11 @@
-"""Parley's Telegram bot: aiogram 3 in long polling over the shared conversation service.
+"""Parley's Telegram bot: aiogram 3 over the shared conversation service.
 
-`TelegramBot(settings, service).run()` polls until cancelled. The pieces, one job each:
+`TelegramBot(settings, service).run()` takes updates until cancelled, by long polling or, with
+TELEGRAM_WEBHOOK_URL, as a webhook. The pieces, one job each:
 `handlers/` (one Router per module), `filters` (when the bot listens), `middlewares` (access
-list), `polling` (getUpdates through outages, and the offset confirmed at a stop), `requests`
+list), `intake` (where every update enters the dispatcher, and the handlers the stop waits for),
+`polling` (getUpdates through outages, and the offset confirmed at a stop), `webhook` (the
+server Telegram posts updates to, its secret and answers), `requests`
 (retries on every Bot API call), `surface` (the streaming engine's view of a reply), `drafts`
 (private replies streamed as native drafts, STREAM_MODE), `render`
 (Markdown to entities), `relay` (message in, reply out).
@@ -19,12 +22,14 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import Protocol
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import TelegramAPIError
+from aiogram.types import User
 
 from bots.backoff import Backoff
 from bots.config import Settings
@@ -37,11 +42,13 @@ from bots.telegram.chats import PLATFORM
 from bots.telegram.drafts import StreamMode, TelegramDrafts
 from bots.telegram.filters import FromPerson
 from bots.telegram.handlers import commands, routers
+from bots.telegram.intake import UpdateIntake
 from bots.telegram.middlewares import AccessMiddleware
-from bots.telegram.polling import Poller, confirm_bot, telegram_cause
+from bots.telegram.polling import Poller, telegram_cause
 from bots.telegram.proxy import ProxyFailures, aiogram_proxy
 from bots.telegram.requests import RetryRequests
 from bots.telegram.surface import TelegramBudgets, TelegramLimits, TelegramSurface
+from bots.telegram.webhook import Webhook
 from core.conversation import ConversationService
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,23 @@ TELEGRAM_LIMITS = TelegramLimits()
 POLLING_TIMEOUT = 30
 
 __all__ = ["TelegramBot", "TelegramLimits", "bot_api_session", "build_dispatcher"]
+
+
+class Receiver(Protocol):
+    """How updates reach the intake: `Poller` (getUpdates) or `Webhook` (Telegram posts them)."""
+
+    async def connect(self) -> User:
+        """Confirm the bot and get Telegram ready to send updates; retried while it cannot be
+        reached."""
+        ...
+
+    async def run(self) -> None:
+        """Take updates until cancelled."""
+        ...
+
+    async def close(self) -> None:
+        """Take no more updates; bounded, and never raises."""
+        ...
 
 
 class TelegramBot:
@@ -87,8 +111,9 @@ class TelegramBot:
 
     @property
     def connected(self) -> bool:
-        """True from the moment Telegram confirmed the bot (getMe) until polling stops, except
-        while getUpdates fails on the network or the server."""
+        """True from the moment Telegram confirmed the bot (getMe, and setWebhook in webhook
+        mode) until it takes no more updates, except while getUpdates fails on the network or
+        the server."""
         return self._link.up
 
     def hurry(self) -> None:
@@ -96,8 +121,9 @@ class TelegramBot:
         self._grace.end_now()
 
     async def run(self) -> None:
-        """Confirm the bot (retried while Telegram cannot be reached), then poll until cancelled;
-        then stop as `bots.shutdown` says, the updates answered confirmed to Telegram."""
+        """Confirm the bot (retried while Telegram cannot be reached), then take updates until
+        cancelled; then stop as `bots.shutdown` says (polling: the updates answered confirmed to
+        Telegram; webhook: the server closed first)."""
         token = self._settings.telegram_bot_token
         assert token is not None
         session = bot_api_session(self._settings, self._platform_observer)
@@ -107,31 +133,38 @@ class TelegramBot:
             default=DefaultBotProperties(link_preview_is_disabled=True),
         )
         dispatcher = build_dispatcher(self._settings, self._service, self._budgets)
-        poller = Poller(
-            bot,
-            dispatcher,
-            self._link,
-            polling_timeout=self._polling_timeout,
-            backoff=self._backoff,
-        )
+        intake = UpdateIntake(bot, dispatcher)
+        receiver = self._receiver(bot, intake)
         try:
             me = await connect_with_retries(
-                self._link, lambda: confirm_bot(bot), telegram_cause, self._backoff
+                self._link, receiver.connect, telegram_cause, self._backoff
             )
             self._link.confirmed(me.username or str(me.id))
             await _fill_command_menu(bot)
             # Mark the replies a previous run left cut off; stopped at shutdown like a handler.
-            poller.start(
+            intake.start(
                 repair_replies(
                     self._service, PLATFORM, partial(TelegramSurface.resuming, bot, self._budgets)
                 )
             )
-            await poller.run()
+            await receiver.run()
         finally:
             self._link.closed()
-            await poller.confirm()
-            await finish_in_flight("Telegram", poller.handlers, self._grace)
+            await receiver.close()
+            await finish_in_flight("Telegram", intake.handlers, self._grace)
             await bot.session.close()
+
+    def _receiver(self, bot: Bot, intake: UpdateIntake) -> Receiver:
+        """A webhook when TELEGRAM_WEBHOOK_URL is set, else long polling."""
+        if self._settings.telegram_webhook_url is not None:
+            return Webhook(bot, intake, self._settings)
+        return Poller(
+            bot,
+            intake,
+            self._link,
+            polling_timeout=self._polling_timeout,
+            backoff=self._backoff,
+        )
 
 
 def bot_api_session(

@@ -7,9 +7,9 @@ for them, it never tells Telegram which updates it finished with when it stops, 
 poll logs two lines in its own words while a rejected token is retried forever.
 
 Which updates are confirmed (Telegram sends an update again until a later `getUpdates` carries an
-`offset` above its id): exactly those handed to a handler. An update is handed over as soon as
-it arrives, so once polling stops (at once, on SIGTERM or Ctrl-C) no further update is taken:
-one sent meanwhile stays with Telegram and the next start answers it. `confirm()` then sends the
+`offset` above its id): exactly those handed to a handler (`bots.telegram.intake`). An update is
+handed over as soon as it arrives, so once polling stops (at once, on SIGTERM or Ctrl-C) no further update is taken:
+one sent meanwhile stays with Telegram and the next start answers it. `close()` then sends the
 offset past the last update handed over (one short `getUpdates` with `timeout=0`), so a restart
 does not answer again a message whose reply finished, or was cut short with the shutdown note,
 during the stop.
@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
-from typing import Any
 
 import aiohttp
-from aiogram import Bot, Dispatcher
+from aiogram import Bot
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.exceptions import (
     ClientDecodeError,
@@ -35,11 +33,12 @@ from aiogram.exceptions import (
     TelegramUnauthorizedError,
 )
 from aiogram.methods import GetMe, GetUpdates
-from aiogram.types import Update, User
+from aiogram.types import User
 
 from bots.backoff import Backoff
 from bots.errors import BotStartupError, NotTheApi
 from bots.startup import Link, network_cause
+from bots.telegram.intake import UpdateIntake
 
 log = logging.getLogger(__name__)
 
@@ -99,38 +98,43 @@ async def what_answered(bot: Bot) -> NotTheApi:
         raise TelegramNetworkError(GetMe(), f"{type(exc).__name__}: {exc}") from exc
 
 
-async def confirm_bot(bot: Bot) -> User:
-    """Ask Telegram who the bot is (getMe), and drop any webhook, which blocks long polling.
+async def identify(bot: Bot) -> User:
+    """Ask Telegram who the bot is (getMe), at the start in either mode.
 
     A rejected token, or an address that is no Bot API (a 404), is a `BotStartupError`; a
     network failure, or another answer that is not the Bot API's, propagates for the caller's
     retry.
     """
     try:
-        me = await ask_who(bot)
+        return await ask_who(bot)
     except NotTheApi as answer:
         if not answer.wrong_address:
             raise
         base = bot.session.api.base.split("/bot{token}")[0]
         raise BotStartupError(NOT_THE_BOT_API_HELP.format(base=base)) from None
+
+
+async def confirm_bot(bot: Bot) -> User:
+    """Who the bot is (`identify`), and any webhook dropped: it blocks long polling."""
+    me = await identify(bot)
     await bot.delete_webhook()
     return me
 
 
 class Poller:
-    """`getUpdates` in a loop, each update handed to the dispatcher in its own task."""
+    """`getUpdates` in a loop, each update handed to the intake (its own task)."""
 
     def __init__(
         self,
         bot: Bot,
-        dispatcher: Dispatcher,
+        intake: UpdateIntake,
         link: Link,
         *,
         polling_timeout: int,
         backoff: Backoff,
     ) -> None:
         self._bot = bot
-        self._dispatcher = dispatcher
+        self._intake = intake
         self._link = link
         self._timeout = polling_timeout
         self._backoff = backoff
@@ -138,14 +142,17 @@ class Poller:
         self._offset: int | None = None
         #: The offset of the last `getUpdates` Telegram answered: it holds nothing below it.
         self._confirmed: int | None = None
-        #: The handlers still running, for the shutdown to wait for.
-        self.handlers: set[asyncio.Task[Any]] = set()
+
+    async def connect(self) -> User:
+        """Who the bot is (`confirm_bot`), the webhook that would block polling dropped."""
+        return await confirm_bot(self._bot)
 
     async def run(self) -> None:
         """Poll until cancelled. A failure on the network or the server waits the backoff and polls
         again (one log line each); a rejected token ends it with a `BotStartupError`."""
         request = GetUpdates(
-            timeout=self._timeout, allowed_updates=self._dispatcher.resolve_used_update_types()
+            timeout=self._timeout,
+            allowed_updates=self._intake.dispatcher.resolve_used_update_types(),
         )
         # The server holds the request up to `timeout`: the client must wait longer than that.
         request_timeout = int(self._bot.session.timeout + self._timeout)
@@ -169,9 +176,9 @@ class Poller:
             self._link.answered()
             for update in updates:
                 self._offset = update.update_id + 1
-                self._hand_over(update)
+                await self._intake.accept(update)
 
-    async def confirm(self) -> None:
+    async def close(self) -> None:
         """Tell Telegram that every update handed to a handler is done with (see the module
         docstring); bounded, and only a log line if Telegram cannot be reached."""
         offset = self._offset
@@ -191,21 +198,3 @@ class Poller:
             )
             return
         self._confirmed = offset
-
-    def start(self, work: Coroutine[Any, Any, Any]) -> None:
-        """Run `work` (the start-up repair) in a task the shutdown treats like a handler's."""
-        task = asyncio.create_task(work)
-        self.handlers.add(task)
-        task.add_done_callback(self.handlers.discard)
-
-    def _hand_over(self, update: Update) -> None:
-        task = asyncio.create_task(self._handle(update), name=f"telegram update {update.update_id}")
-        self.handlers.add(task)
-        task.add_done_callback(self.handlers.discard)
-
-    async def _handle(self, update: Update) -> None:
-        # The errors router answers a failing handler; this catches what escapes even that.
-        try:
-            await self._dispatcher.feed_update(self._bot, update)
-        except Exception:
-            log.exception("Telegram update %d failed", update.update_id)

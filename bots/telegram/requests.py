@@ -8,7 +8,7 @@ Two methods are deliberately not waited here:
   edit or draft, instead of replaying a stale one after the wait.
 - `sendChatAction`: a typing indicator that comes late is worthless; the engine skips it.
 Nor are the calls whose caller retries them with its own backoff and log line: `getUpdates`
-(`bots.telegram.polling.Poller`), `getMe` and `deleteWebhook` (the start, `bots.startup`), and
+(`bots.telegram.polling.Poller`), `getMe`, `deleteWebhook` and `setWebhook` (the start, `bots.startup`), and
 `editMessageText` and `sendMessageDraft` on a network error or 5xx: the streaming engine retries them with its own
 backoff and the newest text, for as long as `DELIVERY_TIMEOUT_SECONDS` allows, one log line per
 failed try. Every 429, waited out here or not, is reported to the observer (the app's metrics).
@@ -35,6 +35,7 @@ from aiogram.methods import (
     GetUpdates,
     SendChatAction,
     SendMessageDraft,
+    SetWebhook,
     TelegramMethod,
 )
 
@@ -52,7 +53,7 @@ NETWORK_BACKOFF = 0.5
 #: Methods whose 429 goes straight to the caller (see the module docstring).
 NO_WAIT_METHODS = (EditMessageText, SendMessageDraft, SendChatAction)
 #: Methods whose network failures and 5xx go straight to the caller, which retries them itself.
-CALLER_RETRIES = (GetUpdates, GetMe, DeleteWebhook, EditMessageText, SendMessageDraft)
+CALLER_RETRIES = (GetUpdates, GetMe, DeleteWebhook, SetWebhook, EditMessageText, SendMessageDraft)
 
 
 class RetryRequests(BaseRequestMiddleware):

@@ -23,6 +23,11 @@ chat keeps its drafts in order (`drafts`); they never count as messages (`writes
 them as a chat action. The Bot API names no rate for drafts; `FloodLimits` caps them at
 `private_drafts` a second per chat (429 beyond). `refuse_drafts` plays an older server (404) or
 one that refuses them (400); `stop_generation` presses a draft's stop button.
+
+Webhooks (`setWebhook`, `deleteWebhook`, `getWebhookInfo`, and the delivery of updates by POST
+instead of `getUpdates`, retried, round-robin over `webhooks.deliver_to`, some delivered twice)
+live in `tests.fakes.telegram_webhooks`; `allow_http_webhooks` lets a test's bot listen on plain
+http://127.0.0.1.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from aiohttp import web
 from PIL import Image, UnidentifiedImageError
 
 from tests.fakes.mime import guess_mime_type
+from tests.fakes.telegram_webhooks import WEBHOOK_CONFLICT, Webhooks
 
 HOST = "127.0.0.1"
 DEFAULT_TOKEN = "123456789:TEST-token_for-parley"
@@ -169,6 +175,7 @@ STRING_PARAMS = frozenset(
         "url",
         "message_effect_id",
         "callback_query_id",
+        "secret_token",
     }
 )
 _COMMAND_RE = re.compile(r"(?<![\w/])/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
@@ -769,11 +776,15 @@ class FakeTelegramAPI:
         edit_interval: float = 0.0,
         flood_limits: FloodLimits | None = None,
         port: int = 0,
+        allow_http_webhooks: bool = False,
     ) -> None:
         """`edit_interval`: flood control, the least seconds between two edits in one chat
         (0 disables it); a faster edit gets a 429 with the remaining wait as `retry_after`.
         `flood_limits`: Telegram's per-chat limits on sends and edits together (None: none).
-        `port`: where to listen (0: any free port); `base_url` is known before `start()`."""
+        `port`: where to listen (0: any free port); `base_url` is known before `start()`.
+        `allow_http_webhooks`: take a plain http:// webhook on any port, as a self-hosted Bot API
+        server does (the cloud API wants HTTPS on 443, 80, 88 or 8443), so a test's bot can
+        listen on 127.0.0.1."""
         self.token = token
         self.bot = user(BOT_ID, BOT_NAME, username=bot_username, is_bot=True)
         self.bot["can_join_groups"] = True
@@ -807,6 +818,8 @@ class FakeTelegramAPI:
         self._changed = asyncio.Condition()
         self._closing = False
         self._runner: web.AppRunner | None = None
+        #: The webhook, once the bot set one, and its deliveries (`tests.fakes.telegram_webhooks`).
+        self.webhooks = Webhooks(self, allow_http=allow_http_webhooks)
         self.port = port
         self.base_url = f"http://{HOST}:{port}" if port else ""
 
@@ -822,11 +835,13 @@ class FakeTelegramAPI:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://{HOST}:{self.port}"
+        self.webhooks.start()
         return self.base_url
 
     async def close(self) -> None:
         self._closing = True
         await self._notify()
+        await self.webhooks.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -834,6 +849,7 @@ class FakeTelegramAPI:
     async def go_away(self) -> None:
         """The server becomes unreachable, as in an outage: the port is closed and requests in
         progress (a long poll) are cut. Everything Telegram keeps survives (`come_back`)."""
+        await self.webhooks.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -1494,7 +1510,15 @@ class FakeTelegramAPI:
         return self.bot
 
     async def _api_deletewebhook(self, params: dict) -> bool:
-        return True
+        return self.webhooks.remove(params)
+
+    async def _api_setwebhook(self, params: dict) -> bool:
+        result = self.webhooks.set(params)
+        await self._notify()  # deliveries start
+        return result
+
+    async def _api_getwebhookinfo(self, params: dict) -> dict:
+        return self.webhooks.info()
 
     async def _api_setmycommands(self, params: dict) -> bool:
         commands = params.get("commands")
@@ -1509,6 +1533,8 @@ class FakeTelegramAPI:
         return True
 
     async def _api_getupdates(self, params: dict) -> list[dict]:
+        if self.webhooks.setting is not None:
+            raise ApiError(409, WEBHOOK_CONFLICT)
         offset = int(params.get("offset") or 0)
         limit = min(max(int(params.get("limit") or MAX_UPDATES_PER_POLL), 1), MAX_UPDATES_PER_POLL)
         timeout = max(float(params.get("timeout") or 0), 0.0)
@@ -1527,6 +1553,7 @@ class FakeTelegramAPI:
                 u
                 for u in self.updates
                 if u["update_id"] > self._confirmed
+                and u["update_id"] not in self.webhooks.delivered
                 and (not self.allowed_updates or self.allowed_updates & u.keys())
             ][:limit]
 
