@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,14 @@ async def _answered(fake: FakeDiscord, channel: int, text: str) -> None:
     await fake.wait_for(
         lambda: any(m.content.endswith(text) for m in fake.bot_messages(channel)), WAIT
     )
+
+
+async def _until(predicate: Callable[[], bool], within: float = WAIT) -> None:
+    """Wait for the bot's own state, which no fake event announces (discord.py dispatches
+    `on_ready` seconds after the last GUILD_CREATE): checked every 20 ms up to `within`."""
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(0.02)  # noqa: ASYNC110 - no event to wait on (see above)
 
 
 def _who_answered(llm: FakeLLMServer) -> dict[str, str]:
@@ -313,3 +321,37 @@ def test_a_shard_reconnect_traceback_becomes_one_line_naming_the_shard() -> None
         "Discord: cannot reach gateway.example for shard 1 (gateway not found); reconnecting in 2.5 s"
     )
     assert record.levelno == logging.WARNING and record.exc_info is None
+
+
+async def test_a_shard_that_must_identify_again_counts_as_connected_again(
+    tmp_path: Path, fake: FakeDiscord, llm: FakeLLMServer
+) -> None:
+    """discord.py's `on_ready` comes once for all shards; a shard back with a new session is
+    told by `on_shard_ready`, and the bot's `connected` (the health check's) follows it."""
+    settings = Settings(
+        _env_file=None,
+        discord_bot_token=fake.token,
+        discord_api_base=fake.api_base,
+        discord_gateway_url=fake.gateway_url,
+        database_url=f"sqlite:///{tmp_path / 'p.db'}",
+        discord_shard_count=2,
+    )
+    store = await open_store(settings.database_url)
+    service = ConversationService(store, AsyncClient(base_url=llm.base_url), settings)
+    bot = DiscordBot(settings, service)
+    task = asyncio.create_task(bot.run())
+    try:
+        await _sessions(fake, 2, task)
+        await _until(lambda: bot.connected)
+        await fake.go_away()
+        await _until(lambda: not bot.connected)
+        fake._resumable.clear()  # Discord forgot the sessions: the shards must IDENTIFY
+        await fake.come_back()
+        await fake.wait_for(lambda: len(fake.identify_payloads) == 4 and fake.connected == 2, 90)
+        await _until(lambda: bot.connected)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, WAIT)
+        await service.aclose()
+        await store.close()

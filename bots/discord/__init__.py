@@ -162,6 +162,7 @@ class DiscordBot:
         client = new_client(self.settings, self.service, self._budgets, self._platform_observer)
         client.add_listener(self._on_ready, "on_ready")
         client.add_listener(self._on_resumed, "on_resumed")
+        client.add_listener(self._on_shard_ready, "on_shard_ready")
         client.add_listener(self._on_disconnect, "on_disconnect")
         try:
             await client.login(token.get_secret_value())
@@ -202,6 +203,11 @@ class DiscordBot:
             client.chat.start(repair_replies(self.service, PLATFORM, surface_for))
 
     async def _on_resumed(self) -> None:
+        self._link.answered()
+
+    async def _on_shard_ready(self, shard_id: int) -> None:
+        """A shard identified again (its session was not resumable): discord.py dispatches
+        `on_ready` only once all of the process's shards are ready, so this says it is back."""
         self._link.answered()
 
     async def _on_disconnect(self) -> None:
