@@ -100,8 +100,8 @@ async def _until(predicate: Callable[[], bool], within: float = WAIT) -> None:
     """Wait for the bot's own state, which no fake event announces (discord.py dispatches
     `on_ready` seconds after the last GUILD_CREATE): checked every 20 ms up to `within`."""
     async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.02)  # noqa: ASYNC110 - no event to wait on (see above)
+        while not predicate():  # noqa: ASYNC110 - no event announces it (see above)
+            await asyncio.sleep(0.02)
 
 
 def _who_answered(llm: FakeLLMServer) -> dict[str, str]:
