@@ -13,13 +13,22 @@ import re
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from bots.proxy import ProxyURL
 from core.config import CoreSettings
 
 IdList = Annotated[list[int], NoDecode]
+#: DISCORD_SHARD_IDS as written: `0,1`, `0-3` or both (`0-3, 6`), parsed by `_shard_ids`.
+ShardIds = Annotated[list[int] | None, NoDecode]
 #: A URL in the environment, parsed by `ProxyURL` itself (not as JSON, which NoDecode stops).
 ProxySetting = Annotated[ProxyURL | None, NoDecode]
 _PORT = re.compile(r"[0-9]{1,5}")
@@ -64,6 +73,10 @@ class Settings(CoreSettings):
     # conversation: in it the bot answers every message, no mention needed
     # (`bots.discord.threads`).
     discord_auto_thread: bool = False
+    # Sharding (`bots.discord.shards`): the shards of the whole bot, and those this process
+    # runs (unset with a count: all of them). Unset count: one connection, no shards.
+    discord_shard_count: int | None = Field(default=None, ge=1)
+    discord_shard_ids: ShardIds = None
 
     # Proxies: the bots' own connections (Bot API, REST, gateway) go through these,
     # http:// or socks5:// (see `bots.proxy`). The providers follow HTTPS_PROXY, ALL_PROXY and
@@ -90,6 +103,23 @@ class Settings(CoreSettings):
     metrics_addr: str | None = None
     # `json`: one JSON object per log line on stderr (secrets redacted as in text).
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("discord_shard_ids", mode="before")
+    @classmethod
+    def _shard_ranges(cls, value: object) -> object:
+        """Accept `0,1` and `0-3` (inclusive) in the environment, as operators write shards."""
+        return parse_shard_ids(value) if isinstance(value, str) else value
+
+    @field_validator("discord_shard_ids")
+    @classmethod
+    def _shards_in_count(cls, value: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        """Refuse at start-up what Discord would refuse with close 4010 for each bad shard."""
+        if value is None:
+            return None
+        if "discord_shard_count" not in info.data:
+            raise ValueError("cannot be checked: DISCORD_SHARD_COUNT is not valid")
+        check_shard_ids(value, info.data["discord_shard_count"])
+        return value
 
     @field_validator("metrics_addr")
     @classmethod
@@ -205,6 +235,38 @@ class Settings(CoreSettings):
         if isinstance(value, int):
             return [value]
         return value
+
+
+def parse_shard_ids(text: str) -> list[int] | None:
+    """`0,1`, `0-3`, `0-3, 6` as the list of ids, in the order written; None for a blank value
+    (unset). ValueError naming the part it cannot read."""
+    ids: list[int] = []
+    for part in (p.strip() for p in text.replace(";", ",").split(",")):
+        if not part:
+            continue
+        first, dash, last = part.partition("-")
+        if not first.strip().isdigit() or (dash and not last.strip().isdigit()):
+            raise ValueError(f"{part!r} is not a shard id or a range like 0-3")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise ValueError(f"the range {part!r} runs backwards")
+        ids.extend(range(low, high + 1))
+    return ids or None
+
+
+def check_shard_ids(ids: list[int], count: int | None) -> None:
+    """ValueError unless every id is within 0..count-1, once: a shard run twice would answer
+    its guilds twice (Discord lets both sessions in), one run nowhere would leave them mute."""
+    if count is None:
+        raise ValueError("needs DISCORD_SHARD_COUNT, the bot's total number of shards")
+    for shard in ids:
+        if not 0 <= shard < count:
+            raise ValueError(
+                f"shard id {shard} is outside DISCORD_SHARD_COUNT={count} (0-{count - 1})"
+            )
+    repeated = sorted({shard for shard in ids if ids.count(shard) > 1})
+    if repeated:
+        raise ValueError(f"shard id {repeated[0]} is listed twice")
 
 
 def split_host_port(value: str, setting: str) -> tuple[str, int]:

@@ -18,6 +18,8 @@ Decisions worth knowing:
   in its place (`bots.startup`, `NotTheApi`); the gateway then reconnects by itself
   (`bots.discord.reconnect` keeps its log to one line per try). The replies a previous run left
   cut off are marked from the run's first READY, as a reply in flight the shutdown waits for.
+- DISCORD_SHARD_COUNT runs the bot sharded (`bots.discord.shards`): this process serves the
+  shards DISCORD_SHARD_IDS names, and only the one with shard 0 syncs the slash commands.
 - At shutdown, new messages get no answer; replies in flight get SHUTDOWN_GRACE_SECONDS to
   finish, then are cut short with the shutdown note (`bots.shutdown`).
 """
@@ -31,7 +33,7 @@ import discord
 from bots.backoff import Backoff
 from bots.config import Settings
 from bots.discord import reconnect
-from bots.discord.client import ParleyDiscordClient
+from bots.discord.client import ParleyDiscordClient, new_client
 from bots.discord.endpoints import use_endpoints
 from bots.discord.messages import PLATFORM
 from bots.discord.surface import CHANNEL_LIMITS, DiscordBudgets, DiscordSurface
@@ -61,8 +63,20 @@ NOT_THE_API_HELP = (
     "{base} answered the login with 404 Not Found: it is not Discord's API. Check "
     "DISCORD_API_BASE (default https://discord.com/api/v10, the version path included)."
 )
-#: The gateway's close code for a token it refuses.
+SHARD_REFUSED_HELP = (
+    "Discord refused a shard of DISCORD_SHARD_COUNT={count} (gateway close 4010, Invalid "
+    "shard). Give every process the same DISCORD_SHARD_COUNT and ids within 0 to count - 1."
+)
+SHARDING_REQUIRED_HELP = (
+    "Discord requires sharding: the bot is in too many servers for {what} (gateway close "
+    "4011, at most 2,500 servers per shard). Set DISCORD_SHARD_COUNT to at least the number "
+    "Discord recommends (GET /gateway/bot, `shards`) and start Parley again."
+)
+#: The gateway's close codes for a token it refuses, a shard it does not know, and a session
+#: that would carry too many guilds.
 AUTHENTICATION_FAILED = 4004
+INVALID_SHARD = 4010
+SHARDING_REQUIRED = 4011
 
 
 class DiscordBot:
@@ -119,24 +133,36 @@ class DiscordBot:
             except discord.PrivilegedIntentsRequired:
                 raise BotStartupError(MESSAGE_CONTENT_HELP) from None
             except discord.ConnectionClosed as closed:
-                if closed.code == AUTHENTICATION_FAILED:
-                    raise BotStartupError(BAD_TOKEN_HELP) from None
-                raise
+                refusal = self._refusal(closed)
+                if refusal is None:
+                    raise
+                raise refusal from None
             finally:
                 await self._stop(client)
         finally:
             reconnect.uninstall(lines)
+
+    def _refusal(self, closed: discord.ConnectionClosed) -> BotStartupError | None:
+        """Discord's closes that no reconnect can fix, told as what to change; None for others."""
+        count = self.settings.discord_shard_count
+        if closed.code == AUTHENTICATION_FAILED:
+            return BotStartupError(BAD_TOKEN_HELP)
+        if closed.code == INVALID_SHARD:
+            return BotStartupError(SHARD_REFUSED_HELP.format(count=count))
+        if closed.code == SHARDING_REQUIRED:
+            what = "one connection" if count is None else f"DISCORD_SHARD_COUNT={count}"
+            return BotStartupError(SHARDING_REQUIRED_HELP.format(what=what))
+        return None
 
     async def _log_in(self) -> ParleyDiscordClient:
         """A new client, logged in (the token checked, commands synced); closed again if that
         fails, so a retry starts clean."""
         token = self.settings.discord_bot_token
         assert token is not None
-        client = ParleyDiscordClient(
-            self.settings, self.service, self._budgets, self._platform_observer
-        )
+        client = new_client(self.settings, self.service, self._budgets, self._platform_observer)
         client.add_listener(self._on_ready, "on_ready")
         client.add_listener(self._on_resumed, "on_resumed")
+        client.add_listener(self._on_shard_ready, "on_shard_ready")
         client.add_listener(self._on_disconnect, "on_disconnect")
         try:
             await client.login(token.get_secret_value())
@@ -177,6 +203,11 @@ class DiscordBot:
             client.chat.start(repair_replies(self.service, PLATFORM, surface_for))
 
     async def _on_resumed(self) -> None:
+        self._link.answered()
+
+    async def _on_shard_ready(self, shard_id: int) -> None:
+        """A shard identified again (its session was not resumable): discord.py dispatches
+        `on_ready` only once all of the process's shards are ready, so this says it is back."""
         self._link.answered()
 
     async def _on_disconnect(self) -> None:

@@ -14,6 +14,11 @@ a bot run as a service:
   `Client.connect` from the name `discord.client.ExponentialBackoff`, with no argument to pass
   another, so this rebinds that name, process-wide, as `bots.discord.endpoints` sets the
   addresses: one process runs one Discord bot.
+
+A sharded client (`bots.discord.shards`) reconnects each shard on its own, with the same two
+habits under other names: `Shard` builds `discord.shard.ExponentialBackoff` and logs "Attempting
+a reconnect for shard ID %s in %.2fs" on `discord.shard`. Both are handled the same way, the
+line naming the shard.
 """
 
 from __future__ import annotations
@@ -22,13 +27,17 @@ import logging
 
 import discord
 import discord.client
+import discord.shard
 from discord.backoff import ExponentialBackoff
 
 from bots.startup import network_cause, seconds
 
-#: The logger and the message (its format string, before arguments) of discord.py's reconnect.
+#: The logger and the message (its format string, before arguments) of discord.py's reconnect;
+#: and of a shard's, whose arguments are the shard's id and the wait.
 DISCORD_CLIENT_LOGGER = "discord.client"
 RECONNECT_MESSAGE = "Attempting a reconnect in %.2fs"
+DISCORD_SHARD_LOGGER = "discord.shard"
+SHARD_RECONNECT_MESSAGE = "Attempting a reconnect for shard ID %s in %.2fs"
 #: The largest wait between two reconnects is below 2 ** this many seconds (discord.py: 10).
 RECONNECT_MAX_EXPONENT = 6
 
@@ -46,6 +55,7 @@ def use_capped_backoff() -> None:
     # mypy sees a class rebound (misc) to a subclass of another generic form (assignment):
     # that is the point here, and `connect` only calls it with no argument.
     discord.client.ExponentialBackoff = CappedBackoff  # type: ignore[misc, assignment]
+    discord.shard.ExponentialBackoff = CappedBackoff  # type: ignore[misc, assignment]
 
 
 def gateway_cause(exc: BaseException) -> str:
@@ -65,14 +75,18 @@ class ReconnectLines(logging.Filter):
         self._host = host
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != RECONNECT_MESSAGE or not record.exc_info:
+        if record.msg not in (RECONNECT_MESSAGE, SHARD_RECONNECT_MESSAGE) or not record.exc_info:
             return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        where = self._host
+        if record.msg == SHARD_RECONNECT_MESSAGE and args:
+            where, args = f"{self._host} for shard {args[0]}", args[1:]
         failure = record.exc_info[1]
-        delay = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        delay = args[0] if args else None
         cause = gateway_cause(failure) if failure is not None else "disconnected"
         record.msg = "Discord: cannot reach %s (%s); reconnecting in %s"
         record.args = (
-            self._host,
+            where,
             cause,
             seconds(delay) if isinstance(delay, int | float) else "a moment",
         )
@@ -84,9 +98,11 @@ class ReconnectLines(logging.Filter):
 def install(host: str) -> ReconnectLines:
     """Rewrite discord.py's reconnect records from now on; `uninstall` undoes it."""
     lines = ReconnectLines(host)
-    logging.getLogger(DISCORD_CLIENT_LOGGER).addFilter(lines)
+    for name in (DISCORD_CLIENT_LOGGER, DISCORD_SHARD_LOGGER):
+        logging.getLogger(name).addFilter(lines)
     return lines
 
 
 def uninstall(lines: ReconnectLines) -> None:
-    logging.getLogger(DISCORD_CLIENT_LOGGER).removeFilter(lines)
+    for name in (DISCORD_CLIENT_LOGGER, DISCORD_SHARD_LOGGER):
+        logging.getLogger(name).removeFilter(lines)

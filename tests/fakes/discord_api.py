@@ -43,8 +43,19 @@ library runs over real HTTP and a real WebSocket. The fake keeps Discord's rules
   50024), only with Create Public Threads (403, 50013; `deny_threads` takes it away in a
   channel); THREAD_CREATE reaches the clients before the answer.
 
+- sharding: a second guild (`SECOND_GUILD_ID`, channel `SECOND_GENERAL_ID`) lands on another
+  shard than the first for a count of 2 or 4. IDENTIFY's `shard: [id, count]` is checked (close
+  4010 "Invalid shard" unless 0 <= id < count); a session gets READY (with its `shard`) and
+  GUILD_CREATE for its own guilds only, and guild events (MESSAGE_CREATE, INTERACTION_CREATE,
+  THREAD_CREATE, MESSAGE_DELETE) only when `(guild_id >> 22) % count` is its shard; DMs go to
+  shard 0, as on Discord. A session whose guilds exceed `max_guilds_per_shard` (Discord's
+  2,500; lower it in a test) is closed with 4011 "Sharding required", and `GET /gateway/bot`
+  recommends enough `shards` for it.
+
 Not emulated: the other routes' buckets (every other 2xx says its bucket has room), the media
-proxy's resizing, sharding, permissions beyond the one read-only channel and `deny_threads`.
+proxy's resizing, the second guild's own roles and permissions (it has an @everyone role only,
+and permission checks read the first guild's), permissions beyond the one read-only channel and
+`deny_threads`, session start limits and `max_concurrency`.
 
 Tests drive it through `push_message`, `push_dm`, `push_interaction`, `delete_message`,
 `rate_limit`, `fail`, `expire_attachment_urls`, `closed_dms` and `reconnect_clients` (op 7, then RESUME), and wait with `wait_for(predicate)` (an `asyncio.Condition`, woken by every
@@ -94,6 +105,10 @@ APP_ID = 1_000_000_000_000_000_001
 BOT_ID = APP_ID
 OWNER_ID = 1_000_000_000_000_000_002
 GUILD_ID = 1_000_000_000_000_000_010
+#: A second guild, one shard step (1 << 22) from the first: with 2 shards the first guild is
+#: on shard 1 and this one on shard 0 (with 4: 1 and 2).
+SECOND_GUILD_ID = GUILD_ID + (1 << 22)
+SECOND_GENERAL_ID = 1_000_000_000_000_000_040
 ADMIN_ROLE_ID = 1_000_000_000_000_000_011
 BOT_ROLE_ID = 1_000_000_000_000_000_012
 GENERAL_ID = 1_000_000_000_000_000_020
@@ -117,6 +132,8 @@ EVERYONE_PERMISSIONS = (
     VIEW_CHANNEL | SEND_MESSAGES | READ_MESSAGE_HISTORY | USE_APPLICATION_COMMANDS
     | SEND_MESSAGES_IN_THREADS | CREATE_PUBLIC_THREADS
 )  # fmt: skip
+#: Guilds one gateway session may carry before Discord requires sharding (close 4011).
+MAX_GUILDS_PER_SHARD = 2500
 #: Discord's limits on a thread's name, and the archive durations it takes (minutes).
 THREAD_NAME_LENGTHS = range(1, 101)
 ARCHIVE_DURATIONS = frozenset({60, 1440, 4320, 10080})
@@ -299,10 +316,23 @@ class _Session:
     seq: int = 0
     identified: bool = False
     session_id: str = ""
+    shard: tuple[int, int] | None = None  # (id, count) from IDENTIFY; None: unsharded
+
+    def receives(self, guild_id: int | None) -> bool:
+        """Whether Discord sends this session the events of `guild_id` (None: a DM)."""
+        if self.shard is None:
+            return True
+        shard, count = self.shard
+        return shard == (0 if guild_id is None else shard_of(guild_id, count))
+
+
+def shard_of(guild_id: int, shard_count: int) -> int:
+    """The shard whose session Discord sends a guild's events to."""
+    return (guild_id >> 22) % shard_count
 
 
 class FakeDiscord:
-    """One fake Discord with one guild; use as `async with FakeDiscord() as fake:`."""
+    """One fake Discord with two guilds; use as `async with FakeDiscord() as fake:`."""
 
     def __init__(
         self,
@@ -336,6 +366,12 @@ class FakeDiscord:
         self.closed_dms: set[int] = set()
         self.gateway_closes: list[int] = []  # close codes the fake sent
         self.gateway_queries: list[dict[str, str]] = []  # query of each gateway connection
+        #: Guilds one session may carry before IDENTIFY is closed with 4011.
+        self.max_guilds_per_shard = MAX_GUILDS_PER_SHARD
+        self.guild_names: dict[int, str] = {
+            GUILD_ID: "Parley test guild",
+            SECOND_GUILD_ID: "Parley second guild",
+        }
         self.users: dict[int, dict] = {
             BOT_ID: _user(BOT_ID, "Parley", bot=True),
             OWNER_ID: _user(OWNER_ID, "owner"),
@@ -367,6 +403,9 @@ class FakeDiscord:
                 ],
             ),
             THREAD_ID: _thread(THREAD_ID, GENERAL_ID, "a thread"),
+            SECOND_GENERAL_ID: _text_channel(
+                SECOND_GENERAL_ID, "general", 0, guild_id=SECOND_GUILD_ID
+            ),
         }
         self._ids = itertools.count(1)
         self._sessions: list[_Session] = []
@@ -572,7 +611,7 @@ class FakeDiscord:
         a reply pings the replied-to author unless `ping_reply` is off (the "@ ON" toggle).
         Each `Attachment` is stored and served at its URLs; a dict is sent as given.
         """
-        guild_id = None if self.channels[channel]["type"] == 1 else GUILD_ID
+        guild_id = _channel_guild(self.channels[channel])
         replied = self.messages.get(reply_to) if reply_to else None
         message = Message(
             id=self._snowflake(),
@@ -748,12 +787,14 @@ class FakeDiscord:
             "entitlements": [],
             "attachment_size_limit": 10 * 1024 * 1024,
             "context": 0 if in_guild else 1,
-            "authorizing_integration_owners": {"0": str(GUILD_ID)},
+            "authorizing_integration_owners": {"0": str(_channel_guild(channel_data) or GUILD_ID)},
         }
         if in_guild:
             member = self._member(user)
             member["permissions"] = str(self._permissions(user))
-            payload.update(guild_id=str(GUILD_ID), guild_locale="en-US", member=member)
+            payload.update(
+                guild_id=str(_channel_guild(channel_data)), guild_locale="en-US", member=member
+            )
         else:
             payload["user"] = self.users[user]
         await self._dispatch("INTERACTION_CREATE", payload)
@@ -1023,7 +1064,10 @@ class FakeDiscord:
 
     async def _get_gateway_bot(self, request: web.Request) -> web.Response:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
-        return _json_response({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+        shards = max(1, math.ceil(len(self.guild_names) / self.max_guilds_per_shard))
+        return _json_response(
+            {"url": self.gateway_url, "shards": shards, "session_start_limit": limit}
+        )
 
     async def _create_dm(self, request: web.Request) -> web.Response:
         user_id = int((_body(self._call(request))).get("recipient_id", 0))
@@ -1066,7 +1110,7 @@ class FakeDiscord:
         message = Message(
             id=self._snowflake(),
             channel_id=channel_id,
-            guild_id=None if channel["type"] == 1 else GUILD_ID,
+            guild_id=_channel_guild(channel),
             author_id=BOT_ID,
             content=content,
             reference_id=replied.id if replied else None,
@@ -1107,7 +1151,9 @@ class FakeDiscord:
                 "BASE_TYPE_CHOICES",
                 "Value must be one of (60, 1440, 4320, 10080).",
             )
-        thread = _thread(message.id, int(channel["id"]), name, owner_id=BOT_ID)
+        thread = _thread(
+            message.id, int(channel["id"]), name, owner_id=BOT_ID, guild_id=_channel_guild(channel)
+        )
         thread["thread_metadata"]["auto_archive_duration"] = duration
         thread["member"] = {
             "id": str(message.id),
@@ -1274,7 +1320,7 @@ class FakeDiscord:
         message = Message(
             id=self._snowflake(),
             channel_id=interaction.channel_id,
-            guild_id=None if channel["type"] == 1 else GUILD_ID,
+            guild_id=_channel_guild(channel),
             author_id=BOT_ID,
             content=content,
             allowed_mentions=allowed_mentions,
@@ -1440,6 +1486,7 @@ class FakeDiscord:
             return
         old.identified = False  # its socket may still be closing: it gets no more events
         session.intents, session.seq, session.session_id = old.intents, old.seq, old.session_id
+        session.shard = old.shard
         self._resumable[session.session_id] = session
         await self._send_dispatch(session, "RESUMED", {})
         session.identified = True
@@ -1457,19 +1504,32 @@ class FakeDiscord:
             if session.intents & bit and name not in self.enabled_intents:
                 await self._close(session, 4014, "Disallowed intent(s).")
                 return
+        shard = data.get("shard")
+        if shard is not None:
+            if not _valid_shard(shard):
+                await self._close(session, 4010, "Invalid shard.")
+                return
+            session.shard = (shard[0], shard[1])
+        guilds = [guild for guild in self.guild_names if session.receives(guild)]
+        if len(guilds) > self.max_guilds_per_shard:
+            await self._close(session, 4011, "Sharding required.")
+            return
         ready = {
             "v": 10,
             "user": self.users[BOT_ID],
-            "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+            "guilds": [{"id": str(guild), "unavailable": True} for guild in guilds],
             "session_id": session.session_id,
             "resume_gateway_url": self.gateway_url,
             "application": {"id": str(APP_ID), "flags": 1 << 19},
             "private_channels": [],
             "relationships": [],
         }
+        if session.shard is not None:
+            ready["shard"] = list(session.shard)
         self._resumable[session.session_id] = session
         await self._send_dispatch(session, "READY", ready)
-        await self._send_dispatch(session, "GUILD_CREATE", self._guild_payload())
+        for guild in guilds:
+            await self._send_dispatch(session, "GUILD_CREATE", self._guild_payload(guild))
         session.identified = True
         await self._notify()
 
@@ -1478,8 +1538,10 @@ class FakeDiscord:
         await session.ws.close(code=code, message=reason.encode())
 
     async def _dispatch(self, event: str, data: dict) -> None:
+        """Send a gateway event to the sessions that get it: those of its guild's shard."""
+        guild = int(data["guild_id"]) if data.get("guild_id") else None
         for session in list(self._sessions):
-            if session.identified:
+            if session.identified and session.receives(guild):
                 await self._send_dispatch(session, event, self._as_seen_by(session, event, data))
         await self._notify()
 
@@ -1509,12 +1571,23 @@ class FakeDiscord:
             )
             await session.ws.send_bytes(data)
 
-    def _guild_payload(self) -> dict:
-        channels = [c for c in self.channels.values() if c["type"] == 0]
-        threads = [c for c in self.channels.values() if c["type"] == 11]
+    def _guild_payload(self, guild_id: int = GUILD_ID) -> dict:
+        """GUILD_CREATE of one guild: its channels and threads; the first guild's roles and
+        members, the second's @everyone alone and the bot and the two users without roles."""
+        channels = [
+            c for c in self.channels.values() if c["type"] == 0 and _channel_guild(c) == guild_id
+        ]
+        threads = [
+            c for c in self.channels.values() if c["type"] == 11 and _channel_guild(c) == guild_id
+        ]
+        if guild_id == GUILD_ID:
+            roles, members = self.roles, [self._member(u) for u in self.member_roles]
+        else:
+            roles = [_role(guild_id, "@everyone", EVERYONE_PERMISSIONS, position=0)]
+            members = [{**self._member(u), "roles": []} for u in (BOT_ID, ALICE_ID, BOB_ID)]
         return {
-            "id": str(GUILD_ID),
-            "name": "Parley test guild",
+            "id": str(guild_id),
+            "name": self.guild_names[guild_id],
             "icon": None,
             "owner_id": str(OWNER_ID),
             "afk_timeout": 300,
@@ -1526,13 +1599,13 @@ class FakeDiscord:
             "premium_tier": 0,
             "preferred_locale": "en-US",
             "features": [],
-            "roles": self.roles,
+            "roles": roles,
             "emojis": [],
             "stickers": [],
             "channels": channels,
             "threads": threads,
-            "members": [self._member(u) for u in self.member_roles],
-            "member_count": len(self.member_roles),
+            "members": members,
+            "member_count": len(members),
             "voice_states": [],
             "presences": [],
             "stage_instances": [],
@@ -1700,13 +1773,32 @@ def _role(role_id: int, name: str, permissions: int, *, position: int, bot_id: i
     return role
 
 
+def _channel_guild(channel: dict) -> int | None:
+    """The guild a channel belongs to; None for a DM."""
+    return int(channel["guild_id"]) if channel.get("guild_id") else None
+
+
+def _valid_shard(shard: object) -> bool:
+    """IDENTIFY's `shard` as Discord takes it: [id, count] with 0 <= id < count."""
+    if not isinstance(shard, list) or len(shard) != 2:
+        return False
+    shard_id, count = shard
+    ints = all(isinstance(n, int) and not isinstance(n, bool) for n in shard)
+    return ints and 0 <= shard_id < count
+
+
 def _text_channel(
-    channel_id: int, name: str, position: int, *, overwrites: list | None = None
+    channel_id: int,
+    name: str,
+    position: int,
+    *,
+    overwrites: list | None = None,
+    guild_id: int = GUILD_ID,
 ) -> dict:
     return {
         "id": str(channel_id),
         "type": 0,
-        "guild_id": str(GUILD_ID),
+        "guild_id": str(guild_id),
         "name": name,
         "position": position,
         "permission_overwrites": overwrites or [],
@@ -1718,11 +1810,18 @@ def _text_channel(
     }
 
 
-def _thread(thread_id: int, parent_id: int, name: str, owner_id: int = ALICE_ID) -> dict:
+def _thread(
+    thread_id: int,
+    parent_id: int,
+    name: str,
+    owner_id: int = ALICE_ID,
+    *,
+    guild_id: int = GUILD_ID,
+) -> dict:
     return {
         "id": str(thread_id),
         "type": 11,
-        "guild_id": str(GUILD_ID),
+        "guild_id": str(guild_id),
         "parent_id": str(parent_id),
         "owner_id": str(owner_id),
         "name": name,
