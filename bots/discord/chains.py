@@ -73,4 +73,3 @@ def _answer(content: str) -> str:
     history-cut footer under it are the bot's display, never context (the store keeps neither
     in a reply's text)."""
     return without_block(content).removesuffix(f"\n\n{HISTORY_CUT_NOTE}")
-
