@@ -193,6 +193,7 @@ async def test_a_secret_header_that_is_not_ascii_is_a_403_too(
         b"[1, 2, 3]",
         b'{"message": {"text": "no update id"}}',
         b'{"update_id": "seven"}',
+        b"[" * 100_000 + b"]" * 100_000,
     ],
 )
 async def test_a_malformed_body_is_a_400_and_the_bot_keeps_answering(

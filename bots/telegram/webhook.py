@@ -109,7 +109,7 @@ class WebhookRequests(SimpleRequestHandler):
         try:
             raw = await request.json(loads=bot.session.json_loads)
             update = Update.model_validate(raw, context={"bot": bot})
-        except ValueError as exc:  # not JSON, not UTF-8, or not an Update (pydantic's error)
+        except (ValueError, RecursionError) as exc:  # not JSON/UTF-8, too deep, no Update
             log.warning(
                 "Telegram webhook: refused a request from %s: %s (400)",
                 source_of(request),
@@ -124,7 +124,7 @@ class WebhookRequests(SimpleRequestHandler):
         they still send and edit through it; `TelegramBot.run` closes it after them."""
 
 
-def _body_problem(exc: ValueError) -> str:
+def _body_problem(exc: ValueError | RecursionError) -> str:
     """Why a body is no Update, without quoting it (it may hold someone's message)."""
     errors = getattr(exc, "errors", None)
     if callable(errors):
