@@ -43,6 +43,8 @@ from tests.test_conversation_fakes import (
     echo,
 )
 
+pytestmark = pytest.mark.all_backends
+
 
 def make_settings(**overrides: Any) -> CoreSettings:
     values: dict[str, Any] = {"default_model": "default-model", "system_prompt": "SYS"}
