@@ -106,9 +106,11 @@ class Settings(CoreSettings):
 
     @field_validator("discord_shard_ids", mode="before")
     @classmethod
-    def _shard_ranges(cls, value: object) -> object:
+    def _shard_ranges(cls, value: object, info: ValidationInfo) -> object:
         """Accept `0,1` and `0-3` (inclusive) in the environment, as operators write shards."""
-        return parse_shard_ids(value) if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        return parse_shard_ids(value, info.data.get("discord_shard_count"))
 
     @field_validator("discord_shard_ids")
     @classmethod
@@ -237,9 +239,11 @@ class Settings(CoreSettings):
         return value
 
 
-def parse_shard_ids(text: str) -> list[int] | None:
+def parse_shard_ids(text: str, count: int | None = None) -> list[int] | None:
     """`0,1`, `0-3`, `0-3, 6` as the list of ids, in the order written; None for a blank value
-    (unset). ValueError naming the part it cannot read."""
+    (unset). ValueError naming the part it cannot read, or (given the `count`) a range that
+    ends outside it, before its ids are listed: a typo such as `0-99999999999` would fill the
+    memory."""
     ids: list[int] = []
     for part in (p.strip() for p in text.replace(";", ",").split(",")):
         if not part:
@@ -250,6 +254,8 @@ def parse_shard_ids(text: str) -> list[int] | None:
         low, high = int(first), int(last) if dash else int(first)
         if high < low:
             raise ValueError(f"the range {part!r} runs backwards")
+        if count is not None:
+            check_shard_ids([high], count)
         ids.extend(range(low, high + 1))
     return ids or None
 

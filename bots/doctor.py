@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shlex
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -41,6 +42,7 @@ from core.providers.http import close_shared_client
 from core.redact import Redactor
 from core.text import without_controls
 from storage import StorageError, inspect_store
+from storage.factory import is_postgres
 
 log = logging.getLogger(__name__)
 
@@ -375,12 +377,19 @@ async def check_database(settings: Settings) -> Finding:
             "database",
             f"{status.location} has schema {status.version}, this Parley expects "
             f"{status.latest}; `parley run` migrates it when it starts.",
-            f"None needed; to keep a copy first: sqlite3 {status.location} "
-            "'.backup parley-before-upgrade.db'.",
+            f"None needed; to keep a copy first: {_backup_command(status.location)}.",
         )
     return Finding(
         Level.OK, "database", f"{status.location} is writable, schema {status.version} (current)"
     )
+
+
+def _backup_command(location: str) -> str:
+    """How to copy the database before `parley run` migrates it, with its engine's own tool
+    (the location never holds the password: pg_dump asks for it, or reads PGPASSWORD)."""
+    if is_postgres(location):
+        return f"pg_dump --format=custom --file=parley-before-upgrade.dump {shlex.quote(location)}"
+    return f"sqlite3 {location} '.backup parley-before-upgrade.db'"
 
 
 # The report.

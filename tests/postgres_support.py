@@ -93,26 +93,33 @@ class Cluster:
         )
 
     def start(self) -> None:
-        data = self.folder / "data"
         self.run(
             str(self.bin / "initdb"),
-            *("-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"),
+            *("-D", str(self.folder / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"),
             *("--locale", "C", "--no-sync"),
         )
+        self.start_server()
+
+    def start_server(self) -> None:
+        """Start the initialised cluster's server (again, for a restart) and wait for it."""
         options = (
             f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         self.run(
             str(self.bin / "pg_ctl"),
-            *("-D", str(data), "-o", options, "-l", str(self.folder / "log"), "-w", "start"),
+            *("-D", str(self.folder / "data"), "-o", options),
+            *("-l", str(self.folder / "log"), "-w", "start"),
         )
+
+    def stop_server(self) -> None:
+        """Stop the server as an operator's restart does (fast: sessions are cut), keeping
+        its data."""
+        self.run(str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "stop")
 
     def stop(self) -> None:
         with contextlib.suppress(subprocess.SubprocessError, OSError):
-            self.run(
-                str(self.bin / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "fast", "stop"
-            )
+            self.stop_server()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -34,6 +34,9 @@ BUDGET = 500
 BIG = "x" * 1_200  # 300 tokens: two of them do not fit the tiny window
 
 
+pytestmark = pytest.mark.all_backends
+
+
 def tokens(messages: list[dict[str, Any]]) -> int:
     return sum(message_tokens(m["content"]) for m in messages)
 

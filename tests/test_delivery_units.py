@@ -31,6 +31,9 @@ from tests.test_telegram_units import make_bot
 NOTICE_END = "\n\n" + INTERRUPTED_NOTE
 
 
+pytestmark = pytest.mark.all_backends
+
+
 async def stored_reply(
     store: Store,
     text: str,

@@ -212,6 +212,11 @@ def test_shard_settings_are_checked_at_start() -> None:
     assert _problems(discord_shard_count=4, discord_shard_ids="3-1") == [
         "DISCORD_SHARD_IDS='3-1': the range '3-1' runs backwards"
     ]
+    # A typo'd range is refused from its ends, never listed id by id (a MemoryError).
+    assert _problems(discord_shard_count=4, discord_shard_ids="0-99999999999") == [
+        "DISCORD_SHARD_IDS='0-99999999999': shard id 99999999999 is outside"
+        " DISCORD_SHARD_COUNT=4 (0-3)"
+    ]
     assert _problems(discord_shard_count=0)[0].startswith("DISCORD_SHARD_COUNT='0': ")
 
 

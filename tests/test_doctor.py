@@ -404,3 +404,16 @@ def test_findings_print_one_line_each_without_secrets_markup_or_controls() -> No
         "ok      settings: every setting parses",
         "error   telegram: server said [bold]x[/] [2J with ***. Fix: Do this.",
     ]
+
+
+async def test_a_postgresql_database_is_checked_and_its_backup_hint_names_pg_dump(
+    empty_postgres_url: str, postgres_url: str
+) -> None:
+    old = await check_database(Settings(_env_file=None, database_url=empty_postgres_url))
+    assert old.level is Level.WARNING and "`parley run` migrates it" in old.text
+    assert f"pg_dump --format=custom --file=parley-before-upgrade.dump {empty_postgres_url}" in (
+        old.fix or ""
+    )
+    assert "sqlite3" not in (old.fix or "")
+    current = await check_database(Settings(_env_file=None, database_url=postgres_url))
+    assert current.level is Level.OK and f"schema {LATEST_VERSION} (current)" in current.text

@@ -138,6 +138,18 @@ async def test_an_unreachable_server_names_host_and_port_not_the_password() -> N
         assert "Check that the server is running" in message
 
 
+async def test_a_password_in_the_query_string_is_not_shown_either() -> None:
+    """libpq and asyncpg read `?password=` as well as `user:password@`."""
+    port = closed_port()
+    url = f"postgresql://parley@127.0.0.1:{port}/parley?sslmode=disable&password=s3cret-pw"
+    for attempt in (open_store(url), inspect_store(url)):
+        with pytest.raises(StorageUnavailableError) as refused:
+            await attempt
+        message = str(refused.value)
+        assert "s3cret-pw" not in message
+        assert f"postgresql://parley@127.0.0.1:{port}/parley?sslmode=disable" in message
+
+
 async def test_a_missing_database_says_how_to_create_it(postgres_server: str) -> None:
     missing = postgres_server.rsplit("/", 1)[0] + "/no_such_db"
     with pytest.raises(StorageUnavailableError, match=r"does not exist.*createdb"):

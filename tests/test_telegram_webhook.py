@@ -174,6 +174,17 @@ async def test_a_wrong_or_missing_secret_is_refused_and_nothing_is_handled(
     assert all(SECRET not in line and "guessed" not in line for line in refused)
 
 
+async def test_a_secret_header_that_is_not_ascii_is_a_403_too(
+    wh: WebhookHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """compare_digest refuses non-ASCII text with a TypeError: that must not become a 500."""
+    caplog.set_level(logging.WARNING, logger="bots.telegram.webhook")
+    body = update_body(10_002, 667, "take this")
+    assert await wh.post(body, {SECRET_HEADER: "sécret"}) == 403
+    assert [r for r in caplog.records if REFUSED in r.getMessage()]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -182,6 +193,7 @@ async def test_a_wrong_or_missing_secret_is_refused_and_nothing_is_handled(
         b"[1, 2, 3]",
         b'{"message": {"text": "no update id"}}',
         b'{"update_id": "seven"}',
+        b"[" * 100_000 + b"]" * 100_000,
     ],
 )
 async def test_a_malformed_body_is_a_400_and_the_bot_keeps_answering(

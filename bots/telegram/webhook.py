@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Any
 
 from aiogram import Bot
@@ -91,7 +92,14 @@ class WebhookRequests(SimpleRequestHandler):
     def __init__(self, bot: Bot, intake: UpdateIntake, secret: str) -> None:
         super().__init__(intake.dispatcher, bot, handle_in_background=True, secret_token=secret)
         self._intake = intake
+        self._secret = secret.encode()
         self._refused = RefusedSources()
+
+    def verify_secret(self, telegram_secret_token: str, bot: Bot) -> bool:
+        """Compared as bytes: aiogram compares the header as text, and `compare_digest` raises
+        TypeError for non-ASCII text, which anyone could send to turn the 403 into a 500."""
+        sent = telegram_secret_token.encode("utf-8", "surrogatepass")
+        return secrets.compare_digest(sent, self._secret)
 
     async def handle(self, request: web.Request) -> web.Response:
         bot = await self.resolve_bot(request)
@@ -101,7 +109,7 @@ class WebhookRequests(SimpleRequestHandler):
         try:
             raw = await request.json(loads=bot.session.json_loads)
             update = Update.model_validate(raw, context={"bot": bot})
-        except ValueError as exc:  # not JSON, not UTF-8, or not an Update (pydantic's error)
+        except (ValueError, RecursionError) as exc:  # not JSON/UTF-8, too deep, no Update
             log.warning(
                 "Telegram webhook: refused a request from %s: %s (400)",
                 source_of(request),
@@ -116,7 +124,7 @@ class WebhookRequests(SimpleRequestHandler):
         they still send and edit through it; `TelegramBot.run` closes it after them."""
 
 
-def _body_problem(exc: ValueError) -> str:
+def _body_problem(exc: ValueError | RecursionError) -> str:
     """Why a body is no Update, without quoting it (it may hold someone's message)."""
     errors = getattr(exc, "errors", None)
     if callable(errors):

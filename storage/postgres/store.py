@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -80,6 +80,9 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 #: How long a statement waits for another session's row lock before failing as locked
 #: (the busy timeout's counterpart).
 LOCK_TIMEOUT_SECONDS = 5.0
+
+#: Query parameters of a PostgreSQL URL that hold a secret (libpq's names).
+_SECRETS = frozenset({"password", "sslpassword"})
 
 #: UTC timestamps as ISO 8601 text, exactly the SQLite store's form (`_NOW` there).
 _NOW = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
@@ -214,12 +217,18 @@ def _changed(status: str) -> int:
 
 
 def location_of(url: str) -> str:
-    """The URL as messages and logs show it: everything but the password."""
+    """The URL as messages and logs show it: everything but the password (in `user:password@`
+    or in the query, `?password=`, which libpq and asyncpg read too)."""
     parts = urlsplit(url)
+    query = urlencode(
+        [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in _SECRETS]
+    )
+    if query != parts.query:
+        parts = parts._replace(query=query)
     userinfo, at, hostport = parts.netloc.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url
-    return urlunsplit(parts._replace(netloc=f"{userinfo.partition(':')[0]}@{hostport}"))
+    if at and ":" in userinfo:
+        parts = parts._replace(netloc=f"{userinfo.partition(':')[0]}@{hostport}")
+    return urlunsplit(parts)
 
 
 async def _setup(conn: asyncpg.Connection) -> None:
