@@ -810,6 +810,36 @@ def test_the_readme_keeps_its_two_set_up_commands_and_documents_the_service() ->
         assert needed in section, needed
 
 
+def test_the_readme_runs_the_replicas_copies_the_history_and_rolls_one_at_a_time() -> None:
+    readme = README.read_text()
+    section = readme.split("### Running several replicas", 1)[1].split("\n### ", 1)[0]
+    for needed in (
+        "docker compose --profile replicas up -d proxy",
+        "docker compose stop parley",
+        "parley history copy --from sqlite:////data/parley.db",
+        "--to postgresql://parley:<POSTGRES_PASSWORD>@postgres:5432/parley",
+        "Telegram: taking webhook updates on",
+        "X-Telegram-Bot-Api-Secret-Token",
+        "DISCORD_SHARD_COUNT",
+        "DISCORD_SHARD_IDS",
+        "PARLEY_REPLICAS",
+    ):
+        assert needed in section, needed
+    # The services its commands name are the compose file's.
+    services = _compose()["services"]
+    named = re.findall(
+        r"^docker compose .*?(?:up -d|stop|logs -f|run --rm) (?:--\S+ )*([\w-]+)", section, re.M
+    )
+    assert {"proxy", "postgres", "parley", "replica-1", "replica-2"} <= set(named) <= set(services)
+    # Its .env lines are the variables compose reads, and the domain is the webhook URL's host.
+    lines = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.+)$", section, re.M))
+    assert set(lines) == set(OPERATOR_VALUES)
+    assert urlsplit(lines["TELEGRAM_WEBHOOK_URL"]).hostname == lines["WEBHOOK_DOMAIN"]
+    # The log line to wait for is the one the webhook writes.
+    source = (PROJECT_ROOT / "bots" / "telegram" / "webhook.py").read_text()
+    assert '"Telegram: taking webhook updates on %s%s"' in source
+
+
 # --- Backups while Parley writes --------------------------------------------------------------
 
 
