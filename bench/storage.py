@@ -26,7 +26,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,16 +53,59 @@ REPLY_TEXT = (
 TIMESTAMP = "2026-01-01T00:00:00.000Z"
 
 
+def chat_rows(chats: int) -> list[tuple[int, str]]:
+    """(id, chat_id) of every chat; conversation n belongs to chat n."""
+    return [(n, str(-1000000 - n)) for n in range(1, chats + 1)]
+
+
+def message_rows(chats: int, per_chat: int) -> Iterator[tuple[Any, ...]]:
+    """Every message, turn by turn across the chats: (id, conversation, reply_to, role,
+    author_id, author_name, text, status, model, provider, first_token_ms). The ids are
+    those `last_user_id` in `context_loads` counts on."""
+    next_id = 1
+    for turn in range(per_chat // 2):
+        for conversation in range(1, chats + 1):
+            user_id = next_id
+            yield (
+                user_id,
+                conversation,
+                None,
+                "user",
+                "42",
+                "Alice",
+                f"{turn} {USER_TEXT}",
+                "complete",
+                None,
+                None,
+                None,
+            )
+            yield (
+                user_id + 1,
+                conversation,
+                user_id,
+                "assistant",
+                None,
+                None,
+                f"{turn} {REPLY_TEXT}",
+                "complete",
+                "gpt-4o-mini",
+                "OpenAI",
+                320,
+            )
+            next_id += 2
+
+
 def bulk_load(path: Path, chats: int, per_chat: int) -> tuple[int, float]:
     """Insert `chats` chats of `per_chat` messages; return (messages, seconds)."""
     started = time.perf_counter()
+    messages = 0
     with sqlite3.connect(path, isolation_level=None) as db:
         db.execute("PRAGMA synchronous = OFF")  # bulk load only; the store runs NORMAL
         db.execute("BEGIN")
         db.executemany(
             "INSERT INTO chats (id, platform, chat_id, thread_id, created_at)"
             " VALUES (?, 'telegram', ?, '', ?)",
-            ((n, str(-1000000 - n), TIMESTAMP) for n in range(1, chats + 1)),
+            ((n, chat_id, TIMESTAMP) for n, chat_id in chat_rows(chats)),
         )
         db.executemany(
             "INSERT INTO conversations (id, chat, created_at) VALUES (?, ?, ?)",
@@ -70,48 +113,17 @@ def bulk_load(path: Path, chats: int, per_chat: int) -> tuple[int, float]:
         )
         db.execute("COMMIT")
         rows: list[tuple[Any, ...]] = []
-        next_id = 1
-        for turn in range(per_chat // 2):
-            for conversation in range(1, chats + 1):
-                user_id = next_id
-                rows.append(
-                    (
-                        user_id,
-                        conversation,
-                        None,
-                        "user",
-                        "42",
-                        "Alice",
-                        f"{turn} {USER_TEXT}",
-                        "complete",
-                        None,
-                        None,
-                        None,
-                    )
-                )
-                rows.append(
-                    (
-                        user_id + 1,
-                        conversation,
-                        user_id,
-                        "assistant",
-                        None,
-                        None,
-                        f"{turn} {REPLY_TEXT}",
-                        "complete",
-                        "gpt-4o-mini",
-                        "OpenAI",
-                        320,
-                    )
-                )
-                next_id += 2
-                if len(rows) >= BATCH_ROWS:
-                    _insert_messages(db, rows)
-                    rows = []
+        for row in message_rows(chats, per_chat):
+            rows.append(row)
+            if len(rows) >= BATCH_ROWS:
+                _insert_messages(db, rows)
+                messages += len(rows)
+                rows = []
         _insert_messages(db, rows)
+        messages += len(rows)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()
-    return next_id - 1, time.perf_counter() - started
+    return messages, time.perf_counter() - started
 
 
 def _insert_messages(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
@@ -137,26 +149,44 @@ def percentiles(samples_ns: list[int]) -> str:
     )
 
 
-async def context_latency(store: Store, chats: int, per_chat: int, samples: int) -> None:
-    rng = random.Random(7)
+async def context_loads(
+    store: Store,
+    chats: int,
+    per_chat: int,
+    loads: int,
+    *,
+    with_settings: bool = False,
+    rng: random.Random,
+) -> list[int]:
+    """Nanoseconds of each of `loads` context loads (the newest CONTEXT_MESSAGES before a random
+    chat's last question, as the service asks per reply), with the chat-settings read before
+    it when `with_settings`; checks every load's length."""
     last_turn = per_chat // 2 - 1
 
     def last_user_id(conversation: int) -> int:
         return 2 * (last_turn * chats + conversation - 1) + 1
 
+    timings = []
+    for _ in range(loads):
+        conversation = rng.randint(1, chats)
+        started = time.perf_counter_ns()
+        if with_settings:
+            await store.chat_config(ChatRef("telegram", str(-1000000 - conversation)))
+        loaded = await store.context_messages(last_user_id(conversation), CONTEXT_MESSAGES)
+        elapsed = time.perf_counter_ns() - started
+        assert len(loaded) == min(CONTEXT_MESSAGES, per_chat - 1), len(loaded)
+        timings.append(elapsed)
+    return timings
+
+
+async def context_latency(store: Store, chats: int, per_chat: int, samples: int) -> None:
+    rng = random.Random(7)
+
     async def measure(with_settings: bool) -> list[int]:
-        timings = []
-        for index in range(WARMUP_LOADS + samples):
-            conversation = rng.randint(1, chats)
-            started = time.perf_counter_ns()
-            if with_settings:
-                await store.chat_config(ChatRef("telegram", str(-1000000 - conversation)))
-            loaded = await store.context_messages(last_user_id(conversation), CONTEXT_MESSAGES)
-            elapsed = time.perf_counter_ns() - started
-            assert len(loaded) == min(CONTEXT_MESSAGES, per_chat - 1), len(loaded)
-            if index >= WARMUP_LOADS:
-                timings.append(elapsed)
-        return timings
+        timings = await context_loads(
+            store, chats, per_chat, WARMUP_LOADS + samples, with_settings=with_settings, rng=rng
+        )
+        return timings[WARMUP_LOADS:]
 
     report(f"context load (newest {CONTEXT_MESSAGES})", percentiles(await measure(False)))
     report("chat settings + context load", percentiles(await measure(True)))

