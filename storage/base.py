@@ -323,7 +323,8 @@ class ChatLocks(Protocol):
         ...
 
     async def release(self, platform: str, chat_key: str) -> None:
-        """Stop being the chat's feeder (the chat is idle here, or this replica stops)."""
+        """Stop being the chat's feeder (the chat is idle here, or this replica stops); when
+        the chat has updates waiting, every replica is told, as of a new one."""
         ...
 
     async def reconnect(self) -> None:

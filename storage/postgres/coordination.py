@@ -71,11 +71,19 @@ class PostgresChatLocks:
 
     async def take(self, platform: str, chat_key: str) -> bool:
         return bool(
-            await self._ask("SELECT pg_try_advisory_lock($1, hashtext($2))", platform, chat_key)
+            await self._ask(
+                "SELECT pg_try_advisory_lock($1, hashtext($2 || ' ' || $3))", platform, chat_key
+            )
         )
 
     async def release(self, platform: str, chat_key: str) -> None:
-        await self._ask("SELECT pg_advisory_unlock($1, hashtext($2))", platform, chat_key)
+        await self._ask(
+            "SELECT pg_advisory_unlock($1, hashtext($2 || ' ' || $3)),"
+            f" (SELECT pg_notify('{INBOX_CHANNEL}', $2 || ' ' || $3) WHERE EXISTS"
+            " (SELECT 1 FROM inbox WHERE platform = $2 AND chat_key = $3 AND done = 0))",
+            platform,
+            chat_key,
+        )
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -90,7 +98,7 @@ class PostgresChatLocks:
                     f"Database {self._location}: the connection holding the chat locks is lost."
                 )
             try:
-                return await conn.fetchval(sql, LOCK_CLASS, f"{platform} {chat_key}")
+                return await conn.fetchval(sql, LOCK_CLASS, platform, chat_key)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 raise translate(exc, self._location) from exc
 
