@@ -88,6 +88,7 @@ class PostgresChatLocks:
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
+            conn.remove_termination_listener(self._lost)  # no loss: a close
             await conn.close(timeout=CONNECT_TIMEOUT_SECONDS)
 
     async def _ask(self, sql: str, platform: str, chat_key: str) -> Any:
