@@ -292,12 +292,16 @@ class UpdateRef:
     update_id: int
 
 
-#: The inbox update the current task handles, set by the bot that fed it (`bots.inbox`): the
-#: user message `Store.add_user_message` stores under it marks that row done in the same
-#: transaction, so a replica dying after that leaves nothing to answer again, and one dying
-#: before leaves the row for the chat's next owner. A context variable, not a parameter:
-#: it reaches the store through the dispatcher, the handler and the conversation service's
-#: reply task (each task copies its creator's context) without any of them knowing of it.
+#: The inbox update the current task handles, set by the bot that fed it (`bots.inbox`). The
+#: user message `Store.add_user_message` stores under it is recorded on the update's row in the
+#: same transaction, and stored only once however often the update is handled (a replica taking
+#: over a dead one's chat handles again what that one had not answered); the reply row
+#: `Store.start_reply` opens under it marks the row done in the same transaction. So a replica
+#: dying before its reply started leaves the update to the chat's next owner, which answers it
+#: without storing the message twice, and one dying after leaves a reply the sweep marks.
+#: A context variable, not a parameter: it reaches the store through the dispatcher, the
+#: handler and the conversation service's reply task (each task copies its creator's context)
+#: without any of them knowing of it.
 HANDLING: ContextVar[UpdateRef | None] = ContextVar("parley_handling_update", default=None)
 
 
@@ -505,13 +509,15 @@ class Store(Protocol):
 
         `chat_title`, when given, becomes the chat's title (chats get renamed, so the newest
         message's says what the chat is called now). `images` are stored with the message in
-        the same transaction, in their order: a crash keeps both or neither. `parent`: the
+        the same transaction, in their order: a crash keeps both or neither. Under `HANDLING`,
+        an update whose message was stored already gives that message's id, storing nothing. `parent`: the
         stored reply the message answers by replying to it, which makes it a branch
         (`branch_messages`); None: it follows the conversation's newest turn."""
         ...
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
-        """Create the row answering user message `reply_to`, status `streaming`; return its id."""
+        """Create the row answering user message `reply_to`, status `streaming`; return its id.
+        Under `HANDLING`, the update is marked done in the same transaction."""
         ...
 
     async def save_partial_reply(self, message_id: int, text: str) -> None:

@@ -105,7 +105,7 @@ EXPECTED_COLUMNS = {
     "platform_messages": ["platform_id", "message"],
     # m013
     "replicas": ["id", "started_at", "expires_at"],
-    "inbox": ["platform", "update_id", "chat_key", "body", "received_at", "done"],
+    "inbox": ["platform", "update_id", "chat_key", "body", "received_at", "message", "done"],
 }
 EXPECTED_INDEXES = {
     "chats_by_chat_id",

@@ -73,19 +73,40 @@ async def test_pending_updates_come_in_update_id_order_per_chat(store: Store) ->
 
 
 @pytest.mark.parametrize("images", [False, True])
-async def test_the_message_stored_for_an_update_marks_it_done_with_it(
+async def test_an_update_handled_twice_stores_its_message_once_and_its_reply_marks_it_done(
     store: Store, images: bool
 ) -> None:
+    """A replica taking over a dead one's chat handles again the updates whose reply had not
+    started: their messages are not stored twice."""
     await store.inbox_add("telegram", 5, "1", "{}")
     await store.inbox_add("telegram", 6, "1", "{}")
-    token = HANDLING.set(UpdateRef("telegram", 5))
-    try:
-        await store.add_user_message(
+
+    async def handle() -> tuple[int, int]:
+        HANDLING.set(UpdateRef("telegram", 5))  # in this task's own context
+        stored = await store.add_user_message(
             chat(), author_id="u", author_name="U", text="hi", images=[RED] if images else []
         )
-    finally:
-        HANDLING.reset(token)
+        return stored, len(await conversation_of(store))
+
+    first, count = await asyncio.create_task(handle())
+    assert count == 1
+    assert [e.update_id for e in await store.inbox_pending("telegram", "1")] == [5, 6]
+    again, count = await asyncio.create_task(handle())
+    assert (again, count) == (first, 1)
+
+    async def reply() -> None:
+        HANDLING.set(UpdateRef("telegram", 5))
+        await store.start_reply(first, "m")
+
+    await asyncio.create_task(reply())
     assert [e.update_id for e in await store.inbox_pending("telegram", "1")] == [6]
+    assert HANDLING.get() is None  # the tasks' settings stayed theirs
+
+
+async def conversation_of(store: Store) -> list[object]:
+    current = await store.current_conversation(chat())
+    assert current is not None
+    return list(await store.conversation_messages(current))
 
 
 async def test_recover_and_the_sweep_spare_a_live_replicas_replies(

@@ -340,6 +340,7 @@ async def m013_replicas(db: asyncpg.Connection) -> None:
                 chat_key TEXT NOT NULL,
                 body TEXT NOT NULL,
                 received_at DOUBLE PRECISION NOT NULL,
+                message BIGINT,
                 done INTEGER NOT NULL DEFAULT 0 CHECK (done IN (0, 1)),
                 PRIMARY KEY (platform, update_id)
             )

@@ -143,7 +143,10 @@ _INSERT_USER_MESSAGE = (
     " RETURNING id"
 )
 
-_INBOX_DONE = "UPDATE inbox SET done = 1, body = '' WHERE platform = $1 AND update_id = $2"
+_INBOX_DONE_AT = (
+    "UPDATE inbox SET done = 1, body = '' WHERE platform = ${} AND update_id = ${}::bigint"
+)
+_INBOX_DONE = _INBOX_DONE_AT.format(1, 2)
 
 BRANCH_QUERY = (
     "WITH RECURSIVE chain (question, answer, depth) AS ("
@@ -657,14 +660,28 @@ class PostgresStore:
         if message_id is None:
             named = [(image.sha256, image) for image in images]
             async with self._transaction() as conn:
+                if handling is not None:  # handled before, by a replica that died since
+                    stored = await conn.fetchval(
+                        "SELECT message FROM inbox WHERE platform = $1 AND update_id = $2"
+                        " FOR UPDATE",
+                        handling.platform,
+                        handling.update_id,
+                    )
+                    if stored is not None:
+                        return int(stored)
                 message_id = await conn.fetchval(_INSERT_USER_MESSAGE, *values)
                 if message_id is None:  # a chat's first message creates the chat
                     await self._ensure_chat(conn, chat)
                     message_id = await conn.fetchval(_INSERT_USER_MESSAGE, *values)
                 for position, (sha256, image) in enumerate(named):
                     await self._attach_image(conn, message_id, position, sha256, image)
-                if handling is not None:  # the update is answered from now on: with the message
-                    await conn.execute(_INBOX_DONE, handling.platform, handling.update_id)
+                if handling is not None:
+                    await conn.execute(
+                        "UPDATE inbox SET message = $3 WHERE platform = $1 AND update_id = $2",
+                        handling.platform,
+                        handling.update_id,
+                        message_id,
+                    )
         if chat_title:
             await self._keep_title(chat, chat_title)
         return int(message_id)
@@ -708,14 +725,20 @@ class PostgresStore:
         self._titles[key] = title
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
+        handling = HANDLING.get()
+        # The update is answered from here on: its row is done with the reply's (one statement,
+        # a data-modifying WITH always runs).
+        done = "" if handling is None else f"WITH done AS ({_INBOX_DONE_AT.format(4, 5)}) "
+        extra = () if handling is None else (handling.platform, handling.update_id)
         message_id = await self._write_returning(
-            "INSERT INTO messages (conversation, reply_to, role, status, model, replica,"
+            f"{done}INSERT INTO messages (conversation, reply_to, role, status, model, replica,"
             " created_at, updated_at) SELECT conversation, id, 'assistant', 'streaming',"
             f" $1::text, $3::text, {_NOW}, {_NOW} FROM messages WHERE id = $2 AND role = 'user'"
             " RETURNING id",
             _text_or_none(model),
             reply_to,
             self._replica,
+            *extra,
         )
         if message_id is None:
             raise StorageError(f"Database {self._location}: no user message {reply_to} to answer.")

@@ -695,6 +695,14 @@ class SQLiteStore:
             # Hashed before the write lock is taken: other chats' writes need not wait on it.
             named = [(image.sha256, image) for image in images]
             async with self._transaction() as db:
+                if handling is not None:  # handled before, by a replica that died since
+                    rows = await db.execute_fetchall(
+                        "SELECT message FROM inbox WHERE platform = ? AND update_id = ?",
+                        (handling.platform, handling.update_id),
+                    )
+                    stored = next(iter(rows), (None,))[0]
+                    if stored is not None:
+                        return int(stored)
                 cursor = await db.execute(_INSERT_USER_MESSAGE, values)
                 if not cursor.rowcount:  # a chat's first message creates the chat
                     await self._ensure_chat(db, chat)
@@ -702,8 +710,11 @@ class SQLiteStore:
                 message_id = _inserted_id(cursor.lastrowid)
                 for position, (sha256, image) in enumerate(named):
                     await self._attach_image(db, message_id, position, sha256, image)
-                if handling is not None:  # the update is answered from now on: with the message
-                    await db.execute(_INBOX_DONE, (handling.platform, handling.update_id))
+                if handling is not None:
+                    await db.execute(
+                        "UPDATE inbox SET message = ? WHERE platform = ? AND update_id = ?",
+                        (message_id, handling.platform, handling.update_id),
+                    )
         if chat_title:
             await self._keep_title(chat, chat_title)
         return message_id
@@ -740,12 +751,20 @@ class SQLiteStore:
         self._titles[key] = title
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
-        cursor = await self._write(
+        insert = (
             "INSERT INTO messages (conversation, reply_to, role, status, model, replica,"
             f" created_at, updated_at) SELECT conversation, id, 'assistant', 'streaming', ?, ?,"
             f" {_NOW}, {_NOW} FROM messages WHERE id = ? AND role = 'user'",
             (_utf8_or_none(model), self._replica, reply_to),
         )
+        handling = HANDLING.get()
+        if handling is None:
+            cursor = await self._write(*insert)
+        else:  # the update is answered from here on: its row is done with the reply's
+            async with self._transaction() as db:
+                cursor = await db.execute(*insert)
+                if cursor.rowcount:
+                    await db.execute(_INBOX_DONE, (handling.platform, handling.update_id))
         if not cursor.rowcount:
             raise StorageError(f"Database {self._location}: no user message {reply_to} to answer.")
         return _inserted_id(cursor.lastrowid)
