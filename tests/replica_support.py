@@ -62,13 +62,13 @@ def assert_once_in_order(llm: FakeLLMServer, chats: list[FakeChat], messages: in
     """The model was asked each question once, each chat's in the order they were written,
     and the last question of each chat came with the chat's whole history in that order:
     stored in arrival order, answered one after the other."""
-    asked = [_question_of(request.json) for request in llm.requests]
+    asked = [question_of(request.json) for request in llm.requests]
     counts = Counter(asked)
     for c in range(len(chats)):
         order = [question(c, n) for n in range(messages)]
         assert [counts[q] for q in order] == [1] * messages, (c, [counts[q] for q in order])
         assert [q for q in asked if q in order] == order, c
-        last = next(r.json for r in llm.requests if _question_of(r.json) == order[-1])
+        last = next(r.json for r in llm.requests if question_of(r.json) == order[-1])
         history = [m["content"] for m in last["messages"] if m["role"] != "system"]
         expected: list[str] = []
         for q in order[:-1]:
@@ -76,7 +76,8 @@ def assert_once_in_order(llm: FakeLLMServer, chats: list[FakeChat], messages: in
         assert history == [*expected, order[-1]], c
 
 
-def _question_of(body: object) -> str | None:
+def question_of(body: object) -> str | None:
+    """The question a model request asks: its last message's text."""
     if not isinstance(body, dict):
         return None
     messages = body.get("messages") or []
