@@ -42,8 +42,13 @@ class InProcessReplica:
     replica: Replica
     service: ConversationService
     task: asyncio.Task[None]
+    stopped: bool = False
 
     async def stop(self) -> None:
+        """As `parley run` stops: the bot (its replies' grace), the service, then the lease."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
@@ -160,3 +165,29 @@ async def _refuse_inbox_writes(store: Store, refuse: bool) -> None:
         else:
             await conn.execute("DROP TRIGGER refuse ON inbox")
             await conn.execute("DROP FUNCTION refuse()")
+
+
+async def test_a_replica_stopped_under_load_hands_its_chats_over_without_a_miss(
+    postgres_url: str,
+) -> None:
+    """A rolling restart: one replica stops gracefully while chats are being answered; its
+    replies in flight finish within the grace, its chats are let go, and the other replica
+    answers the rest, every message once and in order."""
+    async with (
+        FakeTelegramAPI(allow_http_webhooks=True) as tg,
+        FakeLLMServer() as llm,
+        in_process_replica(tg, llm, postgres_url) as first,
+        in_process_replica(tg, llm, postgres_url) as second,
+    ):
+        await tg.wait_calls("setWebhook", 2, timeout=WAIT)
+        tg.webhooks.deliver_to = [first.url, second.url]
+        tg.webhooks.retry_delay = 0.05
+        llm.echo_delay = 0.05
+        chats = await send_load(tg, chats=8, messages=5)
+        await llm.wait_for_requests(8, timeout=WAIT)
+
+        await first.stop()
+
+        await tg.wait_until(lambda: all_answered(chats, 5), WAIT)
+        assert_once_in_order(llm, chats, 5)
+        assert await second.store.interrupt_orphaned() == 0  # nothing was left cut off
