@@ -153,6 +153,8 @@ class SharedInbox:
         while True:
             fed.wake.clear()
             new = 0
+            if not self._locks.alive:  # the lock went with the session: another may feed it
+                return
             if not self._closing:
                 try:
                     entries = await self._store.inbox_pending(self.platform, chat_key)

@@ -211,3 +211,28 @@ async def test_two_sweepers_at_once_mark_each_dead_reply_once(postgres_url: str)
     finally:
         for opened in stores:
             await opened.close()
+
+
+async def test_letting_a_chat_go_with_updates_waiting_tells_every_replica(
+    postgres_url: str,
+) -> None:
+    heard: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    holder = await open_chat_locks(postgres_url, lambda platform, key: None)
+    other = await open_chat_locks(
+        postgres_url, lambda platform, key: heard.put_nowait((platform, key))
+    )
+    store = await open_store(postgres_url)
+    assert holder is not None and other is not None
+    try:
+        assert await holder.take("telegram", "idle")
+        await holder.release("telegram", "idle")  # nothing waiting: no news
+        assert await holder.take("telegram", "9")
+        await store.inbox_add("telegram", 1, "9", "{}")
+        assert await asyncio.wait_for(heard.get(), 5) == ("telegram", "9")
+        await holder.release("telegram", "9")
+        assert await asyncio.wait_for(heard.get(), 5) == ("telegram", "9")
+        assert heard.empty()
+    finally:
+        await holder.close()
+        await other.close()
+        await store.close()
