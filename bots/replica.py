@@ -48,7 +48,9 @@ def lease_from_environment() -> float:
     except ValueError:
         lease = 0.0
     if lease <= 0:
-        log.warning("%s=%r is no positive number of seconds; using %s", LEASE_VARIABLE, raw, 15)
+        log.warning(
+            "%s=%r is no positive number of seconds; using %s", LEASE_VARIABLE, raw, LEASE_SECONDS
+        )
         return LEASE_SECONDS
     return lease
 
