@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 
 from bots.config import Settings
-from bots.replica import Replica
+from bots.replica import LEASE_SECONDS, LEASE_VARIABLE, Replica, lease_from_environment
 from bots.telegram import TelegramBot
 from core import AsyncClient
 from core.conversation import ConversationService
@@ -191,3 +194,26 @@ async def test_a_replica_stopped_under_load_hands_its_chats_over_without_a_miss(
         await tg.wait_until(lambda: all_answered(chats, 5), WAIT)
         assert_once_in_order(llm, chats, 5)
         assert await second.store.interrupt_orphaned() == 0  # nothing was left cut off
+
+
+async def test_with_sqlite_there_is_no_replica(tmp_path: Path) -> None:
+    """One SQLite process shares with nobody: updates go straight to its dispatcher."""
+    url = f"sqlite:///{tmp_path}/parley.db"
+    store = await open_store(url)
+    try:
+        assert await Replica.start(store, url) is None
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "lease"), [("2.5", 2.5), (None, LEASE_SECONDS), ("0", LEASE_SECONDS), ("x", 15.0)]
+)
+def test_the_lease_is_the_constant_unless_the_knob_says_otherwise(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, lease: float
+) -> None:
+    if value is None:
+        monkeypatch.delenv(LEASE_VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(LEASE_VARIABLE, value)
+    assert lease_from_environment() == lease
