@@ -4,7 +4,8 @@ The bots share one store, one conversation service (so a chat's order and `/stop
 across them) and the core's one HTTP pool. Start-up problems that the operator must fix
 (no token, a refused intent, an unusable database) end the run with their own message; a
 platform that cannot be reached is retried (`bots.startup`), and a signal stops the bots
-gracefully (`_Stopper`, `bots.shutdown`).
+gracefully (`_Stopper`, `bots.shutdown`). On PostgreSQL the process is one replica among any
+number (`bots.replica`): its lease is kept from before `recover()` until every reply is saved.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from bots.errors import BotStartupError
 from bots.monitoring import Monitoring
 from bots.open_access import open_platforms
 from bots.platform_observer import NO_PLATFORM_OBSERVER, PlatformObserver
+from bots.replica import Replica, lease_from_environment
 from bots.startup import seconds
 from core.client import AsyncClient, client_for
 from core.conversation import ConversationService
@@ -65,13 +67,18 @@ def build_bots(
     settings: Settings,
     service: ConversationService,
     platform_observer: PlatformObserver = NO_PLATFORM_OBSERVER,
+    replica: Replica | None = None,
 ) -> list[Bot]:
-    """One bot per platform with a token; the platform libraries load only when used."""
+    """One bot per platform with a token; the platform libraries load only when used.
+    `replica`: this process is one of several on a PostgreSQL database (Telegram's updates
+    then go through the shared inbox; Discord's are split by shard)."""
     bots: list[Bot] = []
     if settings.telegram_bot_token is not None:
         from bots.telegram import TelegramBot
 
-        bots.append(TelegramBot(settings, service, platform_observer=platform_observer))
+        bots.append(
+            TelegramBot(settings, service, platform_observer=platform_observer, replica=replica)
+        )
     if settings.discord_bot_token is not None:
         from bots.discord import DiscordBot
 
@@ -151,11 +158,18 @@ async def run_bots(settings: Settings) -> None:
     tune_gc_for_streaming()
     monitoring = Monitoring(settings)
     store = await open_store(settings.database_url, on_write=monitoring.on_write)
+    try:
+        # Before recover(): with its lease alive, this replica's replies are spared like every
+        # other live replica's (None with SQLite: one process, no replicas).
+        replica = await Replica.start(store, settings.database_url, lease_from_environment())
+    except BaseException:
+        await store.close()
+        raise
     client = client_for(settings)
     _warn_if_no_default_provider(client)
     service = ConversationService(store, client, settings, observer=monitoring.observer)
     try:
-        bots = build_bots(settings, service, monitoring.platform_observer)
+        bots = build_bots(settings, service, monitoring.platform_observer, replica)
         await monitoring.start(bots, store)  # before the bots: 503 while they connect
         # Only the chats of the bots this process runs: a `parley chat` beside it, or another
         # `parley run` serving the other platform from the same database, keeps its replies.
@@ -173,5 +187,7 @@ async def run_bots(settings: Settings) -> None:
     finally:
         await monitoring.stop()
         await service.aclose()
+        if replica is not None:  # its heartbeats went on until every reply was saved
+            await replica.leave()
         await store.close()
         await close_shared_client()

@@ -39,6 +39,10 @@ TABLE_ORDER = (
     "reply_reasoning",
     "platform_messages",
 )
+#: Tables not copied: what replicas running on the source were doing (m013), the update inbox
+#: and the replicas' leases. Neither means anything on another database: a copy is taken
+#: with the bots stopped, when every update was answered and no replica is alive.
+TRANSIENT_TABLES = frozenset({"inbox", "replicas"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,11 @@ def _copier(store: Store) -> TableCopy:
 
 
 async def _schema(store: TableCopy, location: str) -> dict[str, list[str]]:
-    tables = await store.tables()
+    tables = {
+        name: columns
+        for name, columns in (await store.tables()).items()
+        if name not in TRANSIENT_TABLES
+    }
     unknown = sorted(set(tables) - set(TABLE_ORDER))
     missing = sorted(set(TABLE_ORDER) - set(tables))
     if unknown or missing:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Collection, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -274,6 +275,72 @@ class UsageRecord:
         return self.prompt_tokens + self.completion_tokens + weighed
 
 
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    """An update taken into the inbox (m013) and not handled yet: its id and its body as the
+    platform sent it (JSON text)."""
+
+    update_id: int
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRef:
+    """One inbox row: a platform's update, by the id the platform gave it."""
+
+    platform: str
+    update_id: int
+
+
+#: The inbox update the current task handles, set by the bot that fed it (`bots.inbox`). The
+#: user message `Store.add_user_message` stores under it is recorded on the update's row in the
+#: same transaction, and stored only once however often the update is handled (a replica taking
+#: over a dead one's chat handles again what that one had not answered); the reply row
+#: `Store.start_reply` opens under it marks the row done in the same transaction. So a replica
+#: dying before its reply started leaves the update to the chat's next owner, which answers it
+#: without storing the message twice, and one dying after leaves a reply the sweep marks.
+#: A context variable, not a parameter: it reaches the store through the dispatcher, the
+#: handler and the conversation service's reply task (each task copies its creator's context)
+#: without any of them knowing of it.
+HANDLING: ContextVar[UpdateRef | None] = ContextVar("parley_handling_update", default=None)
+
+
+#: Told of an update another replica (or this one) took into the inbox: its platform and chat.
+ArrivalListener = Callable[[str, str], None]
+
+
+class ChatLocks(Protocol):
+    """Which replica feeds which chat's inbox to its dispatcher: one at a time per chat, so a
+    chat's updates are answered in order whichever replica received them. PostgreSQL's only
+    (`storage.postgres.coordination`); with SQLite, one process, there is nothing to share.
+
+    A lock lives as long as the session holding it: a replica that dies loses its chats, and
+    a live one takes them over."""
+
+    @property
+    def alive(self) -> bool:
+        """False once the session was lost: every lock with it. `reconnect` to go on."""
+        ...
+
+    async def take(self, platform: str, chat_key: str) -> bool:
+        """Try to become the chat's feeder, without waiting: True when this replica is now."""
+        ...
+
+    async def release(self, platform: str, chat_key: str) -> None:
+        """Stop being the chat's feeder (the chat is idle here, or this replica stops); when
+        the chat has updates waiting, every replica is told, as of a new one."""
+        ...
+
+    async def reconnect(self) -> None:
+        """A new session after one was lost (no locks held); raises `StorageError` while the
+        database cannot be reached."""
+        ...
+
+    async def close(self) -> None:
+        """End the session: every lock still held is released."""
+        ...
+
+
 UsageScope = Literal["user", "chat", "guests"]
 UsagePeriod = Literal["day", "month"]
 #: Every guest's use of the bot, on any platform, is summed under this key.
@@ -442,13 +509,15 @@ class Store(Protocol):
 
         `chat_title`, when given, becomes the chat's title (chats get renamed, so the newest
         message's says what the chat is called now). `images` are stored with the message in
-        the same transaction, in their order: a crash keeps both or neither. `parent`: the
+        the same transaction, in their order: a crash keeps both or neither. Under `HANDLING`,
+        an update whose message was stored already gives that message's id, storing nothing. `parent`: the
         stored reply the message answers by replying to it, which makes it a branch
         (`branch_messages`); None: it follows the conversation's newest turn."""
         ...
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
-        """Create the row answering user message `reply_to`, status `streaming`; return its id."""
+        """Create the row answering user message `reply_to`, status `streaming`; return its id.
+        Under `HANDLING`, the update is marked done in the same transaction."""
         ...
 
     async def save_partial_reply(self, message_id: int, text: str) -> None:
@@ -486,13 +555,58 @@ class Store(Protocol):
         So too a `complete` reply still `delivery_pending`: the process ended before its
         text reached the user. `platform` limits it to that platform's chats, so `parley chat`
         starting up does not touch the replies a running bot process is streaming right now.
+        Replies named for a replica whose lease is alive (`heartbeat`) are another running
+        replica's: left alone.
         """
         ...
 
     async def undelivered_replies(self, platform: str) -> list[UndeliveredReply]:
         """The platform's replies still `delivery_pending`, oldest first. Meant for start-up,
         after `interrupt_streaming` and before the bot answers anything: later, it would
-        also list the replies being delivered right then."""
+        also list the replies being delivered right then. Live replicas' replies are left
+        out, as `interrupt_streaming` leaves them alone."""
+        ...
+
+    # Several replicas on one database (m013; `bots.replica`, `bots.inbox`).
+    def serve_as(self, replica: str) -> None:
+        """From now on every reply row this store starts (`start_reply`) names `replica` as
+        the one writing it, so that its lease (`heartbeat`) says whether it is still alive."""
+        ...
+
+    async def heartbeat(self, replica: str, lease_seconds: float) -> None:
+        """Renew `replica`'s lease: it counts as alive for `lease_seconds` from now (the
+        database's clock, shared by every replica). The first call registers it."""
+        ...
+
+    async def leave(self, replica: str) -> None:
+        """`replica` stopped cleanly (its replies saved): forget its lease."""
+        ...
+
+    async def interrupt_orphaned(self) -> int:
+        """The lease sweep a live replica runs: replies named for a replica whose lease ran out
+        (`streaming`, or `complete` but undelivered) become `interrupted`; return how many.
+        Each row is claimed by one sweeper (`FOR UPDATE SKIP LOCKED` on PostgreSQL), so two
+        survivors never both count it. Also forgets expired leases and handled inbox rows
+        older than a day (a platform retries an update within that)."""
+        ...
+
+    async def inbox_add(self, platform: str, update_id: int, chat_key: str, body: str) -> bool:
+        """Take an update in, durably: True when it is new, False when it was there already
+        (delivered twice). Committed when this returns; on PostgreSQL the replicas are told
+        (NOTIFY) in the same transaction."""
+        ...
+
+    async def inbox_pending(self, platform: str, chat_key: str) -> list[InboxEntry]:
+        """The chat's updates not handled yet, in update id order."""
+        ...
+
+    async def inbox_chats(self, platform: str) -> list[str]:
+        """The chats with updates not handled yet."""
+        ...
+
+    async def inbox_done(self, platform: str, update_id: int) -> None:
+        """The update was handled (its body is dropped; its id is kept against a late second
+        delivery)."""
         ...
 
     # Reading.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from storage.base import Store, StoreStatus, WriteObserver
+from storage.base import ArrivalListener, ChatLocks, Store, StoreStatus, WriteObserver
 from storage.errors import DatabaseURLError
 from storage.sqlite.store import BUSY_TIMEOUT_SECONDS, SQLiteStore, inspect_database
 
@@ -80,6 +80,16 @@ async def open_store(
     return await SQLiteStore.open(
         sqlite_path(url), busy_timeout=busy_timeout, must_exist=must_exist, on_write=on_write
     )
+
+
+async def open_chat_locks(url: str, on_arrival: ArrivalListener) -> ChatLocks | None:
+    """The chat locks replicas share on the database `url` names, `on_arrival` told of every
+    update taken into its inbox; None for SQLite, whose one process shares with nobody."""
+    if not is_postgres(url):
+        return None
+    from storage.postgres.coordination import PostgresChatLocks
+
+    return await PostgresChatLocks.open(postgres_url(url), on_arrival)
 
 
 async def inspect_store(url: str) -> StoreStatus:

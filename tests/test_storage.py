@@ -67,6 +67,7 @@ EXPECTED_COLUMNS = {
         "delivery_pending",  # m004
         "image_count",  # m005
         "parent",  # m011
+        "replica",  # m013
     ],
     # m005
     "images": ["id", "sha256", "media_type", "width", "height", "data", "created_at"],
@@ -102,6 +103,9 @@ EXPECTED_COLUMNS = {
     "reply_reasoning": ["message", "text"],
     # m011
     "platform_messages": ["platform_id", "message"],
+    # m013
+    "replicas": ["id", "started_at", "expires_at"],
+    "inbox": ["platform", "update_id", "chat_key", "body", "received_at", "message", "done"],
 }
 EXPECTED_INDEXES = {
     "chats_by_chat_id",
@@ -112,6 +116,8 @@ EXPECTED_INDEXES = {
     "message_images_by_image",
     "usage_by_time",
     "platform_messages_by_message",  # m011
+    "messages_unfinished",  # m013
+    "inbox_pending",  # m013
 }
 #: Text that breaks naive SQL building, quoting or JSON, used in every text field.
 NASTY = "'; DROP TABLE messages; -- \" \\ % _ ? :name $1 ` \x00 NULL ' OR '1'='1"

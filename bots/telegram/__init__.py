@@ -36,6 +36,7 @@ from bots.config import Settings
 from bots.errors import BotStartupError
 from bots.platform_observer import NO_PLATFORM_OBSERVER, PlatformObserver
 from bots.repair import repair_replies
+from bots.replica import Replica
 from bots.shutdown import Grace, finish_in_flight
 from bots.startup import DEFAULT_BACKOFF, Link, connect_with_retries, host_of
 from bots.telegram.chats import PLATFORM
@@ -90,9 +91,11 @@ class TelegramBot:
         polling_timeout: int = POLLING_TIMEOUT,
         backoff: Backoff = DEFAULT_BACKOFF,
         platform_observer: PlatformObserver = NO_PLATFORM_OBSERVER,
+        replica: Replica | None = None,
     ) -> None:
-        """`platform_observer` hears of Telegram's 429s (the metrics). `write_limits` and
-        `backoff` exist for tests, which may not want to wait Telegram's
+        """`platform_observer` hears of Telegram's 429s (the metrics). `replica`: this process
+        shares the database with other replicas (PostgreSQL): updates go through its inbox.
+        `write_limits` and `backoff` exist for tests, which may not want to wait Telegram's
         real pace or a real outage's retries."""
         if settings.telegram_bot_token is None:
             raise BotStartupError("TELEGRAM_BOT_TOKEN is not set.")
@@ -106,6 +109,7 @@ class TelegramBot:
         self._platform_observer = platform_observer
         self._link = Link("Telegram", host_of(settings.telegram_api_base))
         self._grace = Grace(settings.shutdown_grace_seconds)
+        self._replica = replica
 
     platform = PLATFORM
 
@@ -133,7 +137,8 @@ class TelegramBot:
             default=DefaultBotProperties(link_preview_is_disabled=True),
         )
         dispatcher = build_dispatcher(self._settings, self._service, self._budgets)
-        intake = UpdateIntake(bot, dispatcher)
+        inbox = None if self._replica is None else self._replica.inbox(PLATFORM)
+        intake = UpdateIntake(bot, dispatcher, inbox)
         receiver = self._receiver(bot, intake)
         try:
             me = await connect_with_retries(
@@ -151,7 +156,9 @@ class TelegramBot:
         finally:
             self._link.closed()
             await receiver.close()
+            intake.stop_feeding()
             await finish_in_flight("Telegram", intake.handlers, self._grace)
+            await intake.close()
             await bot.session.close()
 
     def _receiver(self, bot: Bot, intake: UpdateIntake) -> Receiver:

@@ -39,6 +39,7 @@ from bots.backoff import Backoff
 from bots.errors import BotStartupError, NotTheApi
 from bots.startup import Link, network_cause
 from bots.telegram.intake import UpdateIntake
+from storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +176,19 @@ class Poller:
             self._confirmed = request.offset
             self._link.answered()
             for update in updates:
+                try:
+                    await self._intake.accept(update)
+                except StorageError as exc:  # not taken in: asked for again after a wait
+                    delay = next(delays)
+                    log.warning(
+                        "Telegram: could not take update %d in (%s); polling again in %s s",
+                        update.update_id,
+                        exc,
+                        f"{delay:g}",
+                    )
+                    await asyncio.sleep(delay)
+                    break
                 self._offset = update.update_id + 1
-                await self._intake.accept(update)
 
     async def close(self) -> None:
         """Tell Telegram that every update handed to a handler is done with (see the module

@@ -12,7 +12,10 @@ A request is answered:
   line, not one per request.
 - 400 with a log line when the body is not JSON or not an Update: aiogram would answer 200 and
   fail in a background task, or 500; neither says what was wrong, and a 5xx makes Telegram retry.
-- 200 as soon as `UpdateIntake.accept` took the update in. The reply is handled in the background
+- 500 when the update could not be taken in (with replicas: the database failed to write it
+  into the inbox), so Telegram delivers it again.
+- 200 as soon as `UpdateIntake.accept` took the update in (with replicas: once the inbox
+  insert committed, so a replica dying right after loses nothing). The reply is handled in the background
   (aiogram's `handle_in_background`): waiting for it would hold Telegram's request for the whole
   streamed reply, and Telegram delivers again an update it thinks slow.
 
@@ -43,6 +46,7 @@ from bots.errors import BotStartupError
 from bots.monitoring import bind_problem
 from bots.telegram.intake import UpdateIntake
 from bots.telegram.polling import identify
+from storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +120,13 @@ class WebhookRequests(SimpleRequestHandler):
                 _body_problem(exc),
             )
             return web.Response(status=400, text="Bad Request: the body is not an Update")
-        await self._intake.accept(update)
+        try:
+            await self._intake.accept(update)
+        except StorageError as exc:  # not taken in: Telegram delivers it again
+            log.warning(
+                "Telegram webhook: could not take update %d in: %s (500)", update.update_id, exc
+            )
+            return web.Response(status=500, text="Internal Server Error: try again")
         return web.json_response({})
 
     async def close(self) -> None:

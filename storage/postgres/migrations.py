@@ -1,4 +1,4 @@
-"""The PostgreSQL schema: the same numbered steps m001..m012 as `storage.sqlite.migrations`.
+"""The PostgreSQL schema: the same numbered steps m001..m013 as `storage.sqlite.migrations`.
 
 Each step is the SQLite step of the same number written for PostgreSQL, so a database on either
 engine at version N has the same tables, columns (in the same order) and constraints, and a
@@ -316,6 +316,38 @@ async def m011_reply_chains(db: asyncpg.Connection) -> None:
 @migration
 async def m012_chat_persona(db: asyncpg.Connection) -> None:
     await _run(db, ("ALTER TABLE chats ADD COLUMN persona TEXT",))
+
+
+@migration
+async def m013_replicas(db: asyncpg.Connection) -> None:
+    await _run(
+        db,
+        (
+            "ALTER TABLE messages ADD COLUMN replica TEXT",
+            "CREATE INDEX messages_unfinished ON messages (replica)"
+            " WHERE status = 'streaming' OR delivery_pending = 1",
+            """
+            CREATE TABLE replicas (
+                id TEXT PRIMARY KEY,
+                started_at TEXT NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE inbox (
+                platform TEXT NOT NULL,
+                update_id BIGINT NOT NULL,
+                chat_key TEXT NOT NULL,
+                body TEXT NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                message BIGINT,
+                done INTEGER NOT NULL DEFAULT 0 CHECK (done IN (0, 1)),
+                PRIMARY KEY (platform, update_id)
+            )
+            """,
+            "CREATE INDEX inbox_pending ON inbox (platform, chat_key, update_id) WHERE done = 0",
+        ),
+    )
 
 
 LATEST_VERSION = len(MIGRATIONS)

@@ -34,6 +34,7 @@ import asyncpg
 from storage.base import (
     ALL_GUESTS,
     DERIVED_TABLE,
+    HANDLING,
     BudgetOverride,
     ChatConfig,
     ChatKey,
@@ -41,6 +42,7 @@ from storage.base import (
     ChatSummary,
     ConversationRecord,
     HistorySummary,
+    InboxEntry,
     MessageImage,
     MessageStatus,
     ReplyOutcome,
@@ -83,6 +85,19 @@ LOCK_TIMEOUT_SECONDS = 5.0
 
 #: Query parameters of a PostgreSQL URL that hold a secret (libpq's names).
 _SECRETS = frozenset({"password", "sslpassword"})
+#: The channel an inbox insert NOTIFYs, with "platform chat_key" as payload
+#: (`storage.postgres.coordination` LISTENs on it).
+INBOX_CHANNEL = "parley_inbox"
+#: How long a handled update's id is kept against a late second delivery: Telegram keeps an
+#: update it could not deliver for 24 hours.
+INBOX_KEEP_SECONDS = 2 * 24 * 3600.0
+#: Seconds since the epoch by the database's clock: leases compare times of several hosts.
+_EPOCH = "extract(epoch from clock_timestamp())"
+#: A reply row's replica is gone: no lease of it is alive.
+_DEAD_REPLICA = (
+    f"NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = m.replica AND r.expires_at > {_EPOCH})"
+)
+_UNFINISHED = "(m.status = 'streaming' OR (m.status = 'complete' AND m.delivery_pending = 1))"
 
 #: UTC timestamps as ISO 8601 text, exactly the SQLite store's form (`_NOW` there).
 _NOW = "to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
@@ -129,6 +144,11 @@ _INSERT_USER_MESSAGE = (
     " WHERE c.platform = $7 AND c.chat_id = $8 AND c.thread_id = $9 ORDER BY v.id DESC LIMIT 1"
     " RETURNING id"
 )
+
+_INBOX_DONE_AT = (
+    "UPDATE inbox SET done = 1, body = '' WHERE platform = ${} AND update_id = ${}::bigint"
+)
+_INBOX_DONE = _INBOX_DONE_AT.format(1, 2)
 
 BRANCH_QUERY = (
     "WITH RECURSIVE chain (question, answer, depth) AS ("
@@ -271,6 +291,8 @@ class PostgresStore:
         self._pool = pool
         self._on_write = on_write
         self._titles: dict[tuple[str, str, str], str] = {}
+        #: The replica the replies started here are written by (`serve_as`); None: none.
+        self._replica: str | None = None
 
     @classmethod
     async def open(
@@ -639,18 +661,35 @@ class PostgresStore:
             *_key(chat),
         )
         message_id = None
-        if not images:
+        handling = HANDLING.get()
+        if not images and handling is None:
             # One statement into the chat's newest conversation: the hot path, one round trip.
             message_id = await self._write_returning(_INSERT_USER_MESSAGE, *values)
         if message_id is None:
             named = [(image.sha256, image) for image in images]
             async with self._transaction() as conn:
+                if handling is not None:  # handled before, by a replica that died since
+                    stored = await conn.fetchval(
+                        "SELECT message FROM inbox WHERE platform = $1 AND update_id = $2"
+                        " FOR UPDATE",
+                        handling.platform,
+                        handling.update_id,
+                    )
+                    if stored is not None:
+                        return int(stored)
                 message_id = await conn.fetchval(_INSERT_USER_MESSAGE, *values)
                 if message_id is None:  # a chat's first message creates the chat
                     await self._ensure_chat(conn, chat)
                     message_id = await conn.fetchval(_INSERT_USER_MESSAGE, *values)
                 for position, (sha256, image) in enumerate(named):
                     await self._attach_image(conn, message_id, position, sha256, image)
+                if handling is not None:
+                    await conn.execute(
+                        "UPDATE inbox SET message = $3 WHERE platform = $1 AND update_id = $2",
+                        handling.platform,
+                        handling.update_id,
+                        message_id,
+                    )
         if chat_title:
             await self._keep_title(chat, chat_title)
         return int(message_id)
@@ -694,12 +733,20 @@ class PostgresStore:
         self._titles[key] = title
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
+        handling = HANDLING.get()
+        # The update is answered from here on: its row is done with the reply's (one statement,
+        # a data-modifying WITH always runs).
+        done = "" if handling is None else f"WITH done AS ({_INBOX_DONE_AT.format(4, 5)}) "
+        extra = () if handling is None else (handling.platform, handling.update_id)
         message_id = await self._write_returning(
-            "INSERT INTO messages (conversation, reply_to, role, status, model, created_at,"
-            f" updated_at) SELECT conversation, id, 'assistant', 'streaming', $1::text, {_NOW},"
-            f" {_NOW} FROM messages WHERE id = $2 AND role = 'user' RETURNING id",
+            f"{done}INSERT INTO messages (conversation, reply_to, role, status, model, replica,"
+            " created_at, updated_at) SELECT conversation, id, 'assistant', 'streaming',"
+            f" $1::text, $3::text, {_NOW}, {_NOW} FROM messages WHERE id = $2 AND role = 'user'"
+            " RETURNING id",
             _text_or_none(model),
             reply_to,
+            self._replica,
+            *extra,
         )
         if message_id is None:
             raise StorageError(f"Database {self._location}: no user message {reply_to} to answer.")
@@ -770,9 +817,9 @@ class PostgresStore:
 
     async def interrupt_streaming(self, platform: str | None = None) -> int:
         status = await self._write(
-            f"UPDATE messages SET status = 'interrupted', updated_at = {_NOW}"
-            " WHERE (status = 'streaming' OR (status = 'complete' AND delivery_pending = 1))"
-            " AND ($1::text IS NULL OR conversation IN"
+            f"UPDATE messages m SET status = 'interrupted', updated_at = {_NOW}"
+            f" WHERE {_UNFINISHED} AND (m.replica IS NULL OR {_DEAD_REPLICA})"
+            " AND ($1::text IS NULL OR m.conversation IN"
             " (SELECT v.id FROM conversations v JOIN chats c ON c.id = v.chat"
             " WHERE c.platform = $1))",
             _text_or_none(platform),
@@ -784,13 +831,80 @@ class PostgresStore:
             "SELECT m.id, c.platform, c.chat_id, c.thread_id, m.text, m.platform_ids"
             " FROM messages m JOIN conversations v ON v.id = m.conversation"
             " JOIN chats c ON c.id = v.chat"
-            " WHERE m.delivery_pending = 1 AND c.platform = $1 ORDER BY m.id",
+            f" WHERE m.delivery_pending = 1 AND c.platform = $1"
+            f" AND (m.replica IS NULL OR {_DEAD_REPLICA}) ORDER BY m.id",
             _text(platform),
         )
         return [
             UndeliveredReply(id_, platform_, chat_id, thread_id, text, tuple(json.loads(ids)))
             for id_, platform_, chat_id, thread_id, text, ids in rows
         ]
+
+    # Replicas (m013): leases, the sweep, the inbox.
+
+    def serve_as(self, replica: str) -> None:
+        self._replica = replica
+
+    async def heartbeat(self, replica: str, lease_seconds: float) -> None:
+        await self._write(
+            f"INSERT INTO replicas (id, started_at, expires_at) VALUES ($1, {_NOW},"
+            f" {_EPOCH} + $2::float8) ON CONFLICT (id) DO UPDATE SET"
+            " expires_at = excluded.expires_at",
+            replica,
+            lease_seconds,
+        )
+
+    async def leave(self, replica: str) -> None:
+        await self._write("DELETE FROM replicas WHERE id = $1", replica)
+
+    async def interrupt_orphaned(self) -> int:
+        async with self._transaction() as conn:
+            # Claimed row by row: a second sweeper skips what the first holds, and finds it
+            # no longer unfinished once the first commits.
+            status = await conn.execute(
+                f"UPDATE messages SET status = 'interrupted', updated_at = {_NOW}"
+                " WHERE id IN (SELECT m.id FROM messages m WHERE m.replica IS NOT NULL"
+                f" AND {_UNFINISHED} AND {_DEAD_REPLICA} FOR UPDATE OF m SKIP LOCKED)"
+            )
+            await conn.execute(f"DELETE FROM replicas WHERE expires_at <= {_EPOCH}")
+            await conn.execute(
+                f"DELETE FROM inbox WHERE done = 1 AND received_at < {_EPOCH} - $1::float8",
+                INBOX_KEEP_SECONDS,
+            )
+        return _changed(status)
+
+    async def inbox_add(self, platform: str, update_id: int, chat_key: str, body: str) -> bool:
+        # One statement: the row and the notification commit together (a NOTIFY is sent at
+        # commit), and a second delivery of the update inserts nothing and notifies nobody.
+        added = await self._write_returning(
+            "WITH added AS (INSERT INTO inbox (platform, update_id, chat_key, body, received_at)"
+            f" VALUES ($1, $2, $3, $4, {_EPOCH}) ON CONFLICT DO NOTHING RETURNING chat_key)"
+            " SELECT count(*) FROM"
+            f" (SELECT pg_notify('{INBOX_CHANNEL}', $1 || ' ' || chat_key) FROM added) told",
+            _text(platform),
+            update_id,
+            _text(chat_key),
+            _text(body),
+        )
+        return bool(added)
+
+    async def inbox_pending(self, platform: str, chat_key: str) -> list[InboxEntry]:
+        rows = await self._fetch(
+            "SELECT update_id, body FROM inbox WHERE platform = $1 AND chat_key = $2"
+            " AND done = 0 ORDER BY update_id",
+            _text(platform),
+            _text(chat_key),
+        )
+        return [InboxEntry(update_id, body) for update_id, body in rows]
+
+    async def inbox_chats(self, platform: str) -> list[str]:
+        rows = await self._fetch(
+            "SELECT DISTINCT chat_key FROM inbox WHERE platform = $1 AND done = 0", _text(platform)
+        )
+        return [row[0] for row in rows]
+
+    async def inbox_done(self, platform: str, update_id: int) -> None:
+        await self._write(_INBOX_DONE, _text(platform), update_id)
 
     # Reading.
 

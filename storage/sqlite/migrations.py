@@ -339,6 +339,45 @@ async def m012_chat_persona(db: aiosqlite.Connection) -> None:
     await _run(db, ("ALTER TABLE chats ADD COLUMN persona TEXT",))
 
 
+@migration
+async def m013_replicas(db: aiosqlite.Connection) -> None:
+    # Several replicas on one database (`bots.replica`): each reply row names the replica
+    # writing it; `replicas` holds each live replica's lease; `inbox` each platform update
+    # taken in, unique by its id (a second delivery is dropped), with the user message stored
+    # for it (`message`, so a replica taking it over does not store it again) and `done` once
+    # its reply was started, or its handler returned.
+    # Both tables are transient (`parley history copy` skips them). SQLite, one process, keeps
+    # them too, so both engines stay at the same version with the same columns.
+    await _run(
+        db,
+        (
+            "ALTER TABLE messages ADD COLUMN replica TEXT",
+            "CREATE INDEX messages_unfinished ON messages (replica)"
+            " WHERE status = 'streaming' OR delivery_pending = 1",
+            """
+            CREATE TABLE replicas (
+                id TEXT PRIMARY KEY,
+                started_at TEXT NOT NULL,
+                expires_at REAL NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE inbox (
+                platform TEXT NOT NULL,
+                update_id INTEGER NOT NULL,
+                chat_key TEXT NOT NULL,
+                body TEXT NOT NULL,
+                received_at REAL NOT NULL,
+                message INTEGER,
+                done INTEGER NOT NULL DEFAULT 0 CHECK (done IN (0, 1)),
+                PRIMARY KEY (platform, update_id)
+            )
+            """,
+            "CREATE INDEX inbox_pending ON inbox (platform, chat_key, update_id) WHERE done = 0",
+        ),
+    )
+
+
 LATEST_VERSION = len(MIGRATIONS)
 
 

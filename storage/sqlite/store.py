@@ -29,6 +29,7 @@ import aiosqlite
 from storage.base import (
     ALL_GUESTS,
     DERIVED_TABLE,
+    HANDLING,
     BudgetOverride,
     ChatConfig,
     ChatKey,
@@ -36,6 +37,7 @@ from storage.base import (
     ChatSummary,
     ConversationRecord,
     HistorySummary,
+    InboxEntry,
     MessageImage,
     MessageStatus,
     ReplyOutcome,
@@ -70,6 +72,17 @@ BUSY_TIMEOUT_SECONDS = 5.0
 
 #: UTC timestamps as ISO 8601 text: readable in exports and sortable as text.
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+#: Seconds since the epoch, for leases and the inbox (`storage.postgres.store` has the same).
+_EPOCH = "((julianday('now') - 2440587.5) * 86400.0)"
+#: A reply row's replica is gone: no lease of it is alive.
+_DEAD_REPLICA = (
+    f"NOT EXISTS (SELECT 1 FROM replicas r WHERE r.id = messages.replica"
+    f" AND r.expires_at > {_EPOCH})"
+)
+_UNFINISHED = "(status = 'streaming' OR (status = 'complete' AND delivery_pending = 1))"
+_INBOX_DONE = "UPDATE inbox SET done = 1, body = '' WHERE platform = ? AND update_id = ?"
+#: How long a handled update's id is kept against a late second delivery (as on PostgreSQL).
+INBOX_KEEP_SECONDS = 2 * 24 * 3600.0
 
 #: In the order of `StoredMessage`'s fields, which `_message` relies on.
 _MESSAGE_COLUMNS = (
@@ -310,6 +323,8 @@ class SQLiteStore:
         self._write_lock = asyncio.Lock()
         self._on_write = on_write
         self._titles: dict[tuple[str, str, str], str] = {}
+        #: The replica the replies started here are written by (`serve_as`); None: none.
+        self._replica: str | None = None
 
     @classmethod
     async def open(
@@ -671,7 +686,8 @@ class SQLiteStore:
             *_key(chat),
         )
         message_id = None
-        if not images:
+        handling = HANDLING.get()
+        if not images and handling is None:
             # One statement into the chat's newest conversation: the hot path, one round trip.
             cursor = await self._write(_INSERT_USER_MESSAGE, values)
             message_id = _inserted_id(cursor.lastrowid) if cursor.rowcount else None
@@ -679,6 +695,14 @@ class SQLiteStore:
             # Hashed before the write lock is taken: other chats' writes need not wait on it.
             named = [(image.sha256, image) for image in images]
             async with self._transaction() as db:
+                if handling is not None:  # handled before, by a replica that died since
+                    rows = await db.execute_fetchall(
+                        "SELECT message FROM inbox WHERE platform = ? AND update_id = ?",
+                        (handling.platform, handling.update_id),
+                    )
+                    stored = next(iter(rows), (None,))[0]
+                    if stored is not None:
+                        return int(stored)
                 cursor = await db.execute(_INSERT_USER_MESSAGE, values)
                 if not cursor.rowcount:  # a chat's first message creates the chat
                     await self._ensure_chat(db, chat)
@@ -686,6 +710,11 @@ class SQLiteStore:
                 message_id = _inserted_id(cursor.lastrowid)
                 for position, (sha256, image) in enumerate(named):
                     await self._attach_image(db, message_id, position, sha256, image)
+                if handling is not None:
+                    await db.execute(
+                        "UPDATE inbox SET message = ? WHERE platform = ? AND update_id = ?",
+                        (message_id, handling.platform, handling.update_id),
+                    )
         if chat_title:
             await self._keep_title(chat, chat_title)
         return message_id
@@ -722,12 +751,20 @@ class SQLiteStore:
         self._titles[key] = title
 
     async def start_reply(self, reply_to: int, model: str | None) -> int:
-        cursor = await self._write(
-            "INSERT INTO messages (conversation, reply_to, role, status, model, created_at,"
-            f" updated_at) SELECT conversation, id, 'assistant', 'streaming', ?, {_NOW}, {_NOW}"
-            " FROM messages WHERE id = ? AND role = 'user'",
-            (_utf8_or_none(model), reply_to),
+        insert = (
+            "INSERT INTO messages (conversation, reply_to, role, status, model, replica,"
+            f" created_at, updated_at) SELECT conversation, id, 'assistant', 'streaming', ?, ?,"
+            f" {_NOW}, {_NOW} FROM messages WHERE id = ? AND role = 'user'",
+            (_utf8_or_none(model), self._replica, reply_to),
         )
+        handling = HANDLING.get()
+        if handling is None:
+            cursor = await self._write(*insert)
+        else:  # the update is answered from here on: its row is done with the reply's
+            async with self._transaction() as db:
+                cursor = await db.execute(*insert)
+                if cursor.rowcount:
+                    await db.execute(_INBOX_DONE, (handling.platform, handling.update_id))
         if not cursor.rowcount:
             raise StorageError(f"Database {self._location}: no user message {reply_to} to answer.")
         return _inserted_id(cursor.lastrowid)
@@ -797,7 +834,7 @@ class SQLiteStore:
     async def interrupt_streaming(self, platform: str | None = None) -> int:
         cursor = await self._write(
             f"UPDATE messages SET status = 'interrupted', updated_at = {_NOW}"
-            " WHERE (status = 'streaming' OR (status = 'complete' AND delivery_pending = 1))"
+            f" WHERE {_UNFINISHED} AND (replica IS NULL OR {_DEAD_REPLICA})"
             " AND (? IS NULL OR conversation IN"
             " (SELECT v.id FROM conversations v JOIN chats c ON c.id = v.chat"
             " WHERE c.platform = ?))",
@@ -810,13 +847,69 @@ class SQLiteStore:
             "SELECT m.id, c.platform, c.chat_id, c.thread_id, m.text, m.platform_ids"
             " FROM messages m JOIN conversations v ON v.id = m.conversation"
             " JOIN chats c ON c.id = v.chat"
-            " WHERE m.delivery_pending = 1 AND c.platform = ? ORDER BY m.id",
+            " WHERE m.delivery_pending = 1 AND c.platform = ?"
+            " AND (m.replica IS NULL OR NOT EXISTS (SELECT 1 FROM replicas r"
+            f" WHERE r.id = m.replica AND r.expires_at > {_EPOCH})) ORDER BY m.id",
             (_utf8(platform),),
         )
         return [
             UndeliveredReply(id_, platform_, chat_id, thread_id, text, tuple(json.loads(ids)))
             for id_, platform_, chat_id, thread_id, text, ids in rows
         ]
+
+    # Replicas (m013): kept as on PostgreSQL, though one SQLite process has no other replica.
+
+    def serve_as(self, replica: str) -> None:
+        self._replica = replica
+
+    async def heartbeat(self, replica: str, lease_seconds: float) -> None:
+        await self._write(
+            f"INSERT INTO replicas (id, started_at, expires_at) VALUES (?, {_NOW}, {_EPOCH} + ?)"
+            " ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at",
+            (replica, lease_seconds),
+        )
+
+    async def leave(self, replica: str) -> None:
+        await self._write("DELETE FROM replicas WHERE id = ?", (replica,))
+
+    async def interrupt_orphaned(self) -> int:
+        async with self._transaction() as db:  # the write lock: one sweeper at a time
+            cursor = await db.execute(
+                f"UPDATE messages SET status = 'interrupted', updated_at = {_NOW}"
+                f" WHERE replica IS NOT NULL AND {_UNFINISHED} AND {_DEAD_REPLICA}"
+            )
+            await db.execute(f"DELETE FROM replicas WHERE expires_at <= {_EPOCH}")
+            await db.execute(
+                f"DELETE FROM inbox WHERE done = 1 AND received_at < {_EPOCH} - ?",
+                (INBOX_KEEP_SECONDS,),
+            )
+        return cursor.rowcount
+
+    async def inbox_add(self, platform: str, update_id: int, chat_key: str, body: str) -> bool:
+        cursor = await self._write(
+            "INSERT INTO inbox (platform, update_id, chat_key, body, received_at)"
+            f" VALUES (?, ?, ?, ?, {_EPOCH}) ON CONFLICT DO NOTHING",
+            (_utf8(platform), update_id, _utf8(chat_key), _utf8(body)),
+        )
+        return bool(cursor.rowcount)
+
+    async def inbox_pending(self, platform: str, chat_key: str) -> list[InboxEntry]:
+        rows = await self._fetch(
+            "SELECT update_id, body FROM inbox WHERE platform = ? AND chat_key = ? AND done = 0"
+            " ORDER BY update_id",
+            (_utf8(platform), _utf8(chat_key)),
+        )
+        return [InboxEntry(update_id, body) for update_id, body in rows]
+
+    async def inbox_chats(self, platform: str) -> list[str]:
+        rows = await self._fetch(
+            "SELECT DISTINCT chat_key FROM inbox WHERE platform = ? AND done = 0",
+            (_utf8(platform),),
+        )
+        return [row[0] for row in rows]
+
+    async def inbox_done(self, platform: str, update_id: int) -> None:
+        await self._write(_INBOX_DONE, (_utf8(platform), update_id))
 
     # Reading.
 
