@@ -79,7 +79,12 @@ class Replica:
             if replica is not None:
                 replica._arrived(platform, chat_key)
 
-        locks = await open_chat_locks(database_url, arrived)
+        def lost() -> None:
+            if replica is not None:
+                for inbox in replica._inboxes.values():
+                    inbox.lost()
+
+        locks = await open_chat_locks(database_url, arrived, lost)
         if locks is None:
             return None
         replica = cls(store, locks, lease_seconds)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -40,17 +41,23 @@ class PostgresChatLocks:
     """`storage.base.ChatLocks` on one dedicated connection. Build it with `await
     PostgresChatLocks.open(url, on_arrival)`."""
 
-    def __init__(self, url: str, on_arrival: ArrivalListener) -> None:
+    def __init__(
+        self, url: str, on_arrival: ArrivalListener, on_lost: Callable[[], None] | None = None
+    ) -> None:
         self._url = url
         self._location = location_of(url)
         self._on_arrival = on_arrival
+        #: Told at once when the session ends by itself: every lock went with it.
+        self._on_lost = on_lost
         self._conn: asyncpg.Connection | None = None
         #: One statement at a time on the connection (asyncpg refuses overlapping ones).
         self._busy = asyncio.Lock()
 
     @classmethod
-    async def open(cls, url: str, on_arrival: ArrivalListener) -> PostgresChatLocks:
-        locks = cls(url, on_arrival)
+    async def open(
+        cls, url: str, on_arrival: ArrivalListener, on_lost: Callable[[], None] | None = None
+    ) -> PostgresChatLocks:
+        locks = cls(url, on_arrival, on_lost)
         await locks.reconnect()
         return locks
 
@@ -113,3 +120,5 @@ class PostgresChatLocks:
             "this one's chats over. Reconnecting.",
             self._location,
         )
+        if self._on_lost is not None:
+            self._on_lost()
