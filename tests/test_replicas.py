@@ -277,3 +277,39 @@ async def test_a_replica_that_loses_its_lock_session_stops_handling_the_chats_it
         await first.leave()
         await second.leave()
         await store.close()
+
+
+async def test_the_lease_is_renewed_while_a_sweep_is_slow(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep or a look round that takes long (a large table, a reconnect waiting out its
+    timeout) must not hold the heartbeats back: the lease would run out and another replica
+    would mark this live one's replies interrupted."""
+    store = await open_store(postgres_url)
+    beats: asyncio.Queue[None] = asyncio.Queue()
+    sweeping, finish = asyncio.Event(), asyncio.Event()
+    heartbeat = store.heartbeat
+
+    async def counted(replica: str, lease_seconds: float) -> None:
+        await heartbeat(replica, lease_seconds)
+        beats.put_nowait(None)
+
+    async def slow_sweep() -> int:
+        sweeping.set()
+        await finish.wait()
+        return 0
+
+    monkeypatch.setattr(store, "heartbeat", counted)
+    monkeypatch.setattr(store, "interrupt_orphaned", slow_sweep)
+    replica = await Replica.start(store, postgres_url, LEASE)
+    assert replica is not None
+    try:
+        await asyncio.wait_for(sweeping.wait(), WAIT)
+        while not beats.empty():
+            beats.get_nowait()
+        for _ in range(2):  # each within a lease of the one before
+            await asyncio.wait_for(beats.get(), LEASE)
+    finally:
+        finish.set()
+        await replica.leave()
+        await store.close()
