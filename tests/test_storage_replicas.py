@@ -236,3 +236,22 @@ async def test_letting_a_chat_go_with_updates_waiting_tells_every_replica(
         await holder.close()
         await other.close()
         await store.close()
+
+
+async def test_the_chat_locks_session_ends_soon_after_its_host_does(postgres_url: str) -> None:
+    """A replica whose host dies (power, a cut network) closes no socket: the server keeps its
+    session, and every chat lock with it, until TCP keepalives find the peer gone, two hours
+    and more by the kernel's defaults, while its chats' updates wait. The locks' session asks
+    the server to probe soon, so a live replica takes the chats over within about a lease."""
+    locks = await open_chat_locks(postgres_url, lambda platform, key: None)
+    assert locks is not None
+    try:
+        conn = locks._conn  # type: ignore[attr-defined]
+        probing = [
+            int(await conn.fetchval(f"SHOW tcp_keepalives_{name}"))
+            for name in ("idle", "interval", "count")
+        ]
+        idle, interval, count = probing
+        assert 0 < idle + interval * count <= 15
+    finally:
+        await locks.close()
