@@ -167,6 +167,8 @@ class SharedInbox:
             fed.wake.clear()
             new = 0
             if fed.lost or not self._locks.alive:  # the lock went with the session
+                for task in fed.running:  # seen before `lost` was told, or after
+                    task.cancel()
                 return
             if not self._closing:
                 try:
