@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from storage import (
@@ -255,3 +256,25 @@ async def test_the_chat_locks_session_ends_soon_after_its_host_does(postgres_url
         assert 0 < idle + interval * count <= 15
     finally:
         await locks.close()
+
+
+async def test_the_sweep_finds_the_handled_updates_to_forget_by_an_index(
+    postgres_url: str,
+) -> None:
+    """The sweep runs every third of a lease on every replica and forgets the handled updates
+    older than `INBOX_KEEP_SECONDS`: with two days of a busy bot's updates kept, reading the
+    whole inbox each time would cost every replica a full scan every few seconds."""
+    store = await open_store(postgres_url)  # migrated
+    await store.close()
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in await conn.fetch(
+                "EXPLAIN DELETE FROM inbox WHERE done = 1 AND received_at < 1000.0"
+            )
+        )
+    finally:
+        await conn.close()
+    assert "Seq Scan" not in plan, plan
