@@ -78,11 +78,16 @@ class PostgresChatLocks:
         if self.alive:
             return
         try:
-            conn = await asyncpg.connect(
-                self._url, timeout=CONNECT_TIMEOUT_SECONDS, server_settings=KEEPALIVES
-            )
+            conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_SECONDS)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise translate(exc, self._location) from exc
+        try:
+            # SET, not startup parameters: a pooler in front (PgBouncer) refuses unknown ones.
+            for name, value in KEEPALIVES.items():
+                await conn.execute(f"SET {name} = {value}")
             await conn.add_listener(INBOX_CHANNEL, self._heard)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            conn.terminate()  # not left open, unused
             raise translate(exc, self._location) from exc
         conn.add_termination_listener(self._lost)
         self._conn = conn
