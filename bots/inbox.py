@@ -47,6 +47,8 @@ class _Fed:
     running: set[asyncio.Task[Any]] = field(default_factory=set)
     #: Set when the chat may have news: a new update, or a handler ended.
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: The session holding the chat's lock ended: the chat may be another replica's now.
+    lost: bool = False
 
 
 class SharedInbox:
@@ -107,6 +109,17 @@ class SharedInbox:
             if chat_key not in self._owned:
                 self.kick(chat_key)
 
+    def lost(self) -> None:
+        """The session holding this replica's chat locks ended (`ChatLocks.alive`): another
+        replica may take any of its chats over at once and feed the updates not answered yet.
+        So their handlers here are cut short (an update whose reply had not started stays for
+        the new owner, handled once, by it) and the feeders end."""
+        for fed in self._owned.values():
+            fed.lost = True
+            for task in fed.running:
+                task.cancel()
+            fed.wake.set()
+
     def stop_feeding(self) -> None:
         """Hand no more updates over (the stop began); the chats are kept until their handlers
         end (`close`), so no other replica answers their next message meanwhile."""
@@ -153,7 +166,9 @@ class SharedInbox:
         while True:
             fed.wake.clear()
             new = 0
-            if not self._locks.alive:  # the lock went with the session: another may feed it
+            if fed.lost or not self._locks.alive:  # the lock went with the session
+                for task in fed.running:  # seen before `lost` was told, or after
+                    task.cancel()
                 return
             if not self._closing:
                 try:

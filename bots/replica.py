@@ -28,6 +28,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Awaitable, Callable
 
 from bots.inbox import SharedInbox
 from storage import ChatLocks, StorageError, Store, open_chat_locks
@@ -64,7 +65,9 @@ class Replica:
         self._store = store
         self._locks = locks
         self._inboxes: dict[str, SharedInbox] = {}
-        self._ticking: asyncio.Task[None] | None = None
+        #: The heartbeats, and the sweeps with the looks round: apart, so that a slow sweep
+        #: never holds a heartbeat back past the lease.
+        self._ticking: list[asyncio.Task[None]] = []
 
     @classmethod
     async def start(
@@ -79,7 +82,12 @@ class Replica:
             if replica is not None:
                 replica._arrived(platform, chat_key)
 
-        locks = await open_chat_locks(database_url, arrived)
+        def lost() -> None:
+            if replica is not None:
+                for inbox in replica._inboxes.values():
+                    inbox.lost()
+
+        locks = await open_chat_locks(database_url, arrived, lost)
         if locks is None:
             return None
         replica = cls(store, locks, lease_seconds)
@@ -89,7 +97,10 @@ class Replica:
         except BaseException:
             await locks.close()
             raise
-        replica._ticking = asyncio.create_task(replica._tick(), name="replica lease")
+        replica._ticking = [
+            asyncio.create_task(replica._tick(replica._heartbeat), name="replica lease"),
+            asyncio.create_task(replica._tick(replica._beat), name="replica sweep"),
+        ]
         log.info("Replica %s: lease %s s", replica.id, f"{lease_seconds:g}")
         return replica
 
@@ -102,10 +113,10 @@ class Replica:
     async def leave(self) -> None:
         """After the bots stopped and the replies were saved: stop the heartbeats, let the chats
         go and remove the lease."""
-        if self._ticking is not None:
-            self._ticking.cancel()
+        for ticking in self._ticking:
+            ticking.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._ticking
+                await ticking
         for inbox in self._inboxes.values():
             await inbox.close()
         await self._locks.close()
@@ -119,18 +130,20 @@ class Replica:
         if inbox is not None:
             inbox.kick(chat_key)
 
-    async def _tick(self) -> None:
+    async def _tick(self, step: Callable[[], Awaitable[None]]) -> None:
         period = self.lease_seconds / 3
         while True:
             await asyncio.sleep(period)
             try:
-                await self._beat()
+                await step()
             except StorageError as exc:
                 log.warning("Replica %s: %s", self.id, exc)
 
-    async def _beat(self) -> None:
-        """One heartbeat, sweep and look round."""
+    async def _heartbeat(self) -> None:
         await self._store.heartbeat(self.id, self.lease_seconds)
+
+    async def _beat(self) -> None:
+        """One sweep and look round."""
         if not self._locks.alive:
             await self._locks.reconnect()
         marked = await self._store.interrupt_orphaned()

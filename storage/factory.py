@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -82,14 +83,17 @@ async def open_store(
     )
 
 
-async def open_chat_locks(url: str, on_arrival: ArrivalListener) -> ChatLocks | None:
+async def open_chat_locks(
+    url: str, on_arrival: ArrivalListener, on_lost: Callable[[], None] | None = None
+) -> ChatLocks | None:
     """The chat locks replicas share on the database `url` names, `on_arrival` told of every
-    update taken into its inbox; None for SQLite, whose one process shares with nobody."""
+    update taken into its inbox, `on_lost` at once when the session holding the locks ended
+    (every lock with it); None for SQLite, whose one process shares with nobody."""
     if not is_postgres(url):
         return None
     from storage.postgres.coordination import PostgresChatLocks
 
-    return await PostgresChatLocks.open(postgres_url(url), on_arrival)
+    return await PostgresChatLocks.open(postgres_url(url), on_arrival, on_lost)
 
 
 async def inspect_store(url: str) -> StoreStatus:

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bots.config import Settings
+from bots.inbox import SharedInbox
 from bots.replica import LEASE_SECONDS, LEASE_VARIABLE, Replica, lease_from_environment
 from bots.telegram import TelegramBot
 from core import AsyncClient
 from core.conversation import ConversationService
-from storage import Store, open_store
+from storage import InboxEntry, Store, open_store
 from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.replica_support import (
@@ -217,3 +219,97 @@ def test_the_lease_is_the_constant_unless_the_knob_says_otherwise(
     else:
         monkeypatch.setenv(LEASE_VARIABLE, value)
     assert lease_from_environment() == lease
+
+
+async def test_a_replica_that_loses_its_lock_session_stops_handling_the_chats_it_held(
+    postgres_url: str,
+) -> None:
+    """The database ends the session holding a replica's chat locks (a restart, a cut
+    network) while an update of the chat is being handled: another replica may take the chat
+    over at once, so the first stops handling it (the update stays for the new owner), and
+    the update is handled once, by the new owner."""
+    store = await open_store(postgres_url)
+    first = await Replica.start(store, postgres_url, 60.0)
+    second = await Replica.start(store, postgres_url, 60.0)
+    assert first is not None and second is not None
+    started: asyncio.Queue[tuple[str, int]] = asyncio.Queue()
+    gate = asyncio.Event()
+    handled: list[tuple[str, int]] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    def feeding(name: str, inbox: SharedInbox) -> Callable[[InboxEntry], asyncio.Task[None]]:
+        def feed(entry: InboxEntry) -> asyncio.Task[None]:
+            async def handle() -> None:
+                started.put_nowait((name, entry.update_id))
+                await gate.wait()
+                handled.append((name, entry.update_id))
+                await inbox.done(entry.update_id)
+
+            tasks.append(asyncio.create_task(handle()))
+            return tasks[-1]
+
+        return feed
+
+    inboxes = {name: r.inbox("telegram") for name, r in (("first", first), ("second", second))}
+    inboxes["first"].open(feeding("first", inboxes["first"]))
+    try:
+        assert await inboxes["first"].receive(1, "chat", "{}")
+        assert await asyncio.wait_for(started.get(), WAIT) == ("first", 1)
+        conn = await asyncpg.connect(postgres_url)
+        try:  # the server ends the session holding the first replica's chat lock
+            ended = await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks"
+                " WHERE locktype = 'advisory' AND objsubid = 2 AND granted"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+        finally:
+            await conn.close()
+        assert ended == 1
+        inboxes["second"].open(feeding("second", inboxes["second"]))
+        await inboxes["second"].rescan()  # the second takes the chat over
+        assert await asyncio.wait_for(started.get(), WAIT) == ("second", 1)
+        gate.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert handled == [("second", 1)]
+        assert await store.inbox_pending("telegram", "chat") == []
+    finally:
+        gate.set()
+        await first.leave()
+        await second.leave()
+        await store.close()
+
+
+async def test_the_lease_is_renewed_while_a_sweep_is_slow(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep or a look round that takes long (a large table, a reconnect waiting out its
+    timeout) must not hold the heartbeats back: the lease would run out and another replica
+    would mark this live one's replies interrupted."""
+    store = await open_store(postgres_url)
+    beats: asyncio.Queue[None] = asyncio.Queue()
+    sweeping, finish = asyncio.Event(), asyncio.Event()
+    heartbeat = store.heartbeat
+
+    async def counted(replica: str, lease_seconds: float) -> None:
+        await heartbeat(replica, lease_seconds)
+        beats.put_nowait(None)
+
+    async def slow_sweep() -> int:
+        sweeping.set()
+        await finish.wait()
+        return 0
+
+    monkeypatch.setattr(store, "heartbeat", counted)
+    monkeypatch.setattr(store, "interrupt_orphaned", slow_sweep)
+    replica = await Replica.start(store, postgres_url, LEASE)
+    assert replica is not None
+    try:
+        await asyncio.wait_for(sweeping.wait(), WAIT)
+        while not beats.empty():
+            beats.get_nowait()
+        for _ in range(2):  # each within a lease of the one before
+            await asyncio.wait_for(beats.get(), LEASE)
+    finally:
+        finish.set()
+        await replica.leave()
+        await store.close()

@@ -118,6 +118,7 @@ EXPECTED_INDEXES = {
     "platform_messages_by_message",  # m011
     "messages_unfinished",  # m013
     "inbox_pending",  # m013
+    "inbox_handled",  # m013
 }
 #: Text that breaks naive SQL building, quoting or JSON, used in every text field.
 NASTY = "'; DROP TABLE messages; -- \" \\ % _ ? :name $1 ` \x00 NULL ' OR '1'='1"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import pytest
 
 from storage import (
@@ -236,3 +237,44 @@ async def test_letting_a_chat_go_with_updates_waiting_tells_every_replica(
         await holder.close()
         await other.close()
         await store.close()
+
+
+async def test_the_chat_locks_session_ends_soon_after_its_host_does(postgres_url: str) -> None:
+    """A replica whose host dies (power, a cut network) closes no socket: the server keeps its
+    session, and every chat lock with it, until TCP keepalives find the peer gone, two hours
+    and more by the kernel's defaults, while its chats' updates wait. The locks' session asks
+    the server to probe soon, so a live replica takes the chats over within about a lease."""
+    locks = await open_chat_locks(postgres_url, lambda platform, key: None)
+    assert locks is not None
+    try:
+        conn = locks._conn  # type: ignore[attr-defined]
+        probing = [
+            int(await conn.fetchval(f"SHOW tcp_keepalives_{name}"))
+            for name in ("idle", "interval", "count")
+        ]
+        idle, interval, count = probing
+        assert 0 < idle + interval * count <= 15
+    finally:
+        await locks.close()
+
+
+async def test_the_sweep_finds_the_handled_updates_to_forget_by_an_index(
+    postgres_url: str,
+) -> None:
+    """The sweep runs every third of a lease on every replica and forgets the handled updates
+    older than `INBOX_KEEP_SECONDS`: with two days of a busy bot's updates kept, reading the
+    whole inbox each time would cost every replica a full scan every few seconds."""
+    store = await open_store(postgres_url)  # migrated
+    await store.close()
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            row[0]
+            for row in await conn.fetch(
+                "EXPLAIN DELETE FROM inbox WHERE done = 1 AND received_at < 1000.0"
+            )
+        )
+    finally:
+        await conn.close()
+    assert "Seq Scan" not in plan, plan

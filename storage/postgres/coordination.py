@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -34,23 +35,38 @@ log = logging.getLogger(__name__)
 
 #: The first key of every chat lock: "pa" "rl", Parley's class of advisory locks.
 LOCK_CLASS = 0x7061726C
+#: TCP keepalives the server sends on the locks' session (idle seconds, seconds between
+#: probes, probes): a replica whose host died closes no socket, and by the kernel's defaults
+#: the server would keep its session and chat locks for over two hours. With these it ends
+#: them about 11 s after the host went silent, within the default lease.
+KEEPALIVES = {
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+}
 
 
 class PostgresChatLocks:
     """`storage.base.ChatLocks` on one dedicated connection. Build it with `await
     PostgresChatLocks.open(url, on_arrival)`."""
 
-    def __init__(self, url: str, on_arrival: ArrivalListener) -> None:
+    def __init__(
+        self, url: str, on_arrival: ArrivalListener, on_lost: Callable[[], None] | None = None
+    ) -> None:
         self._url = url
         self._location = location_of(url)
         self._on_arrival = on_arrival
+        #: Told at once when the session ends by itself: every lock went with it.
+        self._on_lost = on_lost
         self._conn: asyncpg.Connection | None = None
         #: One statement at a time on the connection (asyncpg refuses overlapping ones).
         self._busy = asyncio.Lock()
 
     @classmethod
-    async def open(cls, url: str, on_arrival: ArrivalListener) -> PostgresChatLocks:
-        locks = cls(url, on_arrival)
+    async def open(
+        cls, url: str, on_arrival: ArrivalListener, on_lost: Callable[[], None] | None = None
+    ) -> PostgresChatLocks:
+        locks = cls(url, on_arrival, on_lost)
         await locks.reconnect()
         return locks
 
@@ -63,8 +79,15 @@ class PostgresChatLocks:
             return
         try:
             conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_SECONDS)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise translate(exc, self._location) from exc
+        try:
+            # SET, not startup parameters: a pooler in front (PgBouncer) refuses unknown ones.
+            for name, value in KEEPALIVES.items():
+                await conn.execute(f"SET {name} = {value}")
             await conn.add_listener(INBOX_CHANNEL, self._heard)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            conn.terminate()  # not left open, unused
             raise translate(exc, self._location) from exc
         conn.add_termination_listener(self._lost)
         self._conn = conn
@@ -113,3 +136,5 @@ class PostgresChatLocks:
             "this one's chats over. Reconnecting.",
             self._location,
         )
+        if self._on_lost is not None:
+            self._on_lost()

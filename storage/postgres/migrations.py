@@ -346,6 +346,8 @@ async def m013_replicas(db: asyncpg.Connection) -> None:
             )
             """,
             "CREATE INDEX inbox_pending ON inbox (platform, chat_key, update_id) WHERE done = 0",
+            # The sweep forgets the handled updates past their keep by this, not a full scan.
+            "CREATE INDEX inbox_handled ON inbox (received_at) WHERE done = 1",
         ),
     )
 
