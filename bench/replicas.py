@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -30,44 +28,9 @@ from bench.common import machine_report, percentile
 from tests.fakes.llm_server import FakeLLMServer
 from tests.fakes.telegram_api import FakeChat, FakeTelegramAPI
 from tests.postgres_support import _binaries, _start_cluster, with_database
-from tests.replica_support import PATH, SECRET, all_answered, assert_once_in_order, send_load
-from tests.run_support import Child, free_port, parley_run
+from tests.replica_support import all_answered, assert_once_in_order, replicas, send_load
 
 WAIT = 300.0
-
-
-def replica_env(tg: FakeTelegramAPI, llm: FakeLLMServer, database: str, port: int) -> dict:
-    return {
-        "STREAM_MODE": "edit",
-        "TELEGRAM_BOT_TOKEN": tg.token,
-        "TELEGRAM_API_BASE": tg.base_url,
-        "OPENAI_BASE_URL": llm.base_url,
-        "DEFAULT_MODEL": "fake-model",
-        "DATABASE_URL": database,
-        "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}{PATH}",
-        "TELEGRAM_WEBHOOK_SECRET": SECRET,
-        "WEBHOOK_LISTEN": f"127.0.0.1:{port}",
-    }
-
-
-@contextlib.asynccontextmanager
-async def replicas(
-    count: int, tg: FakeTelegramAPI, llm: FakeLLMServer, database: str
-) -> AsyncIterator[list[Child]]:
-    ports = [free_port() for _ in range(count)]
-    async with contextlib.AsyncExitStack() as stack:
-        children = [
-            await stack.enter_async_context(parley_run(replica_env(tg, llm, database, port)))
-            for port in ports
-        ]
-        await tg.wait_calls("setWebhook", count, timeout=WAIT)
-        for child in children:
-            await child.wait_line("Telegram: taking webhook updates")
-        tg.webhooks.deliver_to = [f"http://127.0.0.1:{port}{PATH}" for port in ports]
-        tg.webhooks.duplicate_fraction = 0.1
-        yield children
-        for child in children:
-            await child.stop()
 
 
 def first_visible(tg: FakeTelegramAPI, chats: list[FakeChat]) -> list[float]:
@@ -107,7 +70,7 @@ async def one_run(count: int, server: str, args: argparse.Namespace) -> str:
         FakeLLMServer() as llm,
     ):
         llm.echo_delay = args.delay
-        async with replicas(count, tg, llm, with_database(server, name)):
+        async with replicas(count, tg, llm, with_database(server, name)) as children:
             started = time.monotonic()
             chats = await send_load(tg, args.chats, args.messages)
             await tg.wait_until(lambda: all_answered(chats, args.messages), WAIT)
@@ -115,6 +78,8 @@ async def one_run(count: int, server: str, args: argparse.Namespace) -> str:
             assert_once_in_order(llm, chats, args.messages)
             delays = first_visible(tg, chats)
             deliveries = len(tg.webhooks.deliveries)
+            for child in children:
+                await child.stop()
     replies = args.chats * args.messages
     return (
         f"- {count} replica{'s' if count > 1 else ''}: {replies} replies in {seconds:.1f} s, "

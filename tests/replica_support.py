@@ -1,17 +1,68 @@
-"""What the replica tests share: the load (chats of people writing several messages quickly)
-and the checks that every message was answered exactly once, in order, per chat."""
+"""What the replica tests and `bench.replicas` share: `parley run` replicas behind the fake's
+round-robin webhooks, the load (chats of people writing several messages quickly) and the
+checks that every message was answered exactly once, in order, per chat."""
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import AsyncIterator
 
 from tests.fakes.llm_server import ECHO_PREFIX, FakeLLMServer
 from tests.fakes.telegram_api import FakeChat, FakeTelegramAPI, user
+from tests.run_support import Child, free_port, parley_run
 
 PATH = "/telegram/webhook"
 SECRET = "replicas_secret"
 #: The first user id of the load's people (each writes in a private chat of their own).
 FIRST_USER = 50_000
+#: Seconds a replica may take to come up.
+START_WAIT = 45.0
+
+
+def replica_env(
+    tg: FakeTelegramAPI, llm: FakeLLMServer, database: str, port: int, lease: float | None
+) -> dict[str, str]:
+    """A replica against the fakes: Telegram by webhook on `port`, the shared `database`;
+    `lease`: a short `PARLEY_LEASE_SECONDS` (None: the default)."""
+    env = {
+        "STREAM_MODE": "edit",
+        "TELEGRAM_BOT_TOKEN": tg.token,
+        "TELEGRAM_API_BASE": tg.base_url,
+        "OPENAI_BASE_URL": llm.base_url,
+        "DEFAULT_MODEL": "fake-model",
+        "DATABASE_URL": database,
+        "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}{PATH}",
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_LISTEN": f"127.0.0.1:{port}",
+    }
+    if lease is not None:
+        env["PARLEY_LEASE_SECONDS"] = str(lease)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def replicas(
+    count: int,
+    tg: FakeTelegramAPI,
+    llm: FakeLLMServer,
+    database: str,
+    *,
+    lease: float | None = None,
+) -> AsyncIterator[list[Child]]:
+    """`count` replicas up, the fake delivering to them in turn, a tenth of updates twice."""
+    ports = [free_port() for _ in range(count)]
+    async with contextlib.AsyncExitStack() as stack:
+        children = [
+            await stack.enter_async_context(parley_run(replica_env(tg, llm, database, port, lease)))
+            for port in ports
+        ]
+        await tg.wait_calls("setWebhook", count, timeout=START_WAIT)
+        for child in children:
+            await child.wait_line("Telegram: taking webhook updates")
+        tg.webhooks.deliver_to = [f"http://127.0.0.1:{port}{PATH}" for port in ports]
+        tg.webhooks.duplicate_fraction = 0.1
+        yield children
 
 
 def question(chat: int, n: int) -> str:

@@ -27,15 +27,14 @@ from storage import MessageStatus, Role, Store, StoredMessage, open_store
 from tests.fakes.llm_server import ECHO_PREFIX, FakeLLMServer
 from tests.fakes.telegram_api import FakeChat, FakeTelegramAPI
 from tests.replica_support import (
-    PATH,
-    SECRET,
     all_answered,
     assert_once_in_order,
     question,
     question_of,
+    replicas,
     send_load,
 )
-from tests.run_support import Child, assert_no_traceback, free_port, parley_run, report
+from tests.run_support import Child, assert_no_traceback, report
 
 T = TypeVar("T")
 CHATS = 50
@@ -44,36 +43,12 @@ LEASE = 3.0
 WAIT = 45.0
 
 
-def replica_env(tg: FakeTelegramAPI, llm: FakeLLMServer, database: str, port: int) -> dict:
-    return {
-        "STREAM_MODE": "edit",
-        "TELEGRAM_BOT_TOKEN": tg.token,
-        "TELEGRAM_API_BASE": tg.base_url,
-        "OPENAI_BASE_URL": llm.base_url,
-        "DEFAULT_MODEL": "fake-model",
-        "DATABASE_URL": database,
-        "TELEGRAM_WEBHOOK_URL": f"http://127.0.0.1:{port}{PATH}",
-        "TELEGRAM_WEBHOOK_SECRET": SECRET,
-        "WEBHOOK_LISTEN": f"127.0.0.1:{port}",
-        "PARLEY_LEASE_SECONDS": str(LEASE),
-    }
-
-
 @contextlib.asynccontextmanager
 async def two_replicas(
     tg: FakeTelegramAPI, llm: FakeLLMServer, database: str
 ) -> AsyncIterator[tuple[Child, Child]]:
-    """Both replicas up, the fake delivering to both in turn, some updates twice."""
-    ports = [free_port(), free_port()]
-    async with (
-        parley_run(replica_env(tg, llm, database, ports[0])) as first,
-        parley_run(replica_env(tg, llm, database, ports[1])) as second,
-    ):
-        await tg.wait_calls("setWebhook", 2, timeout=WAIT)
-        for child in (first, second):
-            await child.wait_line("Telegram: taking webhook updates")
-        tg.webhooks.deliver_to = [f"http://127.0.0.1:{port}{PATH}" for port in ports]
-        tg.webhooks.duplicate_fraction = 0.1
+    """Both replicas up (a short lease), the fake delivering to both in turn."""
+    async with replicas(2, tg, llm, database, lease=LEASE) as (first, second):
         yield first, second
 
 
