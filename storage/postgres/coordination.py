@@ -28,7 +28,7 @@ import asyncpg
 
 from storage.base import ArrivalListener
 from storage.errors import StorageUnavailableError
-from storage.postgres.errors import translate
+from storage.postgres.errors import DRIVER_ERRORS, translate
 from storage.postgres.store import CONNECT_TIMEOUT_SECONDS, INBOX_CHANNEL, location_of
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,14 @@ class PostgresChatLocks:
             return
         try:
             conn = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_SECONDS)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, self._location) from exc
         try:
             # SET, not startup parameters: a pooler in front (PgBouncer) refuses unknown ones.
             for name, value in KEEPALIVES.items():
                 await conn.execute(f"SET {name} = {value}")
             await conn.add_listener(INBOX_CHANNEL, self._heard)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             conn.terminate()  # not left open, unused
             raise translate(exc, self._location) from exc
         conn.add_termination_listener(self._lost)
@@ -123,7 +123,7 @@ class PostgresChatLocks:
                 )
             try:
                 return await conn.fetchval(sql, LOCK_CLASS, platform, chat_key)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except DRIVER_ERRORS as exc:
                 raise translate(exc, self._location) from exc
 
     def _heard(self, _conn: Any, _pid: int, _channel: str, payload: object) -> None:

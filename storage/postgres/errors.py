@@ -32,6 +32,10 @@ _UNREACHABLE = (
 _LOGIN = (pg.InvalidPasswordError, pg.InvalidAuthorizationSpecificationError)
 
 
+#: What asyncpg and the network raise: every call to the server catches these and `translate`s.
+DRIVER_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 def translate(exc: BaseException, location: str) -> StorageError:
     """The storage error to raise for `exc`, raised while working on database `location`."""
     detail = str(exc) or type(exc).__name__

@@ -23,8 +23,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -60,7 +60,7 @@ from storage.base import (
     period_start,
 )
 from storage.errors import ForeignDatabaseError, SchemaTooNewError, StorageError
-from storage.postgres.errors import translate
+from storage.postgres.errors import DRIVER_ERRORS, translate
 from storage.postgres.migrations import LATEST_VERSION, VERSION_TABLE, migrate, schema_version
 from storage.values import timestamp as _timestamp
 from storage.values import utf8 as _utf8
@@ -259,7 +259,7 @@ async def _setup(conn: asyncpg.Connection) -> None:
 async def _connect(url: str, location: str) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DRIVER_ERRORS as exc:
         raise translate(exc, location) from exc
 
 
@@ -273,7 +273,7 @@ async def inspect_database(url: str) -> StoreStatus:
     try:
         await PostgresStore.check_before_writing(conn, location)
         version = await schema_version(conn)
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DRIVER_ERRORS as exc:
         raise translate(exc, location) from exc
     finally:
         await conn.close()
@@ -314,7 +314,7 @@ class PostgresStore:
             applied = await migrate(conn)
             if applied:
                 log.info("Migrated database %s: %s", location, ", ".join(applied))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, location) from exc
         finally:
             await conn.close()
@@ -326,7 +326,7 @@ class PostgresStore:
                 timeout=CONNECT_TIMEOUT_SECONDS,
                 init=_setup,
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, location) from exc
         return cls(location, pool, on_write)
 
@@ -369,31 +369,27 @@ class PostgresStore:
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Pooled]:
         """One write transaction on a connection of its own."""
-        started = time.perf_counter()
-        try:
+        with self._writing():
             async with self._pool.acquire() as conn, conn.transaction():
                 yield conn
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise translate(exc, self._location) from exc
-        finally:
-            self._timed(started)
 
     async def _write(self, sql: str, *parameters: Any) -> str:
         """A one-statement change (atomic on its own); returns its command status."""
-        started = time.perf_counter()
-        try:
+        with self._writing():
             return str(await self._pool.execute(sql, *parameters))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise translate(exc, self._location) from exc
-        finally:
-            self._timed(started)
 
     async def _write_returning(self, sql: str, *parameters: Any) -> Any:
         """A one-statement change whose RETURNING value is wanted (None: no row changed)."""
+        with self._writing():
+            return await self._pool.fetchval(sql, *parameters)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Around every write: the driver's errors as storage errors, the time to `on_write`."""
         started = time.perf_counter()
         try:
-            return await self._pool.fetchval(sql, *parameters)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            yield
+        except DRIVER_ERRORS as exc:
             raise translate(exc, self._location) from exc
         finally:
             self._timed(started)
@@ -405,7 +401,7 @@ class PostgresStore:
     async def _fetch(self, sql: str, *parameters: Any) -> list[asyncpg.Record]:
         try:
             return list(await self._pool.fetch(sql, *parameters))
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except DRIVER_ERRORS as exc:
             raise translate(exc, self._location) from exc
 
     async def _ensure_chat(self, conn: Pooled, chat: ChatKey) -> tuple[int, int, bool]:
